@@ -1,0 +1,1 @@
+//! pgoutput decoding (in progress).

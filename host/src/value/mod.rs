@@ -1,0 +1,1 @@
+//! Typed column values (in progress).

@@ -1,0 +1,1 @@
+//! Sink contract (in progress).

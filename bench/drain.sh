@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# Drain benchmark: how fast does cdc-host drain a pgoutput backlog, compared
+# with pg_recvlogical draining the very same backlog?
+#
+#   bench/drain.sh                      # 1,000,000 rows, both drains
+#   ROWS=100000 SKIP_HOST=1 bench/drain.sh   # only pg_recvlogical
+#
+# Steps: build cdc-host (release) -> throwaway Postgres in a temp dir (free
+# 127.0.0.1 port, run as the `postgres` user when we are root, wal_level=
+# logical, fsync=off) -> table `bench` + publication `bench_pub` -> slots
+# s_recv and s_host created BEFORE the load -> ROWS rows (~200 bytes each) in
+# transactions of BATCH rows -> end LSN = pg_current_wal_insert_lsn() right
+# after the last COMMIT -> drain s_recv with pg_recvlogical --endpos=<end>
+# -> drain s_host with `cdc-host run`, SIGTERMed once confirmed_flush_lsn of
+# s_host >= end. Wall time, CPU seconds and peak RSS come from
+# /usr/bin/time -v. Postgres is stopped and the temp dir removed on exit
+# (trap on EXIT/INT/TERM/HUP; a SIGKILL of this script would leak it).
+#
+# Env: ROWS (1000000), BATCH (1000), SKIP_HOST (0), CARGO_TARGET_DIR
+# (/var/tmp/cdc-target), HOST_BIN ($CARGO_TARGET_DIR/release/cdc-host) with
+# SKIP_BUILD=1 to bench an existing binary, CDC_TEST_PG_BIN (/usr/lib/postgresql/15/bin),
+# DRAIN_TIMEOUT (seconds per drain, 1800), HOST_RUST_LOG (RUST_LOG for
+# cdc-host, default "warn"), HOST_EXTRA_TOML (lines appended to [source] of
+# the cdc-host config, e.g. "status_interval_secs = 1"), KEEP_BENCH_DIR=1 keeps the temp dir (logs).
+#
+# Notes: the s_recv drain runs first, so the WAL is in the page cache for
+# both. pg_recvlogical reports its position when it reaches --endpos; for
+# cdc-host the measured wall time includes however long it takes to confirm
+# (send standby status for) the final LSN.
+set -euo pipefail
+
+ROWS=${ROWS:-1000000}
+BATCH=${BATCH:-1000}
+SKIP_HOST=${SKIP_HOST:-0}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-1800}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cdc-target}
+PG_BIN=${CDC_TEST_PG_BIN:-/usr/lib/postgresql/15/bin}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+log() { printf '[drain %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
+now() { date +%s.%N; }
+
+[[ $ROWS =~ ^[0-9]+$ && $ROWS -gt 0 ]] || die "ROWS must be a positive integer"
+[[ $BATCH =~ ^[0-9]+$ && $BATCH -gt 0 ]] || die "BATCH must be a positive integer"
+for t in initdb pg_ctl postgres psql pg_recvlogical; do
+  [[ -x $PG_BIN/$t ]] || die "$PG_BIN/$t missing (set CDC_TEST_PG_BIN)"
+done
+
+# --- GNU time ---------------------------------------------------------------
+if ! /usr/bin/time -v true >/dev/null 2>&1; then
+  log "installing GNU time"
+  if [[ $(id -u) == 0 ]]; then
+    apt-get install -y -o DPkg::Lock::Timeout=600 time >/dev/null ||
+      { apt-get update >/dev/null && apt-get install -y -o DPkg::Lock::Timeout=600 time >/dev/null; }
+  else
+    die "/usr/bin/time (GNU time) missing: apt-get install time"
+  fi
+fi
+
+# --- build ------------------------------------------------------------------
+HOST_BIN=${HOST_BIN:-$CARGO_TARGET_DIR/release/cdc-host}
+if [[ $SKIP_HOST != 1 && ${SKIP_BUILD:-0} != 1 ]]; then
+  log "cargo build --release -p cdc-host (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+  (cd "$REPO" && cargo build --release -p cdc-host)
+  [[ -x $HOST_BIN ]] || die "$HOST_BIN not built"
+fi
+
+# --- throwaway Postgres -------------------------------------------------------
+PGOS_USER=
+if [[ $(id -u) == 0 ]]; then
+  if id postgres >/dev/null 2>&1; then PGOS_USER=postgres; else PGOS_USER=nobody; fi
+fi
+as_pg() {
+  if [[ -n $PGOS_USER ]]; then
+    if command -v runuser >/dev/null; then runuser -u "$PGOS_USER" -- "$@"
+    else setpriv --reuid="$PGOS_USER" --regid="$PGOS_USER" --init-groups -- "$@"; fi
+  else
+    "$@"
+  fi
+}
+
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/cdc-bench-XXXXXX")
+chmod 700 "$DIR"
+if [[ -n $PGOS_USER ]]; then chown "$PGOS_USER:" "$DIR"; fi
+DATA=$DIR/data
+PGLOG=$DIR/postgres.log
+PORT=
+HOST_TIME_PID=
+RECV_PID=
+LOAD_PID=
+
+cleanup() {
+  local rc=$?
+  set +e
+  # `timeout` forwards TERM to pg_recvlogical; cdc-host is time's child.
+  [[ -n $LOAD_PID ]] && kill -TERM "$LOAD_PID" 2>/dev/null
+  [[ -n $RECV_PID ]] && kill -TERM "$RECV_PID" 2>/dev/null
+  if [[ -n $HOST_TIME_PID ]]; then
+    local c
+    for c in $(pgrep -P "$HOST_TIME_PID"); do kill -KILL "$c" 2>/dev/null; done
+    kill -KILL "$HOST_TIME_PID" 2>/dev/null
+  fi
+  if [[ -f $DATA/postmaster.pid ]]; then
+    local pid i
+    pid=$(head -n 1 "$DATA/postmaster.pid")
+    if [[ -n $pid ]] && kill -QUIT "$pid" 2>/dev/null; then
+      for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null
+    fi
+  fi
+  if [[ ${KEEP_BENCH_DIR:-0} == 1 ]]; then
+    log "kept $DIR"
+  else
+    rm -rf "$DIR"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+free_port() {
+  if command -v python3 >/dev/null; then
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  else
+    echo $((20000 + RANDOM % 40000))
+  fi
+}
+
+log "initdb in $DIR${PGOS_USER:+ (as $PGOS_USER)}"
+(cd "$DIR" && as_pg "$PG_BIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C -N >"$DIR/initdb.log" 2>&1) ||
+  { cat "$DIR/initdb.log" >&2; die "initdb failed"; }
+cat >>"$DATA/postgresql.conf" <<EOF
+# --- cdc-host drain bench ---
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$DIR'
+wal_level = logical
+max_replication_slots = 20
+max_wal_senders = 20
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_wal_size = '8GB'
+timezone = 'UTC'
+log_timezone = 'UTC'
+EOF
+
+for attempt in 1 2 3 4 5 6 7 8; do
+  PORT=$(free_port)
+  if (cd "$DIR" && as_pg "$PG_BIN/pg_ctl" -D "$DATA" -l "$PGLOG" -o "-p $PORT" -w -t 60 start >/dev/null); then
+    break
+  fi
+  grep -q "Address already in use" "$PGLOG" 2>/dev/null && [[ $attempt -lt 8 ]] ||
+    { tail -n 30 "$PGLOG" >&2; die "postgres failed to start"; }
+  log "port $PORT taken, retrying"
+  : >"$PGLOG"
+done
+log "postgres $(cat "$DATA/PG_VERSION") on 127.0.0.1:$PORT"
+
+PSQL=("$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)
+sql() { "${PSQL[@]}" -d bench -c "$1"; }
+
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE bench"
+sql "CREATE TABLE bench(id bigserial PRIMARY KEY, n int, t text, amount numeric(12,2), doc jsonb, ts timestamptz)"
+sql "CREATE PUBLICATION bench_pub FOR TABLE bench"
+sql "SELECT pg_create_logical_replication_slot('s_recv', 'pgoutput')" >/dev/null
+sql "SELECT pg_create_logical_replication_slot('s_host', 'pgoutput')" >/dev/null
+START_LSN=$(sql "SELECT pg_current_wal_insert_lsn()")
+
+# --- load -------------------------------------------------------------------
+# One DO block, COMMIT after every BATCH rows; the end LSN is read in the same
+# session right after the last COMMIT (insert position = end of that commit
+# record unless a background record sneaks into that instant).
+log "loading $ROWS rows in transactions of $BATCH"
+t0=$(now)
+# In the background + `wait`, so a signal is handled at once (the trap).
+"${PSQL[@]}" -d bench >"$DIR/end_lsn" <<EOF &
+DO \$\$
+DECLARE s bigint := 1;
+BEGIN
+  WHILE s <= $ROWS LOOP
+    INSERT INTO bench(n, t, amount, doc, ts)
+    SELECT g, md5(g::text) || md5((g * 2)::text) || md5((g * 3)::text),
+           (g % 10000) / 100.0,
+           jsonb_build_object('k', g, 'v', md5(g::text)),
+           now()
+    FROM generate_series(s, least(s + $BATCH - 1, $ROWS)) AS g;
+    COMMIT;
+    s := s + $BATCH;
+  END LOOP;
+END
+\$\$;
+SELECT pg_current_wal_insert_lsn();
+EOF
+LOAD_PID=$!
+wait "$LOAD_PID" || die "load failed"
+LOAD_PID=
+END_LSN=$(tr -d '[:space:]' <"$DIR/end_lsn")
+t1=$(now)
+TXNS=$(( (ROWS + BATCH - 1) / BATCH ))
+WAL_MB=$(sql "SELECT round(pg_wal_lsn_diff('$END_LSN', '$START_LSN') / 1048576.0, 1)")
+ROW_BYTES=$(sql "SELECT round(avg(pg_column_size(b.*))) FROM (SELECT * FROM bench LIMIT 10000) b")
+log "loaded in $(printf '%.1f' "$(calc "$t1 - $t0")")s: $TXNS txns, WAL $START_LSN..$END_LSN (${WAL_MB} MB), ~${ROW_BYTES} B/row"
+
+# parse_time FILE -> "cpu_s rss_mb elapsed_s"
+parse_time() {
+  awk -F': ' '
+    /User time \(seconds\)/ {u = $2}
+    /System time \(seconds\)/ {s = $2}
+    /Maximum resident set size/ {r = $2}
+    /Elapsed \(wall clock\) time/ {
+      n = split($2, a, ":"); e = 0
+      for (i = 1; i <= n; i++) e = e * 60 + a[i]
+    }
+    END {printf "%.2f %.1f %.2f\n", u + s, r / 1024, e}' "$1"
+}
+
+# --- drain 1: pg_recvlogical ------------------------------------------------
+log "draining s_recv with pg_recvlogical --endpos=$END_LSN"
+t0=$(now)
+set +e
+timeout "$DRAIN_TIMEOUT" /usr/bin/time -v -o "$DIR/recv.time" \
+  "$PG_BIN/pg_recvlogical" -d bench -h 127.0.0.1 -p "$PORT" -U postgres --slot s_recv --start \
+  -o proto_version=1 -o publication_names=bench_pub --endpos="$END_LSN" -f /dev/null \
+  2>"$DIR/recv.stderr" &
+RECV_PID=$!
+wait "$RECV_PID"
+rc=$?
+set -e
+RECV_PID=
+t1=$(now)
+if [[ $rc -ne 0 ]]; then
+  cat "$DIR/recv.stderr" >&2
+  die "pg_recvlogical exited with $rc"
+fi
+RECV_WALL=$(calc "$t1 - $t0")
+read -r RECV_CPU RECV_RSS _ < <(parse_time "$DIR/recv.time")
+RECV_CONFIRMED=$(sql "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 's_recv'")
+RECV_CPS=$(calc "$ROWS / $RECV_WALL")
+log "pg_recvlogical: $(printf '%.2f' "$RECV_WALL")s, s_recv confirmed_flush_lsn=$RECV_CONFIRMED"
+
+# --- drain 2: cdc-host --------------------------------------------------------
+HOST_STATUS=skipped
+if [[ $SKIP_HOST != 1 ]]; then
+  cat >"$DIR/cfg.toml" <<EOF
+[source]
+dsn = "postgres://postgres@127.0.0.1:$PORT/bench?sslmode=disable"
+slot = "s_host"
+publication = "bench_pub"
+create_slot = false
+${HOST_EXTRA_TOML:-}
+
+[[sinks]]
+type = "stdout"
+format = "json"
+EOF
+  [[ -x $HOST_BIN ]] || die "$HOST_BIN missing"
+  log "draining s_host with cdc-host until confirmed_flush_lsn >= $END_LSN"
+  t0=$(now)
+  RUST_LOG=${HOST_RUST_LOG:-warn} /usr/bin/time -v -o "$DIR/host.time" \
+    "$HOST_BIN" run "$DIR/cfg.toml" >/dev/null 2>"$DIR/host.stderr" &
+  HOST_TIME_PID=$!
+  deadline=$(( $(date +%s) + DRAIN_TIMEOUT ))
+  HOST_STATUS=timeout
+  while :; do
+    done_=$(sql "SELECT coalesce(confirmed_flush_lsn >= '$END_LSN'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = 's_host'")
+    if [[ $done_ == t ]]; then HOST_STATUS=ok; break; fi
+    if ! kill -0 "$HOST_TIME_PID" 2>/dev/null; then HOST_STATUS=exited; break; fi
+    (( $(date +%s) < deadline )) || break
+    sleep 0.2
+  done
+  t1=$(now)
+  HOST_WALL=$(calc "$t1 - $t0")
+  # SIGTERM cdc-host itself (GNU time would die of it without reporting).
+  HOST_PID=$(pgrep -P "$HOST_TIME_PID" || true)
+  [[ -n $HOST_PID ]] && kill -TERM "$HOST_PID" 2>/dev/null || true
+  for ((i = 0; i < 150; i++)); do kill -0 "$HOST_TIME_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$HOST_TIME_PID" 2>/dev/null; then
+    log "cdc-host ignored SIGTERM for 15s; SIGKILL"
+    [[ -n $HOST_PID ]] && kill -KILL "$HOST_PID" 2>/dev/null || true
+  fi
+  set +e; wait "$HOST_TIME_PID"; HOST_RC=$?; set -e
+  HOST_TIME_PID=
+  HOST_CONFIRMED=$(sql "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 's_host'")
+  if [[ $HOST_STATUS != ok ]]; then
+    log "cdc-host did not confirm $END_LSN ($HOST_STATUS, exit $HOST_RC, confirmed=$HOST_CONFIRMED); stderr tail:"
+    tail -n 30 "$DIR/host.stderr" >&2 || true
+  fi
+  if [[ -s $DIR/host.time ]] && grep -q 'Maximum resident' "$DIR/host.time"; then
+    read -r HOST_CPU HOST_RSS _ < <(parse_time "$DIR/host.time")
+  else
+    HOST_CPU=nan HOST_RSS=nan
+  fi
+  HOST_CPS=$(calc "$ROWS / $HOST_WALL")
+  log "cdc-host: $(printf '%.2f' "$HOST_WALL")s ($HOST_STATUS), exit $HOST_RC, s_host confirmed_flush_lsn=$HOST_CONFIRMED"
+fi
+
+# --- report -------------------------------------------------------------------
+echo
+echo "drain benchmark: $ROWS rows in $TXNS txns of $BATCH, ${WAL_MB} MB WAL, ~${ROW_BYTES} B/row, PG $(cat "$DATA/PG_VERSION"), $(nproc) cores"
+printf '%-16s %10s %12s %8s %13s\n' tool wall_s changes/s cpu_s peak_rss_MB
+printf '%-16s %10.2f %12.0f %8.2f %13.1f\n' pg_recvlogical "$RECV_WALL" "$RECV_CPS" "$RECV_CPU" "$RECV_RSS"
+if [[ $SKIP_HOST != 1 ]]; then
+  if [[ $HOST_STATUS == ok ]]; then
+    printf '%-16s %10.2f %12.0f %8s %13s\n' cdc-host "$HOST_WALL" "$HOST_CPS" "$HOST_CPU" "$HOST_RSS"
+    printf 'ratio host/recvlogical (changes/s): %.2f\n' "$(calc "$HOST_CPS / $RECV_CPS")"
+  else
+    printf '%-16s %10s %12s %8s %13s   (%s)\n' cdc-host - - "$HOST_CPU" "$HOST_RSS" "$HOST_STATUS"
+  fi
+else
+  echo "cdc-host: skipped (SKIP_HOST=1)"
+fi
+[[ $SKIP_HOST == 1 || $HOST_STATUS == ok ]] || exit 2

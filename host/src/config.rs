@@ -1,0 +1,534 @@
+//! `pipeline.toml`: the one file a user writes.
+//!
+//! Unknown keys are errors everywhere (`deny_unknown_fields`), and every error names the
+//! file, line, column and key, because a typo that is silently ignored is a pipeline
+//! that silently does the wrong thing. `${VAR}` in the DSN is filled from the
+//! environment after parsing, so secrets never appear in parse errors or logs.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use crate::source::dsn::ConnParams;
+use crate::source::options::{OriginFilter, Streaming};
+
+/// The whole pipeline.
+#[derive(Debug)]
+pub struct PipelineConfig {
+    pub source: SourceConfig,
+    pub pipeline: BatchConfig,
+    pub sinks: Vec<Spanned<SinkConfig>>,
+}
+
+/// `[source]`: where changes come from.
+#[derive(Debug)]
+pub struct SourceConfig {
+    /// libpq URL or key=value string; `${VAR}` is replaced from the environment.
+    pub dsn: Spanned<String>,
+    /// Replication slot name (`[a-z0-9_]`, at most 63 bytes).
+    pub slot: Spanned<String>,
+    /// The publication: a name, or a table `{ name, create, tables }`.
+    pub publication: Spanned<Publication>,
+    /// Create the slot when it does not exist (default true).
+    pub create_slot: bool,
+    /// pgoutput protocol version, 1 to 4 (default 1).
+    pub proto_version: Spanned<u32>,
+    /// Ask pgoutput for binary values (not implemented yet: rejected by validation).
+    pub binary: Spanned<bool>,
+    /// Stream in-progress transactions (not implemented yet: rejected by validation).
+    pub streaming: Spanned<Streaming>,
+    /// Replication-origin filter (Postgres ≥ 16).
+    pub origin: Option<OriginFilter>,
+    /// Receive `pg_logical_emit_message` messages (default true).
+    pub messages: bool,
+    /// Seconds between standby status updates (default 10; Postgres's wal_sender_timeout is 60).
+    pub status_interval_secs: u64,
+}
+
+/// The publication to read, and whether cdc-host may create it.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Publication {
+    pub name: String,
+    /// Create the publication when missing (default false).
+    #[serde(default)]
+    pub create: bool,
+    /// Tables for a created publication (`schema.table`); absent = all tables.
+    #[serde(default)]
+    pub tables: Option<Vec<String>>,
+}
+
+/// `publication = "name"` or a `[source.publication]` table: both spellings land here.
+#[derive(Debug)]
+struct PublicationField(Publication);
+
+impl<'de> Deserialize<'de> for PublicationField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PublicationField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a publication name, or a table with name, create and tables")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(PublicationField(Publication {
+                    name: s.to_owned(),
+                    create: false,
+                    tables: None,
+                }))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                Publication::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(PublicationField)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[pipeline]`: batching and flow control.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// A batch closes at a transaction boundary once it holds this many changes; a
+    /// larger transaction is split (default 4096).
+    pub max_changes: usize,
+    /// A batch closes when the stream has been quiet this long (default 50 ms).
+    pub max_delay_ms: u64,
+    /// Batches in flight (sent, not yet acked) before the source stops reading (default 8).
+    pub max_inflight: usize,
+    /// On SIGTERM, how long to wait for in-flight batches to be acked (default 30 s).
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_changes: 4096,
+            max_delay_ms: 50,
+            max_inflight: 8,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// The kinds of sink.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkType {
+    Stdout,
+}
+
+/// Output encodings.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One native JSON object per change.
+    #[default]
+    Json,
+}
+
+/// One `[[sinks]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Unique name (default: the type, e.g. `stdout`).
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: SinkType,
+    #[serde(default)]
+    pub format: Format,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+fn spanned_default<T: Default>() -> Spanned<T> {
+    Spanned::new(0..0, T::default())
+}
+fn ten() -> u64 {
+    10
+}
+
+/// A config problem, located in the file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.path.display(), self.line, self.column)?;
+        if let Some(k) = &self.key {
+            write!(f, "{k}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A loaded, validated config, with the resolved connection parameters.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: PipelineConfig,
+    pub conn: ConnParams,
+    pub publication: Publication,
+}
+
+impl PipelineConfig {
+    /// Reads, parses and validates a pipeline file.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            line: 0,
+            column: 0,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(path, &src)
+    }
+
+    /// Parses and validates config text (`path` is only used in messages).
+    pub fn parse(path: &Path, src: &str) -> Result<Loaded, ConfigError> {
+        let at = |span: std::ops::Range<usize>, key: Option<String>, message: String| {
+            let (line, column) = line_col(src, span.start);
+            ConfigError {
+                path: path.to_owned(),
+                line,
+                column,
+                key,
+                message,
+            }
+        };
+        let raw: RawConfig = toml::from_str(src).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let key = key_path_at(src, span.start);
+            at(span, key, e.message().trim().to_owned())
+        })?;
+        let config = raw.into_config();
+        let s = &config.source;
+        let dsn = interpolate(s.dsn.get_ref())
+            .map_err(|m| at(s.dsn.span(), Some("source.dsn".into()), m))?;
+        let conn: ConnParams = dsn.parse().map_err(|e: crate::source::dsn::DsnError| {
+            at(s.dsn.span(), Some("source.dsn".into()), e.to_string())
+        })?;
+        validate_slot_name(s.slot.get_ref())
+            .map_err(|m| at(s.slot.span(), Some("source.slot".into()), m))?;
+        let publication = s.publication.get_ref().clone();
+        if publication.name.is_empty() {
+            return Err(at(
+                s.publication.span(),
+                Some("source.publication".into()),
+                "must not be empty".into(),
+            ));
+        }
+        if !(1..=4).contains(s.proto_version.get_ref()) {
+            return Err(at(
+                s.proto_version.span(),
+                Some("source.proto_version".into()),
+                "must be 1, 2, 3 or 4".into(),
+            ));
+        }
+        if *s.proto_version.get_ref() != 1
+            || *s.binary.get_ref()
+            || *s.streaming.get_ref() != Streaming::Off
+        {
+            let span = if *s.binary.get_ref() {
+                s.binary.span()
+            } else if *s.streaming.get_ref() != Streaming::Off {
+                s.streaming.span()
+            } else {
+                s.proto_version.span()
+            };
+            return Err(at(
+                span,
+                Some("source".into()),
+                "only proto_version = 1 with text values and streaming = \"off\" is implemented so far".into(),
+            ));
+        }
+        if config.sinks.is_empty() {
+            return Err(at(
+                0..0,
+                Some("sinks".into()),
+                "at least one [[sinks]] entry is required".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for sink in &config.sinks {
+            let name = sink.get_ref().display_name();
+            if !names.insert(name.clone()) {
+                return Err(at(
+                    sink.span(),
+                    Some("sinks.name".into()),
+                    format!("duplicate sink name {name:?}: give each sink a unique name"),
+                ));
+            }
+        }
+        let b = &config.pipeline;
+        if b.max_changes == 0 || b.max_inflight == 0 {
+            return Err(at(
+                0..0,
+                Some("pipeline".into()),
+                "max_changes and max_inflight must be at least 1".into(),
+            ));
+        }
+        Ok(Loaded {
+            config,
+            conn,
+            publication,
+        })
+    }
+}
+
+impl SinkConfig {
+    /// The sink's name, defaulting to its type.
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| match self.kind {
+            SinkType::Stdout => "stdout".into(),
+        })
+    }
+}
+
+/// Mirrors `PipelineConfig` with the publication's two spellings; converted after parsing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    source: RawSource,
+    #[serde(default)]
+    pipeline: BatchConfig,
+    #[serde(default)]
+    sinks: Vec<Spanned<SinkConfig>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    dsn: Spanned<String>,
+    slot: Spanned<String>,
+    publication: Spanned<PublicationField>,
+    #[serde(default = "yes")]
+    create_slot: bool,
+    #[serde(default = "one")]
+    proto_version: Spanned<u32>,
+    #[serde(default = "spanned_default")]
+    binary: Spanned<bool>,
+    #[serde(default = "spanned_default")]
+    streaming: Spanned<Streaming>,
+    #[serde(default)]
+    origin: Option<OriginFilter>,
+    #[serde(default = "yes")]
+    messages: bool,
+    #[serde(default = "ten")]
+    status_interval_secs: u64,
+}
+
+impl RawConfig {
+    fn into_config(self) -> PipelineConfig {
+        let s = self.source;
+        let span = s.publication.span();
+        PipelineConfig {
+            source: SourceConfig {
+                dsn: s.dsn,
+                slot: s.slot,
+                publication: Spanned::new(span, s.publication.into_inner().0),
+                create_slot: s.create_slot,
+                proto_version: s.proto_version,
+                binary: s.binary,
+                streaming: s.streaming,
+                origin: s.origin,
+                messages: s.messages,
+                status_interval_secs: s.status_interval_secs,
+            },
+            pipeline: self.pipeline,
+            sinks: self.sinks,
+        }
+    }
+}
+
+/// Replaces `${NAME}` with the environment variable's value; `$$` is a literal `$`.
+pub fn interpolate(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body.find('}').ok_or("unterminated ${ in value")?;
+            let name = &body[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("invalid environment variable name {name:?}"));
+            }
+            let value = std::env::var(name)
+                .map_err(|_| format!("environment variable {name} is not set"))?;
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn validate_slot_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!(
+            "invalid slot name {name:?}: use 1 to 63 lower-case letters, digits and underscores"
+        ));
+    }
+    Ok(())
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+/// The dotted key at `offset`: the enclosing `[table]` header plus the key on that line.
+fn key_path_at(src: &str, offset: usize) -> Option<String> {
+    let before = &src[..offset.min(src.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = src[line_start..]
+        .find('\n')
+        .map_or(src.len(), |i| line_start + i);
+    let line = &src[line_start..line_end];
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let header = src[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+    });
+    match (header, key) {
+        (Some(h), Some(k)) => Some(format!("{h}.{k}")),
+        (None, Some(k)) => Some(k),
+        (Some(h), None) => Some(h),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Loaded, ConfigError> {
+        PipelineConfig::parse(Path::new("p.toml"), src)
+    }
+
+    const GOOD: &str = r#"
+[source]
+dsn = "postgres://cdc@127.0.0.1:5432/app?sslmode=prefer"
+slot = "cdc_host"
+publication = "cdc_pub"
+[[sinks]]
+type = "stdout"
+format = "json"
+"#;
+
+    #[test]
+    fn minimal_contract_parses() {
+        let l = parse(GOOD).unwrap();
+        assert_eq!(l.config.source.slot.get_ref(), "cdc_host");
+        assert_eq!(l.publication.name, "cdc_pub");
+        assert!(!l.publication.create);
+        assert!(l.config.source.create_slot);
+        assert_eq!(l.conn.dbname, "app");
+        assert_eq!(l.config.sinks.len(), 1);
+    }
+
+    #[test]
+    fn publication_table_form() {
+        let src = GOOD.replace(
+            "publication = \"cdc_pub\"",
+            "[source.publication]\nname = \"p\"\ncreate = true\ntables = [\"public.orders\"]",
+        );
+        let l = parse(&src).unwrap();
+        assert!(l.publication.create);
+        assert_eq!(
+            l.publication.tables.as_deref(),
+            Some(&["public.orders".to_owned()][..])
+        );
+    }
+
+    fn err(src: &str) -> String {
+        parse(src).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_column_and_key() {
+        let e = err(&GOOD.replace("slot = \"cdc_host\"", "slot = \"cdc_host\"\nslott = 1"));
+        assert!(
+            e.starts_with("p.toml:5:1: source.slott: unknown field `slott`"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("format = \"json\"", "format = \"json\"\ncolour = 1"));
+        assert!(
+            e.contains("p.toml:9:1: sinks.colour: unknown field `colour`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_values() {
+        let e = err(&GOOD.replace("format = \"json\"", "format = \"xml\""));
+        assert!(
+            e.contains("p.toml:8:10: sinks.format:") && e.contains("unknown variant `xml`"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("slot = \"cdc_host\"", "slot = \"Bad-Slot\""));
+        assert!(
+            e.starts_with("p.toml:4:8: source.slot: invalid slot name"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("?sslmode=prefer", "?sslmode=sometimes"));
+        assert!(
+            e.starts_with("p.toml:3:7: source.dsn: invalid sslmode"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("slot = \"cdc_host\"\n", ""));
+        assert!(e.contains("missing field `slot`"), "{e}");
+        let e = err(&format!("{GOOD}\n[[sinks]]\ntype = \"stdout\"\n"));
+        assert!(e.contains("duplicate sink name \"stdout\""), "{e}");
+    }
+
+    #[test]
+    fn env_interpolation() {
+        std::env::set_var("CDC_TEST_PW_1", "s3cret");
+        assert_eq!(
+            interpolate("a:${CDC_TEST_PW_1}@b $$ $x").unwrap(),
+            "a:s3cret@b $ $x"
+        );
+        let e = err(&GOOD.replace("cdc@", "cdc:${CDC_TEST_MISSING_VAR}@"));
+        assert!(
+            e.contains("source.dsn: environment variable CDC_TEST_MISSING_VAR is not set"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! The native JSON format: one object per change, column values as `to_jsonb()` renders them.
+//!
+//! ```json
+//! {"id":"00000000016B3748-00000000","op":"update","schema":"public","table":"orders",
+//!  "before":{"id":1},"after":{"id":1,"status":"paid"},"lsn":"0/16B3700",
+//!  "commit_lsn":"0/16B3748","xid":750,"commit_ts":"2026-11-21T10:00:00.123456+00:00"}
+//! ```
+//! Written straight into the output buffer: no intermediate `serde_json::Value`.
+
+use std::io::Write;
+
+use crate::change::{Before, Change, Row, Table};
+use crate::value::{write_json, write_json_str, Value};
+
+/// Appends one change as a JSON object (no newline).
+pub fn write_change(c: &Change, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"id\":\"");
+    let _ = write!(out, "{}", c.id());
+    out.extend_from_slice(b"\",\"op\":\"");
+    out.extend_from_slice(c.op.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"schema\":");
+    match &c.table {
+        Some(t) => {
+            write_json_str(&t.schema, out);
+            out.extend_from_slice(b",\"table\":");
+            write_json_str(&t.name, out);
+        }
+        None => out.extend_from_slice(b"null,\"table\":null"),
+    }
+    out.extend_from_slice(b",\"before\":");
+    match (&c.before, &c.table) {
+        (Some((kind, row)), Some(t)) => write_row(t, row, *kind == Before::Key, out),
+        _ => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"after\":");
+    match (&c.after, &c.table) {
+        (Some(row), Some(t)) => write_row(t, row, false, out),
+        _ => out.extend_from_slice(b"null"),
+    }
+    let _ = write!(
+        out,
+        ",\"lsn\":\"{}\",\"commit_lsn\":\"{}\",\"xid\":{},\"commit_ts\":",
+        c.lsn, c.commit_lsn, c.xid
+    );
+    write_json(&Value::TimestampTz(c.commit_ts), out);
+    if let (Some(row), Some(t)) = (&c.after, &c.table) {
+        write_unchanged_toast(t, row, out);
+    }
+    if let Some((cascade, restart_identity)) = c.truncate {
+        let _ = write!(
+            out,
+            ",\"cascade\":{cascade},\"restart_identity\":{restart_identity}"
+        );
+    }
+    if let Some(m) = &c.message {
+        out.extend_from_slice(b",\"prefix\":");
+        write_json_str(&m.prefix, out);
+        match std::str::from_utf8(&m.content) {
+            Ok(text) => {
+                out.extend_from_slice(b",\"content\":");
+                write_json_str(text, out);
+            }
+            Err(_) => {
+                // Not text: hex like bytea, under its own key so it is never mistaken for text.
+                out.extend_from_slice(b",\"content_bytea\":");
+                write_json(&Value::Bytea(m.content.clone()), out);
+            }
+        }
+        let _ = write!(out, ",\"transactional\":{}", m.transactional);
+    }
+    out.push(b'}');
+}
+
+/// A row as an object keyed by column name. Unchanged TOAST columns are left out (they are
+/// listed in `unchanged_toast`); with `key_only`, only replica-identity columns appear.
+fn write_row(table: &Table, row: &Row, key_only: bool, out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut first = true;
+    for (col, value) in table.columns.iter().zip(&row.0) {
+        if (key_only && !col.is_key) || matches!(value, Value::UnchangedToast) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_json_str(&col.name, out);
+        out.push(b':');
+        write_json(value, out);
+    }
+    out.push(b'}');
+}
+
+fn write_unchanged_toast(table: &Table, row: &Row, out: &mut Vec<u8>) {
+    let mut cols = table
+        .columns
+        .iter()
+        .zip(&row.0)
+        .filter(|(_, v)| matches!(v, Value::UnchangedToast));
+    let Some((first, _)) = cols.next() else {
+        return;
+    };
+    out.extend_from_slice(b",\"unchanged_toast\":[");
+    write_json_str(&first.name, out);
+    for (col, _) in cols {
+        out.push(b',');
+        write_json_str(&col.name, out);
+    }
+    out.push(b']');
+}

@@ -1,0 +1,82 @@
+//! Domain mapping: decoded pgoutput tuples + the relation they belong to → typed rows.
+//!
+//! Kept apart from the decoder (which knows only bytes) and from the stream loop (which
+//! knows only order), as supabase/etl does: each is testable alone.
+
+use std::sync::Arc;
+
+use crate::change::{Column, Row, Table};
+use crate::pgoutput::{ColumnData, Relation, TupleData};
+use crate::value::{parse_text, TypeInfo, Value};
+
+/// A tuple that does not fit its relation, or a value that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    #[error("tuple has {got} columns, relation {table} has {want}")]
+    Width {
+        table: String,
+        got: usize,
+        want: usize,
+    },
+    #[error("{column}: {message}")]
+    Value { column: String, message: String },
+    #[error("{column}: binary values are not enabled (source.binary = false)")]
+    Binary { column: String },
+}
+
+/// Builds the shared table description from a `Relation` message and resolved types.
+pub fn table_from_relation(rel: Relation, types: Vec<TypeInfo>) -> Arc<Table> {
+    let columns = rel
+        .columns
+        .into_iter()
+        .zip(types)
+        .map(|(c, type_info)| Column {
+            name: c.name.into(),
+            type_oid: c.type_oid,
+            type_info,
+            is_key: c.is_key,
+        })
+        .collect();
+    Arc::new(Table {
+        id: rel.id,
+        // pgoutput sends an empty namespace for pg_catalog.
+        schema: if rel.namespace.is_empty() {
+            "pg_catalog".into()
+        } else {
+            rel.namespace.into()
+        },
+        name: rel.name.into(),
+        replica_identity: rel.replica_identity,
+        columns,
+    })
+}
+
+/// Turns a tuple into typed values aligned with `table.columns`.
+pub fn row_from_tuple(table: &Table, tuple: TupleData) -> Result<Row, MapError> {
+    if tuple.0.len() != table.columns.len() {
+        return Err(MapError::Width {
+            table: format!("{}.{}", table.schema, table.name),
+            got: tuple.0.len(),
+            want: table.columns.len(),
+        });
+    }
+    let mut values = Vec::with_capacity(tuple.0.len());
+    for (data, col) in tuple.0.into_iter().zip(&table.columns) {
+        values.push(match data {
+            ColumnData::Null => Value::Null,
+            ColumnData::UnchangedToast => Value::UnchangedToast,
+            ColumnData::Text(raw) => {
+                parse_text(&col.type_info, raw).map_err(|e| MapError::Value {
+                    column: col.name.to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            ColumnData::Binary(_) => {
+                return Err(MapError::Binary {
+                    column: col.name.to_string(),
+                })
+            }
+        });
+    }
+    Ok(Row(values))
+}

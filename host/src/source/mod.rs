@@ -1,0 +1,145 @@
+//! The Postgres source: connection, slot and publication management, and the stream.
+//!
+//! - [`dsn`], [`tls`], [`wire`]: our own replication transport (tokio + postgres-protocol + rustls).
+//! - [`control`]: an ordinary SQL session (tokio-postgres) for checks and catalog look-ups.
+//! - [`options`]: `START_REPLICATION` options for pgoutput protocols 1–4.
+//! - [`mapping`], [`types`]: decoded tuples → typed rows.
+//! - [`stream`]: the loop that batches changes and reports acknowledged positions.
+
+pub mod control;
+pub mod dsn;
+pub mod error;
+pub mod mapping;
+pub mod options;
+pub mod stream;
+pub mod tls;
+pub mod types;
+pub mod wire;
+
+use std::collections::HashMap;
+
+use tokio::time::Instant;
+
+pub use error::SourceError;
+pub use stream::{Batch, Progress, Replicator, StreamSettings};
+
+use crate::config::Loaded;
+use crate::lsn::Lsn;
+use control::Control;
+use error::Context;
+use options::StartOptions;
+use wire::{quote_ident, WireConn};
+
+/// Connects, checks the server, ensures publication and slot, and starts streaming from
+/// the slot's confirmed position.
+pub async fn open(loaded: &Loaded) -> Result<Replicator, SourceError> {
+    let src = &loaded.config.source;
+    let conn = &loaded.conn;
+    let slot = src.slot.get_ref().as_str();
+    let publication = loaded.publication.name.as_str();
+    let ctx = Context {
+        user: &conn.user,
+        slot,
+        publication,
+    };
+
+    let control = Control::connect(conn, &ctx).await?;
+    control.check_wal_level().await?;
+    control.check_encoding().await?;
+    let major = control.server_major().await?;
+    let opts = StartOptions {
+        proto_version: *src.proto_version.get_ref(),
+        publications: vec![publication.to_owned()],
+        messages: src.messages,
+        binary: *src.binary.get_ref(),
+        streaming: *src.streaming.get_ref(),
+        origin: src.origin,
+    };
+    opts.validate(major)
+        .map_err(|e| SourceError::Setup(e.to_string()))?;
+
+    if !control.publication_exists(publication).await? {
+        if loaded.publication.create {
+            control
+                .create_publication(publication, loaded.publication.tables.as_deref())
+                .await?;
+            tracing::info!(publication, "created publication");
+        } else {
+            return Err(SourceError::Setup(format!(
+                "publication {publication:?} does not exist in database {:?}: run `CREATE PUBLICATION {} FOR ALL TABLES;` (or FOR TABLE …), or set [source.publication] create = true",
+                conn.dbname,
+                quote_ident(publication)
+            )));
+        }
+    }
+
+    let mut wire = WireConn::connect(conn, &ctx).await?;
+    wire.simple_query("IDENTIFY_SYSTEM", &ctx).await?;
+
+    let start_lsn = match control.slot(slot).await? {
+        Some(info) => {
+            if info.slot_type != "logical" || info.plugin.as_deref() != Some("pgoutput") {
+                return Err(SourceError::Setup(format!(
+                    "slot {slot:?} exists but is a {} slot with plugin {:?}; cdc-host needs a logical pgoutput slot",
+                    info.slot_type, info.plugin
+                )));
+            }
+            if info.database.as_deref() != Some(conn.dbname.as_str()) {
+                return Err(SourceError::Setup(format!(
+                    "slot {slot:?} belongs to database {:?}, not {:?}",
+                    info.database, conn.dbname
+                )));
+            }
+            if info.wal_status.as_deref() == Some("lost") {
+                return Err(SourceError::Setup(format!(
+                    "slot {slot:?} is invalidated (wal_status = lost): the WAL it needed was removed (max_slot_wal_keep_size?). Changes were lost; re-snapshot the tables, then drop the slot with SELECT pg_drop_replication_slot('{slot}') and start again. cdc-host never recreates a slot silently."
+                )));
+            }
+            info.confirmed_flush_lsn.unwrap_or(Lsn::ZERO)
+        }
+        None if src.create_slot => {
+            let rows = wire
+                .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT", quote_ident(slot)), &ctx)
+                .await?;
+            let lsn = rows
+                .first()
+                .and_then(|r| r.get(1).cloned().flatten())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(Lsn::ZERO);
+            tracing::info!(slot, consistent_point = %lsn, "created replication slot");
+            lsn
+        }
+        None => {
+            return Err(SourceError::Setup(format!(
+                "replication slot {slot:?} does not exist and source.create_slot = false: create it with SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"
+            )))
+        }
+    };
+
+    wire.start_copy_both(&opts.command(slot, start_lsn), &ctx)
+        .await?;
+    tracing::info!(%conn, slot, publication, start_lsn = %start_lsn, proto_version = opts.proto_version, "replication started");
+
+    let b = &loaded.config.pipeline;
+    Ok(Replicator {
+        conn: wire,
+        control,
+        slot: slot.to_owned(),
+        user: conn.user.clone(),
+        publication: publication.to_owned(),
+        settings: StreamSettings {
+            max_changes: b.max_changes,
+            status_interval: std::time::Duration::from_secs(src.status_interval_secs.max(1)),
+            shutdown_grace: std::time::Duration::from_secs(b.shutdown_grace_secs),
+        },
+        start_lsn,
+        relations: HashMap::new(),
+        types: Default::default(),
+        txn: None,
+        pending: Default::default(),
+        received: start_lsn,
+        idle_flush: Lsn::ZERO,
+        reported: start_lsn,
+        last_report: Instant::now(),
+    })
+}

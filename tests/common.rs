@@ -1,0 +1,125 @@
+//! Helpers shared by the integration tests (included next to the harness).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use crate::harness::{self, HostProcess, TestDb};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cdc-host");
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A database with a publication over `tables` (already created by `setup_sql`).
+pub async fn db_with(hint: &str, setup_sql: &str, publication_sql: &str) -> TestDb {
+    let db = harness::server().fresh_db(hint).await;
+    db.exec(setup_sql).await;
+    db.exec(publication_sql).await;
+    db
+}
+
+/// Writes a config in a temp dir that lives as long as the returned guard.
+pub fn config(
+    db_dsn: &str,
+    slot: &str,
+    publication: &str,
+    extra: &str,
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = harness::write_config(dir.path(), db_dsn, slot, publication, extra);
+    (dir, path)
+}
+
+/// Starts the host and waits until its slot is streaming.
+pub async fn start_host(db: &TestDb, config: &std::path::Path, slot: &str) -> HostProcess {
+    let mut host = HostProcess::spawn(BIN, config).unwrap();
+    wait_slot_active(db, slot, &mut host).await;
+    host
+}
+
+pub async fn wait_slot_active(db: &TestDb, slot: &str, host: &mut HostProcess) {
+    let client = db.client().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap();
+        if row.is_some_and(|r| r.get::<_, bool>(0)) {
+            return;
+        }
+        if let Some(st) = host.try_exit() {
+            panic!(
+                "host exited ({st}) before streaming:\n{}",
+                host.stderr_tail(30)
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slot {slot} never became active:\n{}",
+            host.stderr_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Parses stdout lines, ignoring a torn last line (a kill -9 can cut a write short).
+pub fn parse_lines(lines: &[String]) -> Vec<Json> {
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        match serde_json::from_str(l) {
+            Ok(v) => out.push(v),
+            Err(e) if i + 1 == lines.len() => eprintln!("ignoring torn last line ({e}): {l}"),
+            Err(e) => panic!("line {i} is not JSON ({e}): {l}"),
+        }
+    }
+    out
+}
+
+pub async fn wait_json(host: &mut HostProcess, n: usize) -> Vec<Json> {
+    let lines = host.wait_for_lines(n, WAIT).await.unwrap_or_else(|e| {
+        let _ = std::fs::copy(
+            harness::server().log_path(),
+            format!("/tmp/pglog-{}.txt", host.pid()),
+        );
+        let _ = std::fs::copy(
+            host.stderr_path(),
+            format!("/tmp/hostlog-{}.txt", host.pid()),
+        );
+        panic!(
+            "{e:#}\n--- postgres log tail ---\n{}",
+            harness::server().log_tail(40)
+        )
+    });
+    parse_lines(&lines)
+}
+
+/// Runs the host to completion (SIGTERM) and asserts a clean exit.
+pub async fn stop_clean(host: &mut HostProcess) {
+    host.sigterm().unwrap();
+    let st = host.wait_exit(WAIT).await.unwrap();
+    assert!(st.success(), "host exit {st}:\n{}", host.stderr_tail(40));
+}
+
+/// `to_jsonb(t)` of every row of `table`, keyed by `id`, parsed with exact numbers.
+pub async fn to_jsonb_rows(db: &TestDb, table: &str) -> Vec<Json> {
+    let client = db.client().await;
+    client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    let rows = client
+        .query(
+            &format!("SELECT to_jsonb(tbl_row)::text FROM {table} tbl_row ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let text: &str = r.try_get(0).unwrap_or_else(|e| panic!("{e:?}"));
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+        })
+        .collect()
+}

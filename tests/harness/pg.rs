@@ -1,0 +1,819 @@
+//! Throwaway Postgres servers and per-test databases.
+//!
+//! Lifecycle / cleanup design (no Postgres may outlive `cargo test`):
+//!
+//! * The shared server ([`server()`]) lives in a `static OnceLock`, which is
+//!   never dropped. When it is first started, a `libc::atexit` handler is
+//!   registered (the only `unsafe` in the harness, narrowly allowed on one fn)
+//!   that SIGQUITs the postmaster (immediate shutdown), waits for it (bounded)
+//!   and removes the temp dir. libtest leaves through `std::process::exit`
+//!   (→ C `exit()` → atexit handlers) both when all tests pass and when some
+//!   fail, so on every normal exit the server is gone *before* `cargo test`
+//!   returns.
+//! * Every server also gets a watchdog: `sh -c '...'` whose stdin is a pipe
+//!   whose only write end is held by the test process (Rust opens it
+//!   close-on-exec, so neither Postgres nor cdc-host inherit it). When the
+//!   test process dies in any way — SIGKILL, abort, a panic in a panic —
+//!   the kernel closes the pipe, the watchdog reads EOF, SIGQUITs the
+//!   postmaster named in `postmaster.pid` (after checking `/proc/PID/comm`
+//!   is `postgres`), waits for it, SIGKILLs whatever else still has its cwd
+//!   in the temp dir (e.g. an `initdb` cut short) and `rm -rf`s the dir.
+//!   The watchdog ignores INT/TERM/HUP/QUIT so a Ctrl-C on the process
+//!   group does not kill it before it has cleaned up. On a normal exit it finds nothing left.
+//! * A private server from [`PgServer::start`] is stopped on `Drop` the same
+//!   way (and its watchdog covers crashes).
+//!
+//! Databases from [`PgServer::fresh_db`] are dropped best-effort when the
+//! [`TestDb`] is dropped (replication slots of that database first: their
+//! walsenders are terminated, then the slots dropped, then the database).
+//! Anything left over disappears with the server's temp dir at exit. Set
+//! `CDC_TEST_KEEP_DBS=1` to keep databases (useful with a debugger; the
+//! server itself is still removed at exit).
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, Once, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use tokio_postgres::{Client, NoTls};
+
+use super::util::{effective_uid, lookup_user, run_bounded, run_ok, send_signal, tail};
+use super::{DEFAULT_PG_BIN, MD5_PASSWORD, MD5_USER, NOREPL_USER, SCRAM_PASSWORD, SCRAM_USER};
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+const INITDB_TIMEOUT: Duration = Duration::from_secs(120);
+const PSQL_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const PORT_ATTEMPTS: usize = 10;
+
+static SHARED: OnceLock<PgServer> = OnceLock::new();
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The Postgres shared by all tests of this test binary (started on first
+/// use, stopped at process exit — see the module docs). Panics if it cannot
+/// be started.
+pub fn server() -> &'static PgServer {
+    SHARED.get_or_init(|| {
+        let s = PgServer::start().unwrap_or_else(|e| panic!("starting test Postgres: {e:#}"));
+        register_atexit();
+        s
+    })
+}
+
+#[allow(unsafe_code)]
+fn register_atexit() {
+    extern "C" fn stop_shared_server() {
+        // Never unwind across the C boundary.
+        let _ = std::panic::catch_unwind(|| {
+            if let Some(s) = SHARED.get() {
+                s.shutdown();
+            }
+        });
+    }
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `atexit` only stores the function pointer. The handler is a
+        // plain `extern "C" fn()` that takes no arguments, touches only the
+        // `'static` SHARED server (through its Mutex) and catches every panic,
+        // so nothing unwinds into C. If registration fails (returns non-zero)
+        // the watchdog still cleans up once the process is gone.
+        let rc = unsafe { libc::atexit(stop_shared_server) };
+        if rc != 0 {
+            eprintln!("harness: atexit registration failed; relying on the watchdog");
+        }
+    });
+}
+
+/// The folder with `initdb`, `postgres`, `psql`: `$CDC_TEST_PG_BIN` or the
+/// Debian postgresql-15 one.
+pub fn pg_bin_dir() -> PathBuf {
+    match std::env::var_os("CDC_TEST_PG_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_PG_BIN),
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    postmaster: Option<Child>,
+    /// `sh` watchdog; its piped stdin is our end of the life-line.
+    watchdog: Option<Child>,
+    shut_down: bool,
+}
+
+/// A throwaway Postgres cluster in a temp dir, listening on 127.0.0.1 only.
+#[derive(Debug)]
+pub struct PgServer {
+    bin: PathBuf,
+    dir: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    port: u16,
+    /// (uid, gid) Postgres runs as when we are root.
+    run_as: Option<(u32, u32)>,
+    major: u32,
+    state: Mutex<State>,
+}
+
+impl PgServer {
+    /// Starts a new private server (initdb + postgres + roles). It is stopped
+    /// and its directory removed when the value is dropped.
+    pub fn start() -> Result<PgServer> {
+        let bin = pg_bin_dir();
+        for tool in ["initdb", "postgres", "psql"] {
+            if !bin.join(tool).is_file() {
+                bail!(
+                    "{} not found (set CDC_TEST_PG_BIN)",
+                    bin.join(tool).display()
+                );
+            }
+        }
+        let run_as = if effective_uid()? == 0 {
+            Some(
+                lookup_user("postgres")
+                    .or_else(|| lookup_user("nobody"))
+                    .ok_or_else(|| anyhow!("running as root but no 'postgres' or 'nobody' user"))?,
+            )
+        } else {
+            None
+        };
+        let dir = make_temp_dir()?;
+        let setup = || -> Result<Child> {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+            if let Some((uid, gid)) = run_as {
+                chown(&dir, Some(uid), Some(gid))
+                    .with_context(|| format!("chown {}", dir.display()))?;
+            }
+            spawn_watchdog(&dir)
+        };
+        let watchdog = match setup() {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let mut server = PgServer {
+            bin,
+            data: dir.join("data"),
+            log: dir.join("postgres.log"),
+            dir,
+            port: 0,
+            run_as,
+            major: 0,
+            state: Mutex::new(State {
+                postmaster: None,
+                watchdog: Some(watchdog),
+                shut_down: false,
+            }),
+        };
+        // From here on, an early return drops `server`, which cleans up.
+        server.initdb()?;
+        server.write_config()?;
+        server.start_on_free_port()?;
+        server.create_roles()?;
+        Ok(server)
+    }
+
+    pub fn host(&self) -> &'static str {
+        "127.0.0.1"
+    }
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// Major version (from `PG_VERSION`), e.g. 15.
+    pub fn major(&self) -> u32 {
+        self.major
+    }
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+    /// Also the `unix_socket_directories` of the server.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// Postgres' stderr (server log).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+    /// Postmaster pid, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.lock().postmaster.as_ref().map(|c| c.id())
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/DB?sslmode=disable`
+    pub fn dsn(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Superuser client on database `db` (panics on failure).
+    pub async fn client(&self, db: &str) -> Client {
+        let dsn = self.dsn(db);
+        try_connect(&dsn)
+            .await
+            .unwrap_or_else(|e| panic!("connect {dsn}: {}", pg_err(&e)))
+    }
+
+    /// Runs SQL (may be several statements, each its own transaction unless
+    /// the script says otherwise) through `psql` as superuser; returns
+    /// stdout (unaligned, tuples only). Blocking; bounded to 60 s.
+    pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
+        let cmd = psql_command(&self.bin.join("psql"), self.port, db);
+        let out = run_ok(cmd, Some(sql.as_bytes().to_vec()), PSQL_TIMEOUT)
+            .with_context(|| format!("psql on {db}"))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Creates a uniquely named database (`<hint>_<n>`) and returns it.
+    /// Panics on failure.
+    pub async fn fresh_db(&self, name_hint: &str) -> TestDb {
+        let name = unique_db_name(name_hint);
+        let admin = self.client("postgres").await;
+        let sql = format!("CREATE DATABASE \"{name}\"");
+        let mut attempt = 0;
+        loop {
+            match admin.batch_execute(&sql).await {
+                Ok(()) => break,
+                // 55006 object_in_use: "source database template1 is being
+                // accessed by other users" — transient with parallel tests.
+                Err(e) if attempt < 10 && e.code().map(|c| c.code()) == Some("55006") => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => panic!("{sql}: {}", pg_err(&e)),
+            }
+        }
+        TestDb {
+            name,
+            port: self.port,
+            psql: self.bin.join("psql"),
+            exec_client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Fast shutdown (SIGINT, waits for clients to be disconnected) or
+    /// immediate shutdown (SIGQUIT) of the postmaster. Meant for private
+    /// servers ([`PgServer::start`]); don't do this to the shared one.
+    pub fn stop_postgres(&self, immediate: bool) -> Result<()> {
+        let mut st = self.lock();
+        if let Some(child) = st.postmaster.take() {
+            stop_child(child, if immediate { "QUIT" } else { "INT" }, STOP_TIMEOUT)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the postmaster again on the same port after [`Self::stop_postgres`].
+    pub fn start_postgres(&self) -> Result<()> {
+        let mut st = self.lock();
+        if st.shut_down {
+            bail!("server was shut down");
+        }
+        if st.postmaster.is_some() {
+            return Ok(());
+        }
+        match self.spawn_postmaster(self.port)? {
+            Ok(child) => {
+                st.postmaster = Some(child);
+                Ok(())
+            }
+            Err(log) => bail!("postgres did not restart on port {}:\n{log}", self.port),
+        }
+    }
+
+    /// Fast shutdown + start on the same port.
+    pub fn restart(&self) -> Result<()> {
+        self.stop_postgres(false)?;
+        self.start_postgres()
+    }
+
+    /// Stops Postgres (immediate) and removes the temp dir. Idempotent.
+    pub fn shutdown(&self) {
+        let mut st = self.lock();
+        if st.shut_down {
+            return;
+        }
+        st.shut_down = true;
+        if let Some(child) = st.postmaster.take() {
+            if let Err(e) = stop_child(child, "QUIT", STOP_TIMEOUT) {
+                eprintln!("harness: stopping postgres: {e:#}");
+            }
+        }
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("harness: removing {}: {e}", self.dir.display());
+            }
+        }
+        if let Some(mut w) = st.watchdog.take() {
+            drop(w.stdin.take()); // EOF: the watchdog finds nothing left and exits
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(w.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if matches!(w.try_wait(), Ok(None)) {
+                let _ = w.kill();
+                let _ = w.wait();
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn as_pg_user(&self, cmd: &mut Command) {
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.current_dir(&self.dir)
+            .env("LC_ALL", "C")
+            .env_remove("PGDATA");
+    }
+
+    fn initdb(&mut self) -> Result<()> {
+        let mut cmd = Command::new(self.bin.join("initdb"));
+        cmd.arg("-D").arg(&self.data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "-N",
+        ]);
+        self.as_pg_user(&mut cmd);
+        run_ok(cmd, None, INITDB_TIMEOUT).context("initdb")?;
+        let v = fs::read_to_string(self.data.join("PG_VERSION")).context("reading PG_VERSION")?;
+        self.major = v
+            .trim()
+            .split('.')
+            .next()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
+        Ok(())
+    }
+
+    fn write_config(&self) -> Result<()> {
+        // Files exist (created by initdb as the Postgres user); appending /
+        // truncating keeps their owner.
+        let conf = format!(
+            "\n# --- cdc-host test harness ---\n\
+             listen_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{dir}'\n\
+             wal_level = logical\n\
+             max_replication_slots = 20\n\
+             max_wal_senders = 20\n\
+             fsync = off\n\
+             synchronous_commit = off\n\
+             full_page_writes = off\n\
+             timezone = 'UTC'\n\
+             log_timezone = 'UTC'\n\
+             logging_collector = off\n",
+            dir = self.dir.display()
+        );
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))
+            .context("opening postgresql.conf")?;
+        f.write_all(conf.as_bytes())?;
+
+        let mut hba = String::from("# written by the cdc-host test harness\n");
+        hba.push_str("local all postgres trust\n");
+        for kind in ["all", "replication"] {
+            hba.push_str(&format!("host {kind} postgres 127.0.0.1/32 trust\n"));
+            hba.push_str(&format!(
+                "host {kind} {SCRAM_USER} 127.0.0.1/32 scram-sha-256\n"
+            ));
+            hba.push_str(&format!("host {kind} {MD5_USER} 127.0.0.1/32 md5\n"));
+            hba.push_str(&format!("host {kind} {NOREPL_USER} 127.0.0.1/32 trust\n"));
+        }
+        // Roles a test creates itself log in with a (scram) password.
+        hba.push_str("host all all 127.0.0.1/32 scram-sha-256\n");
+        hba.push_str("host replication all 127.0.0.1/32 scram-sha-256\n");
+        fs::write(self.data.join("pg_hba.conf"), hba).context("writing pg_hba.conf")?;
+        Ok(())
+    }
+
+    fn start_on_free_port(&mut self) -> Result<()> {
+        let mut last = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port()?;
+            match self.spawn_postmaster(port)? {
+                Ok(child) => {
+                    self.port = port;
+                    self.lock().postmaster = Some(child);
+                    return Ok(());
+                }
+                Err(log) if log.contains("Address already in use") => last = log,
+                Err(log) => bail!("postgres failed to start:\n{log}"),
+            }
+        }
+        bail!("postgres failed to find a free port in {PORT_ATTEMPTS} attempts:\n{last}")
+    }
+
+    /// Outer error: harness failure; inner `Err(log)`: postgres exited
+    /// during startup (log text since the spawn).
+    fn spawn_postmaster(&self, port: u16) -> Result<std::result::Result<Child, String>> {
+        let log_start = fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .context("opening postgres.log")?;
+        let mut cmd = Command::new(self.bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(&self.data)
+            .arg("-p")
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.as_pg_user(&mut cmd);
+        let mut child = cmd.spawn().context("spawning postgres")?;
+        let pid_file = self.data.join("postmaster.pid");
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let text = fs::read(&self.log).unwrap_or_default();
+                let since = String::from_utf8_lossy(&text[(log_start as usize).min(text.len())..])
+                    .into_owned();
+                return Ok(Err(format!("postgres exited ({status}):\n{since}")));
+            }
+            // postmaster.pid: line 1 = pid, line 8 = status ("ready" once
+            // it accepts connections).
+            if let Ok(s) = fs::read_to_string(&pid_file) {
+                let lines: Vec<&str> = s.lines().collect();
+                if lines.first().map(|l| l.trim()) == Some(&*child.id().to_string())
+                    && lines.get(7).map(|l| l.trim()) == Some("ready")
+                {
+                    return Ok(Ok(child));
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = stop_child(child, "QUIT", STOP_TIMEOUT);
+                bail!(
+                    "postgres not ready within {STARTUP_TIMEOUT:?}:\n{}",
+                    tail(&self.log, 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn create_roles(&self) -> Result<()> {
+        let sql = format!(
+            "SET password_encryption = 'scram-sha-256';\n\
+             CREATE ROLE {SCRAM_USER} LOGIN REPLICATION PASSWORD '{SCRAM_PASSWORD}';\n\
+             SET password_encryption = 'md5';\n\
+             CREATE ROLE {MD5_USER} LOGIN REPLICATION PASSWORD '{MD5_PASSWORD}';\n\
+             CREATE ROLE {NOREPL_USER} LOGIN;\n"
+        );
+        self.psql("postgres", &sql).context("creating roles")?;
+        Ok(())
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A database created for one test. See [`PgServer::fresh_db`].
+///
+/// Dropping it (unless `CDC_TEST_KEEP_DBS` is set) terminates the walsenders
+/// of its logical slots, drops those slots, terminates its sessions and
+/// drops the database — best effort, blocking, bounded (psql, 60 s); errors
+/// are only printed. Leftovers vanish with the server at exit anyway.
+#[derive(Debug)]
+pub struct TestDb {
+    pub name: String,
+    port: u16,
+    psql: PathBuf,
+    exec_client: tokio::sync::OnceCell<Client>,
+}
+
+impl TestDb {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/NAME?sslmode=disable`
+    pub fn dsn(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}?sslmode=disable",
+            self.port, self.name
+        )
+    }
+
+    /// Same database, another user/password (percent-encoded).
+    pub fn dsn_for(&self, user: &str, password: &str) -> String {
+        format!(
+            "postgres://{}:{}@127.0.0.1:{}/{}?sslmode=disable",
+            pct(user),
+            pct(password),
+            self.port,
+            self.name
+        )
+    }
+
+    /// New superuser connection (its connection task is spawned on the
+    /// current runtime). Panics on failure.
+    pub async fn client(&self) -> Client {
+        let dsn = self.dsn();
+        try_connect(&dsn)
+            .await
+            .unwrap_or_else(|e| panic!("connect {dsn}: {}", pg_err(&e)))
+    }
+
+    /// `batch_execute` on a cached superuser connection; panics with the
+    /// server's message on error.
+    pub async fn exec(&self, sql: &str) {
+        if let Err(e) = self.try_exec(sql).await {
+            panic!("exec on {} failed: {}\nSQL: {sql}", self.name, pg_err(&e));
+        }
+    }
+
+    /// Like [`Self::exec`] but returns the error.
+    pub async fn try_exec(&self, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
+        let c = self.exec_client.get_or_init(|| self.client()).await;
+        c.batch_execute(sql).await
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::env::var_os("CDC_TEST_KEEP_DBS").is_some() {
+            return;
+        }
+        let n = &self.name;
+        let sql = format!(
+            "DO $$\n\
+             DECLARE deadline timestamptz := clock_timestamp() + interval '10 s';\n\
+             BEGIN\n\
+               LOOP\n\
+                 PERFORM pg_terminate_backend(active_pid) FROM pg_replication_slots\n\
+                   WHERE database = '{n}' AND active_pid IS NOT NULL;\n\
+                 BEGIN\n\
+                   PERFORM pg_drop_replication_slot(slot_name) FROM pg_replication_slots\n\
+                     WHERE database = '{n}' AND NOT active;\n\
+                 EXCEPTION WHEN others THEN NULL; -- raced with a walsender; retry\n\
+                 END;\n\
+                 EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE database = '{n}')\n\
+                   OR clock_timestamp() > deadline;\n\
+                 PERFORM pg_sleep(0.02);\n\
+               END LOOP;\n\
+             END $$;\n\
+             SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{n}';\n\
+             DROP DATABASE IF EXISTS \"{n}\";\n"
+        );
+        let cmd = psql_command(&self.psql, self.port, "postgres");
+        match run_bounded(cmd, Some(sql.into_bytes()), PSQL_TIMEOUT) {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "harness: dropping database {n} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => eprintln!("harness: dropping database {n}: {e:#}"),
+        }
+    }
+}
+
+/// Connects without TLS and spawns the connection task on the current
+/// runtime.
+pub async fn try_connect(dsn: &str) -> std::result::Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(dsn, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Readable text for a tokio-postgres error (its Display is terse).
+pub fn pg_err(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        None => format!("{e} ({e:?})"),
+    }
+}
+
+/// `confirmed_flush_lsn` of a slot as text (`X/Y`); `None` if the slot does
+/// not exist or has none. Panics on query errors.
+pub async fn confirmed_flush_lsn(client: &Client, slot: &str) -> Option<String> {
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("reading pg_replication_slots: {}", pg_err(&e)))?;
+    row.get::<_, Option<String>>(0)
+}
+
+/// `pg_current_wal_insert_lsn()` as text: every commit made so far ends at
+/// or before it. (The server runs with `synchronous_commit = off`, so
+/// `pg_current_wal_lsn()` — the *write* position — can lag behind commits
+/// for up to `wal_writer_delay`.) Read right after the last commit of a
+/// workload it is that commit's end LSN, unless a background record
+/// (e.g. a running-xacts record, every 15 s) lands in between.
+pub async fn current_wal_lsn(client: &Client) -> String {
+    client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap_or_else(|e| panic!("pg_current_wal_insert_lsn: {}", pg_err(&e)))
+        .get(0)
+}
+
+/// Waits (polling every 50 ms, bounded by `timeout`) until the slot's
+/// `confirmed_flush_lsn >= target` (compared as `pg_lsn`). Returns the
+/// confirmed LSN reached.
+pub async fn wait_for_confirmed_flush(
+    client: &Client,
+    slot: &str,
+    target: &str,
+    timeout: Duration,
+) -> Result<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT confirmed_flush_lsn::text, confirmed_flush_lsn >= $2::text::pg_lsn \
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot, &target],
+            )
+            .await
+            .map_err(|e| anyhow!("reading pg_replication_slots: {}", pg_err(&e)))?;
+        if let Some(row) = row {
+            last = row.get::<_, Option<String>>(0);
+            if row.get::<_, Option<bool>>(1) == Some(true) {
+                return Ok(last.unwrap_or_default());
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("slot {slot}: confirmed_flush_lsn {last:?} did not reach {target} within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn psql_command(psql: &Path, port: u16, db: &str) -> Command {
+    let mut cmd = Command::new(psql);
+    cmd.args([
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+    ])
+    .arg("-p")
+    .arg(port.to_string())
+    .args(["-U", "postgres", "-d", db, "-f", "-"])
+    .env("PGCONNECT_TIMEOUT", "10")
+    .env("PGTZ", "UTC")
+    .env_remove("PGPASSWORD")
+    .env_remove("PGSERVICE")
+    .env_remove("PGOPTIONS")
+    .env_remove("PGSSLMODE");
+    cmd
+}
+
+/// `kill -SIG`, then wait for exit (bounded), SIGKILL after the deadline.
+fn stop_child(mut child: Child, sig: &str, timeout: Duration) -> Result<()> {
+    if child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    let pid = child.id();
+    let _ = send_signal(pid, sig);
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    bail!("pid {pid} ignored SIG{sig} for {timeout:?}; killed")
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn make_temp_dir() -> Result<PathBuf> {
+    let base = std::env::var_os("CDC_TEST_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    for _ in 0..100 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p = base.join(format!(
+            "cdc-pg-{}-{}-{nanos:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        match fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", p.display())),
+        }
+    }
+    bail!("could not create a temp dir under {}", base.display())
+}
+
+const WATCHDOG: &str = r#"
+trap '' INT TERM HUP QUIT PIPE
+d="$1"
+cat >/dev/null 2>&1
+alive() { s=$(sed -n 's/^.*) \(.\).*$/\1/p' "/proc/$1/stat" 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ]; }
+f="$d/data/postmaster.pid"
+if [ -f "$f" ]; then
+  pid=$(head -n 1 "$f" 2>/dev/null)
+  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = postgres ]; then
+    kill -QUIT "$pid" 2>/dev/null
+    i=0
+    while alive "$pid" && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+    alive "$pid" && kill -KILL "$pid" 2>/dev/null
+  fi
+fi
+for p in /proc/[0-9]*; do
+  case "$(readlink "$p/cwd" 2>/dev/null)" in
+    "$d"|"$d"/*) kill -KILL "${p#/proc/}" 2>/dev/null ;;
+  esac
+done
+i=0
+while [ -e "$d" ] && [ "$i" -lt 50 ]; do
+  rm -rf "$d" 2>/dev/null
+  [ -e "$d" ] && sleep 0.1
+  i=$((i+1))
+done
+"#;
+
+fn spawn_watchdog(dir: &Path) -> Result<Child> {
+    Command::new("sh")
+        .arg("-c")
+        .arg(WATCHDOG)
+        .arg("cdc-pg-watchdog")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawning watchdog sh")
+}
+
+fn unique_db_name(hint: &str) -> String {
+    let mut base: String = hint
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    if base.is_empty() || base.starts_with(|c: char| c.is_ascii_digit()) {
+        base.insert_str(0, "db_");
+    }
+    format!("{base}_{}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+fn pct(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,553 @@
+//! End to end: a real Postgres, the real binary, JSON lines on stdout.
+
+mod common;
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+
+use common::*;
+use harness::{confirmed_flush_lsn, HostProcess};
+
+fn ops(v: &[Json]) -> Vec<&str> {
+    v.iter().map(|c| c["op"].as_str().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_in_commit_order_and_rollbacks_never_appear() {
+    let db = db_with(
+        "ops",
+        "CREATE TABLE t (id int PRIMARY KEY, name text, n int);
+         CREATE TABLE u (k text PRIMARY KEY);",
+        "CREATE PUBLICATION p FOR TABLE t, u",
+    )
+    .await;
+    let (_dir, cfg) = config(&db.dsn(), "s_ops", "p", "");
+    let mut host = start_host(&db, &cfg, "s_ops").await;
+
+    // One statement (or explicit block) per exec: a multi-statement simple query is one
+    // implicit transaction, and a ROLLBACK inside it would undo its neighbours too.
+    for sql in [
+        "INSERT INTO t VALUES (1, 'a', 10), (2, 'b', 20)",
+        "UPDATE t SET n = 11 WHERE id = 1",
+        "UPDATE t SET id = 3 WHERE id = 2",
+        "DELETE FROM t WHERE id = 1",
+        "BEGIN; INSERT INTO t VALUES (100, 'rolled back', 0); ROLLBACK;",
+        "BEGIN;
+           INSERT INTO t VALUES (4, 'kept', 1);
+           SAVEPOINT sp; INSERT INTO t VALUES (101, 'savepoint rolled back', 0); ROLLBACK TO SAVEPOINT sp;
+           INSERT INTO u VALUES ('x');
+           SELECT pg_logical_emit_message(true, 'tx-prefix', 'in a transaction');
+         COMMIT;",
+        "SELECT pg_logical_emit_message(false, 'nontx', 'outside')",
+        "TRUNCATE t, u",
+    ] {
+        db.exec(sql).await;
+    }
+    let out = wait_json(&mut host, 11).await;
+    assert_eq!(
+        ops(&out),
+        [
+            "insert", "insert", "update", "update", "delete", "insert", "insert", "message",
+            "message", "truncate", "truncate"
+        ],
+        "{out:#?}"
+    );
+    assert_eq!(out[0]["after"], json!({"id": 1, "name": "a", "n": 10}));
+    assert_eq!(out[0]["before"], Json::Null);
+    assert_eq!(out[0]["schema"], "public");
+    assert_eq!(out[0]["table"], "t");
+    // Update of a non-key column under REPLICA IDENTITY DEFAULT: no old tuple.
+    assert_eq!(out[2]["before"], Json::Null);
+    assert_eq!(out[2]["after"], json!({"id": 1, "name": "a", "n": 11}));
+    // Primary-key change: the old key is sent.
+    assert_eq!(out[3]["before"], json!({"id": 2}));
+    assert_eq!(out[3]["after"]["id"], 3);
+    // Delete under DEFAULT: only the key.
+    assert_eq!(out[4]["before"], json!({"id": 1}));
+    assert_eq!(out[4]["after"], Json::Null);
+    assert_eq!(out[5]["after"]["name"], "kept");
+    assert_eq!(out[6]["table"], "u");
+    assert_eq!(out[7]["prefix"], "tx-prefix");
+    assert_eq!(out[7]["content"], "in a transaction");
+    assert_eq!(out[7]["transactional"], true);
+    assert_eq!(out[8]["prefix"], "nontx");
+    assert_eq!(out[8]["transactional"], false);
+    assert_eq!(out[8]["schema"], Json::Null);
+    assert_eq!(
+        (out[9]["table"].as_str(), out[10]["table"].as_str()),
+        (Some("t"), Some("u"))
+    );
+    assert_eq!(out[9]["cascade"], false);
+    assert_eq!(out[9]["restart_identity"], false);
+    // Nothing from rolled-back work.
+    let text = host.stdout_lines().join("\n");
+    assert!(!text.contains("rolled back"), "{text}");
+
+    // One transaction: one commit_lsn, one xid, ordinals 0..n, ids unique and sorted.
+    let txn: Vec<&Json> = out[5..8].iter().collect();
+    assert!(txn
+        .iter()
+        .all(|c| c["commit_lsn"] == txn[0]["commit_lsn"] && c["xid"] == txn[0]["xid"]));
+    let ids: Vec<&str> = out.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "ids must be unique and in commit order");
+    for c in &out {
+        for k in ["lsn", "commit_lsn"] {
+            let s = c[k].as_str().unwrap();
+            assert!(
+                s.contains('/') && s.chars().all(|ch| ch == '/' || ch.is_ascii_hexdigit()),
+                "{k}: {s}"
+            );
+        }
+        assert!(c["commit_ts"].as_str().unwrap().ends_with("+00:00"));
+    }
+    stop_clean(&mut host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_identity_full_and_unchanged_toast() {
+    let db = db_with(
+        "toast",
+        "CREATE TABLE full_t (id int PRIMARY KEY, a text, b int);
+         ALTER TABLE full_t REPLICA IDENTITY FULL;
+         CREATE TABLE big (id int PRIMARY KEY, note text, blob text);
+         ALTER TABLE big ALTER COLUMN blob SET STORAGE EXTERNAL;
+         INSERT INTO full_t VALUES (1, 'x', 1);
+         INSERT INTO big SELECT 1, 'n', string_agg(md5(g::text), '') FROM generate_series(1, 400) g;",
+        "CREATE PUBLICATION p FOR TABLE full_t, big",
+    )
+    .await;
+    let (_dir, cfg) = config(&db.dsn(), "s_toast", "p", "");
+    let mut host = start_host(&db, &cfg, "s_toast").await;
+    db.exec(
+        "UPDATE full_t SET b = 2;
+         DELETE FROM full_t;
+         UPDATE big SET note = 'changed';",
+    )
+    .await;
+    let out = wait_json(&mut host, 3).await;
+    assert_eq!(out[0]["before"], json!({"id": 1, "a": "x", "b": 1}));
+    assert_eq!(out[0]["after"], json!({"id": 1, "a": "x", "b": 2}));
+    assert_eq!(out[1]["before"], json!({"id": 1, "a": "x", "b": 2}));
+    // The TOASTed column was not sent: it is marked, never rendered as null.
+    assert_eq!(out[2]["after"], json!({"id": 1, "note": "changed"}));
+    assert_eq!(out[2]["unchanged_toast"], json!(["blob"]));
+    stop_clean(&mut host).await;
+}
+
+const TYPES_DDL: &str = "
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+CREATE DOMAIN short_text AS varchar(20);
+CREATE TABLE typed (
+  id int PRIMARY KEY,
+  b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, num numeric, num_s numeric(12,4),
+  t text, vc varchar(10), bp char(5), nm name, ch \"char\", by bytea, js json, jb jsonb, u uuid,
+  d date, tm time, ttz timetz, ts timestamp, tstz timestamptz, iv interval,
+  a_i4 int4[], a_t text[], a_2d int4[][], a_num numeric[], a_ts timestamptz[], a_b bool[],
+  e mood, a_e mood[], dom posint, dom_t short_text, ip inet, pt point, bits bit varying, x xml
+);";
+
+const TYPES_ROWS: &str = r#"
+INSERT INTO typed VALUES
+ (1, true, 32767, -2147483648, 9223372036854775807, 1.5, 0.1, 123456789012345678901234567890.123456789, 1.5,
+  'plain', 'varchar', 'ab', 'a_name', 'x', '\x00ff10', '{"b": 1, "a": [1, 2.50, "x"]}', '{"b": 1, "a": [1, 2.50, "x"]}',
+  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+  '2024-02-29', '23:59:59.999999', '10:20:30+05:30', '2024-01-15 10:20:30.123456', '2024-01-15 10:20:30.5+02',
+  '1 year 2 mons 3 days 04:05:06.789',
+  '{1,NULL,3}', '{"a,b","c\"d",NULL,"NULL","",é}', '{{1,2},{3,4}}', '{1.10,NaN,-0.5}', '{"2024-01-15 10:20:30+00",infinity}', '{t,f}',
+  'happy', '{sad,happy}', 7, 'domain text', '192.168.0.1/24', '(1.5,2)', B'1011', '<a>x</a>'),
+ (2, false, -32768, 0, -1, 'NaN', 'Infinity', 'NaN', -0.0001,
+  E'quote" backslash\\ newline\n tab\t ctl\x01 emoji 🦀', '', '', '', ' ', '\x', '[]', '{}',
+  '00000000-0000-0000-0000-000000000000',
+  '0044-03-15 BC', '00:00:00', '00:00:00-03:00', '10000-01-01 00:00:00', '-infinity',
+  '-1 days -00:00:01',
+  '{}', '{}', '{{NULL}}', '{}', '{}', '{}',
+  'sad', '{}', 1, '', '::1', '(0,0)', B'', '<b/>'),
+ (3, NULL, NULL, NULL, NULL, '-Infinity', '-0', 'Infinity', NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'null',
+  NULL,
+  'infinity', '24:00:00', NULL, 'infinity', '1999-12-31 23:59:59.999999+00',
+  '0',
+  NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ (4, true, 1, 1, 1, 3.4028235e38, 1e100, '-Infinity', 0,
+  'x', 'x', 'x', 'x', 'x', '\xdeadbeef', '1.0e2', '1.0e2',
+  'ffffffff-ffff-ffff-ffff-ffffffffffff',
+  '1970-01-01', '12:00:00.5', '12:00:00.000001+14', '0001-01-01 00:00:00 BC', '2262-04-11 23:47:16.854775+00',
+  '-178000000 years',
+  '{-2147483648}', '{"\\\\"}', '{{{1}},{{2}}}', '{Infinity}', '{-infinity}', '{NULL}',
+  'ok', '{NULL}', 2147483647, 'x', '10.0.0.0/8', '(-1,1e-5)', B'0', '<c/>'),
+ (5, false, 0, 0, 0, 1e-7, 1.2345678901234567e-300, 0.00000000000000000001, 99999999.9999,
+  'x', 'x', 'x', 'x', 'x', '\x', '"s"', '"s"',
+  '12345678-1234-1234-1234-123456789abc',
+  '2000-01-01', '00:00:00.000001', '23:59:59+00', '2000-01-01 00:00:00', '2000-01-01 00:00:00+00',
+  '1 mon -1 days 00:00:00.000001',
+  '{0}', '{" spaced "}', '{}', '{0.000}', '{}', '{}',
+  'ok', '{ok,ok}', 1, 'x', '0.0.0.0/0', '(0,-0)', B'1', '<d/>');
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_matches_to_jsonb_value_for_value() {
+    let db = db_with("types", TYPES_DDL, "CREATE PUBLICATION p FOR TABLE typed").await;
+    let (_dir, cfg) = config(&db.dsn(), "s_types", "p", "");
+    let mut host = start_host(&db, &cfg, "s_types").await;
+    db.exec(TYPES_ROWS).await;
+    let out = wait_json(&mut host, 5).await;
+    let expected = to_jsonb_rows(&db, "typed").await;
+    assert_eq!(out.len(), expected.len());
+    for (got, want) in out.iter().zip(&expected) {
+        let (got, want) = (got["after"].as_object().unwrap(), want.as_object().unwrap());
+        // json (not jsonb) keeps the text as written; to_jsonb normalises it. Compare the
+        // json column semantically, everything else exactly.
+        for (k, w) in want {
+            let g = got
+                .get(k)
+                .unwrap_or_else(|| panic!("row {}: column {k} missing", want["id"]));
+            if k == "js" {
+                continue;
+            }
+            assert_eq!(
+                g, w,
+                "row {} column {k}: got {g}, to_jsonb gives {w}",
+                want["id"]
+            );
+        }
+        assert_eq!(got.len(), want.len());
+    }
+    // json: the original text, still valid JSON.
+    let written: Json = serde_json::from_str(r#"{"b": 1, "a": [1, 2.50, "x"]}"#).unwrap();
+    assert_eq!(out[0]["after"]["js"], written);
+    // Raw text: serde_json would re-spell the number, so look at the line itself.
+    assert!(
+        host.stdout_lines()[3].contains(r#""js":1.0e2,"#),
+        "{}",
+        host.stdout_lines()[3]
+    );
+    stop_clean(&mut host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_follows_acks_and_restart_resumes_without_duplicates() {
+    let db = db_with(
+        "ckpt",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let (_dir, cfg) = config(&db.dsn(), "s_ckpt", "p", "");
+    let client = db.client().await;
+    let mut host = start_host(&db, &cfg, "s_ckpt").await;
+    db.exec("INSERT INTO t SELECT g FROM generate_series(1, 10) g")
+        .await;
+    let after_commit = harness::current_wal_lsn(&client).await;
+    let out = wait_json(&mut host, 10).await;
+    let commit_lsn = out[9]["commit_lsn"].as_str().unwrap().to_owned();
+    // Acked by the stdout sink → confirmed past the commit, within a status interval.
+    harness::wait_for_confirmed_flush(&client, "s_ckpt", &after_commit, WAIT)
+        .await
+        .unwrap();
+    stop_clean(&mut host).await;
+    assert!(
+        host.stderr().contains("stopped cleanly"),
+        "{}",
+        host.stderr()
+    );
+    let confirmed = confirmed_flush_lsn(&client, "s_ckpt").await.unwrap();
+    assert!(
+        lsn(&confirmed) > lsn(&commit_lsn),
+        "confirmed {confirmed} vs commit {commit_lsn}"
+    );
+
+    // Restart: nothing already confirmed is sent again; new changes are.
+    let mut host = start_host(&db, &cfg, "s_ckpt").await;
+    db.exec("INSERT INTO t VALUES (11)").await;
+    let out = wait_json(&mut host, 1).await;
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["after"]["id"], 11);
+    stop_clean(&mut host).await;
+    assert_eq!(host.stdout_lines().len(), 1);
+}
+
+fn lsn(s: &str) -> u64 {
+    let (hi, lo) = s.split_once('/').unwrap();
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+/// kill -9 mid-stream, restart: every change arrives, in commit order; duplicates only as
+/// exact replays (same id, same content).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_stream_then_restart_loses_nothing() {
+    const TXNS: i32 = 300;
+    const ROWS: i32 = 100;
+    let db = db_with(
+        "crash",
+        "CREATE TABLE t (id int PRIMARY KEY, payload text)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    // Small batches so the kill lands between acknowledged batches, not only before the first.
+    let (_dir, cfg) = config(&db.dsn(), "s_crash", "p", "[pipeline]\nmax_changes = 500\n");
+    let mut first = start_host(&db, &cfg, "s_crash").await;
+
+    // A writer keeps committing while the host is killed and restarted.
+    let writer_db = db.dsn();
+    let writer = tokio::spawn(async move {
+        let c = harness::try_connect(&writer_db).await.unwrap();
+        for tx in 0..TXNS {
+            let lo = tx * ROWS + 1;
+            c.batch_execute(&format!(
+                "INSERT INTO t SELECT g, md5(g::text) FROM generate_series({lo}, {}) g",
+                lo + ROWS - 1
+            ))
+            .await
+            .unwrap();
+            if tx % 10 == 0 {
+                c.batch_execute(&format!("UPDATE t SET payload = 'u' WHERE id = {lo}"))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    first.wait_for_lines(3_000, WAIT).await.unwrap();
+    first.kill9().unwrap();
+    let first_out = parse_lines(&first.stdout_lines());
+    let mut second = start_host(&db, &cfg, "s_crash").await;
+    writer.await.unwrap();
+    let expected_changes = (TXNS * ROWS + TXNS / 10) as usize;
+
+    // Wait until the union holds everything.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let union = loop {
+        let second_out = parse_lines(&second.stdout_lines());
+        let mut union: BTreeMap<String, Json> = BTreeMap::new();
+        for c in first_out.iter().chain(&second_out) {
+            let id = c["id"].as_str().unwrap().to_owned();
+            if let Some(prev) = union.get(&id) {
+                assert_eq!(prev, c, "a replayed id must carry the same change");
+            }
+            union.insert(id, c.clone());
+        }
+        if union.len() >= expected_changes {
+            break union;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {expected_changes} changes:\n{}",
+            union.len(),
+            second.stderr_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop_clean(&mut second).await;
+    assert_eq!(union.len(), expected_changes);
+
+    // Replaying the union in id (= commit) order rebuilds the table exactly.
+    let mut table: BTreeMap<i64, Json> = BTreeMap::new();
+    let mut last_commit = 0;
+    for c in union.values() {
+        let commit = lsn(c["commit_lsn"].as_str().unwrap());
+        assert!(commit >= last_commit, "ids sort in commit order");
+        last_commit = commit;
+        let after = c["after"].clone();
+        table.insert(after["id"].as_i64().unwrap(), after);
+    }
+    let expected = to_jsonb_rows(&db, "t").await;
+    assert_eq!(table.values().cloned().collect::<Vec<_>>(), expected);
+    let dupes = first_out.len() + parse_lines(&second.stdout_lines()).len() - expected_changes;
+    eprintln!(
+        "first run {} changes, duplicates replayed after kill -9: {dupes}",
+        first_out.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transaction_is_split_and_confirmed_only_when_complete() {
+    let db = db_with(
+        "bigtx",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let (_dir, cfg) = config(
+        &db.dsn(),
+        "s_bigtx",
+        "p",
+        "[pipeline]\nmax_changes = 1000\n",
+    );
+    let mut host = start_host(&db, &cfg, "s_bigtx").await;
+    db.exec("INSERT INTO t SELECT g FROM generate_series(1, 25000) g")
+        .await;
+    let out = wait_json(&mut host, 25_000).await;
+    let ids: Vec<i64> = out
+        .iter()
+        .map(|c| c["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=25_000).collect::<Vec<_>>());
+    assert!(out.iter().all(|c| c["commit_lsn"] == out[0]["commit_lsn"]));
+    stop_clean(&mut host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_publication_and_slot_when_asked() {
+    let db = harness::server().fresh_db("create").await;
+    db.exec("CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY);")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\ndsn = \"{}\"\nslot = \"s_create\"\n[source.publication]\nname = \"made_by_host\"\ncreate = true\ntables = [\"public.orders\"]\n[[sinks]]\ntype = \"stdout\"\n",
+            db.dsn()
+        ),
+    )
+    .unwrap();
+    let mut host = start_host(&db, &cfg, "s_create").await;
+    db.exec("INSERT INTO other VALUES (1); INSERT INTO orders VALUES (2);")
+        .await;
+    let out = wait_json(&mut host, 1).await;
+    assert_eq!(out[0]["table"], "orders");
+    stop_clean(&mut host).await;
+    assert_eq!(host.stdout_lines().len(), 1, "only the published table");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_and_md5_roles_stream() {
+    for (user, pw) in [
+        (harness::SCRAM_USER, harness::SCRAM_PASSWORD),
+        (harness::MD5_USER, harness::MD5_PASSWORD),
+    ] {
+        let db = db_with(
+            "auth",
+            "CREATE TABLE t (id int PRIMARY KEY)",
+            "CREATE PUBLICATION p FOR TABLE t",
+        )
+        .await;
+        let slot = format!("s_{}", user.replace('-', "_"));
+        // The password comes from the environment, as a user's secret would.
+        let dsn = format!(
+            "postgres://{user}:${{CDC_TEST_PASSWORD}}@127.0.0.1:{}/{}?sslmode=disable",
+            db.port(),
+            db.name
+        );
+        let (_dir, cfg) = config(&dsn, &slot, "p", "");
+        let mut host = HostProcess::spawn_with(
+            BIN,
+            &["run".as_ref(), cfg.as_os_str()],
+            &[("CDC_TEST_PASSWORD", pw)],
+        )
+        .unwrap();
+        wait_slot_active(&db, &slot, &mut host).await;
+        db.exec("INSERT INTO t VALUES (1)").await;
+        let out = wait_json(&mut host, 1).await;
+        assert_eq!(out[0]["after"]["id"], 1, "{user}");
+        stop_clean(&mut host).await;
+        assert!(
+            !host.stderr().contains(pw),
+            "the password must never be logged"
+        );
+    }
+}
+
+/// Runs the host expecting it to fail at start; returns stderr.
+async fn failing_start(cfg: &std::path::Path) -> String {
+    let mut host = HostProcess::spawn(BIN, cfg).unwrap();
+    let st = host.wait_exit(WAIT).await.unwrap();
+    assert!(!st.success(), "expected failure, got {st}");
+    let err = host.stderr();
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "no panics: {err}"
+    );
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actionable_errors() {
+    let db = db_with(
+        "errs",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+
+    let (_d, cfg) = config(&db.dsn(), "s_err", "no_such_pub", "");
+    let err = failing_start(&cfg).await;
+    assert!(
+        err.contains("publication \"no_such_pub\" does not exist")
+            && err.contains("CREATE PUBLICATION"),
+        "{err}"
+    );
+
+    let (_d, cfg) = config(&db.dsn_for(harness::SCRAM_USER, "wrong"), "s_err", "p", "");
+    let err = failing_start(&cfg).await;
+    assert!(
+        err.contains("wrong password for role \"cdc_scram\""),
+        "{err}"
+    );
+    assert!(!err.contains("wrong@"), "{err}");
+
+    let (_d, cfg) = config(&db.dsn_for(harness::NOREPL_USER, ""), "s_err", "p", "");
+    let err = failing_start(&cfg).await;
+    assert!(
+        err.contains("lacks the REPLICATION attribute")
+            && err.contains("ALTER ROLE cdc_norepl REPLICATION"),
+        "{err}"
+    );
+
+    let (_d, cfg) = config(&db.dsn(), "s_err", "p", "create_slot = false\n");
+    let err = failing_start(&cfg).await;
+    assert!(
+        err.contains("does not exist and source.create_slot = false"),
+        "{err}"
+    );
+
+    // Slot held by another process.
+    let (_d, cfg) = config(&db.dsn(), "s_busy", "p", "");
+    let mut holder = start_host(&db, &cfg, "s_busy").await;
+    let err = failing_start(&cfg).await;
+    assert!(err.contains("is in use by another process"), "{err}");
+    stop_clean(&mut holder).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_validates_without_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = harness::write_config(dir.path(), "postgres://u@127.0.0.1:1/db", "s", "p", "");
+    let out = std::process::Command::new(BIN)
+        .args(["check".as_ref(), good.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&good)
+            .unwrap()
+            .replace("slot = ", "slots = "),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check".as_ref(), bad.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:3:1: source.slots: unknown field `slots`"),
+        "{err}"
+    );
+}

@@ -302,6 +302,30 @@ impl PgServer {
     }
 
     /// Stops Postgres (immediate) and removes the temp dir. Idempotent.
+    /// Turns TLS on (`ssl = on` with this certificate and key, then a config reload).
+    /// The key file is written owner-only and owned by the server's user, as Postgres
+    /// insists.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<()> {
+        let cert = self.dir.join("server.crt");
+        let key = self.dir.join("server.key");
+        fs::write(&cert, cert_pem)?;
+        fs::write(&key, key_pem)?;
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
+        if let Some((uid, gid)) = self.run_as {
+            chown(&cert, Some(uid), Some(gid))?;
+            chown(&key, Some(uid), Some(gid))?;
+        }
+        self.psql(
+            "postgres",
+            &format!(
+                "ALTER SYSTEM SET ssl_cert_file = '{}'; ALTER SYSTEM SET ssl_key_file = '{}'; ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf();",
+                cert.display(),
+                key.display()
+            ),
+        )?;
+        Ok(())
+    }
+
     pub fn shutdown(&self) {
         let mut st = self.lock();
         if st.shut_down {

@@ -62,10 +62,23 @@ impl Control {
                 },
                 ctx,
             ),
-            None => SourceError::Connect {
-                target: format!("{}:{}", params.host, params.port),
-                source: std::io::Error::other(e.to_string()),
-            },
+            None => {
+                let target = format!("{}:{}", params.host, params.port);
+                let chain = error_chain(&e);
+                if chain.contains("server does not support TLS") {
+                    SourceError::TlsUnsupported(target)
+                } else if chain.contains("TLS handshake") {
+                    SourceError::TlsHandshake {
+                        target,
+                        source: std::io::Error::other(chain),
+                    }
+                } else {
+                    SourceError::Connect {
+                        target,
+                        source: std::io::Error::other(chain),
+                    }
+                }
+            }
         };
         let mut cfg = params.pg_config.clone();
         cfg.application_name(format!("{} (control)", params.application_name));
@@ -242,4 +255,21 @@ fn quote_qualified(name: &str) -> String {
         Some((s, t)) => format!("{}.{}", quote_ident(s), quote_ident(t)),
         None => quote_ident(name),
     }
+}
+
+/// `a: b: c` from an error and its sources, skipping repeats (tokio-postgres nests the
+/// same text at several levels).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        match parts.last_mut() {
+            Some(last) if last.contains(&text) => {}
+            Some(last) if text.contains(last.as_str()) => *last = text,
+            _ => parts.push(text),
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
 }

@@ -22,6 +22,10 @@ use crate::change::{Before, Change, DecodingMessage, Op, Table};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, LogicalMessage, OldTuple, ReplicationMessage};
 
+/// Acknowledged positions are reported to Postgres at most this often (and at least every
+/// `status_interval`).
+const MIN_REPORT_GAP: Duration = Duration::from_millis(100);
+
 /// A run of changes handed to the pipeline. Whole transactions, except that a
 /// transaction larger than `max_changes` is split across batches.
 #[derive(Debug)]
@@ -130,6 +134,7 @@ impl Replicator {
     ) -> Result<Lsn, SourceError> {
         let mut tick = tokio::time::interval(self.settings.status_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut report_due: Option<Instant> = None;
         'stream: loop {
             while let Some(frame) = self.conn.try_frame()? {
                 self.handle_frame(frame, &progress).await?;
@@ -158,9 +163,14 @@ impl Replicator {
                 changed = progress.changed() => {
                     changed.map_err(|_| pipeline_gone())?;
                     let p = *progress.borrow_and_update();
-                    if p.checkpoint > self.reported && self.last_report.elapsed() >= Duration::from_millis(100) {
-                        self.report(p, false).await?;
+                    if p.checkpoint > self.reported {
+                        // Confirm promptly, but at most every MIN_REPORT_GAP.
+                        report_due.get_or_insert(self.last_report + MIN_REPORT_GAP);
                     }
+                }
+                _ = tokio::time::sleep_until(report_due.unwrap_or_else(Instant::now)), if report_due.is_some() => {
+                    report_due = None;
+                    self.report(*progress.borrow(), false).await?;
                 }
                 _ = tick.tick() => self.report(*progress.borrow(), false).await?,
                 filled = self.conn.fill() => filled?,

@@ -551,3 +551,21 @@ async fn check_validates_without_connecting() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_level_not_logical_is_explained() {
+    let server = harness::PgServer::start().unwrap();
+    server
+        .psql("postgres", "ALTER SYSTEM SET wal_level = replica")
+        .unwrap();
+    server.restart().unwrap();
+    let db = server.fresh_db("walrep").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE t")
+        .await;
+    let (_d, cfg) = config(&db.dsn(), "s_walrep", "p", "");
+    let err = failing_start(&cfg).await;
+    assert!(
+        err.contains("wal_level is \"replica\"") && err.contains("wal_level = logical"),
+        "{err}"
+    );
+}

@@ -170,7 +170,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.path.display(), self.line, self.column)?;
+        if self.line == 0 {
+            write!(f, "{}: ", self.path.display())?;
+        } else {
+            write!(f, "{}:{}:{}: ", self.path.display(), self.line, self.column)?;
+        }
         if let Some(k) = &self.key {
             write!(f, "{k}: ")?;
         }
@@ -421,7 +425,8 @@ fn key_path_at(src: &str, offset: usize) -> Option<String> {
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"').to_owned())
         .filter(|k| !k.is_empty() && !k.starts_with('['));
-    let header = src[..line_start].lines().rev().find_map(|l| {
+    // The span may point at a table header itself (e.g. a missing field of that table).
+    let header = src[..line_end].lines().rev().find_map(|l| {
         let l = l.trim();
         l.starts_with('[')
             .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
@@ -513,7 +518,10 @@ format = "json"
             "{e}"
         );
         let e = err(&GOOD.replace("slot = \"cdc_host\"\n", ""));
-        assert!(e.contains("missing field `slot`"), "{e}");
+        assert!(
+            e.starts_with("p.toml:2:1: source: missing field `slot`"),
+            "{e}"
+        );
         let e = err(&format!("{GOOD}\n[[sinks]]\ntype = \"stdout\"\n"));
         assert!(e.contains("duplicate sink name \"stdout\""), "{e}");
     }

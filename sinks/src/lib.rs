@@ -7,6 +7,8 @@
 //! holds the whole batch durably (a flushed stdout, a JetStream PubAck, an HTTP 2xx).
 //! The host confirms the replication slot only past batches every sink acknowledged.
 
+pub mod http;
+pub mod nats;
 pub mod stdout;
 
 use std::sync::Arc;
@@ -18,14 +20,37 @@ pub use stdout::StdoutSink;
 /// One encoded change.
 #[derive(Debug, Clone)]
 pub struct Message {
-    /// Stable change id (from WAL positions): the deduplication key downstream.
+    /// Stable change id (from WAL positions): the deduplication key downstream
+    /// (`Nats-Msg-Id`, part of the HTTP `Idempotency-Key`).
     pub id: String,
-    /// `schema`, `table`, `op`, for subject/route templates.
+    /// `schema`, `table`, `op`, for subject/route templates (`{schema}`, `{table}`, `{op}`).
     pub schema: Option<Arc<str>>,
     pub table: Option<Arc<str>>,
     pub op: &'static str,
+    /// WAL position of the change and of its transaction's commit, as `X/X` text.
+    pub lsn: String,
+    pub commit_lsn: String,
+    /// A subject/route chosen by a transform; overrides the sink's template when set.
+    pub route: Option<String>,
+    /// Extra headers chosen by a transform.
+    pub headers: Vec<(String, String)>,
     /// Encoded change, without a trailing newline.
     pub payload: Bytes,
+}
+
+impl Message {
+    /// Fills a `{schema}.{table}`-style template (`{op}` too); missing parts become `_`.
+    pub fn render_template(&self, template: &str) -> String {
+        template
+            .replace("{schema}", self.schema.as_deref().unwrap_or("_"))
+            .replace("{table}", self.table.as_deref().unwrap_or("_"))
+            .replace("{op}", self.op)
+    }
+
+    /// The route a transform set, else the template filled in.
+    pub fn route_or(&self, template: &str) -> String {
+        self.route.clone().unwrap_or_else(|| self.render_template(template))
+    }
 }
 
 /// The encoded changes of one pipeline batch, in order.
@@ -36,14 +61,17 @@ pub struct EncodedBatch {
     pub messages: Vec<Message>,
 }
 
-/// Why a sink could not acknowledge a batch.
+/// Why a sink could not acknowledge a batch. Transient failures (a server down, a 5xx) are
+/// retried inside the sink and never surface here; these are the ones retrying cannot cure,
+/// or a sink giving up after its configured retry budget.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("sink {sink}: write failed: {source}")]
-    Io {
-        sink: String,
-        source: std::io::Error,
-    },
+    Io { sink: String, source: std::io::Error },
+    #[error("sink {sink}: cannot connect: {message}")]
+    Connect { sink: String, message: String },
+    #[error("sink {sink}: the destination rejected change {id}: {message}")]
+    Rejected { sink: String, id: String, message: String },
     #[error("sink {sink}: {message}")]
     Other { sink: String, message: String },
 }

@@ -34,6 +34,10 @@ pub fn encode_batch(seq: u64, changes: &[Change], format: Format) -> EncodedBatc
                 schema: c.table.as_ref().map(|t| Arc::clone(&t.schema)),
                 table: c.table.as_ref().map(|t| Arc::clone(&t.name)),
                 op: c.op.as_str(),
+                lsn: c.lsn.to_string(),
+                commit_lsn: c.commit_lsn.to_string(),
+                route: None,
+                headers: Vec::new(),
                 payload,
             }
         })

@@ -1,0 +1,1 @@
+//! HTTP sink. Being written — see `HttpOptions`.

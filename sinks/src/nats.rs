@@ -1,0 +1,1 @@
+//! NATS JetStream (or core NATS) sink. Being written — see `NatsOptions`.

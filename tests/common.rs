@@ -43,8 +43,12 @@ pub async fn wait_slot_active(db: &TestDb, slot: &str, host: &mut HostProcess) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let row = client
+            // `active` is true as soon as CREATE_REPLICATION_SLOT starts, while the walsender
+            // may still wait for a consistent point; commits before that point are never
+            // streamed (by any logical decoding client). confirmed_flush_lsn is set once the
+            // point is found: only then is the host really streaming.
             .query_opt(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                "SELECT active AND confirmed_flush_lsn IS NOT NULL FROM pg_replication_slots WHERE slot_name = $1",
                 &[&slot],
             )
             .await

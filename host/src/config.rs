@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+pub use crate::sink_config::{SinkConfig, SinkType};
 use crate::source::dsn::ConnParams;
 use crate::source::options::{OriginFilter, Streaming};
 
@@ -98,10 +99,10 @@ pub struct BatchConfig {
     /// A batch closes at a transaction boundary once it holds this many changes; a
     /// larger transaction is split (default 4096).
     pub max_changes: usize,
-    /// A batch closes when the stream has been quiet this long (default 50 ms).
-    pub max_delay_ms: u64,
     /// Batches in flight (sent, not yet acked) before the source stops reading (default 8).
     pub max_inflight: usize,
+    /// Encoded bytes in flight before the source stops reading (default 64 MiB).
+    pub max_inflight_bytes: usize,
     /// On SIGTERM, how long to wait for in-flight batches to be acked (default 30 s).
     pub shutdown_grace_secs: u64,
 }
@@ -110,18 +111,11 @@ impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
             max_changes: 4096,
-            max_delay_ms: 50,
             max_inflight: 8,
+            max_inflight_bytes: 64 << 20,
             shutdown_grace_secs: 30,
         }
     }
-}
-
-/// The kinds of sink.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkType {
-    Stdout,
 }
 
 /// Output encodings.
@@ -131,18 +125,8 @@ pub enum Format {
     /// One native JSON object per change.
     #[default]
     Json,
-}
-
-/// One `[[sinks]]` entry.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    /// Unique name (default: the type, e.g. `stdout`).
-    pub name: Option<String>,
-    #[serde(rename = "type")]
-    pub kind: SinkType,
-    #[serde(default)]
-    pub format: Format,
+    /// The Debezium envelope (`before`, `after`, `source`, `op`, `ts_ms`).
+    Debezium,
 }
 
 fn yes() -> bool {
@@ -272,6 +256,15 @@ impl PipelineConfig {
         }
         let mut names = std::collections::HashSet::new();
         for sink in &config.sinks {
+            let key_err = |(span, key, m): crate::sink_config::KeyError| {
+                at(
+                    span.unwrap_or_else(|| sink.span()),
+                    Some(format!("sinks.{key}")),
+                    m,
+                )
+            };
+            sink.get_ref().check().map_err(key_err)?;
+            sink.get_ref().spec().map_err(key_err)?;
             let name = sink.get_ref().display_name();
             if !names.insert(name.clone()) {
                 return Err(at(
@@ -293,15 +286,6 @@ impl PipelineConfig {
             config,
             conn,
             publication,
-        })
-    }
-}
-
-impl SinkConfig {
-    /// The sink's name, defaulting to its type.
-    pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| match self.kind {
-            SinkType::Stdout => "stdout".into(),
         })
     }
 }

@@ -16,5 +16,6 @@ pub mod encode;
 pub mod lsn;
 pub mod pgoutput;
 pub mod pipeline;
+pub mod sink_config;
 pub mod source;
 pub mod value;

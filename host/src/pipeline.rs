@@ -8,12 +8,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use cdc_sinks::http::HttpSink;
+use cdc_sinks::nats::NatsSink;
 use cdc_sinks::{EncodedBatch, Sink, SinkError, StdoutSink};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Format, Loaded, SinkType};
-use crate::encode::encode_batch;
+use crate::config::{Format, Loaded};
+use crate::encode::{encode_batch, EncodeContext};
 use crate::lsn::Lsn;
+use crate::sink_config::SinkSpec;
 use crate::source::{self, Batch, Progress, SourceError};
 
 /// A configured sink and the format it wants.
@@ -40,35 +43,47 @@ pub enum RunError {
     Sink(#[from] SinkError),
 }
 
-/// Builds the configured sinks.
-pub fn build_sinks(loaded: &Loaded) -> Vec<SinkSlot> {
-    loaded
-        .config
-        .sinks
-        .iter()
-        .map(|s| {
-            let s = s.get_ref();
-            let sink: Box<dyn Sink> = match s.kind {
-                SinkType::Stdout => Box::new(StdoutSink::new(s.display_name())),
-            };
-            SinkSlot {
-                sink,
-                format: s.format,
-            }
-        })
-        .collect()
+/// Builds (and for NATS, connects) the configured sinks.
+pub async fn build_sinks(loaded: &Loaded) -> Result<Vec<SinkSlot>, SinkError> {
+    let mut out = Vec::with_capacity(loaded.config.sinks.len());
+    for s in &loaded.config.sinks {
+        let s = s.get_ref();
+        let spec = s.spec().map_err(|(_, key, message)| SinkError::Other {
+            sink: s.display_name(),
+            message: format!("{key}: {message}"),
+        })?;
+        let sink: Box<dyn Sink> = match spec {
+            SinkSpec::Stdout { name } => Box::new(StdoutSink::new(name)),
+            SinkSpec::Nats(opts) => Box::new(NatsSink::connect(opts).await?),
+            SinkSpec::Http(opts) => Box::new(HttpSink::new(opts)?),
+        };
+        out.push(SinkSlot {
+            sink,
+            format: s.format,
+        });
+    }
+    Ok(out)
 }
 
 /// Runs source and sinks until `shutdown` (then drains) or an error. Returns the last
 /// confirmed LSN.
 pub async fn run(loaded: &Loaded, shutdown: watch::Receiver<bool>) -> Result<Lsn, RunError> {
-    let sinks = build_sinks(loaded);
+    let sinks = build_sinks(loaded).await?;
     let replicator = source::open(loaded).await?;
-    let (tx, rx) = mpsc::channel(loaded.config.pipeline.max_inflight);
+    let b = &loaded.config.pipeline;
+    let (tx, rx) = mpsc::channel(b.max_inflight);
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
-    let deliver = tokio::spawn(deliver(rx, sinks, progress_tx));
+    let ctx = EncodeContext {
+        database: loaded.conn.dbname.as_str().into(),
+        server_name: loaded.config.source.slot.get_ref().as_str().into(),
+    };
+    let limits = Limits {
+        max_inflight: b.max_inflight,
+        max_inflight_bytes: b.max_inflight_bytes,
+    };
+    let deliver = tokio::spawn(deliver(rx, sinks, progress_tx, ctx, limits));
     let source_result = replicator.run(tx, progress_rx, shutdown).await;
-    // The source dropped its sender; the delivery task ends once the queue is empty.
+    // The source dropped its sender; the delivery task ends once everything is acked.
     let deliver_result = deliver.await.unwrap_or_else(|e| {
         Err(SinkError::Other {
             sink: "pipeline".into(),
@@ -80,35 +95,227 @@ pub async fn run(loaded: &Loaded, shutdown: watch::Receiver<bool>) -> Result<Lsn
     Ok(source_result?)
 }
 
-/// Encodes and delivers batches in order, publishing acknowledged progress.
-pub async fn deliver(
-    mut rx: mpsc::Receiver<Batch>,
-    mut sinks: Vec<SinkSlot>,
-    progress: watch::Sender<Progress>,
-) -> Result<(), SinkError> {
-    while let Some(batch) = rx.recv().await {
-        let mut encoded: BTreeMap<u8, Arc<EncodedBatch>> = BTreeMap::new();
-        for slot in &sinks {
-            encoded
-                .entry(slot.format as u8)
-                .or_insert_with(|| Arc::new(encode_batch(batch.seq, &batch.changes, slot.format)));
-        }
-        let deliveries = sinks.iter_mut().map(|slot| {
-            let enc = Arc::clone(&encoded[&(slot.format as u8)]);
-            slot.sink.deliver(enc)
-        });
-        futures_util::future::try_join_all(deliveries).await?;
-        tracing::trace!(
-            seq = batch.seq,
-            changes = batch.changes.len(),
-            "batch acknowledged"
+/// Flow-control bounds of the delivery stage.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Batches handed to sinks and not yet acknowledged by all of them.
+    pub max_inflight: usize,
+    /// Encoded bytes of those batches.
+    pub max_inflight_bytes: usize,
+}
+
+/// A sink's verdict on one batch.
+struct Ack {
+    seq: u64,
+    sink: usize,
+    result: Result<(), SinkError>,
+}
+
+/// Which batches are out, and how many sinks still owe an acknowledgement for each.
+#[derive(Debug, Default)]
+struct AckTracker {
+    pending: BTreeMap<u64, Outstanding>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Outstanding {
+    remaining: usize,
+    checkpoint: Option<Lsn>,
+    bytes: usize,
+}
+
+impl AckTracker {
+    fn register(&mut self, seq: u64, sinks: usize, checkpoint: Option<Lsn>, bytes: usize) {
+        self.pending.insert(
+            seq,
+            Outstanding {
+                remaining: sinks,
+                checkpoint,
+                bytes,
+            },
         );
-        progress.send_modify(|p| {
-            p.acked_seq = batch.seq;
-            if let Some(c) = batch.checkpoint {
+        self.bytes += bytes;
+    }
+
+    /// Records one sink's ack; returns the progress of the acknowledged prefix, if it moved.
+    fn ack(&mut self, seq: u64, progress: Progress) -> Option<Progress> {
+        if let Some(o) = self.pending.get_mut(&seq) {
+            o.remaining = o.remaining.saturating_sub(1);
+        }
+        let mut p = progress;
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.get().remaining > 0 {
+                break;
+            }
+            let (seq, o) = entry.remove_entry();
+            self.bytes -= o.bytes;
+            p.acked_seq = seq;
+            if let Some(c) = o.checkpoint {
                 p.checkpoint = c;
             }
-        });
+        }
+        (p != progress).then_some(p)
     }
+
+    fn is_full(&self, limits: &Limits) -> bool {
+        self.pending.len() >= limits.max_inflight || self.bytes >= limits.max_inflight_bytes
+    }
+}
+
+/// Encodes each batch once per format, hands it to every sink (each sink has its own task
+/// and delivers in order), and publishes the acknowledged prefix. The first sink error
+/// ends delivery; nothing at or after the failed batch is acknowledged.
+pub async fn deliver(
+    mut rx: mpsc::Receiver<Batch>,
+    sinks: Vec<SinkSlot>,
+    progress: watch::Sender<Progress>,
+    ctx: EncodeContext,
+    limits: Limits,
+) -> Result<(), SinkError> {
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Ack>();
+    let mut queues = Vec::with_capacity(sinks.len());
+    let mut formats = Vec::with_capacity(sinks.len());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (idx, mut slot) in sinks.into_iter().enumerate() {
+        let (q_tx, mut q_rx) = mpsc::unbounded_channel::<Arc<EncodedBatch>>();
+        let acks = ack_tx.clone();
+        tasks.spawn(async move {
+            while let Some(batch) = q_rx.recv().await {
+                let result = slot.sink.deliver(Arc::clone(&batch)).await;
+                let failed = result.is_err();
+                if acks
+                    .send(Ack {
+                        seq: batch.seq,
+                        sink: idx,
+                        result,
+                    })
+                    .is_err()
+                    || failed
+                {
+                    break;
+                }
+            }
+        });
+        queues.push(q_tx);
+        formats.push(slot.format);
+    }
+    drop(ack_tx);
+    let mut tracker = AckTracker::default();
+    // Our own copy of what we publish: never hold a borrow of the watch channel.
+    let mut acked = Progress::default();
+    let mut open = true;
+    loop {
+        let accepting = open && !tracker.is_full(&limits);
+        tokio::select! {
+            batch = rx.recv(), if accepting => {
+                let Some(batch) = batch else {
+                    open = false;
+                    queues.clear(); // sink tasks finish their queues, then end
+                    continue;
+                };
+                let mut encoded: Vec<(Format, Arc<EncodedBatch>)> = Vec::new();
+                for f in &formats {
+                    if !encoded.iter().any(|(g, _)| g == f) {
+                        encoded.push((*f, Arc::new(encode_batch(batch.seq, &batch.changes, *f, &ctx))));
+                    }
+                }
+                let bytes = encoded.iter().map(|(_, e)| e.messages.iter().map(|m| m.payload.len()).sum::<usize>()).sum();
+                tracker.register(batch.seq, queues.len(), batch.checkpoint, bytes);
+                for (q, f) in queues.iter().zip(&formats) {
+                    let enc = encoded.iter().find(|(g, _)| g == f).map(|(_, e)| Arc::clone(e));
+                    if let Some(enc) = enc {
+                        let _ = q.send(enc);
+                    }
+                }
+                if queues.is_empty() {
+                    // No sink at all: nothing to wait for.
+                    if let Some(p) = tracker.ack(batch.seq, acked) {
+                        acked = p;
+                        progress.send_replace(p);
+                    }
+                }
+            }
+            ack = ack_rx.recv() => {
+                let Some(ack) = ack else { break };
+                if let Err(e) = ack.result {
+                    tracing::error!(sink = ack.sink, seq = ack.seq, error = %e, "sink failed; stopping before this batch is confirmed");
+                    tasks.abort_all();
+                    return Err(e);
+                }
+                if let Some(p) = tracker.ack(ack.seq, acked) {
+                    acked = p;
+                    tracing::trace!(acked_seq = p.acked_seq, checkpoint = %p.checkpoint, "acknowledged");
+                    progress.send_replace(p);
+                }
+                if !open && tracker.pending.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_moves_only_over_a_fully_acknowledged_prefix() {
+        let mut t = AckTracker::default();
+        let p0 = Progress::default();
+        t.register(1, 2, Some(Lsn(10)), 5);
+        t.register(2, 2, None, 5);
+        t.register(3, 2, Some(Lsn(30)), 5);
+        // Batch 2 and 3 acked by both sinks, batch 1 by one only: nothing moves.
+        assert_eq!(t.ack(2, p0), None);
+        assert_eq!(t.ack(2, p0), None);
+        assert_eq!(t.ack(3, p0), None);
+        assert_eq!(t.ack(3, p0), None);
+        assert_eq!(t.ack(1, p0), None);
+        // The last ack of batch 1 releases 1, 2 and 3 together.
+        let p = t.ack(1, p0).unwrap();
+        assert_eq!(
+            p,
+            Progress {
+                acked_seq: 3,
+                checkpoint: Lsn(30)
+            }
+        );
+        assert_eq!(t.bytes, 0);
+    }
+
+    #[test]
+    fn a_batch_without_checkpoint_keeps_the_previous_one() {
+        let mut t = AckTracker::default();
+        t.register(1, 1, Some(Lsn(10)), 1);
+        t.register(2, 1, None, 1);
+        let p = t.ack(1, Progress::default()).unwrap();
+        let p = t.ack(2, p).unwrap();
+        assert_eq!(
+            p,
+            Progress {
+                acked_seq: 2,
+                checkpoint: Lsn(10)
+            }
+        );
+    }
+
+    #[test]
+    fn full_by_count_or_bytes() {
+        let limits = Limits {
+            max_inflight: 2,
+            max_inflight_bytes: 100,
+        };
+        let mut t = AckTracker::default();
+        t.register(1, 1, None, 10);
+        assert!(!t.is_full(&limits));
+        t.register(2, 1, None, 10);
+        assert!(t.is_full(&limits));
+        let mut t = AckTracker::default();
+        t.register(1, 1, None, 100);
+        assert!(t.is_full(&limits));
+    }
 }

@@ -49,7 +49,9 @@ impl Message {
 
     /// The route a transform set, else the template filled in.
     pub fn route_or(&self, template: &str) -> String {
-        self.route.clone().unwrap_or_else(|| self.render_template(template))
+        self.route
+            .clone()
+            .unwrap_or_else(|| self.render_template(template))
     }
 }
 
@@ -67,11 +69,18 @@ pub struct EncodedBatch {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("sink {sink}: write failed: {source}")]
-    Io { sink: String, source: std::io::Error },
+    Io {
+        sink: String,
+        source: std::io::Error,
+    },
     #[error("sink {sink}: cannot connect: {message}")]
     Connect { sink: String, message: String },
     #[error("sink {sink}: the destination rejected change {id}: {message}")]
-    Rejected { sink: String, id: String, message: String },
+    Rejected {
+        sink: String,
+        id: String,
+        message: String,
+    },
     #[error("sink {sink}: {message}")]
     Other { sink: String, message: String },
 }

@@ -1,1 +1,1276 @@
-//! NATS JetStream (or core NATS) sink. Being written — see `NatsOptions`.
+//! NATS sink: JetStream (durable, acknowledged) or core NATS (fire-and-forget plus flush).
+//!
+//! With JetStream, [`Sink::deliver`] returns `Ok` once the stream acknowledged (PubAck) every
+//! message of the batch. Each message carries `Nats-Msg-Id` = its stable change id, so a
+//! batch replayed after a crash (or republished after a lost ack) within the stream's
+//! duplicate window is dropped by the server: a PubAck with `duplicate: true` counts as
+//! delivered.
+//!
+//! Publishes are pipelined: up to `max_in_flight` messages are sent before the oldest ack is
+//! awaited, and acks are awaited in batch order. When an ack fails or times out, that message
+//! and every later one are published again with the same ids. Transient failures (server
+//! down, timeouts, JetStream not answering while the server restarts) are retried inside
+//! `deliver` with capped exponential backoff and jitter, forever: the pipeline stalls rather
+//! than loses data. Only problems retrying cannot cure surface as errors: a missing stream,
+//! a subject no stream listens on, an invalid subject or header, an oversized message, an
+//! authentication or permission failure.
+//!
+//! Ordering across outages: when the connection drops mid-batch, the client sends the
+//! publishes it still had queued once it reconnects, while some sent before the drop were
+//! lost; those would land ahead of the lost ones' republication. To prevent that, each
+//! message but the first of an attempt also carries `Nats-Expected-Last-Msg-Id` = the id of
+//! the previous message bound for the same stream: the server stores it only right after
+//! that one (duplicates are recognised before that check), and refuses it otherwise; the
+//! refusal is retried from the first unacknowledged message. Streams are learned per subject
+//! (a lookup, then the PubAcks). If the stream turns out to have other publishers (the
+//! refusals name ids not ours), the check is dropped for the sink with a warning, and order
+//! across reconnects is no longer enforced. Messages whose transform set its own
+//! `Nats-Expected-*` header are left alone.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use async_nats::{
+    ClientError, ConnectErrorKind, Event, HeaderMap, HeaderName, HeaderValue, ServerAddr,
+    ServerError, Subject,
+};
+use tokio::time::Instant;
+
+use crate::{EncodedBatch, Message, Sink, SinkError};
+
+/// The subject template used when none is configured.
+pub const DEFAULT_SUBJECT: &str = "cdc.{schema}.{table}";
+/// How long [`NatsSink::connect`] keeps trying before reporting the server unreachable.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+/// Default per-publish ack wait.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of unacknowledged publishes pipelined within a batch.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Default duplicate window of a stream the sink creates.
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+const EXPECTED_LAST_MSG_ID: &str = "Nats-Expected-Last-Msg-Id";
+/// Stream lookups per batch for subjects not seen before; the rest are assumed to go to the
+/// configured stream (and learned from their PubAcks).
+const MAX_LOOKUPS_PER_BATCH: usize = 64;
+/// Refusals naming an id outside the batch, within one `deliver`, before the order check is
+/// dropped as the stream evidently has other publishers.
+const FOREIGN_REFUSALS: u32 = 3;
+/// Bound on the subjects remembered (per-key routes could otherwise grow it without end).
+const SEEN_CAP: usize = 100_000;
+
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// How to reach NATS and where to publish.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Sink name, for logs and errors.
+    pub name: String,
+    /// Server URL, e.g. `nats://127.0.0.1:4222`; a comma-separated list is allowed.
+    pub url: String,
+    /// Subject template (`{schema}`, `{table}`, `{op}`); a transform's route overrides it.
+    pub subject: String,
+    /// `None`: core NATS, publish + flush only (no durability).
+    pub jetstream: Option<JetStreamOptions>,
+    pub auth: NatsAuth,
+    pub tls: Option<NatsTls>,
+    /// Wait for each publish's ack before publishing it again.
+    pub ack_timeout: Duration,
+    /// Unacknowledged publishes pipelined within a batch (at least 1).
+    pub max_in_flight: usize,
+}
+
+impl NatsOptions {
+    /// Options with the defaults: subject `cdc.{schema}.{table}`, no JetStream (set
+    /// [`NatsOptions::jetstream`]), no auth, no TLS, 5 s ack timeout, 1024 in flight.
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        NatsOptions {
+            name: name.into(),
+            url: url.into(),
+            subject: DEFAULT_SUBJECT.to_string(),
+            jetstream: None,
+            auth: NatsAuth::None,
+            tls: None,
+            ack_timeout: DEFAULT_ACK_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+/// The JetStream stream the sink publishes to.
+#[derive(Debug, Clone)]
+pub struct JetStreamOptions {
+    pub stream: String,
+    /// Create the stream when it does not exist (file storage, `subjects`,
+    /// `duplicate_window`). An existing stream is left as it is.
+    pub create_stream: bool,
+    /// Subjects of a created stream; empty means derived from the subject template
+    /// (see [`JetStreamOptions::default_subjects`]).
+    pub subjects: Vec<String>,
+    /// Duplicate window of a created stream: replays within it are dropped by `Nats-Msg-Id`.
+    pub duplicate_window: Duration,
+}
+
+impl JetStreamOptions {
+    /// `create_stream = true`, subjects derived from the template, 2 min duplicate window.
+    pub fn new(stream: impl Into<String>) -> Self {
+        JetStreamOptions {
+            stream: stream.into(),
+            create_stream: true,
+            subjects: Vec::new(),
+            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
+        }
+    }
+
+    /// The stream subjects covering a subject template: the literal tokens before the first
+    /// placeholder followed by `>` (`cdc.{schema}.{table}` → `cdc.>`); a template starting
+    /// with a placeholder gets `*` for each token holding one (`{schema}.{table}` → `*.*`);
+    /// a template without placeholders is its own subject.
+    pub fn default_subjects(template: &str) -> Vec<String> {
+        let tokens: Vec<&str> = template.split('.').collect();
+        match tokens.iter().position(|t| t.contains('{')) {
+            None => vec![template.to_string()],
+            Some(0) => vec![tokens
+                .iter()
+                .map(|t| if t.contains('{') { "*" } else { t })
+                .collect::<Vec<_>>()
+                .join(".")],
+            Some(first) => vec![format!("{}.>", tokens[..first].join("."))],
+        }
+    }
+}
+
+/// How the sink authenticates.
+#[derive(Clone, Default)]
+pub enum NatsAuth {
+    #[default]
+    None,
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    Token(String),
+    /// An NKey seed (`SU…`).
+    NkeySeed(String),
+    /// A `.creds` file (JWT + NKey seed).
+    CredsFile(PathBuf),
+}
+
+impl fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::UserPassword { user, .. } => f
+                .debug_struct("UserPassword")
+                .field("user", user)
+                .field("password", &"***")
+                .finish(),
+            NatsAuth::Token(_) => f.write_str("Token(***)"),
+            NatsAuth::NkeySeed(_) => f.write_str("NkeySeed(***)"),
+            NatsAuth::CredsFile(path) => f.debug_tuple("CredsFile").field(path).finish(),
+        }
+    }
+}
+
+/// TLS settings. Without a CA file the system roots are trusted.
+#[derive(Debug, Clone, Default)]
+pub struct NatsTls {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Refuse to talk plain text even when the server does not ask for TLS.
+    pub required: bool,
+}
+
+/// Publishes encoded batches to NATS; see the module docs for the guarantees.
+#[derive(Debug)]
+pub struct NatsSink {
+    name: String,
+    /// The URL list with any credentials masked, for messages.
+    url: String,
+    client: async_nats::Client,
+    js: Option<Js>,
+    subject: String,
+    ack_timeout: Duration,
+    max_in_flight: usize,
+    events: Arc<ConnEvents>,
+}
+
+#[derive(Debug)]
+struct Js {
+    context: jetstream::Context,
+    opts: JetStreamOptions,
+    /// The subjects a created stream gets.
+    subjects: Vec<String>,
+    /// `opts.stream`, the assumed stream of a subject not looked up yet.
+    default_stream: Arc<str>,
+    fence: Mutex<Fence>,
+}
+
+impl Js {
+    fn fence(&self) -> std::sync::MutexGuard<'_, Fence> {
+        self.fence.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// State of the `Nats-Expected-Last-Msg-Id` ordering check.
+#[derive(Debug, Default)]
+struct Fence {
+    /// Subjects stored by another stream than the configured one (from lookups, PubAcks).
+    streams: HashMap<String, Arc<str>>,
+    /// Subjects whose stream is known (looked up or acknowledged); bounded by `SEEN_CAP`.
+    seen: HashSet<String>,
+    /// Dropped once the stream turned out to have other publishers.
+    disabled: bool,
+}
+
+impl Fence {
+    /// The stream of `subject` (the configured one unless known otherwise), and whether
+    /// that is known rather than assumed.
+    fn stream_of(&self, subject: &str, default: &Arc<str>) -> (Arc<str>, bool) {
+        let stream = self.streams.get(subject).unwrap_or(default).clone();
+        (stream, self.seen.contains(subject))
+    }
+
+    fn learn(&mut self, subject: &str, stream: &str, default: &Arc<str>) {
+        if stream == &**default {
+            self.streams.remove(subject);
+        } else if self.streams.len() < SEEN_CAP {
+            self.streams.insert(subject.to_string(), Arc::from(stream));
+        }
+        if self.seen.len() < SEEN_CAP && !self.seen.contains(subject) {
+            self.seen.insert(subject.to_string());
+        }
+    }
+}
+
+/// What the connection's event callback saw that retrying cannot cure.
+#[derive(Debug, Default)]
+struct ConnEvents {
+    inner: Mutex<EventState>,
+}
+
+#[derive(Debug, Default)]
+struct EventState {
+    last_connected: Option<Instant>,
+    /// An authentication failure while reconnecting, and when.
+    auth_failure: Option<(Instant, String)>,
+    /// A permissions violation reported by the server.
+    permission_violation: Option<String>,
+}
+
+impl ConnEvents {
+    fn record(&self, event: &Event) {
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Event::Connected => state.last_connected = Some(Instant::now()),
+            Event::ServerError(ServerError::AuthorizationViolation) => {
+                state.auth_failure = Some((Instant::now(), "authorization violation".into()));
+            }
+            Event::ServerError(ServerError::Other(text))
+                if text.to_ascii_lowercase().contains("permissions violation") =>
+            {
+                state.permission_violation = Some(text.clone());
+            }
+            Event::ClientError(ClientError::Other(text))
+                if text.contains("authorization violation")
+                    || text.contains("failed signing nonce") =>
+            {
+                state.auth_failure = Some((Instant::now(), text.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    /// A failure seen since the last (re)connection that makes retrying pointless: a
+    /// permissions violation for `subject` (or for the ack subscription), or, while
+    /// disconnected, an authentication failure after the last successful connection.
+    fn take_fatal(&self, connected: bool, subject: Option<&str>) -> Option<String> {
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(text) = state.permission_violation.take() {
+            let lower = text.to_ascii_lowercase();
+            let ours = subject.is_some_and(|s| text.contains(&format!("\"{s}\"")));
+            if ours || lower.contains("subscription") {
+                return Some(format!("the NATS server refused: {text}"));
+            }
+        }
+        if connected {
+            return None;
+        }
+        match (&state.auth_failure, state.last_connected) {
+            (Some((at, text)), last) if last.is_none_or(|c| *at > c) => {
+                let text = text.clone();
+                state.auth_failure = None;
+                Some(format!("authentication failed while reconnecting: {text}"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A message ready to publish: subject checked, headers built.
+struct Prepared {
+    subject: Subject,
+    headers: HeaderMap,
+    /// A transform set a `Nats-Expected-*` header: no ordering check of ours, and a refusal
+    /// is final.
+    user_expectation: bool,
+    /// A `Nats-Msg-Id` set by a transform, replacing the change id.
+    msg_id: Option<String>,
+}
+
+/// Counters across the attempts of one `deliver`.
+#[derive(Default)]
+struct Strikes {
+    /// "No stream matches the subject" answers in a row.
+    no_stream: u32,
+    /// Ordering-check refusals naming an id outside the batch.
+    foreign: u32,
+}
+
+/// What to do after a failed attempt.
+enum Verdict {
+    /// Transient: back off, then retry from the first unacknowledged message.
+    Retry,
+    /// Our ordering check refused a message: retry at once (the retry's first message
+    /// carries no check, so every retry makes progress).
+    RetryNow,
+    Fatal(SinkError),
+}
+
+/// Why a publish attempt stopped; `acked` messages from the batch start are durable.
+struct Failure {
+    acked: usize,
+    index: usize,
+    kind: FailureKind,
+}
+
+enum FailureKind {
+    Publish(jetstream::context::PublishError),
+    Core(String),
+    /// Core NATS refused the message itself (too large, bad subject).
+    CoreRejected(String),
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureKind::Publish(e) => write!(f, "{e}"),
+            FailureKind::Core(e) | FailureKind::CoreRejected(e) => f.write_str(e),
+        }
+    }
+}
+
+impl NatsSink {
+    /// Connects (and checks or creates the stream). Gives up after about 10 s when the
+    /// server cannot be reached; authentication and TLS errors fail at once. After this,
+    /// outages are ridden out: the client reconnects by itself and `deliver` retries.
+    pub async fn connect(opts: NatsOptions) -> Result<NatsSink, SinkError> {
+        let name = opts.name.clone();
+        let url = mask_url(&opts.url);
+        let connect_err = |message: String| SinkError::Connect {
+            sink: name.clone(),
+            message,
+        };
+        let servers = opts
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                ServerAddr::from_str(s)
+                    .map_err(|e| connect_err(format!("invalid NATS URL {:?}: {e}", mask_url(s))))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if servers.is_empty() {
+            return Err(connect_err("no NATS URL configured".into()));
+        }
+        // The template must at least render to a valid subject with ordinary names.
+        let sample = opts
+            .subject
+            .replace("{schema}", "s")
+            .replace("{table}", "t")
+            .replace("{op}", "insert");
+        if let Err(why) = check_subject(&sample) {
+            return Err(SinkError::Other {
+                sink: name.clone(),
+                message: format!("subject template {:?} is invalid: {why}", opts.subject),
+            });
+        }
+        let max_in_flight = opts.max_in_flight.max(1);
+        let ack_timeout = if opts.ack_timeout.is_zero() {
+            DEFAULT_ACK_TIMEOUT
+        } else {
+            opts.ack_timeout
+        };
+
+        let deadline = Instant::now() + CONNECT_DEADLINE;
+        let events = Arc::new(ConnEvents::default());
+        let mut attempt = 0u32;
+        let client = loop {
+            attempt += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let options = connect_options(&opts, &events, max_in_flight, ack_timeout)
+                .await
+                .map_err(&connect_err)?
+                .connection_timeout(
+                    remaining.clamp(Duration::from_millis(500), Duration::from_secs(5)),
+                );
+            match options.connect(servers.clone()).await {
+                Ok(client) => break client,
+                Err(e) => {
+                    let permanent = is_tls_failure(&e)
+                        || matches!(
+                            e.kind(),
+                            ConnectErrorKind::Authentication
+                                | ConnectErrorKind::AuthorizationViolation
+                                | ConnectErrorKind::Tls
+                                | ConnectErrorKind::ServerParse
+                        );
+                    let wait = backoff(attempt);
+                    if permanent || Instant::now() + wait >= deadline {
+                        return Err(connect_err(format!("cannot connect to {url}: {e}")));
+                    }
+                    tracing::warn!(sink = %name, attempt, error = %e, "cannot connect to {url} yet; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+
+        let js = match opts.jetstream.clone() {
+            None => {
+                tracing::warn!(
+                    sink = %name,
+                    "core NATS (no JetStream): a batch counts as delivered once flushed to the \
+                     server; nothing is stored, so changes published while no subscriber \
+                     listens, or lost in an outage, are gone (configure a JetStream stream for \
+                     durability)"
+                );
+                None
+            }
+            Some(js_opts) => {
+                let context = jetstream::context::ContextBuilder::new()
+                    .timeout(ack_timeout)
+                    .ack_timeout(ack_timeout)
+                    .max_ack_inflight(max_in_flight.saturating_mul(4).max(64))
+                    .backpressure_on_inflight(true)
+                    .build(client.clone());
+                let subjects = if js_opts.subjects.is_empty() {
+                    JetStreamOptions::default_subjects(&opts.subject)
+                } else {
+                    js_opts.subjects.clone()
+                };
+                let js = Js {
+                    context,
+                    default_stream: Arc::from(js_opts.stream.as_str()),
+                    opts: js_opts,
+                    subjects,
+                    fence: Mutex::default(),
+                };
+                ensure_stream_until(&name, &url, &js, deadline).await?;
+                Some(js)
+            }
+        };
+
+        Ok(NatsSink {
+            name,
+            url,
+            client,
+            js,
+            subject: opts.subject,
+            ack_timeout,
+            max_in_flight,
+            events,
+        })
+    }
+
+    fn err(&self, message: String) -> SinkError {
+        SinkError::Other {
+            sink: self.name.clone(),
+            message,
+        }
+    }
+
+    fn prepare(&self, m: &Message) -> Result<Prepared, SinkError> {
+        let rejected = |message: String| SinkError::Rejected {
+            sink: self.name.clone(),
+            id: m.id.clone(),
+            message,
+        };
+        let subject = m.route_or(&self.subject);
+        check_subject(&subject)
+            .map_err(|why| rejected(format!("invalid NATS subject {subject:?}: {why}")))?;
+        let table = format!(
+            "{}.{}",
+            m.schema.as_deref().unwrap_or("_"),
+            m.table.as_deref().unwrap_or("_")
+        );
+        let mut headers = HeaderMap::new();
+        let fixed = [
+            ("Nats-Msg-Id", m.id.as_str()),
+            ("Cdc-Op", m.op),
+            ("Cdc-Table", table.as_str()),
+            ("Cdc-Lsn", m.lsn.as_str()),
+            ("Cdc-Commit-Lsn", m.commit_lsn.as_str()),
+        ];
+        let extra = m.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        for (key, value) in fixed.into_iter().chain(extra) {
+            let name = HeaderName::from_str(key)
+                .map_err(|e| rejected(format!("invalid header name {key:?}: {e}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| rejected(format!("invalid value of header {key}: {e}")))?;
+            headers.insert(name, value);
+        }
+        let user_expectation = m.headers.iter().any(|(k, _)| {
+            k.get(..13)
+                .is_some_and(|p| p.eq_ignore_ascii_case("nats-expected"))
+        });
+        // A transform may set its own dedup id; the ordering check must name that one.
+        let msg_id = m
+            .headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case("nats-msg-id"))
+            .map(|(_, v)| v.clone());
+        Ok(Prepared {
+            subject: Subject::from(subject),
+            headers,
+            user_expectation,
+            msg_id,
+        })
+    }
+
+    /// Learns the streams of subjects not seen before (a bounded number of lookups).
+    async fn resolve_streams(&self, js: &Js, prepared: &[Prepared]) {
+        let unknown: Vec<&str> = {
+            let fence = js.fence();
+            if fence.disabled {
+                return;
+            }
+            if fence.seen.len() >= SEEN_CAP {
+                return;
+            }
+            let mut distinct = HashSet::new();
+            prepared
+                .iter()
+                .map(|p| p.subject.as_str())
+                .filter(|s| !fence.seen.contains(*s) && distinct.insert(*s))
+                .take(MAX_LOOKUPS_PER_BATCH)
+                .collect()
+        };
+        for subject in unknown {
+            use jetstream::context::GetStreamByNameErrorKind as K;
+            match js.context.stream_by_subject(subject).await {
+                Ok(stream) => js.fence().learn(subject, &stream, &js.default_stream),
+                Err(e) if e.kind() == K::NotFound => {}
+                // JetStream not answering: assume the configured stream for now.
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// JetStream: publishes `batch[start..]` pipelined, awaiting acks in order.
+    async fn publish_js(
+        &self,
+        js: &Js,
+        batch: &EncodedBatch,
+        prepared: &[Prepared],
+        start: usize,
+    ) -> Result<(), Failure> {
+        let n = prepared.len();
+        // The stream of each message (known, or assumed to be the configured one), for the
+        // ordering check; empty when the check is off.
+        let streams: Vec<(Arc<str>, bool)> = {
+            let fence = js.fence();
+            if fence.disabled {
+                Vec::new()
+            } else {
+                prepared[start..]
+                    .iter()
+                    .map(|p| fence.stream_of(p.subject.as_str(), &js.default_stream))
+                    .collect()
+            }
+        };
+        let fenced = !streams.is_empty();
+        // Per stream, the id of the last message published in this attempt.
+        let mut chain: HashMap<Arc<str>, &str> = HashMap::new();
+        let mut pending = VecDeque::with_capacity(self.max_in_flight.min(n - start));
+        let mut next = start;
+        let mut acked = start;
+        let mut duplicates = 0usize;
+        while acked < n {
+            while next < n && pending.len() < self.max_in_flight {
+                let p = &prepared[next];
+                let id = p.msg_id.as_deref().unwrap_or(&batch.messages[next].id);
+                let mut headers = p.headers.clone();
+                if fenced {
+                    let stream = &streams[next - start].0;
+                    if id.is_empty() {
+                        // Stored without an id, it leaves nothing to check against.
+                        chain.remove(stream);
+                    } else if let Some(previous) = chain.insert(stream.clone(), id) {
+                        if !p.user_expectation {
+                            if let Ok(value) = HeaderValue::from_str(previous) {
+                                headers.insert(EXPECTED_LAST_MSG_ID, value);
+                            }
+                        }
+                    }
+                }
+                let publish = PublishMessage::build()
+                    .payload(batch.messages[next].payload.clone())
+                    .headers(headers);
+                match js.context.send_publish(p.subject.clone(), publish).await {
+                    Ok(ack) => pending.push_back(ack),
+                    Err(e) => {
+                        return Err(Failure {
+                            acked,
+                            index: next,
+                            kind: FailureKind::Publish(e),
+                        })
+                    }
+                }
+                next += 1;
+            }
+            let Some(ack) = pending.pop_front() else {
+                break;
+            };
+            match ack.await {
+                Ok(ack) => {
+                    if fenced {
+                        let (assumed, known) = &streams[acked - start];
+                        if !known || **assumed != *ack.stream {
+                            js.fence().learn(
+                                prepared[acked].subject.as_str(),
+                                &ack.stream,
+                                &js.default_stream,
+                            );
+                        }
+                    }
+                    duplicates += usize::from(ack.duplicate);
+                    acked += 1;
+                }
+                Err(e) => {
+                    return Err(Failure {
+                        acked,
+                        index: acked,
+                        kind: FailureKind::Publish(e),
+                    })
+                }
+            }
+        }
+        if duplicates > 0 {
+            tracing::debug!(
+                sink = %self.name,
+                batch = batch.seq,
+                duplicates,
+                "the stream already held some messages of the batch (replay)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Core NATS: publishes the whole batch, then flushes.
+    async fn publish_core(
+        &self,
+        batch: &EncodedBatch,
+        prepared: &[Prepared],
+    ) -> Result<(), Failure> {
+        let fail = |index: usize, e: String| Failure {
+            acked: 0,
+            index,
+            kind: FailureKind::Core(e),
+        };
+        for (i, (p, m)) in prepared.iter().zip(&batch.messages).enumerate() {
+            let publish = self.client.publish_with_headers(
+                p.subject.clone(),
+                p.headers.clone(),
+                m.payload.clone(),
+            );
+            match tokio::time::timeout(self.ack_timeout, publish).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e))
+                    if matches!(
+                        e.kind(),
+                        async_nats::PublishErrorKind::MaxPayloadExceeded
+                            | async_nats::PublishErrorKind::InvalidSubject
+                    ) =>
+                {
+                    return Err(Failure {
+                        acked: 0,
+                        index: i,
+                        kind: FailureKind::CoreRejected(e.to_string()),
+                    })
+                }
+                Ok(Err(e)) => return Err(fail(i, e.to_string())),
+                Err(_) => return Err(fail(i, "timed out queueing the publish".into())),
+            }
+        }
+        match tokio::time::timeout(self.ack_timeout, self.client.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(fail(prepared.len(), format!("flush failed: {e}"))),
+            Err(_) => Err(fail(prepared.len(), "flush timed out".into())),
+        }
+    }
+
+    /// Decides whether a failed attempt is worth retrying.
+    async fn classify(
+        &self,
+        batch: &EncodedBatch,
+        prepared: &[Prepared],
+        failure: &Failure,
+        strikes: &mut Strikes,
+    ) -> Verdict {
+        let connected = self.client.connection_state() == State::Connected;
+        let subject = prepared.get(failure.index).map(|p| p.subject.as_str());
+        if let Some(fatal) = self.events.take_fatal(connected, subject) {
+            return Verdict::Fatal(match batch.messages.get(failure.index) {
+                Some(m) => SinkError::Rejected {
+                    sink: self.name.clone(),
+                    id: m.id.clone(),
+                    message: fatal,
+                },
+                None => self.err(fatal),
+            });
+        }
+        if let FailureKind::CoreRejected(message) = &failure.kind {
+            return Verdict::Fatal(SinkError::Rejected {
+                sink: self.name.clone(),
+                id: batch.messages[failure.index].id.clone(),
+                message: message.clone(),
+            });
+        }
+        let (FailureKind::Publish(e), Some(js)) = (&failure.kind, &self.js) else {
+            return Verdict::Retry;
+        };
+        let rejected = |message: String| {
+            Verdict::Fatal(SinkError::Rejected {
+                sink: self.name.clone(),
+                id: batch.messages[failure.index].id.clone(),
+                message,
+            })
+        };
+        let subject = || prepared[failure.index].subject.to_string();
+        use jetstream::context::PublishErrorKind as K;
+        use jetstream::ErrorCode;
+        match e.kind() {
+            K::MaxPayloadExceeded => rejected(format!(
+                "{e} (raise the server's max_payload or shrink the change)"
+            )),
+            K::WrongLastMessageId if !prepared[failure.index].user_expectation => {
+                let subject = prepared[failure.index].subject.as_str();
+                self.fence_refused(js, batch, prepared, subject, e, strikes)
+            }
+            K::WrongLastMessageId | K::WrongLastSequence => rejected(format!(
+                "{e} (an expectation header set by a transform failed)"
+            )),
+            K::StreamNotFound if connected => {
+                self.check_subject_bound(js, &subject(), &mut strikes.no_stream)
+                    .await
+            }
+            K::Other => {
+                let api =
+                    std::error::Error::source(e).and_then(|s| s.downcast_ref::<jetstream::Error>());
+                match api.map(|a| a.error_code()) {
+                    Some(
+                        ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+                        | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT,
+                    ) => rejected(e.to_string()),
+                    Some(ErrorCode::STREAM_NOT_FOUND) => {
+                        self.check_subject_bound(js, &subject(), &mut strikes.no_stream)
+                            .await
+                    }
+                    _ => Verdict::Retry,
+                }
+            }
+            _ => Verdict::Retry,
+        }
+    }
+
+    /// Our `Nats-Expected-Last-Msg-Id` check refused a message: retry at once; drop the
+    /// check when the stream evidently has other publishers.
+    fn fence_refused(
+        &self,
+        js: &Js,
+        batch: &EncodedBatch,
+        prepared: &[Prepared],
+        subject: &str,
+        e: &jetstream::context::PublishError,
+        strikes: &mut Strikes,
+    ) -> Verdict {
+        // "wrong last msg ID: <id> (code 400, error code 10070)"
+        let text = std::error::Error::source(e)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let last = text
+            .split_once("wrong last msg ID: ")
+            .map(|(_, rest)| rest.split(" (code").next().unwrap_or(rest));
+        // Only a refusal by a stream known to store the subject says something about the
+        // stream's publishers (an assumed stream may simply be the wrong one).
+        let known = js.fence().seen.contains(subject);
+        let ours = match last {
+            Some(last) => {
+                batch.messages.iter().any(|m| m.id == last)
+                    || prepared.iter().any(|p| p.msg_id.as_deref() == Some(last))
+            }
+            None => true,
+        };
+        if !ours && known {
+            strikes.foreign += 1;
+            if strikes.foreign >= FOREIGN_REFUSALS {
+                js.fence().disabled = true;
+                tracing::warn!(
+                    sink = %self.name,
+                    stream = %js.opts.stream,
+                    "the stream holds messages from other publishers (last id {:?} is not \
+                     ours): no longer checking Nats-Expected-Last-Msg-Id, so after a \
+                     reconnect messages may land out of order",
+                    last.unwrap_or_default()
+                );
+            }
+        }
+        Verdict::RetryNow
+    }
+
+    /// After "no responders" on a publish: is there a stream for the subject at all?
+    async fn check_subject_bound(&self, js: &Js, subject: &str, strikes: &mut u32) -> Verdict {
+        use jetstream::context::GetStreamByNameErrorKind as K;
+        match js.context.stream_by_subject(subject).await {
+            Ok(_) => {
+                *strikes = 0;
+                Verdict::Retry
+            }
+            Err(e) if e.kind() == K::NotFound => {
+                *strikes += 1;
+                if js.opts.create_stream {
+                    // Deleted while we run? Recreate it; if it exists, it does not cover
+                    // the subject.
+                    match ensure_stream(&js.context, &js.opts, &js.subjects, &self.name).await {
+                        Ok(true) => return Verdict::RetryNow,
+                        Ok(false) => {}
+                        Err(Step::Retry(_)) => return Verdict::Retry,
+                        Err(Step::Fatal(message)) => return Verdict::Fatal(self.err(message)),
+                    }
+                }
+                // Ask twice (a backoff apart) before giving up: a restarting cluster may
+                // answer before its streams are back.
+                if *strikes < 2 {
+                    return Verdict::Retry;
+                }
+                let message = if js.opts.create_stream {
+                    format!(
+                        "no stream matches subject {subject}: add it to the subjects of stream \
+                         {} (it exists, so create_stream leaves it as it is) or change the \
+                         subject template or route",
+                        js.opts.stream
+                    )
+                } else {
+                    format!(
+                        "no stream matches subject {subject}: add it to the stream's subjects \
+                         or set create_stream (stream {})",
+                        js.opts.stream
+                    )
+                };
+                Verdict::Fatal(self.err(message))
+            }
+            Err(_) => Verdict::Retry,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for NatsSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn deliver(&mut self, batch: Arc<EncodedBatch>) -> Result<(), SinkError> {
+        let prepared = batch
+            .messages
+            .iter()
+            .map(|m| self.prepare(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        if prepared.is_empty() {
+            return Ok(());
+        }
+        if let Some(js) = &self.js {
+            self.resolve_streams(js, &prepared).await;
+        }
+        let mut start = 0usize;
+        let mut attempt = 0u32;
+        let mut strikes = Strikes::default();
+        loop {
+            let result = match &self.js {
+                Some(js) => self.publish_js(js, &batch, &prepared, start).await,
+                None => self.publish_core(&batch, &prepared).await,
+            };
+            let failure = match result {
+                Ok(()) => return Ok(()),
+                Err(failure) => failure,
+            };
+            let verdict = self
+                .classify(&batch, &prepared, &failure, &mut strikes)
+                .await;
+            if failure.acked > start {
+                // Progress: the next failure starts a fresh backoff.
+                attempt = 0;
+            }
+            start = failure.acked;
+            let id = batch
+                .messages
+                .get(failure.index)
+                .map(|m| m.id.as_str())
+                .unwrap_or("(flush)");
+            let wait = match verdict {
+                Verdict::Fatal(e) => return Err(e),
+                Verdict::RetryNow => {
+                    tracing::debug!(
+                        sink = %self.name,
+                        error = %failure.kind,
+                        batch = batch.seq,
+                        acked = start,
+                        change = id,
+                        "out-of-order publish refused by the ordering check; republishing"
+                    );
+                    continue;
+                }
+                Verdict::Retry => {
+                    attempt += 1;
+                    backoff(attempt)
+                }
+            };
+            tracing::warn!(
+                sink = %self.name,
+                attempt,
+                error = %failure.kind,
+                batch = batch.seq,
+                acked = start,
+                total = prepared.len(),
+                change = id,
+                retry_in_ms = wait.as_millis() as u64,
+                "NATS publish to {} failed; retrying",
+                self.url
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The client options for one connection attempt.
+async fn connect_options(
+    opts: &NatsOptions,
+    events: &Arc<ConnEvents>,
+    max_in_flight: usize,
+    ack_timeout: Duration,
+) -> Result<async_nats::ConnectOptions, String> {
+    let mut options = match &opts.auth {
+        NatsAuth::None => async_nats::ConnectOptions::new(),
+        NatsAuth::UserPassword { user, password } => {
+            async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
+        NatsAuth::Token(token) => async_nats::ConnectOptions::with_token(token.clone()),
+        NatsAuth::NkeySeed(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+        NatsAuth::CredsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| format!("cannot read credentials file {}: {e}", path.display()))?,
+    };
+    if let Some(tls) = &opts.tls {
+        if let Some(ca) = &tls.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        match (&tls.client_cert, &tls.client_key) {
+            (Some(cert), Some(key)) => {
+                options = options.add_client_certificate(cert.clone(), key.clone());
+            }
+            (None, None) => {}
+            _ => return Err("TLS client_cert and client_key must be set together".into()),
+        }
+        options = options.require_tls(tls.required);
+    }
+    let name = opts.name.clone();
+    let events = events.clone();
+    Ok(options
+        .name(format!("cdc-host:{}", opts.name))
+        .max_reconnects(None)
+        .ping_interval(Duration::from_secs(10))
+        .request_timeout(Some(ack_timeout))
+        .client_capacity(max_in_flight.saturating_mul(2).max(2048))
+        .event_callback(move |event| {
+            let events = events.clone();
+            let name = name.clone();
+            async move {
+                events.record(&event);
+                match &event {
+                    Event::Disconnected => {
+                        tracing::warn!(sink = %name, "disconnected from NATS; reconnecting")
+                    }
+                    Event::Connected => tracing::info!(sink = %name, "connected to NATS"),
+                    // Each failed reconnection attempt; `deliver` reports the stall itself.
+                    Event::ClientError(_) | Event::Closed => {
+                        tracing::debug!(sink = %name, event = %event, "NATS connection event")
+                    }
+                    other => tracing::warn!(sink = %name, event = %other, "NATS connection event"),
+                }
+            }
+        }))
+}
+
+/// What to do after a failed stream check.
+enum Step {
+    Retry(String),
+    Fatal(String),
+}
+
+/// Makes sure the stream exists; `Ok(true)` when it was just created.
+async fn ensure_stream(
+    context: &jetstream::Context,
+    opts: &JetStreamOptions,
+    subjects: &[String],
+    sink: &str,
+) -> Result<bool, Step> {
+    use jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
+    use jetstream::ErrorCode;
+    let missing = match context.get_stream(&opts.stream).await {
+        Ok(mut s) => {
+            let info = s.info().await.ok().map(|i| i.config.clone());
+            tracing::info!(
+                sink,
+                stream = %opts.stream,
+                subjects = ?info.as_ref().map(|c| &c.subjects),
+                duplicate_window = ?info.as_ref().map(|c| c.duplicate_window),
+                "JetStream stream exists; leaving its configuration as is"
+            );
+            return Ok(false);
+        }
+        Err(e) => match e.kind() {
+            GetStreamErrorKind::JetStream(api)
+                if api.error_code() == ErrorCode::STREAM_NOT_FOUND || api.code() == 404 =>
+            {
+                true
+            }
+            GetStreamErrorKind::JetStream(api) => {
+                return Err(Step::Retry(format!("JetStream answered: {api}")))
+            }
+            GetStreamErrorKind::Request => {
+                return Err(Step::Retry(format!(
+                    "JetStream does not answer ({e}): is the server running with JetStream \
+                     enabled (-js, or a jetstream {{}} block), and is the account JetStream-enabled?"
+                )))
+            }
+            GetStreamErrorKind::EmptyName | GetStreamErrorKind::InvalidStreamName => {
+                return Err(Step::Fatal(format!(
+                    "invalid JetStream stream name {:?}: {e}",
+                    opts.stream
+                )))
+            }
+        },
+    };
+    debug_assert!(missing);
+    if !opts.create_stream {
+        return Err(Step::Fatal(format!(
+            "JetStream stream {stream} does not exist: create it (for example `nats stream add \
+             {stream} --subjects '{subjects}' --storage file --dupe-window 2m`) or set \
+             create_stream = true",
+            stream = opts.stream,
+            subjects = subjects.join(","),
+        )));
+    }
+    let config = stream::Config {
+        name: opts.stream.clone(),
+        subjects: subjects.to_vec(),
+        storage: stream::StorageType::File,
+        duplicate_window: opts.duplicate_window,
+        ..Default::default()
+    };
+    match context.create_stream(config).await {
+        Ok(_) => {
+            tracing::info!(
+                sink,
+                stream = %opts.stream,
+                ?subjects,
+                duplicate_window = ?opts.duplicate_window,
+                "created JetStream stream"
+            );
+            Ok(true)
+        }
+        Err(e) => match e.kind() {
+            // Created concurrently by someone else: fine.
+            CreateStreamErrorKind::JetStream(api)
+                if api.error_code() == ErrorCode::STREAM_NAME_EXIST =>
+            {
+                Ok(false)
+            }
+            CreateStreamErrorKind::JetStream(api) => Err(Step::Fatal(format!(
+                "cannot create JetStream stream {} with subjects {subjects:?}: {api}",
+                opts.stream
+            ))),
+            CreateStreamErrorKind::EmptyStreamName
+            | CreateStreamErrorKind::InvalidStreamName
+            | CreateStreamErrorKind::DomainAndExternalSet => Err(Step::Fatal(format!(
+                "cannot create JetStream stream {:?}: {e}",
+                opts.stream
+            ))),
+            _ => Err(Step::Retry(format!(
+                "cannot create JetStream stream {}: {e}",
+                opts.stream
+            ))),
+        },
+    }
+}
+
+/// [`ensure_stream`], retrying transient failures until `deadline`.
+async fn ensure_stream_until(
+    sink: &str,
+    url: &str,
+    js: &Js,
+    deadline: Instant,
+) -> Result<(), SinkError> {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match ensure_stream(&js.context, &js.opts, &js.subjects, sink).await {
+            Ok(_) => return Ok(()),
+            Err(Step::Fatal(message)) => {
+                return Err(SinkError::Other {
+                    sink: sink.to_string(),
+                    message,
+                })
+            }
+            Err(Step::Retry(message)) => {
+                let wait = backoff(attempt);
+                if Instant::now() + wait >= deadline {
+                    return Err(SinkError::Connect {
+                        sink: sink.to_string(),
+                        message: format!("{url}: {message}"),
+                    });
+                }
+                tracing::warn!(sink, attempt, error = %message, "JetStream not ready; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// A TLS handshake failure (untrusted or refused certificate, …): the client reports those
+/// as I/O errors, but retrying will not cure them.
+fn is_tls_failure(e: &async_nats::ConnectError) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if err.is::<async_nats::rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if inner.is::<async_nats::rustls::Error>() {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// A subject one can publish to: non-empty tokens, no whitespace or control characters,
+/// no wildcards.
+fn check_subject(subject: &str) -> Result<(), &'static str> {
+    if subject.is_empty() {
+        return Err("empty subject");
+    }
+    if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace or control characters");
+    }
+    for token in subject.split('.') {
+        match token {
+            "" => return Err("empty token (leading, trailing or doubled '.')"),
+            "*" | ">" => return Err("wildcards cannot be published to"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Capped exponential backoff with jitter: attempt 1 waits 50–100 ms, doubling to 2.5–5 s.
+fn backoff(attempt: u32) -> Duration {
+    let exp = attempt.saturating_sub(1).min(16);
+    let full = BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_CAP);
+    let jitter = RandomState::new().hash_one(attempt) % 1000;
+    full / 2 + full / 2 * (jitter as u32) / 1000
+}
+
+/// The URL list with passwords and tokens in `user:pass@` replaced by `***`.
+fn mask_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| {
+            let u = u.trim();
+            let rest_at = u.find("://").map(|i| i + 3).unwrap_or(0);
+            match u[rest_at..].find('@') {
+                Some(at) => format!("{}***@{}", &u[..rest_at], &u[rest_at + at + 1..]),
+                None => u.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_subjects_cover_the_template() {
+        assert_eq!(
+            JetStreamOptions::default_subjects("cdc.{schema}.{table}"),
+            ["cdc.>"]
+        );
+        assert_eq!(JetStreamOptions::default_subjects("a.b.{op}.x"), ["a.b.>"]);
+        assert_eq!(
+            JetStreamOptions::default_subjects("{schema}.{table}"),
+            ["*.*"]
+        );
+        assert_eq!(JetStreamOptions::default_subjects("{schema}.x"), ["*.x"]);
+        assert_eq!(
+            JetStreamOptions::default_subjects("fixed.subject"),
+            ["fixed.subject"]
+        );
+    }
+
+    #[test]
+    fn subjects_are_checked() {
+        assert!(check_subject("cdc.public.users").is_ok());
+        assert!(check_subject("").is_err());
+        assert!(check_subject("cdc..users").is_err());
+        assert!(check_subject("cdc.users.").is_err());
+        assert!(check_subject("cdc.my table").is_err());
+        assert!(check_subject("cdc.*").is_err());
+        assert!(check_subject("cdc.>").is_err());
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        for attempt in 1..40 {
+            let d = backoff(attempt);
+            assert!(d <= BACKOFF_CAP, "{d:?}");
+            assert!(d >= BACKOFF_BASE / 2, "{d:?}");
+        }
+        assert!(backoff(1) <= BACKOFF_BASE);
+        assert!(backoff(30) >= BACKOFF_CAP / 2);
+    }
+
+    #[test]
+    fn urls_are_masked() {
+        assert_eq!(
+            mask_url("nats://u:p@h:4222, nats://h2"),
+            "nats://***@h:4222,nats://h2"
+        );
+        assert_eq!(mask_url("h:4222"), "h:4222");
+    }
+}

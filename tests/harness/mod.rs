@@ -33,6 +33,8 @@
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 mod host;
+pub mod http_receiver;
+pub mod nats_server;
 mod pg;
 mod util;
 

@@ -73,7 +73,7 @@ pub fn write_change(c: &Change, out: &mut Vec<u8>) {
 
 /// A row as an object keyed by column name. Unchanged TOAST columns are left out (they are
 /// listed in `unchanged_toast`); with `key_only`, only replica-identity columns appear.
-fn write_row(table: &Table, row: &Row, key_only: bool, out: &mut Vec<u8>) {
+pub(crate) fn write_row(table: &Table, row: &Row, key_only: bool, out: &mut Vec<u8>) {
     out.push(b'{');
     let mut first = true;
     for (col, value) in table.columns.iter().zip(&row.0) {

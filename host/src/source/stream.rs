@@ -148,7 +148,7 @@ impl Replicator {
                                 permit.map_err(|_| pipeline_gone())?.send(self.pending.take(true));
                                 break;
                             }
-                            _ = tick.tick() => self.report(*progress.borrow(), false).await?,
+                            _ = tick.tick() => self.report(latest(&progress), false).await?,
                         }
                     }
                 }
@@ -170,9 +170,9 @@ impl Replicator {
                 }
                 _ = tokio::time::sleep_until(report_due.unwrap_or_else(Instant::now)), if report_due.is_some() => {
                     report_due = None;
-                    self.report(*progress.borrow(), false).await?;
+                    self.report(latest(&progress), false).await?;
                 }
-                _ = tick.tick() => self.report(*progress.borrow(), false).await?,
+                _ = tick.tick() => self.report(latest(&progress), false).await?,
                 filled = self.conn.fill() => filled?,
             }
         }
@@ -488,6 +488,12 @@ fn value_err(e: MapError, table: &Table, lsn: Lsn) -> SourceError {
         column,
         message,
     }
+}
+
+/// The latest progress. A function, so the channel's read guard is dropped before any
+/// `.await` in the caller's statement (holding it would block the pipeline's writes).
+fn latest(rx: &watch::Receiver<Progress>) -> Progress {
+    *rx.borrow()
 }
 
 fn pipeline_gone() -> SourceError {

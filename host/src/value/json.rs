@@ -629,7 +629,7 @@ fn write_hms(out: &mut Vec<u8>, hours: u64, rest: u64) {
     let mut frac = secs % USECS_PER_SEC as u64;
     if frac != 0 {
         let mut width = 6;
-        while frac % 10 == 0 {
+        while frac.is_multiple_of(10) {
             frac /= 10;
             width -= 1;
         }

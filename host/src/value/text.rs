@@ -176,7 +176,7 @@ fn parse_bytea(s: &[u8]) -> Result<Bytes, Reason> {
 }
 
 fn decode_hex(hex: &[u8]) -> Result<Bytes, Reason> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err("odd number of hex digits");
     }
     let mut out = Vec::with_capacity(hex.len() / 2);

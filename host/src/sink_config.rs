@@ -1,0 +1,306 @@
+//! `[[sinks]]` entries: one flat table per sink, checked per type.
+//!
+//! A flat struct with `deny_unknown_fields` (rather than an enum tagged by `type`) keeps
+//! exact line/column spans for every key; keys that do not apply to the sink's type are
+//! then rejected by [`SinkConfig::check`] with their own position.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use cdc_sinks::http::{HttpBatching, HttpOptions};
+use cdc_sinks::nats::{JetStreamOptions, NatsAuth, NatsOptions, NatsTls};
+
+use crate::config::{interpolate, Format};
+
+/// The kinds of sink.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkType {
+    Stdout,
+    Nats,
+    Http,
+}
+
+impl SinkType {
+    fn as_str(self) -> &'static str {
+        match self {
+            SinkType::Stdout => "stdout",
+            SinkType::Nats => "nats",
+            SinkType::Http => "http",
+        }
+    }
+}
+
+/// `batch` of an HTTP sink.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpBatch {
+    Ndjson,
+    Array,
+    None,
+}
+
+/// `[sinks.jetstream]`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct JetStreamConfig {
+    pub stream: String,
+    #[serde(default)]
+    pub create_stream: bool,
+    /// Subjects of a created stream (default: the subject template with `{…}` as wildcards).
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Duplicate-detection window of a created stream (default 120 s).
+    #[serde(default = "two_minutes")]
+    pub duplicate_window_secs: u64,
+}
+
+fn two_minutes() -> u64 {
+    120
+}
+
+/// `[sinks.tls]` of a NATS sink.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct NatsTlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// One `[[sinks]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Unique name (default: the type, e.g. `stdout`).
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: SinkType,
+    #[serde(default)]
+    pub format: Format,
+    /// nats, http: where to send (`${ENV}` allowed).
+    pub url: Option<Spanned<String>>,
+    /// nats: subject template (`{schema}`, `{table}`, `{op}`), default `cdc.{schema}.{table}`.
+    pub subject: Option<Spanned<String>>,
+    /// nats: publish to JetStream and wait for each PubAck (absent = core NATS, acks on flush).
+    pub jetstream: Option<Spanned<JetStreamConfig>>,
+    pub user: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    pub token: Option<Spanned<String>>,
+    pub nkey_seed: Option<Spanned<String>>,
+    pub creds_file: Option<Spanned<PathBuf>>,
+    pub tls: Option<Spanned<NatsTlsConfig>>,
+    pub ack_timeout_ms: Option<Spanned<u64>>,
+    /// http: `ndjson` (default), `array`, or `none` (one request per change).
+    pub batch: Option<Spanned<HttpBatch>>,
+    /// http: extra request headers (`${ENV}` allowed in values; never logged).
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    pub timeout_ms: Option<Spanned<u64>>,
+    pub max_batch_bytes: Option<Spanned<usize>>,
+    pub ca_file: Option<Spanned<PathBuf>>,
+    pub max_retries: Option<Spanned<u32>>,
+}
+
+/// A problem with one key of a sink entry: its span, dotted key and message.
+pub type KeyError = (Option<std::ops::Range<usize>>, &'static str, String);
+
+/// What to build, once the config is known to be valid.
+#[derive(Debug)]
+pub enum SinkSpec {
+    Stdout { name: String },
+    Nats(NatsOptions),
+    Http(HttpOptions),
+}
+
+impl SinkConfig {
+    /// The sink's name, defaulting to its type.
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.kind.as_str().to_owned())
+    }
+
+    /// Rejects keys that do not apply to this type, and missing required ones.
+    pub fn check(&self) -> Result<(), KeyError> {
+        let nats_only: [(&'static str, Option<std::ops::Range<usize>>); 8] = [
+            ("subject", self.subject.as_ref().map(Spanned::span)),
+            ("jetstream", self.jetstream.as_ref().map(Spanned::span)),
+            ("user", self.user.as_ref().map(Spanned::span)),
+            ("password", self.password.as_ref().map(Spanned::span)),
+            ("token", self.token.as_ref().map(Spanned::span)),
+            ("nkey_seed", self.nkey_seed.as_ref().map(Spanned::span)),
+            ("creds_file", self.creds_file.as_ref().map(Spanned::span)),
+            (
+                "ack_timeout_ms",
+                self.ack_timeout_ms.as_ref().map(Spanned::span),
+            ),
+        ];
+        let tls = [("tls", self.tls.as_ref().map(Spanned::span))];
+        let http_only: [(&'static str, Option<std::ops::Range<usize>>); 6] = [
+            ("batch", self.batch.as_ref().map(Spanned::span)),
+            ("headers", self.headers.as_ref().map(Spanned::span)),
+            ("timeout_ms", self.timeout_ms.as_ref().map(Spanned::span)),
+            (
+                "max_batch_bytes",
+                self.max_batch_bytes.as_ref().map(Spanned::span),
+            ),
+            ("ca_file", self.ca_file.as_ref().map(Spanned::span)),
+            ("max_retries", self.max_retries.as_ref().map(Spanned::span)),
+        ];
+        let url = [("url", self.url.as_ref().map(Spanned::span))];
+        let not_allowed: Vec<&(&'static str, Option<std::ops::Range<usize>>)> = match self.kind {
+            SinkType::Stdout => nats_only
+                .iter()
+                .chain(&tls)
+                .chain(&http_only)
+                .chain(&url)
+                .collect(),
+            SinkType::Nats => http_only.iter().collect(),
+            SinkType::Http => nats_only.iter().chain(&tls).collect(),
+        };
+        if let Some((key, span)) = not_allowed.into_iter().find(|(_, s)| s.is_some()) {
+            return Err((
+                span.clone(),
+                key,
+                format!("does not apply to a {} sink", self.kind.as_str()),
+            ));
+        }
+        if self.kind != SinkType::Stdout && self.url.is_none() {
+            return Err((
+                None,
+                "url",
+                format!("a {} sink needs a url", self.kind.as_str()),
+            ));
+        }
+        if let Some(s) = &self.subject {
+            check_template(s.get_ref()).map_err(|m| (Some(s.span()), "subject", m))?;
+        }
+        Ok(())
+    }
+
+    /// Resolves `${ENV}` and defaults into the options the sink takes.
+    pub fn spec(&self) -> Result<SinkSpec, KeyError> {
+        let name = self.display_name();
+        let env = |v: &Spanned<String>, key: &'static str| {
+            interpolate(v.get_ref()).map_err(|m| (Some(v.span()), key, m))
+        };
+        let url = match &self.url {
+            Some(u) => env(u, "url")?,
+            None => String::new(),
+        };
+        Ok(match self.kind {
+            SinkType::Stdout => SinkSpec::Stdout { name },
+            SinkType::Nats => {
+                let subject = self.subject.as_ref().map_or_else(
+                    || "cdc.{schema}.{table}".to_owned(),
+                    |s| s.get_ref().clone(),
+                );
+                let auth = match (&self.user, &self.password, &self.token, &self.nkey_seed, &self.creds_file) {
+                    (Some(u), Some(p), None, None, None) => NatsAuth::UserPassword { user: env(u, "user")?, password: env(p, "password")? },
+                    (None, None, Some(t), None, None) => NatsAuth::Token(env(t, "token")?),
+                    (None, None, None, Some(s), None) => NatsAuth::NkeySeed(env(s, "nkey_seed")?),
+                    (None, None, None, None, Some(f)) => NatsAuth::CredsFile(f.get_ref().clone()),
+                    (None, None, None, None, None) => NatsAuth::None,
+                    _ => {
+                        return Err((
+                            None,
+                            "user",
+                            "choose one NATS authentication: user + password, token, nkey_seed or creds_file".into(),
+                        ))
+                    }
+                };
+                let jetstream = self.jetstream.as_ref().map(|j| {
+                    let j = j.get_ref();
+                    JetStreamOptions {
+                        stream: j.stream.clone(),
+                        create_stream: j.create_stream,
+                        subjects: j.subjects.clone(),
+                        duplicate_window: Duration::from_secs(j.duplicate_window_secs),
+                    }
+                });
+                if jetstream.is_none() {
+                    tracing::warn!(sink = %name, "NATS sink without [sinks.jetstream]: core NATS acknowledges on flush only, so messages can be lost if the server fails");
+                }
+                SinkSpec::Nats(NatsOptions {
+                    name,
+                    url,
+                    subject,
+                    jetstream,
+                    auth,
+                    tls: self.tls.as_ref().map(|t| {
+                        let t = t.get_ref();
+                        NatsTls {
+                            ca_file: t.ca_file.clone(),
+                            client_cert: t.client_cert.clone(),
+                            client_key: t.client_key.clone(),
+                            required: true,
+                        }
+                    }),
+                    ack_timeout: Duration::from_millis(
+                        self.ack_timeout_ms.as_ref().map_or(5000, |v| *v.get_ref()),
+                    ),
+                    max_in_flight: 1024,
+                })
+            }
+            SinkType::Http => {
+                let mut headers = Vec::new();
+                if let Some(h) = &self.headers {
+                    for (k, v) in h.get_ref() {
+                        let v = interpolate(v)
+                            .map_err(|m| (Some(h.span()), "headers", format!("{k}: {m}")))?;
+                        headers.push((k.clone(), v));
+                    }
+                }
+                SinkSpec::Http(HttpOptions {
+                    name,
+                    url,
+                    batching: match self.batch.as_ref().map(|b| *b.get_ref()) {
+                        None | Some(HttpBatch::Ndjson) => HttpBatching::Ndjson,
+                        Some(HttpBatch::Array) => HttpBatching::Array,
+                        Some(HttpBatch::None) => HttpBatching::None,
+                    },
+                    headers,
+                    timeout: Duration::from_millis(
+                        self.timeout_ms.as_ref().map_or(10_000, |v| *v.get_ref()),
+                    ),
+                    max_batch_bytes: self
+                        .max_batch_bytes
+                        .as_ref()
+                        .map_or(4 << 20, |v| *v.get_ref()),
+                    retry_initial: Duration::from_millis(200),
+                    retry_max: Duration::from_secs(30),
+                    max_retries: self.max_retries.as_ref().map(|v| *v.get_ref()),
+                    ca_file: self.ca_file.as_ref().map(|f| f.get_ref().clone()),
+                    danger_accept_invalid_certs: false,
+                })
+            }
+        })
+    }
+}
+
+/// Subject templates: NATS tokens, with `{schema}`, `{table}` and `{op}` placeholders only.
+fn check_template(t: &str) -> Result<(), String> {
+    let mut rest = t;
+    while let Some(i) = rest.find('{') {
+        let end = rest[i..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed '{{' in {t:?}"))?;
+        let name = &rest[i + 1..i + end];
+        if !matches!(name, "schema" | "table" | "op") {
+            return Err(format!(
+                "unknown placeholder {{{name}}} in {t:?}: use {{schema}}, {{table}} or {{op}}"
+            ));
+        }
+        rest = &rest[i + end + 1..];
+    }
+    if t.is_empty() || t.contains(char::is_whitespace) || t.split('.').any(str::is_empty) {
+        return Err(format!(
+            "invalid subject {t:?}: no spaces and no empty tokens"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! End to end through the real sinks: NATS JetStream (a real nats-server) and HTTP (a
+//! scriptable receiver), fan-out, and a checkpoint that waits for every sink.
+
+mod common;
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use serde_json::Value as Json;
+
+use common::*;
+use harness::http_receiver::{status, Receiver};
+use harness::nats_server::NatsServer;
+use harness::{confirmed_flush_lsn, HostProcess, TestDb};
+
+fn write(dir: &tempfile::TempDir, db: &TestDb, slot: &str, sinks: &str, extra: &str) -> PathBuf {
+    let path = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\ndsn = \"{}\"\nslot = \"{slot}\"\npublication = \"p\"\n{extra}\n{sinks}",
+            db.dsn()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn nats_sink(url: &str, stream: &str) -> String {
+    format!(
+        "[[sinks]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{url}\"\nsubject = \"cdc.{{schema}}.{{table}}\"\nformat = \"json\"\n[sinks.jetstream]\nstream = \"{stream}\"\ncreate_stream = true\n"
+    )
+}
+
+fn http_sink(url: &str) -> String {
+    format!("[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"{url}\"\nformat = \"debezium\"\nbatch = \"ndjson\"\nheaders = {{ Authorization = \"Bearer ${{CDC_TEST_HOOK_TOKEN}}\" }}\n")
+}
+
+/// Every message of a JetStream stream: (Nats-Msg-Id, subject, payload).
+async fn read_stream(url: &str, stream: &str) -> Vec<(String, String, Json)> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(client);
+    let mut s = js.get_stream(stream).await.unwrap();
+    let count = s.info().await.unwrap().state.messages;
+    let mut out = Vec::new();
+    for seq in 1..=count {
+        let m = s.get_raw_message(seq).await.unwrap();
+        let id = m
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        out.push((
+            id,
+            m.subject.to_string(),
+            serde_json::from_slice(&m.payload).unwrap(),
+        ));
+    }
+    out
+}
+
+async fn stream_len(url: &str, stream: &str) -> u64 {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(client);
+    match js.get_stream(stream).await {
+        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+async fn wait_stream_len(url: &str, stream: &str, n: u64, host: &mut HostProcess) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let len = stream_len(url, stream).await;
+        if len >= n {
+            return;
+        }
+        if let Some(st) = host.try_exit() {
+            panic!(
+                "host exited ({st}) with {len}/{n} in the stream:\n{}",
+                host.stderr_tail(30)
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{len}/{n} in the stream:\n{}",
+            host.stderr_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Lines of every NDJSON request body received so far.
+fn ndjson_lines(bodies: &[Vec<u8>]) -> Vec<Json> {
+    bodies
+        .iter()
+        .flat_map(|b| {
+            String::from_utf8(b.clone())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<Json>>()
+        })
+        .collect()
+}
+
+fn lsn(s: &str) -> u64 {
+    let (hi, lo) = s.split_once('/').unwrap();
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sinks_both_receive_everything() {
+    let nats = NatsServer::start(&[]);
+    let mut hook = Receiver::start().await;
+    let db = db_with(
+        "fanout",
+        "CREATE TABLE orders (id int PRIMARY KEY, v text)",
+        "CREATE PUBLICATION p FOR TABLE orders",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        &dir,
+        &db,
+        "s_fanout",
+        &format!(
+            "{}\n{}",
+            nats_sink(&nats.url(), "CDC"),
+            http_sink(&hook.url("/cdc"))
+        ),
+        "",
+    );
+    let mut host = HostProcess::spawn_with(
+        BIN,
+        &["run".as_ref(), cfg.as_os_str()],
+        &[("CDC_TEST_HOOK_TOKEN", "t0ken")],
+    )
+    .unwrap();
+    wait_slot_active(&db, "s_fanout", &mut host).await;
+    for t in 0..5 {
+        db.exec(&format!(
+            "INSERT INTO orders SELECT g, 'v' || g FROM generate_series({}, {}) g",
+            t * 10 + 1,
+            t * 10 + 10
+        ))
+        .await;
+    }
+    wait_stream_len(&nats.url(), "CDC", 50, &mut host).await;
+    let mut bodies = Vec::new();
+    while ndjson_lines(&bodies).len() < 50 {
+        let r = hook.next().await;
+        assert_eq!(r.header("authorization"), Some("Bearer t0ken"));
+        assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+        bodies.push(r.body);
+    }
+    let stored = read_stream(&nats.url(), "CDC").await;
+    assert_eq!(stored.len(), 50);
+    let ids: Vec<&str> = stored.iter().map(|(id, _, _)| id.as_str()).collect();
+    for (id, subject, payload) in &stored {
+        assert_eq!(subject, "cdc.public.orders");
+        assert_eq!(
+            payload["id"].as_str(),
+            Some(id.as_str()),
+            "Nats-Msg-Id is the change id"
+        );
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "JetStream holds the changes in commit order");
+    let hooked = ndjson_lines(&bodies);
+    assert_eq!(hooked.len(), 50);
+    assert!(hooked.iter().all(|c| c["op"] == "c"
+        && c["source"]["table"] == "orders"
+        && c["source"]["connector"] == "postgresql"));
+    let hook_ids: Vec<i64> = hooked
+        .iter()
+        .map(|c| c["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(hook_ids, (1..=50).collect::<Vec<_>>());
+    stop_clean(&mut host).await;
+    assert!(!host.stderr().contains("t0ken"), "secrets are never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sink_holds_the_checkpoint_until_it_recovers() {
+    let nats = NatsServer::start(&[]);
+    let mut hook = Receiver::start().await;
+    hook.set_default(Some(status(503)));
+    let db = db_with(
+        "hold",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        &dir,
+        &db,
+        "s_hold",
+        &format!(
+            "{}\n{}",
+            nats_sink(&nats.url(), "HOLD"),
+            http_sink(&hook.url("/cdc"))
+        ),
+        "status_interval_secs = 1",
+    );
+    let mut host = HostProcess::spawn_with(
+        BIN,
+        &["run".as_ref(), cfg.as_os_str()],
+        &[("CDC_TEST_HOOK_TOKEN", "x")],
+    )
+    .unwrap();
+    wait_slot_active(&db, "s_hold", &mut host).await;
+
+    db.exec("INSERT INTO t VALUES (1)").await;
+    db.exec("INSERT INTO t VALUES (2)").await;
+    // NATS acks both; HTTP keeps failing and is retried with the same key.
+    wait_stream_len(&nats.url(), "HOLD", 2, &mut host).await;
+    let first = hook.next().await;
+    let retry = hook.next().await;
+    assert_eq!(
+        first.key(),
+        retry.key(),
+        "a retry carries the same Idempotency-Key"
+    );
+    let first_change: u64 = ndjson_lines(std::slice::from_ref(&first.body))[0]["source"]["lsn"]
+        .as_u64()
+        .unwrap();
+    // Several status intervals later, the slot has not moved past the unacknowledged batch.
+    for _ in 0..3 {
+        let _ = hook.next().await;
+    }
+    let held = confirmed_flush_lsn(&client, "s_hold").await.unwrap();
+    assert!(
+        lsn(&held) <= first_change,
+        "confirmed {held} passed the first unacked change at {first_change:X}"
+    );
+
+    // Recovery: everything is delivered and the slot moves on.
+    hook.set_default(None);
+    let end = harness::current_wal_lsn(&client).await;
+    harness::wait_for_confirmed_flush(&client, "s_hold", &end, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut bodies = vec![first.body];
+    bodies.extend(hook.drain().into_iter().map(|r| r.body));
+    let ids: HashSet<i64> = ndjson_lines(&bodies)
+        .iter()
+        .map(|c| c["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, HashSet::from([1, 2]));
+    stop_clean(&mut host).await;
+}
+
+/// kill -9 mid-stream, restart: JetStream's duplicate window drops the replays, so each
+/// change is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_and_restart_leaves_each_change_once_in_jetstream() {
+    const ROWS: i64 = 20_000;
+    let nats = NatsServer::start(&[]);
+    let db = db_with(
+        "jskill",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        &dir,
+        &db,
+        "s_jskill",
+        &nats_sink(&nats.url(), "ONCE"),
+        "[pipeline]\nmax_changes = 500\n",
+    );
+    let mut first = HostProcess::spawn(BIN, &cfg).unwrap();
+    wait_slot_active(&db, "s_jskill", &mut first).await;
+    for t in 0..20 {
+        db.exec(&format!(
+            "INSERT INTO t SELECT g FROM generate_series({}, {}) g",
+            t * 1000 + 1,
+            t * 1000 + 1000
+        ))
+        .await;
+    }
+    let end = harness::current_wal_lsn(&client).await;
+    wait_stream_len(&nats.url(), "ONCE", 3_000, &mut first).await;
+    first.kill9().unwrap();
+    let mut second = HostProcess::spawn(BIN, &cfg).unwrap();
+    harness::wait_for_confirmed_flush(&client, "s_jskill", &end, Duration::from_secs(120))
+        .await
+        .unwrap();
+    stop_clean(&mut second).await;
+    let stored = read_stream(&nats.url(), "ONCE").await;
+    let ids: HashSet<&str> = stored.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), stored.len(), "no change stored twice");
+    assert_eq!(stored.len() as i64, ROWS);
+    let rows: Vec<i64> = stored
+        .iter()
+        .map(|(_, _, p)| p["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        (1..=ROWS).collect::<Vec<_>>(),
+        "in commit order, nothing missing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarted_mid_stream_loses_nothing() {
+    const TXNS: i64 = 80;
+    let mut nats = NatsServer::start(&[]);
+    let db = db_with(
+        "jsrestart",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        &dir,
+        &db,
+        "s_jsrestart",
+        &nats_sink(&nats.url(), "RESTART"),
+        "[pipeline]\nmax_changes = 200\n",
+    );
+    let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
+    wait_slot_active(&db, "s_jsrestart", &mut host).await;
+    let writer_dsn = db.dsn();
+    let writer = tokio::spawn(async move {
+        let c = harness::try_connect(&writer_dsn).await.unwrap();
+        for t in 0..TXNS {
+            c.batch_execute(&format!(
+                "INSERT INTO t SELECT g FROM generate_series({}, {}) g",
+                t * 100 + 1,
+                t * 100 + 100
+            ))
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    wait_stream_len(&nats.url(), "RESTART", 500, &mut host).await;
+    nats.kill();
+    // Acks that arrived just before the kill may still be confirmed; after that, during the
+    // outage, the slot must not move although the writer keeps committing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = confirmed_flush_lsn(&client, "s_jsrestart").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let still = confirmed_flush_lsn(&client, "s_jsrestart").await.unwrap();
+    assert_eq!(still, during, "no confirmation while NATS is down");
+    nats.spawn();
+    writer.await.unwrap();
+    let end = harness::current_wal_lsn(&client).await;
+    harness::wait_for_confirmed_flush(&client, "s_jsrestart", &end, Duration::from_secs(120))
+        .await
+        .unwrap();
+    stop_clean(&mut host).await;
+    let stored = read_stream(&nats.url(), "RESTART").await;
+    let rows: Vec<i64> = stored
+        .iter()
+        .map(|(_, _, p)| p["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        (1..=TXNS * 100).collect::<Vec<_>>(),
+        "everything, once, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_config_errors_point_at_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    let cases = [
+        ("[[sinks]]\ntype = \"stdout\"\nsubject = \"x\"\n", "p.toml:7:11: sinks.subject: does not apply to a stdout sink"),
+        ("[[sinks]]\ntype = \"nats\"\n", "sinks.url: a nats sink needs a url"),
+        ("[[sinks]]\ntype = \"nats\"\nurl = \"nats://127.0.0.1:1\"\nsubject = \"cdc.{tabel}\"\n", "unknown placeholder {tabel}"),
+        ("[[sinks]]\ntype = \"http\"\nurl = \"http://x\"\nbatch = \"xml\"\n", "p.toml:8:9: sinks.batch: unknown variant `xml`"),
+        ("[[sinks]]\ntype = \"http\"\nurl = \"http://x\"\nheaders = { A = \"${CDC_TEST_UNSET_VAR}\" }\n", "environment variable CDC_TEST_UNSET_VAR is not set"),
+        ("[[sinks]]\ntype = \"http\"\nurl = \"http://x\"\n[[sinks]]\ntype = \"http\"\nurl = \"http://y\"\n", "duplicate sink name \"http\""),
+    ];
+    for (sinks, want) in cases {
+        std::fs::write(&path, format!("[source]\ndsn = \"postgres://u@127.0.0.1/db\"\nslot = \"s\"\npublication = \"p\"\n{sinks}")).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["check".as_ref(), path.as_os_str()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{sinks}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{sinks}\nwant {want}\ngot {err}");
+        assert!(!err.contains("panicked"));
+    }
+}

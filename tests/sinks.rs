@@ -13,9 +13,9 @@ use async_nats::jetstream;
 use serde_json::Value as Json;
 
 use common::*;
-use harness::http_receiver::{status, Receiver};
+use harness::http_receiver::{status, Receiver, Reply};
 use harness::nats_server::NatsServer;
-use harness::{confirmed_flush_lsn, HostProcess, TestDb};
+use harness::{confirmed_flush_lsn, HostProcess, PgServer, TestDb};
 
 fn write(dir: &tempfile::TempDir, db: &TestDb, slot: &str, sinks: &str, extra: &str) -> PathBuf {
     let path = dir.path().join("pipeline.toml");
@@ -398,4 +398,63 @@ async fn sink_config_errors_point_at_the_key() {
         assert!(err.contains(want), "{sinks}\nwant {want}\ngot {err}");
         assert!(!err.contains("panicked"));
     }
+}
+
+/// Backpressure: a slow sink stops the host reading the replication socket, but status
+/// updates keep flowing, so even a 2 s wal_sender_timeout never disconnects it. (With
+/// `status_interval_secs = 10` this test fails: the walsender times out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sink_never_trips_wal_sender_timeout() {
+    let server = PgServer::start().unwrap();
+    server
+        .psql(
+            "postgres",
+            "ALTER SYSTEM SET wal_sender_timeout = '2s'; SELECT pg_reload_conf();",
+        )
+        .unwrap();
+    let hook = Receiver::start().await;
+    hook.set_default(Some(Reply::Delay(Duration::from_millis(400))));
+    let db = server.fresh_db("slow").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, pad text); CREATE PUBLICATION p FOR TABLE t")
+        .await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"{}\"\n",
+        hook.url("/slow")
+    );
+    let cfg = write(
+        &dir,
+        &db,
+        "s_slow",
+        &sink,
+        "status_interval_secs = 1\n[pipeline]\nmax_changes = 100\nmax_inflight = 2\n",
+    );
+    let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
+    wait_slot_active(&db, "s_slow", &mut host).await;
+    // 30 batches at 0.4 s each: ~12 s of a full pipeline, six times the timeout.
+    for t in 0..30 {
+        db.exec(&format!(
+            "INSERT INTO t SELECT g, repeat('x', 500) FROM generate_series({}, {}) g",
+            t * 100 + 1,
+            t * 100 + 100
+        ))
+        .await;
+    }
+    let end = harness::current_wal_lsn(&client).await;
+    harness::wait_for_confirmed_flush(&client, "s_slow", &end, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(
+        host.try_exit().is_none(),
+        "host died:\n{}",
+        host.stderr_tail(20)
+    );
+    stop_clean(&mut host).await;
+    let log = std::fs::read_to_string(server.log_path()).unwrap();
+    assert!(
+        !log.contains("replication timeout"),
+        "walsender timed out:\n{}",
+        server.log_tail(20)
+    );
 }

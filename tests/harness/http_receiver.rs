@@ -52,6 +52,8 @@ pub enum Reply {
     },
     /// Answer nothing for this long (longer than the client's timeout), then close.
     Hang(Duration),
+    /// Wait this long, then answer 200 (a slow endpoint).
+    Delay(Duration),
 }
 
 pub fn status(code: u16) -> Reply {
@@ -251,6 +253,13 @@ where
                     return;
                 }
                 if stream.flush().await.is_err() {
+                    return;
+                }
+            }
+            Reply::Delay(d) => {
+                tokio::time::sleep(d).await;
+                let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                if stream.write_all(ok).await.is_err() || stream.flush().await.is_err() {
                     return;
                 }
             }

@@ -386,6 +386,9 @@ async fn sink_config_errors_point_at_the_key() {
         ("[[sinks]]\ntype = \"http\"\nurl = \"http://x\"\nbatch = \"xml\"\n", "p.toml:8:9: sinks.batch: unknown variant `xml`"),
         ("[[sinks]]\ntype = \"http\"\nurl = \"http://x\"\nheaders = { A = \"${CDC_TEST_UNSET_VAR}\" }\n", "environment variable CDC_TEST_UNSET_VAR is not set"),
         ("[[sinks]]\ntype = \"http\"\nurl = \"http://x\"\n[[sinks]]\ntype = \"http\"\nurl = \"http://y\"\n", "duplicate sink name \"http\""),
+        ("[[sinks]]\ntype = \"http\"\nurl = \"http://x\"\non_reject = \"dead-letter\"\n", "sinks.on_reject: \"dead-letter\" needs dead_letter_sink"),
+        ("[[sinks]]\ntype = \"http\"\nurl = \"http://x\"\non_reject = \"dead-letter\"\ndead_letter_sink = \"nope\"\n", "sinks.dead_letter_sink: no sink is named \"nope\""),
+        ("[[sinks]]\ntype = \"stdout\"\non_reject = \"skip\"\n", "sinks.on_reject: does not apply to a stdout sink"),
     ];
     for (sinks, want) in cases {
         std::fs::write(&path, format!("[source]\ndsn = \"postgres://u@127.0.0.1/db\"\nslot = \"s\"\npublication = \"p\"\n{sinks}")).unwrap();
@@ -457,4 +460,46 @@ async fn a_slow_sink_never_trips_wal_sender_timeout() {
         "walsender timed out:\n{}",
         server.log_tail(20)
     );
+}
+
+/// on_reject = "dead-letter": a batch the endpoint refuses (400) goes to the dead-letter sink
+/// and the pipeline carries on; the dead-letter sink receives nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_batches_go_to_the_dead_letter_sink() {
+    let mut hook = Receiver::start().await;
+    hook.script([status(400)]);
+    let db = db_with(
+        "dlq",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"{}\"\non_reject = \"dead-letter\"\ndead_letter_sink = \"dlq\"\n[[sinks]]\nname = \"dlq\"\ntype = \"stdout\"\n",
+        hook.url("/cdc")
+    );
+    let cfg = write(&dir, &db, "s_dlq", &sinks, "");
+    let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
+    wait_slot_active(&db, "s_dlq", &mut host).await;
+    db.exec("INSERT INTO t VALUES (1)").await;
+    let rejected = hook.next().await;
+    db.exec("INSERT INTO t VALUES (2)").await;
+    let accepted = hook.next().await;
+    assert_eq!(ndjson_lines(&[rejected.body])[0]["after"]["id"], 1);
+    assert_eq!(ndjson_lines(&[accepted.body])[0]["after"]["id"], 2);
+    let end = harness::current_wal_lsn(&client).await;
+    harness::wait_for_confirmed_flush(&client, "s_dlq", &end, Duration::from_secs(60))
+        .await
+        .unwrap();
+    stop_clean(&mut host).await;
+    let dead = parse_lines(&host.stdout_lines());
+    assert_eq!(
+        dead.len(),
+        1,
+        "only the rejected change is dead-lettered: {dead:?}"
+    );
+    assert_eq!(dead[0]["after"]["id"], 1);
+    assert!(host.stderr().contains("sent to the dead-letter sink"));
 }

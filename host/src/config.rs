@@ -274,6 +274,29 @@ impl PipelineConfig {
                 ));
             }
         }
+        for sink in &config.sinks {
+            if let Some(target) = &sink.get_ref().dead_letter_sink {
+                let t = target.get_ref();
+                let found = config
+                    .sinks
+                    .iter()
+                    .find(|s| &s.get_ref().display_name() == t);
+                let Some(found) = found else {
+                    return Err(at(
+                        target.span(),
+                        Some("sinks.dead_letter_sink".into()),
+                        format!("no sink is named {t:?}"),
+                    ));
+                };
+                if std::ptr::eq(found, sink) {
+                    return Err(at(
+                        target.span(),
+                        Some("sinks.dead_letter_sink".into()),
+                        "a sink cannot be its own dead-letter sink".into(),
+                    ));
+                }
+            }
+        }
         let b = &config.pipeline;
         if b.max_changes == 0 || b.max_inflight == 0 {
             return Err(at(

@@ -16,14 +16,20 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{Format, Loaded};
 use crate::encode::{encode_batch, EncodeContext};
 use crate::lsn::Lsn;
-use crate::sink_config::SinkSpec;
+use crate::sink_config::{RejectPolicy, SinkConfig, SinkSpec};
 use crate::source::{self, Batch, Progress, SourceError};
 
 /// A configured sink and the format it wants.
 pub struct SinkSlot {
     pub sink: Box<dyn Sink>,
     pub format: Format,
+    pub on_reject: RejectPolicy,
+    /// Where rejected batches go with `RejectPolicy::DeadLetter`.
+    pub dead_letter: Option<SharedSink>,
 }
+
+/// A sink used by several tasks (a dead-letter target).
+pub type SharedSink = Arc<tokio::sync::Mutex<Box<dyn Sink>>>;
 
 impl std::fmt::Debug for SinkSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -43,26 +49,52 @@ pub enum RunError {
     Sink(#[from] SinkError),
 }
 
-/// Builds (and for NATS, connects) the configured sinks.
+/// Builds (and for NATS, connects) the configured sinks. Dead-letter targets are built once,
+/// shared by the sinks that use them, and receive no regular batches.
 pub async fn build_sinks(loaded: &Loaded) -> Result<Vec<SinkSlot>, SinkError> {
-    let mut out = Vec::with_capacity(loaded.config.sinks.len());
-    for s in &loaded.config.sinks {
-        let s = s.get_ref();
-        let spec = s.spec().map_err(|(_, key, message)| SinkError::Other {
-            sink: s.display_name(),
-            message: format!("{key}: {message}"),
-        })?;
-        let sink: Box<dyn Sink> = match spec {
-            SinkSpec::Stdout { name } => Box::new(StdoutSink::new(name)),
-            SinkSpec::Nats(opts) => Box::new(NatsSink::connect(opts).await?),
-            SinkSpec::Http(opts) => Box::new(HttpSink::new(opts)?),
-        };
+    let configs: Vec<&SinkConfig> = loaded.config.sinks.iter().map(|s| s.get_ref()).collect();
+    let targets: Vec<String> = configs
+        .iter()
+        .filter_map(|c| c.dead_letter_sink.as_ref().map(|d| d.get_ref().clone()))
+        .collect();
+    let mut shared: BTreeMap<String, SharedSink> = BTreeMap::new();
+    for c in configs
+        .iter()
+        .filter(|c| targets.contains(&c.display_name()))
+    {
+        shared.insert(
+            c.display_name(),
+            Arc::new(tokio::sync::Mutex::new(build_sink(c).await?)),
+        );
+    }
+    let mut out = Vec::with_capacity(configs.len());
+    for c in configs
+        .iter()
+        .filter(|c| !targets.contains(&c.display_name()))
+    {
         out.push(SinkSlot {
-            sink,
-            format: s.format,
+            sink: build_sink(c).await?,
+            format: c.format,
+            on_reject: c.reject_policy(),
+            dead_letter: c
+                .dead_letter_sink
+                .as_ref()
+                .and_then(|d| shared.get(d.get_ref()).cloned()),
         });
     }
     Ok(out)
+}
+
+async fn build_sink(c: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
+    let spec = c.spec().map_err(|(_, key, message)| SinkError::Other {
+        sink: c.display_name(),
+        message: format!("{key}: {message}"),
+    })?;
+    Ok(match spec {
+        SinkSpec::Stdout { name } => Box::new(StdoutSink::new(name)),
+        SinkSpec::Nats(opts) => Box::new(NatsSink::connect(opts).await?),
+        SinkSpec::Http(opts) => Box::new(HttpSink::new(opts)?),
+    })
 }
 
 /// Runs source and sinks until `shutdown` (then drains) or an error. Returns the last
@@ -180,9 +212,10 @@ pub async fn deliver(
     for (idx, mut slot) in sinks.into_iter().enumerate() {
         let (q_tx, mut q_rx) = mpsc::unbounded_channel::<Arc<EncodedBatch>>();
         let acks = ack_tx.clone();
+        formats.push(slot.format);
         tasks.spawn(async move {
             while let Some(batch) = q_rx.recv().await {
-                let result = slot.sink.deliver(Arc::clone(&batch)).await;
+                let result = deliver_one(&mut slot, &batch).await;
                 let failed = result.is_err();
                 if acks
                     .send(Ack {
@@ -198,7 +231,6 @@ pub async fn deliver(
             }
         });
         queues.push(q_tx);
-        formats.push(slot.format);
     }
     drop(ack_tx);
     let mut tracker = AckTracker::default();
@@ -256,6 +288,27 @@ pub async fn deliver(
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// One sink, one batch, with the sink's policy for rejected batches applied.
+async fn deliver_one(slot: &mut SinkSlot, batch: &Arc<EncodedBatch>) -> Result<(), SinkError> {
+    let err = match slot.sink.deliver(Arc::clone(batch)).await {
+        Ok(()) => return Ok(()),
+        Err(e @ SinkError::Rejected { .. }) => e,
+        Err(e) => return Err(e),
+    };
+    match (slot.on_reject, &slot.dead_letter) {
+        (RejectPolicy::Skip, _) => {
+            tracing::error!(sink = slot.sink.name(), seq = batch.seq, changes = batch.messages.len(), error = %err, "batch rejected; skipped (on_reject = \"skip\")");
+            Ok(())
+        }
+        (RejectPolicy::DeadLetter, Some(dlq)) => {
+            let mut dlq = dlq.lock().await;
+            tracing::error!(sink = slot.sink.name(), dead_letter_sink = dlq.name(), seq = batch.seq, changes = batch.messages.len(), error = %err, "batch rejected; sent to the dead-letter sink");
+            dlq.deliver(Arc::clone(batch)).await
+        }
+        _ => Err(err),
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,20 @@ pub enum HttpBatch {
     None,
 }
 
+/// What a sink does with changes its destination rejects for good (an HTTP 4xx, a subject
+/// NATS refuses). Transient failures are always retried, whatever this says.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RejectPolicy {
+    /// Stop the pipeline; nothing past the rejected batch is confirmed (default).
+    #[default]
+    Fail,
+    /// Log and count the batch as delivered.
+    Skip,
+    /// Send the batch (as this sink encoded it) to `dead_letter_sink`, then count it delivered.
+    DeadLetter,
+}
+
 /// `[sinks.jetstream]`.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +117,11 @@ pub struct SinkConfig {
     pub max_batch_bytes: Option<Spanned<usize>>,
     pub ca_file: Option<Spanned<PathBuf>>,
     pub max_retries: Option<Spanned<u32>>,
+    /// nats, http: `fail` (default), `skip` or `dead-letter`.
+    pub on_reject: Option<Spanned<RejectPolicy>>,
+    /// With `on_reject = "dead-letter"`: the name of the sink that receives rejected batches.
+    /// That sink then receives nothing else.
+    pub dead_letter_sink: Option<Spanned<String>>,
 }
 
 /// A problem with one key of a sink entry: its span, dotted key and message.
@@ -151,7 +170,12 @@ impl SinkConfig {
             ("ca_file", self.ca_file.as_ref().map(Spanned::span)),
             ("max_retries", self.max_retries.as_ref().map(Spanned::span)),
         ];
-        let url = [("url", self.url.as_ref().map(Spanned::span))];
+        // Keys every sink but stdout may have.
+        let url = [
+            ("url", self.url.as_ref().map(Spanned::span)),
+            ("on_reject", self.on_reject.as_ref().map(Spanned::span)),
+            ("dead_letter_sink", self.dead_letter_sink.as_ref().map(Spanned::span)),
+        ];
         let not_allowed: Vec<&(&'static str, Option<std::ops::Range<usize>>)> = match self.kind {
             SinkType::Stdout => nats_only
                 .iter()
@@ -179,7 +203,34 @@ impl SinkConfig {
         if let Some(s) = &self.subject {
             check_template(s.get_ref()).map_err(|m| (Some(s.span()), "subject", m))?;
         }
+        let dead_letter = self.reject_policy() == RejectPolicy::DeadLetter;
+        match (&self.dead_letter_sink, dead_letter) {
+            (None, true) => {
+                let span = self.on_reject.as_ref().map(Spanned::span);
+                return Err((
+                    span,
+                    "on_reject",
+                    "\"dead-letter\" needs dead_letter_sink = \"<sink name>\"".into(),
+                ));
+            }
+            (Some(d), false) => {
+                return Err((
+                    Some(d.span()),
+                    "dead_letter_sink",
+                    "only used with on_reject = \"dead-letter\"".into(),
+                ));
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// What to do with rejected batches.
+    pub fn reject_policy(&self) -> RejectPolicy {
+        self.on_reject
+            .as_ref()
+            .map(|p| *p.get_ref())
+            .unwrap_or_default()
     }
 
     /// Resolves `${ENV}` and defaults into the options the sink takes.

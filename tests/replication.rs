@@ -508,13 +508,6 @@ async fn actionable_errors() {
         err.contains("does not exist and source.create_slot = false"),
         "{err}"
     );
-
-    // Slot held by another process.
-    let (_d, cfg) = config(&db.dsn(), "s_busy", "p", "");
-    let mut holder = start_host(&db, &cfg, "s_busy").await;
-    let err = failing_start(&cfg).await;
-    assert!(err.contains("is in use by another process"), "{err}");
-    stop_clean(&mut holder).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -568,4 +561,101 @@ async fn wal_level_not_logical_is_explained() {
         err.contains("wal_level is \"replica\"") && err.contains("wal_level = logical"),
         "{err}"
     );
+}
+
+/// A slot held by another consumer (e.g. the old pod of a rolling update) is retried until
+/// it is free, with a clear log line; no second slot is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_slot_is_retried_until_free() {
+    let db = db_with(
+        "busy",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let (_d, cfg) = config(&db.dsn(), "s_busy", "p", "");
+    let mut holder = start_host(&db, &cfg, "s_busy").await;
+    let mut waiting = HostProcess::spawn(BIN, &cfg).unwrap();
+    waiting
+        .wait_for_stderr("is in use by another process", WAIT)
+        .await
+        .unwrap();
+    assert!(
+        waiting.try_exit().is_none(),
+        "it waits rather than exits:\n{}",
+        waiting.stderr()
+    );
+    stop_clean(&mut holder).await;
+    wait_slot_active(&db, "s_busy", &mut waiting).await;
+    db.exec("INSERT INTO t VALUES (7)").await;
+    let out = wait_json(&mut waiting, 1).await;
+    assert_eq!(out[0]["after"]["id"], 7);
+    stop_clean(&mut waiting).await;
+    let client = db.client().await;
+    let slots: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 1, "no second slot");
+}
+
+/// Postgres restarted mid-stream: the host reconnects with backoff and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_mid_stream_loses_nothing() {
+    let server = harness::PgServer::start().unwrap();
+    let db = server.fresh_db("pgrestart").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE t")
+        .await;
+    let (_d, cfg) = config(
+        &db.dsn(),
+        "s_pgrestart",
+        "p",
+        "[pipeline]\nmax_changes = 200\n",
+    );
+    let mut host = start_host(&db, &cfg, "s_pgrestart").await;
+    for t in 0..10 {
+        db.exec(&format!(
+            "INSERT INTO t SELECT g FROM generate_series({}, {}) g",
+            t * 100 + 1,
+            t * 100 + 100
+        ))
+        .await;
+    }
+    host.wait_for_lines(300, WAIT).await.unwrap();
+    server.restart().unwrap();
+    host.wait_for_stderr("reconnecting", WAIT).await.unwrap();
+    // New writes after the restart (a fresh connection: the old one died with the server).
+    let c = harness::try_connect(&db.dsn()).await.unwrap();
+    for t in 10..20 {
+        c.batch_execute(&format!(
+            "INSERT INTO t SELECT g FROM generate_series({}, {}) g",
+            t * 100 + 1,
+            t * 100 + 100
+        ))
+        .await
+        .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let ids: std::collections::BTreeSet<i64> = parse_lines(&host.stdout_lines())
+            .iter()
+            .map(|c| c["after"]["id"].as_i64().unwrap())
+            .collect();
+        if ids.len() == 2000 {
+            assert_eq!(ids, (1..=2000).collect());
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 2000 after the restart:\n{}",
+            ids.len(),
+            host.stderr_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_clean(&mut host).await;
 }

@@ -104,7 +104,11 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         let confirmed = cdc_host::pipeline::run(&loaded, shutdown_rx)
             .await
             .with_context(|| format!("pipeline {} stopped", path.display()))?;
-        tracing::info!(confirmed_lsn = %confirmed, "stopped cleanly");
+        if confirmed.is_zero() {
+            tracing::info!("stopped cleanly");
+        } else {
+            tracing::info!(confirmed_lsn = %confirmed, "stopped cleanly");
+        }
         Ok(())
     })
 }

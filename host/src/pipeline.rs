@@ -99,7 +99,46 @@ async fn build_sink(c: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
 
 /// Runs source and sinks until `shutdown` (then drains) or an error. Returns the last
 /// confirmed LSN.
-pub async fn run(loaded: &Loaded, shutdown: watch::Receiver<bool>) -> Result<Lsn, RunError> {
+///
+/// Transient failures (Postgres restarting, the network cut, the slot still held by a
+/// previous consumer) restart the pipeline with capped exponential backoff and jitter; each
+/// attempt is logged. Everything unconfirmed is streamed again, with the same ids.
+pub async fn run(loaded: &Loaded, mut shutdown: watch::Receiver<bool>) -> Result<Lsn, RunError> {
+    let mut attempt: u32 = 0;
+    loop {
+        let started = std::time::Instant::now();
+        let err = match run_once(loaded, shutdown.clone()).await {
+            Err(RunError::Source(e)) if e.is_transient() && !*shutdown.borrow() => e,
+            other => return other,
+        };
+        // A connection that lived a while starts the backoff over.
+        if started.elapsed() > RESET_BACKOFF_AFTER {
+            attempt = 0;
+        }
+        attempt += 1;
+        let delay = backoff(attempt);
+        tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %err, "replication interrupted; reconnecting");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|s| *s) => return Ok(Lsn::ZERO),
+        }
+    }
+}
+
+const RESET_BACKOFF_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Exponential backoff from 500 ms, capped at 30 s, with full jitter (so a fleet of
+/// sidecars does not reconnect in lockstep).
+fn backoff(attempt: u32) -> std::time::Duration {
+    let cap_ms = 500u64.saturating_mul(1 << attempt.min(6)).min(30_000);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    std::time::Duration::from_millis(cap_ms / 2 + nanos % (cap_ms / 2 + 1))
+}
+
+/// One connection's worth of pipeline: sinks, source, delivery, until stop or error.
+async fn run_once(loaded: &Loaded, shutdown: watch::Receiver<bool>) -> Result<Lsn, RunError> {
     let sinks = build_sinks(loaded).await?;
     let replicator = source::open(loaded).await?;
     let b = &loaded.config.pipeline;
@@ -314,6 +353,15 @@ async fn deliver_one(slot: &mut SinkSlot, batch: &Arc<EncodedBatch>) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..20 {
+            let d = backoff(attempt).as_millis() as u64;
+            let cap = (500u64 << attempt.min(6)).min(30_000);
+            assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d} ms");
+        }
+    }
 
     #[test]
     fn progress_moves_only_over_a_fully_acknowledged_prefix() {

@@ -174,7 +174,10 @@ impl SinkConfig {
         let url = [
             ("url", self.url.as_ref().map(Spanned::span)),
             ("on_reject", self.on_reject.as_ref().map(Spanned::span)),
-            ("dead_letter_sink", self.dead_letter_sink.as_ref().map(Spanned::span)),
+            (
+                "dead_letter_sink",
+                self.dead_letter_sink.as_ref().map(Spanned::span),
+            ),
         ];
         let not_allowed: Vec<&(&'static str, Option<std::ops::Range<usize>>)> = match self.kind {
             SinkType::Stdout => nats_only

@@ -41,6 +41,13 @@ pub struct TypeRow {
 }
 
 fn ctl(e: tokio_postgres::Error) -> SourceError {
+    // A control connection lost mid-query (server restart) is as transient as the stream's.
+    if e.is_closed() || e.as_db_error().is_none() {
+        return SourceError::Io {
+            target: "control connection".into(),
+            source: std::io::Error::other(error_chain(&e)),
+        };
+    }
     let detail = e
         .as_db_error()
         .map(|d| d.message().to_owned())

@@ -10,6 +10,7 @@
 pub mod http;
 pub mod nats;
 pub mod stdout;
+pub mod tls;
 
 use std::sync::Arc;
 

@@ -12,9 +12,9 @@
 
 use std::io::Write;
 
-use super::json::write_row;
+use super::json::write_images;
 use super::EncodeContext;
-use crate::change::{Before, Change, Op};
+use crate::change::{Change, Op};
 use crate::value::write_json_str;
 
 /// Microseconds between 1970-01-01 and 2000-01-01 (Postgres's epoch).
@@ -22,16 +22,8 @@ const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 
 /// Appends one change as a Debezium envelope (no newline). `now_ms` is the processing time.
 pub fn write_change(c: &Change, ctx: &EncodeContext, now_ms: i64, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"before\":");
-    match (&c.before, &c.table) {
-        (Some((kind, row)), Some(t)) => write_row(t, row, *kind == Before::Key, out),
-        _ => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"after\":");
-    match (&c.after, &c.table) {
-        (Some(row), Some(t)) => write_row(t, row, false, out),
-        _ => out.extend_from_slice(b"null"),
-    }
+    out.push(b'{');
+    write_images(c, out);
     let commit_ms = c.commit_ts.saturating_add(PG_EPOCH_UNIX_MICROS) / 1000;
     out.extend_from_slice(b",\"source\":{\"version\":\"cdc-host-");
     out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());

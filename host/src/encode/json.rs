@@ -27,16 +27,8 @@ pub fn write_change(c: &Change, out: &mut Vec<u8>) {
         }
         None => out.extend_from_slice(b"null,\"table\":null"),
     }
-    out.extend_from_slice(b",\"before\":");
-    match (&c.before, &c.table) {
-        (Some((kind, row)), Some(t)) => write_row(t, row, *kind == Before::Key, out),
-        _ => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"after\":");
-    match (&c.after, &c.table) {
-        (Some(row), Some(t)) => write_row(t, row, false, out),
-        _ => out.extend_from_slice(b"null"),
-    }
+    out.push(b',');
+    write_images(c, out);
     let _ = write!(
         out,
         ",\"lsn\":\"{}\",\"commit_lsn\":\"{}\",\"xid\":{},\"commit_ts\":",
@@ -71,9 +63,23 @@ pub fn write_change(c: &Change, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// `"before":…,"after":…` — the row images, shared by every format.
+pub(crate) fn write_images(c: &Change, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\"before\":");
+    match (&c.before, &c.table) {
+        (Some((kind, row)), Some(t)) => write_row(t, row, *kind == Before::Key, out),
+        _ => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"after\":");
+    match (&c.after, &c.table) {
+        (Some(row), Some(t)) => write_row(t, row, false, out),
+        _ => out.extend_from_slice(b"null"),
+    }
+}
+
 /// A row as an object keyed by column name. Unchanged TOAST columns are left out (they are
 /// listed in `unchanged_toast`); with `key_only`, only replica-identity columns appear.
-pub(crate) fn write_row(table: &Table, row: &Row, key_only: bool, out: &mut Vec<u8>) {
+fn write_row(table: &Table, row: &Row, key_only: bool, out: &mut Vec<u8>) {
     out.push(b'{');
     let mut first = true;
     for (col, value) in table.columns.iter().zip(&row.0) {

@@ -66,13 +66,9 @@ pub enum DecodeError {
     },
 }
 
-/// Decodes one pgoutput message (an `XLogData` payload).
-///
-/// `in_stream` must be true between Stream Start and Stream Stop: only then do the
-/// data-carrying messages include a leading xid, and nothing in the bytes says so.
-pub fn decode(buf: Bytes, in_stream: bool) -> Result<LogicalMessage, DecodeError> {
-    let tag = *buf.first().ok_or(DecodeError::Empty)?;
-    let kind = match tag {
+/// The name of a pgoutput message type by its tag byte (`b'I'` → `"Insert"`), for errors.
+pub fn message_kind(tag: u8) -> Option<&'static str> {
+    Some(match tag {
         b'B' => "Begin",
         b'C' => "Commit",
         b'O' => "Origin",
@@ -92,8 +88,17 @@ pub fn decode(buf: Bytes, in_stream: bool) -> Result<LogicalMessage, DecodeError
         b'K' => "CommitPrepared",
         b'r' => "RollbackPrepared",
         b'p' => "StreamPrepare",
-        other => return Err(DecodeError::UnknownMessage(other)),
-    };
+        _ => return None,
+    })
+}
+
+/// Decodes one pgoutput message (an `XLogData` payload).
+///
+/// `in_stream` must be true between Stream Start and Stream Stop: only then do the
+/// data-carrying messages include a leading xid, and nothing in the bytes says so.
+pub fn decode(buf: Bytes, in_stream: bool) -> Result<LogicalMessage, DecodeError> {
+    let tag = *buf.first().ok_or(DecodeError::Empty)?;
+    let kind = message_kind(tag).ok_or(DecodeError::UnknownMessage(tag))?;
     let mut r = Reader::after_tag(buf, kind);
     let msg = match tag {
         b'B' => LogicalMessage::Begin(Begin {

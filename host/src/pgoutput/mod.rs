@@ -15,7 +15,7 @@ pub mod message;
 pub use copy_data::{
     parse_copy_data, pg_epoch_micros_now, standby_status_update, ReplicationMessage,
 };
-pub use decode::{decode, DecodeError};
+pub use decode::{decode, message_kind, DecodeError};
 pub use message::*;
 
 use bytes::Bytes;

@@ -302,7 +302,7 @@ impl Replicator {
                 let logical =
                     pgoutput::decode(data, false).map_err(|source| SourceError::Decode {
                         lsn: wal_start,
-                        kind: tag_name(kind_hint),
+                        kind: pgoutput::message_kind(kind_hint).unwrap_or("unknown"),
                         source,
                     })?;
                 self.handle_logical(logical, wal_start).await?;
@@ -498,20 +498,4 @@ fn latest(rx: &watch::Receiver<Progress>) -> Progress {
 
 fn pipeline_gone() -> SourceError {
     SourceError::Setup("the pipeline stopped (see the error above)".into())
-}
-
-fn tag_name(tag: u8) -> &'static str {
-    match tag {
-        b'B' => "Begin",
-        b'C' => "Commit",
-        b'O' => "Origin",
-        b'R' => "Relation",
-        b'Y' => "Type",
-        b'I' => "Insert",
-        b'U' => "Update",
-        b'D' => "Delete",
-        b'T' => "Truncate",
-        b'M' => "Message",
-        _ => "unknown",
-    }
 }

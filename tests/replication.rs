@@ -659,3 +659,47 @@ async fn postgres_restart_mid_stream_loses_nothing() {
     }
     stop_clean(&mut host).await;
 }
+
+/// A quiet publication must not pin WAL: while another database writes, the slot's
+/// confirmed position follows the server's (keepalive WAL end confirmed when idle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_publication_does_not_pin_wal() {
+    let server = harness::PgServer::start().unwrap();
+    let quiet = server.fresh_db("quiet").await;
+    quiet
+        .exec("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE t")
+        .await;
+    let busy = server.fresh_db("busy").await;
+    busy.exec("CREATE TABLE junk (id int, pad text)").await;
+    let (_d, cfg) = config(&quiet.dsn(), "s_quiet", "p", "status_interval_secs = 1\n");
+    let mut host = start_host(&quiet, &cfg, "s_quiet").await;
+    // ~64 MB of WAL elsewhere.
+    for _ in 0..8 {
+        busy.exec(
+            "INSERT INTO junk SELECT g, repeat(md5(g::text), 16) FROM generate_series(1, 12000) g",
+        )
+        .await;
+    }
+    let client = quiet.client().await;
+    let written = harness::current_wal_lsn(&client).await;
+    harness::wait_for_confirmed_flush(&client, "s_quiet", &written, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let retained: i64 = client
+        .query_one(
+            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = 's_quiet'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        retained < 16 << 20,
+        "slot holds {retained} bytes of WAL behind"
+    );
+    assert!(
+        host.stdout_lines().is_empty(),
+        "nothing from the quiet publication"
+    );
+    stop_clean(&mut host).await;
+}

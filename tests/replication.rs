@@ -703,3 +703,56 @@ async fn an_idle_publication_does_not_pin_wal() {
     );
     stop_clean(&mut host).await;
 }
+
+/// A slot whose WAL was removed (`wal_status = lost`) stops the host with instructions; it
+/// is never dropped and recreated behind the user's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_slot_stops_with_instructions() {
+    let server = harness::PgServer::start().unwrap();
+    server
+        .psql(
+            "postgres",
+            "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'; SELECT pg_reload_conf();",
+        )
+        .unwrap();
+    let db = server.fresh_db("lost").await;
+    db.exec("CREATE TABLE t (id int, pad text); CREATE PUBLICATION p FOR TABLE t")
+        .await;
+    db.exec("SELECT pg_create_logical_replication_slot('s_lost', 'pgoutput')")
+        .await;
+    let client = db.client().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        db.exec("INSERT INTO t SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g; CHECKPOINT;").await;
+        let status: Option<String> = client
+            .query_one(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 's_lost'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if status.as_deref() == Some("lost") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slot never invalidated ({status:?})"
+        );
+    }
+    let (_d, cfg) = config(&db.dsn(), "s_lost", "p", "");
+    let err = failing_start(&cfg).await;
+    assert!(
+        err.contains("wal_status = lost") && err.contains("never recreates a slot"),
+        "{err}"
+    );
+    let still: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 's_lost'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(still, 1, "the slot is left for the user to inspect");
+}

@@ -756,3 +756,23 @@ async fn an_invalidated_slot_stops_with_instructions() {
         .get(0);
     assert_eq!(still, 1, "the slot is left for the user to inspect");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_replication_slots_are_explained() {
+    let server = harness::PgServer::start().unwrap();
+    server
+        .psql("postgres", "ALTER SYSTEM SET max_replication_slots = 1")
+        .unwrap();
+    server.restart().unwrap();
+    let db = server.fresh_db("full").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE t")
+        .await;
+    db.exec("SELECT pg_create_logical_replication_slot('other_tool', 'pgoutput')")
+        .await;
+    let (_d, cfg) = config(&db.dsn(), "s_full", "p", "");
+    let err = failing_start(&cfg).await;
+    assert!(
+        err.contains("max_replication_slots") && err.contains("drop unused slots"),
+        "{err}"
+    );
+}

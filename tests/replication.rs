@@ -776,3 +776,68 @@ async fn exhausted_replication_slots_are_explained() {
         "{err}"
     );
 }
+
+/// Heartbeats move the slot on an otherwise silent server and never reach a sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_advance_the_slot_and_stay_internal() {
+    let server = harness::PgServer::start().unwrap();
+    let db = server.fresh_db("beat").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE t")
+        .await;
+    let (_d, cfg) = config(
+        &db.dsn(),
+        "s_beat",
+        "p",
+        "status_interval_secs = 1\nheartbeat_secs = 1\n",
+    );
+    let mut host = HostProcess::spawn_with(
+        BIN,
+        &["run".as_ref(), cfg.as_os_str()],
+        &[("RUST_LOG", "info,cdc_host::source::stream=debug")],
+    )
+    .unwrap();
+    wait_slot_active(&db, "s_beat", &mut host).await;
+    // Emitted by us, seen in our own stream, consumed there.
+    host.wait_for_stderr("heartbeat came back through the stream", WAIT)
+        .await
+        .unwrap();
+    let client = db.client().await;
+    let start = confirmed_flush_lsn(&client, "s_beat").await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = confirmed_flush_lsn(&client, "s_beat").await.unwrap();
+        if lsn(&now) > lsn(&start) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slot stayed at {start}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_clean(&mut host).await;
+    assert!(
+        host.stdout_lines().is_empty(),
+        "heartbeats are not changes: {:?}",
+        host.stdout_lines()
+    );
+}
+
+/// A slot holding more WAL than `max_retained_wal_mb` is reported (a sink stuck behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_wal_above_the_limit_is_warned() {
+    let db = db_with(
+        "retain",
+        "CREATE TABLE t (id int, pad text)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let (_d, cfg) = config(&db.dsn(), "s_retain", "p", "status_interval_secs = 1\nmax_retained_wal_mb = 1\n[pipeline]\nmax_inflight = 1\nmax_changes = 10\n");
+    let mut host = start_host(&db, &cfg, "s_retain").await;
+    db.exec("INSERT INTO t SELECT g, repeat('x', 1000) FROM generate_series(1, 5000) g")
+        .await;
+    host.wait_for_stderr("retains more WAL than max_retained_wal_mb", WAIT)
+        .await
+        .unwrap();
+    stop_clean(&mut host).await;
+}

@@ -46,6 +46,11 @@ pub struct SourceConfig {
     pub messages: bool,
     /// Seconds between standby status updates (default 10; Postgres's wal_sender_timeout is 60).
     pub status_interval_secs: u64,
+    /// Emit a heartbeat (`pg_logical_emit_message`, never delivered to sinks) this often, so
+    /// the slot advances even where keepalives alone do not move it (default: off).
+    pub heartbeat_secs: Option<u64>,
+    /// Warn when the slot retains more WAL than this (default 1024 MiB).
+    pub max_retained_wal_mb: u64,
 }
 
 /// The publication to read, and whether cdc-host may create it.
@@ -137,6 +142,9 @@ fn one() -> Spanned<u32> {
 }
 fn spanned_default<T: Default>() -> Spanned<T> {
     Spanned::new(0..0, T::default())
+}
+fn gibibyte_in_mb() -> u64 {
+    1024
 }
 fn ten() -> u64 {
     10
@@ -344,6 +352,10 @@ struct RawSource {
     messages: bool,
     #[serde(default = "ten")]
     status_interval_secs: u64,
+    #[serde(default)]
+    heartbeat_secs: Option<u64>,
+    #[serde(default = "gibibyte_in_mb")]
+    max_retained_wal_mb: u64,
 }
 
 impl RawConfig {
@@ -362,6 +374,8 @@ impl RawConfig {
                 origin: s.origin,
                 messages: s.messages,
                 status_interval_secs: s.status_interval_secs,
+                heartbeat_secs: s.heartbeat_secs,
+                max_retained_wal_mb: s.max_retained_wal_mb,
             },
             pipeline: self.pipeline,
             sinks: self.sinks,

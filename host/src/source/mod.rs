@@ -131,6 +131,11 @@ pub async fn open(loaded: &Loaded) -> Result<Replicator, SourceError> {
             max_changes: b.max_changes,
             status_interval: std::time::Duration::from_secs(src.status_interval_secs.max(1)),
             shutdown_grace: std::time::Duration::from_secs(b.shutdown_grace_secs),
+            heartbeat: src
+                .heartbeat_secs
+                .filter(|s| *s > 0)
+                .map(std::time::Duration::from_secs),
+            max_retained_wal: src.max_retained_wal_mb.saturating_mul(1 << 20),
         },
         start_lsn,
         relations: HashMap::new(),

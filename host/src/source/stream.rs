@@ -53,7 +53,14 @@ pub struct StreamSettings {
     pub max_changes: usize,
     pub status_interval: Duration,
     pub shutdown_grace: Duration,
+    /// Emit a heartbeat message this often (None: off).
+    pub heartbeat: Option<Duration>,
+    /// Warn above this many bytes of WAL retained by the slot.
+    pub max_retained_wal: u64,
 }
+
+/// Prefix of our heartbeat messages; they are consumed here, never delivered.
+pub const HEARTBEAT_PREFIX: &str = "cdc-host.heartbeat";
 
 #[derive(Debug)]
 pub(super) struct Txn {
@@ -135,6 +142,16 @@ impl Replicator {
         let mut tick = tokio::time::interval(self.settings.status_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut report_due: Option<Instant> = None;
+        // The retained-WAL check runs every status interval; heartbeats at their own pace.
+        let slot_check_every = self.settings.status_interval;
+        let mut housekeeping = tokio::time::interval(
+            self.settings
+                .heartbeat
+                .unwrap_or(slot_check_every)
+                .min(slot_check_every),
+        );
+        housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_slot_check: Option<Instant> = None;
         'stream: loop {
             while let Some(frame) = self.conn.try_frame()? {
                 self.handle_frame(frame, &progress).await?;
@@ -173,6 +190,15 @@ impl Replicator {
                     self.report(latest(&progress), false).await?;
                 }
                 _ = tick.tick() => self.report(latest(&progress), false).await?,
+                _ = housekeeping.tick() => {
+                    if last_slot_check.is_none_or(|t| t.elapsed() >= slot_check_every) {
+                        last_slot_check = Some(Instant::now());
+                        self.check_retained_wal().await;
+                    }
+                    if self.settings.heartbeat.is_some() {
+                        self.heartbeat().await;
+                    }
+                }
                 filled = self.conn.fill() => filled?,
             }
         }
@@ -221,6 +247,36 @@ impl Replicator {
         self.conn.close().await;
         tracing::info!(confirmed_lsn = %confirmed, "replication stopped");
         Ok(confirmed)
+    }
+
+    /// Warns when the slot holds more WAL than configured (a stuck sink, a huge backlog).
+    async fn check_retained_wal(&self) {
+        let sql = "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1";
+        match self.control.client().query_opt(sql, &[&self.slot]).await {
+            Ok(Some(row)) => {
+                let retained: Option<i64> = row.get(0);
+                let retained = retained.unwrap_or(0).max(0) as u64;
+                if retained > self.settings.max_retained_wal {
+                    tracing::warn!(
+                        slot = %self.slot,
+                        retained_mb = retained >> 20,
+                        limit_mb = self.settings.max_retained_wal >> 20,
+                        "the slot retains more WAL than max_retained_wal_mb: a sink is behind or failing, and Postgres keeps the WAL until it catches up"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "retained-WAL check failed"),
+        }
+    }
+
+    /// A non-transactional logical message in our database: it moves our slot's stream even
+    /// when the published tables are idle. Consumed by `message`, never delivered.
+    async fn heartbeat(&self) {
+        let sql = format!("SELECT pg_logical_emit_message(false, '{HEARTBEAT_PREFIX}', '')");
+        if let Err(e) = self.control.client().batch_execute(&sql).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
     }
 
     /// Sends a standby status update: written = received, flushed = acknowledged.
@@ -390,6 +446,10 @@ impl Replicator {
     }
 
     fn message(&mut self, m: pgoutput::DecodingMessage, lsn: Lsn) {
+        if m.prefix == HEARTBEAT_PREFIX && !m.transactional {
+            tracing::debug!(lsn = %m.lsn, "heartbeat came back through the stream");
+            return;
+        }
         let body = DecodingMessage {
             prefix: m.prefix,
             content: m.content,

@@ -1,0 +1,217 @@
+//! The randomized crash loop: a mixed workload runs while the host is `kill -9`ed at random
+//! moments and restarted, 20 times. Replaying the union of everything delivered, in id
+//! (= commit) order, must rebuild every table exactly as `SELECT to_jsonb(t)` shows it.
+//! Seeded: set CDC_CRASH_SEED to replay a run; the seed is printed.
+
+mod common;
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value as Json};
+
+use common::*;
+use harness::HostProcess;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const KILLS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_kill9_loop_loses_nothing() {
+    let seed = std::env::var("CDC_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("crash loop seed: CDC_CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+
+    let db = db_with(
+        "crashloop",
+        "CREATE TABLE a (id int PRIMARY KEY, n int, note text);
+         CREATE TABLE b (id int PRIMARY KEY, big text);
+         ALTER TABLE b ALTER COLUMN big SET STORAGE EXTERNAL;",
+        "CREATE PUBLICATION p FOR TABLE a, b",
+    )
+    .await;
+    let (_d, cfg) = config(
+        &db.dsn(),
+        "s_crashloop",
+        "p",
+        "[pipeline]\nmax_changes = 300\n",
+    );
+
+    // The slot must exist before the workload starts: a new slot streams only what commits
+    // after its consistent point.
+    let mut first = HostProcess::spawn(BIN, &cfg).unwrap();
+    wait_slot_active(&db, "s_crashloop", &mut first).await;
+
+    // The workload, in its own task, until told to stop.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let dsn = db.dsn();
+    let wseed = rng.next();
+    let writer = tokio::spawn(async move {
+        let c = harness::try_connect(&dsn).await.unwrap();
+        let mut rng = Rng(wseed | 1);
+        let mut next_id = 1;
+        let mut step = 0u64;
+        while !*stop_rx.borrow_and_update() {
+            step += 1;
+            let sql = match rng.below(10) {
+                0..=3 => {
+                    let lo = next_id;
+                    next_id += 50;
+                    format!("INSERT INTO a SELECT g, g % 7, 'n' || g FROM generate_series({lo}, {}) g", lo + 49)
+                }
+                4 => format!("UPDATE a SET n = n + 1 WHERE id % 5 = {} AND id > {}", rng.below(5), next_id - 500),
+                5 => {
+                    let k = rng.below(next_id.max(2) as u64) as i32;
+                    format!("UPDATE a SET id = -id WHERE id = {k}") // primary-key change
+                }
+                6 => format!("DELETE FROM a WHERE id % 11 = {} AND id > {}", rng.below(11), next_id - 500),
+                7 => format!(
+                    "INSERT INTO b VALUES ({step}, repeat(md5('{step}'), 300)) ON CONFLICT (id) DO UPDATE SET big = EXCLUDED.big;
+                     UPDATE b SET id = id WHERE id = {step}"
+                ), // the second statement leaves the TOASTed column unchanged
+                8 => "BEGIN; INSERT INTO a VALUES (-1000000, 0, 'x'); SAVEPOINT s; DELETE FROM a; ROLLBACK TO SAVEPOINT s; DELETE FROM a WHERE id = -1000000; COMMIT;".to_owned(),
+                _ if step.is_multiple_of(40) => "TRUNCATE b".to_owned(),
+                _ if step.is_multiple_of(25) => {
+                    let lo = next_id;
+                    next_id += 5000; // one large transaction now and then
+                    format!("INSERT INTO a SELECT g, 0, 'big' FROM generate_series({lo}, {}) g", lo + 4999)
+                }
+                _ => "SELECT 1".to_owned(),
+            };
+            c.batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {}", harness::pg_err(&e)));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+
+    let mut outputs: Vec<Vec<String>> = Vec::new();
+    let mut first = Some(first);
+    for kill in 0..KILLS {
+        let mut host = match first.take() {
+            Some(h) => h,
+            None => HostProcess::spawn(BIN, &cfg).unwrap(),
+        };
+        wait_slot_active(&db, "s_crashloop", &mut host).await;
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(700))).await;
+        if let Some(st) = host.try_exit() {
+            panic!(
+                "host exited ({st}) before kill {kill}:\n{}",
+                host.stderr_tail(20)
+            );
+        }
+        host.kill9().unwrap();
+        outputs.push(host.stdout_lines());
+    }
+    let _ = stop_tx.send(true);
+    writer.await.unwrap();
+
+    // A last, clean run drains the rest.
+    let client = db.client().await;
+    let end = harness::current_wal_lsn(&client).await;
+    let mut last = HostProcess::spawn(BIN, &cfg).unwrap();
+    harness::wait_for_confirmed_flush(&client, "s_crashloop", &end, Duration::from_secs(120))
+        .await
+        .unwrap();
+    stop_clean(&mut last).await;
+    outputs.push(last.stdout_lines());
+
+    // Union by id; a replayed id must carry the same change.
+    let mut union: BTreeMap<String, Json> = BTreeMap::new();
+    let mut delivered = 0;
+    for out in &outputs {
+        for c in parse_lines(out) {
+            delivered += 1;
+            let id = c["id"].as_str().unwrap().to_owned();
+            if let Some(prev) = union.get(&id) {
+                assert_eq!(
+                    prev, &c,
+                    "seed {seed}: id {id} replayed with different content"
+                );
+            }
+            union.insert(id, c);
+        }
+    }
+    eprintln!(
+        "seed {seed}: {} distinct changes, {} delivered in {} runs",
+        union.len(),
+        delivered,
+        outputs.len()
+    );
+
+    // Replay in commit order.
+    let mut tables: BTreeMap<String, BTreeMap<i64, Map<String, Json>>> = BTreeMap::new();
+    for c in union.values() {
+        let table = c["table"].as_str().unwrap_or_default().to_owned();
+        let rows = tables.entry(table).or_default();
+        match c["op"].as_str().unwrap() {
+            "insert" => {
+                let after = c["after"].as_object().unwrap().clone();
+                rows.insert(after["id"].as_i64().unwrap(), after);
+            }
+            "update" => {
+                let after = c["after"].as_object().unwrap();
+                let key = after["id"].as_i64().unwrap();
+                let old_key = c["before"].get("id").and_then(Json::as_i64).unwrap_or(key);
+                let mut row = rows
+                    .remove(&old_key)
+                    .unwrap_or_else(|| panic!("seed {seed}: update of unknown row {old_key}"));
+                // Unchanged TOAST columns are absent from `after`: keep the old value.
+                let unchanged: Vec<&str> = c["unchanged_toast"]
+                    .as_array()
+                    .map(|a| a.iter().map(|v| v.as_str().unwrap()).collect())
+                    .unwrap_or_default();
+                let mut new = after.clone();
+                for col in unchanged {
+                    new.insert(col.to_owned(), row.remove(col).unwrap());
+                }
+                rows.insert(key, new);
+            }
+            "delete" => {
+                let key = c["before"]["id"].as_i64().unwrap();
+                rows.remove(&key);
+            }
+            "truncate" => rows.clear(),
+            other => panic!("unexpected op {other}"),
+        }
+    }
+    for table in ["a", "b"] {
+        let want = to_jsonb_rows(&db, table).await;
+        let got: Vec<Json> = tables
+            .get(table)
+            .map(|r| r.values().map(|m| Json::Object(m.clone())).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "seed {seed}: table {table} row count"
+        );
+        assert!(
+            got == want,
+            "seed {seed}: table {table} differs from to_jsonb"
+        );
+    }
+}

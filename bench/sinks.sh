@@ -1,0 +1,495 @@
+#!/usr/bin/env bash
+# Sink benchmark: how fast does cdc-host drain a pgoutput backlog into NATS JetStream and
+# into an HTTP endpoint, compared with pg_recvlogical (the ceiling) and with a raw
+# async-nats publisher (what the NATS server itself takes)? A benchmark: run it on demand,
+# it prints figures; it is not a test.
+#
+#   bench/sinks.sh                         # 1,000,000 rows, every measurement
+#   ROWS=200000 bench/sinks.sh             # quicker
+#   ROWS=200000 RAW_VARIANTS=1 bench/sinks.sh   # + raw runs that mimic cdc-host's sink
+#   PIPELINE_TOML=$'max_changes = 16384\nmax_inflight = 16' bench/sinks.sh
+#
+# One run, one backlog (like bench/drain.sh): build cdc-host and cdc-bench-tools (release)
+# -> throwaway Postgres (scripts/pg-throwaway.sh: free 127.0.0.1 port, wal_level=logical,
+# fsync=off) -> table `bench` + publication `bench_pub` -> slots s_recv, s_nats, s_http
+# created BEFORE the load -> ROWS rows (~200 bytes each) in transactions of BATCH rows ->
+# end LSN right after the last COMMIT. Then:
+#   1. pg_recvlogical drains s_recv to /dev/null (--endpos=<end>): the ceiling.
+#   2. nats-server (-js, file storage in the temp dir, free port) is started; cdc-host
+#      drains s_nats into JetStream (stream CDC, created by cdc-host, subject
+#      cdc.{schema}.{table}, format json) until s_nats's confirmed_flush_lsn >= end, then
+#      is SIGTERMed. The stream must hold exactly ROWS messages.
+#   3. raw-nats-publish (bench/tools) reads those ROWS messages back and republishes the
+#      same payloads and headers (Nats-Msg-Id, Cdc-*) into a fresh stream RAW (file
+#      storage, same 2 min duplicate window) with up to RAW_MAX_IN_FLIGHT PubAcks
+#      outstanding, awaited in order. Only its publish phase is timed.
+#   4. nats-server is stopped; http-sink-receiver (bench/tools: HTTP/1.1 keep-alive, 200
+#      to everything, counts NDJSON lines) is started; cdc-host drains s_http into it
+#      (type http, batch ndjson, format json) until confirmed; the receiver must have
+#      counted ROWS lines.
+# Wall time for cdc-host runs from its start (connecting included) to the poll (every
+# 0.2 s) that sees the slot confirmed; CPU seconds and peak RSS come from /usr/bin/time -v.
+# Diagnostics: CPU seconds of the walsender (sampled from /proc every 0.2 s while it
+# runs), of nats-server (during the cdc-host drain, and during the raw publish phase) and
+# of the receiver. The runs share the machine's cores with Postgres and nats-server, so
+# on a small box these explain most of the differences. Everything (Postgres, nats-server,
+# receiver, cdc-host, temp dirs) is stopped/removed on exit (trap; a SIGKILL of this
+# script would leak them).
+#
+# Env: ROWS (1000000), BATCH (1000), CARGO_TARGET_DIR (/var/tmp/cdc-target), SKIP_BUILD=1
+# (use the binaries already built), HOST_BIN, TOOLS_DIR ($CARGO_TARGET_DIR/release),
+# CDC_TEST_PG_BIN (/usr/lib/postgresql/15/bin), NATS_SERVER (nats-server), DRAIN_TIMEOUT
+# (seconds per drain, 1800), HOST_RUST_LOG (warn), PIPELINE_TOML (lines of a [pipeline]
+# table for both cdc-host runs, e.g. "max_changes = 16384"), RAW_MAX_IN_FLIGHT (1024),
+# RAW_ARGS (extra raw-nats-publish arguments), RAW_VARIANTS=1 (also time raw publishes
+# with cdc-host's Nats-Expected-Last-Msg-Id chain and per-batch ack barrier), SKIP_RAW=1,
+# SKIP_HTTP=1, KEEP_BENCH_DIR=1 (keep logs and configs).
+set -euo pipefail
+
+ROWS=${ROWS:-1000000}
+BATCH=${BATCH:-1000}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-1800}
+RAW_MAX_IN_FLIGHT=${RAW_MAX_IN_FLIGHT:-1024}
+SKIP_RAW=${SKIP_RAW:-0}
+SKIP_HTTP=${SKIP_HTTP:-0}
+RAW_VARIANTS=${RAW_VARIANTS:-0}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cdc-target}
+NATS_SERVER=${NATS_SERVER:-nats-server}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+log() { printf '[sinks %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
+now() { date +%s.%N; }
+
+[[ $ROWS =~ ^[0-9]+$ && $ROWS -gt 0 ]] || die "ROWS must be a positive integer"
+[[ $BATCH =~ ^[0-9]+$ && $BATCH -gt 0 ]] || die "BATCH must be a positive integer"
+command -v "$NATS_SERVER" >/dev/null || die "$NATS_SERVER not found (apt-get install nats-server)"
+command -v python3 >/dev/null || die "python3 missing (free ports)"
+if ! /usr/bin/time -v true >/dev/null 2>&1; then
+  if [[ $(id -u) == 0 ]]; then
+    log "installing GNU time"
+    apt-get install -y -o DPkg::Lock::Timeout=600 time >/dev/null ||
+      { apt-get update >/dev/null && apt-get install -y -o DPkg::Lock::Timeout=600 time >/dev/null; }
+  else
+    die "/usr/bin/time (GNU time) missing: apt-get install time"
+  fi
+fi
+CLK_TCK=$(getconf CLK_TCK)
+
+# --- build ------------------------------------------------------------------------------
+HOST_BIN=${HOST_BIN:-$CARGO_TARGET_DIR/release/cdc-host}
+TOOLS_DIR=${TOOLS_DIR:-$CARGO_TARGET_DIR/release}
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+  log "cargo build --release -p cdc-host -p cdc-bench-tools (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+  (cd "$REPO" && cargo build --release -p cdc-host -p cdc-bench-tools)
+fi
+for b in "$HOST_BIN" "$TOOLS_DIR/raw-nats-publish" "$TOOLS_DIR/http-sink-receiver"; do
+  [[ -x $b ]] || die "$b missing (build it, or unset SKIP_BUILD)"
+done
+
+# --- temp dir, processes, cleanup ----------------------------------------------------------
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/cdc-sinks-bench-XXXXXX")
+# Postgres (scripts/pg-throwaway.sh): sets PG_BIN, PG_PORT, PG_DIR; pg_start, pg_stop.
+PG_EXTRA_OPTS="-c max_wal_size=8GB -c timezone=UTC -c log_timezone=UTC ${PG_EXTRA_OPTS:-}"
+# shellcheck source=../scripts/pg-throwaway.sh
+source "$REPO/scripts/pg-throwaway.sh"
+for t in psql pg_recvlogical; do
+  [[ -x $PG_BIN/$t ]] || die "$PG_BIN/$t missing (set CDC_TEST_PG_BIN)"
+done
+
+LOAD_PID= RECV_PID= HOST_TIME_PID= NATS_PID= RECEIVER_PID= RAW_PID=
+VARIANTS=()
+stop_pid() { # pid signal: signal it and wait up to 10 s, then SIGKILL
+  local pid=$1 sig=$2 i
+  [[ -n $pid ]] || return 0
+  kill "-$sig" "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$?
+  set +e
+  [[ -n $LOAD_PID ]] && kill -TERM "$LOAD_PID" 2>/dev/null
+  [[ -n $RECV_PID ]] && kill -TERM "$RECV_PID" 2>/dev/null
+  if [[ -n $HOST_TIME_PID ]]; then
+    local c
+    for c in $(pgrep -P "$HOST_TIME_PID"); do kill -KILL "$c" 2>/dev/null; done
+    kill -KILL "$HOST_TIME_PID" 2>/dev/null
+  fi
+  [[ -n $RAW_PID ]] && kill -KILL "$RAW_PID" 2>/dev/null
+  stop_pid "$RECEIVER_PID" TERM
+  stop_pid "$NATS_PID" TERM
+  if [[ ${KEEP_BENCH_DIR:-0} == 1 ]]; then
+    cp "$PG_DIR/postgres.log" "$DIR/" 2>/dev/null
+  fi
+  pg_stop
+  if [[ ${KEEP_BENCH_DIR:-0} == 1 ]]; then
+    log "kept $DIR"
+  else
+    rm -rf "$DIR"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# proc_cpu PID -> user+system CPU seconds of a live process ("" when it is gone).
+proc_cpu() {
+  local s f
+  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  # Fields after "pid (comm) ": state is 1st, utime 12th, stime 13th.
+  read -r -a f <<<"${s##*) }"
+  calc "(${f[11]} + ${f[12]}) / $CLK_TCK"
+}
+
+# parse_time FILE -> "cpu_s rss_mb elapsed_s" (GNU time -v output)
+parse_time() {
+  awk -F': ' '
+    /User time \(seconds\)/ {u = $2}
+    /System time \(seconds\)/ {s = $2}
+    /Maximum resident set size/ {r = $2}
+    /Elapsed \(wall clock\) time/ {
+      n = split($2, a, ":"); e = 0
+      for (i = 1; i <= n; i++) e = e * 60 + a[i]
+    }
+    END {printf "%.2f %.1f %.2f\n", u + s, r / 1024, e}' "$1"
+}
+
+# kv FILE KEY -> the value of KEY=value in FILE
+kv() { sed -n "s/^$2=//p" "$1" | tail -n 1; }
+# f2 NUMBER -> two decimals ("nan" stays)
+f2() { if [[ -z $1 || $1 == nan ]]; then echo nan; else printf '%.2f' "$1"; fi; }
+
+# --- Postgres, schema, slots, load ---------------------------------------------------------
+log "starting Postgres (scripts/pg-throwaway.sh) in $PG_DIR"
+pg_start || die "postgres failed to start"
+PSQL=("$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres)
+sql() { "${PSQL[@]}" -d bench -c "$1"; }
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE bench"
+PG_VERSION=$(sql "SHOW server_version_num")
+sql "CREATE TABLE bench(id bigserial PRIMARY KEY, n int, t text, amount numeric(12,2), doc jsonb, ts timestamptz)"
+sql "CREATE PUBLICATION bench_pub FOR TABLE bench"
+for slot in s_recv s_nats s_http; do
+  sql "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')" >/dev/null
+done
+START_LSN=$(sql "SELECT pg_current_wal_insert_lsn()")
+log "postgres $PG_VERSION on 127.0.0.1:$PG_PORT; slots s_recv, s_nats, s_http at $START_LSN"
+
+log "loading $ROWS rows in transactions of $BATCH"
+t0=$(now)
+"${PSQL[@]}" -d bench >"$DIR/end_lsn" <<EOF &
+DO \$\$
+DECLARE s bigint := 1;
+BEGIN
+  WHILE s <= $ROWS LOOP
+    INSERT INTO bench(n, t, amount, doc, ts)
+    SELECT g, md5(g::text) || md5((g * 2)::text) || md5((g * 3)::text),
+           (g % 10000) / 100.0,
+           jsonb_build_object('k', g, 'v', md5(g::text)),
+           now()
+    FROM generate_series(s, least(s + $BATCH - 1, $ROWS)) AS g;
+    COMMIT;
+    s := s + $BATCH;
+  END LOOP;
+END
+\$\$;
+SELECT pg_current_wal_insert_lsn();
+EOF
+LOAD_PID=$!
+wait "$LOAD_PID" || die "load failed"
+LOAD_PID=
+END_LSN=$(tr -d '[:space:]' <"$DIR/end_lsn")
+t1=$(now)
+TXNS=$(( (ROWS + BATCH - 1) / BATCH ))
+WAL_MB=$(sql "SELECT round(pg_wal_lsn_diff('$END_LSN', '$START_LSN') / 1048576.0, 1)")
+ROW_BYTES=$(sql "SELECT round(avg(pg_column_size(b.*))) FROM (SELECT * FROM bench LIMIT 10000) b")
+log "loaded in $(printf '%.1f' "$(calc "$t1 - $t0")")s: $TXNS txns, WAL $START_LSN..$END_LSN (${WAL_MB} MB), ~${ROW_BYTES} B/row"
+
+# slot_poll SLOT -> "t|<walsender pid>" once confirmed_flush_lsn >= END_LSN
+slot_poll() {
+  sql "SELECT CASE WHEN confirmed_flush_lsn >= '$END_LSN'::pg_lsn THEN 't' ELSE 'f' END
+              || '|' || coalesce(active_pid, 0)
+       FROM pg_replication_slots WHERE slot_name = '$1'"
+}
+
+# --- 1. pg_recvlogical ------------------------------------------------------------------------
+log "1/4 pg_recvlogical drains s_recv (--endpos=$END_LSN)"
+t0=$(now)
+timeout "$DRAIN_TIMEOUT" /usr/bin/time -v -o "$DIR/recv.time" \
+  "$PG_BIN/pg_recvlogical" -d bench -h 127.0.0.1 -p "$PG_PORT" -U postgres --slot s_recv --start \
+  -o proto_version=1 -o publication_names=bench_pub --endpos="$END_LSN" -f /dev/null \
+  2>"$DIR/recv.stderr" &
+RECV_PID=$!
+RECV_WS_CPU=nan
+while kill -0 "$RECV_PID" 2>/dev/null; do
+  p=$(slot_poll s_recv); p=${p#*|}
+  if [[ $p != 0 ]]; then c=$(proc_cpu "$p"); [[ -n $c ]] && RECV_WS_CPU=$c; fi
+  sleep 0.2
+done
+set +e; wait "$RECV_PID"; rc=$?; set -e
+RECV_PID=
+t1=$(now)
+if [[ $rc -ne 0 ]]; then cat "$DIR/recv.stderr" >&2; die "pg_recvlogical exited with $rc"; fi
+# The poll above adds up to 0.2 s after pg_recvlogical's own exit: use GNU time's wall.
+read -r RECV_CPU RECV_RSS RECV_WALL < <(parse_time "$DIR/recv.time")
+[[ $RECV_WALL != 0.00 ]] || RECV_WALL=$(calc "$t1 - $t0")
+RECV_CPS=$(calc "$ROWS / $RECV_WALL")
+log "pg_recvlogical: ${RECV_WALL}s ($(printf '%.0f' "$RECV_CPS")/s)"
+
+# --- cdc-host runs ------------------------------------------------------------------------
+write_config() { # FILE SLOT SINK_TOML
+  cat >"$1" <<EOF
+[source]
+dsn = "postgres://postgres@127.0.0.1:$PG_PORT/bench?sslmode=disable"
+slot = "$2"
+publication = "bench_pub"
+create_slot = false
+status_interval_secs = 1
+
+$3
+EOF
+  if [[ -n ${PIPELINE_TOML:-} ]]; then
+    printf '\n[pipeline]\n%s\n' "$PIPELINE_TOML" >>"$1"
+  fi
+  "$HOST_BIN" check "$1" >/dev/null 2>"$1.check" || { cat "$1.check" >&2; die "cdc-host check $1 failed"; }
+}
+
+# drain_host TAG SLOT CONFIG [EXTRA_PID]: runs cdc-host until SLOT is confirmed past the end.
+# Sets H_STATUS (ok|exited|timeout), H_WALL, H_CPU, H_RSS, H_RC, H_WS_CPU, and
+# H_EXTRA_CPU (CPU seconds EXTRA_PID used meanwhile).
+drain_host() {
+  local tag=$1 slot=$2 cfg=$3 extra=${4:-} t0 t1 deadline p pid c i host_pid extra0=0 extra1
+  [[ -n $extra ]] && extra0=$(proc_cpu "$extra")
+  t0=$(now)
+  RUST_LOG=${HOST_RUST_LOG:-warn} /usr/bin/time -v -o "$DIR/$tag.time" \
+    "$HOST_BIN" run "$cfg" >"$DIR/$tag.stdout" 2>"$DIR/$tag.stderr" &
+  HOST_TIME_PID=$!
+  deadline=$(( $(date +%s) + DRAIN_TIMEOUT ))
+  H_STATUS=timeout H_WS_CPU=nan
+  while :; do
+    p=$(slot_poll "$slot")
+    pid=${p#*|}
+    if [[ $pid != 0 ]]; then c=$(proc_cpu "$pid"); [[ -n $c ]] && H_WS_CPU=$c; fi
+    if [[ ${p%%|*} == t ]]; then H_STATUS=ok; break; fi
+    if ! kill -0 "$HOST_TIME_PID" 2>/dev/null; then H_STATUS=exited; break; fi
+    (( $(date +%s) < deadline )) || break
+    sleep 0.2
+  done
+  t1=$(now)
+  H_WALL=$(calc "$t1 - $t0")
+  H_EXTRA_CPU=nan
+  if [[ -n $extra ]]; then
+    extra1=$(proc_cpu "$extra")
+    [[ -n $extra1 ]] && H_EXTRA_CPU=$(calc "$extra1 - $extra0")
+  fi
+  # SIGTERM cdc-host itself (GNU time would die of it without reporting).
+  host_pid=$(pgrep -P "$HOST_TIME_PID" || true)
+  [[ -n $host_pid ]] && kill -TERM "$host_pid" 2>/dev/null || true
+  for ((i = 0; i < 150; i++)); do kill -0 "$HOST_TIME_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$HOST_TIME_PID" 2>/dev/null; then
+    log "$tag: cdc-host ignored SIGTERM for 15s; SIGKILL"
+    [[ -n $host_pid ]] && kill -KILL "$host_pid" 2>/dev/null || true
+  fi
+  set +e; wait "$HOST_TIME_PID"; H_RC=$?; set -e
+  HOST_TIME_PID=
+  if [[ $H_STATUS != ok ]]; then
+    log "$tag: cdc-host did not confirm $END_LSN ($H_STATUS, exit $H_RC); stderr tail:"
+    tail -n 30 "$DIR/$tag.stderr" >&2 || true
+  fi
+  if [[ -s $DIR/$tag.time ]] && grep -q 'Maximum resident' "$DIR/$tag.time"; then
+    read -r H_CPU H_RSS _ < <(parse_time "$DIR/$tag.time")
+  else
+    H_CPU=nan H_RSS=nan
+  fi
+  log "$tag: $(printf '%.2f' "$H_WALL")s ($H_STATUS), exit $H_RC, $(printf '%.0f' "$(calc "$ROWS / $H_WALL")")/s"
+}
+
+# --- 2. cdc-host -> NATS JetStream ------------------------------------------------------------
+mkdir -p "$DIR/js"
+for attempt in 1 2 3 4 5; do
+  NATS_PORT=$(free_port)
+  "$NATS_SERVER" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$DIR/js" >>"$DIR/nats.log" 2>&1 &
+  NATS_PID=$!
+  for ((i = 0; i < 200; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break
+    kill -0 "$NATS_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  if kill -0 "$NATS_PID" 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null; then
+    break
+  fi
+  stop_pid "$NATS_PID" KILL; NATS_PID=
+  [[ $attempt -lt 5 ]] || { tail -n 20 "$DIR/nats.log" >&2; die "nats-server did not start"; }
+done
+NATS_URL=nats://127.0.0.1:$NATS_PORT
+log "$("$NATS_SERVER" --version) on $NATS_URL, store $DIR/js"
+
+write_config "$DIR/nats.toml" s_nats "[[sinks]]
+name = \"bus\"
+type = \"nats\"
+url = \"$NATS_URL\"
+subject = \"cdc.{schema}.{table}\"
+format = \"json\"
+[sinks.jetstream]
+stream = \"CDC\"
+create_stream = true"
+
+log "2/4 cdc-host drains s_nats into JetStream stream CDC"
+drain_host nats s_nats "$DIR/nats.toml" "$NATS_PID"
+NATS_STATUS=$H_STATUS NATS_WALL=$H_WALL NATS_CPU=$H_CPU NATS_RSS=$H_RSS
+NATS_WS_CPU=$H_WS_CPU NATS_SERVER_CPU=$H_EXTRA_CPU
+NATS_CPS=$(calc "$ROWS / $NATS_WALL")
+set +e
+"$TOOLS_DIR/raw-nats-publish" --url "$NATS_URL" --source-stream CDC --info-only >"$DIR/cdc_stream.out" 2>&1
+set -e
+CDC_MSGS=$(kv "$DIR/cdc_stream.out" source_messages)
+CDC_BYTES=$(kv "$DIR/cdc_stream.out" source_bytes)
+if [[ $CDC_MSGS == "$ROWS" ]]; then
+  log "stream CDC holds $CDC_MSGS messages ($CDC_BYTES bytes): ok"
+  NATS_VERIFIED=ok
+else
+  log "stream CDC holds ${CDC_MSGS:-?} messages, expected $ROWS"; cat "$DIR/cdc_stream.out" >&2
+  NATS_VERIFIED="MISMATCH (${CDC_MSGS:-?} messages)"
+fi
+
+# --- 3. raw async-nats publisher ---------------------------------------------------------------
+# raw_publish TAG [ARGS...]: sets R_OK, R_CPS, R_WALL, R_CPU, R_RSS, R_SERVER_CPU.
+raw_publish() {
+  local tag=$1 c0 c1; shift
+  R_OK=0 R_CPS=nan R_WALL=nan R_CPU=nan R_RSS=nan R_SERVER_CPU=nan
+  c0=$(proc_cpu "$NATS_PID")
+  set +e
+  # shellcheck disable=SC2086
+  "$TOOLS_DIR/raw-nats-publish" --url "$NATS_URL" --source-stream CDC --expect "$ROWS" \
+    --stream RAW --subject raw.public.bench --max-in-flight "$RAW_MAX_IN_FLIGHT" --server-pid "$NATS_PID" \
+    ${RAW_ARGS:-} "$@" \
+    >"$DIR/$tag.out" 2>"$DIR/$tag.stderr" &
+  RAW_PID=$!
+  wait "$RAW_PID"; local rc=$?
+  set -e
+  RAW_PID=
+  c1=$(proc_cpu "$NATS_PID")
+  if [[ $rc -ne 0 ]]; then
+    log "$tag: raw-nats-publish exited with $rc:"; tail -n 20 "$DIR/$tag.stderr" >&2
+    return 0
+  fi
+  R_OK=1
+  R_WALL=$(kv "$DIR/$tag.out" publish_wall_s)
+  R_CPU=$(kv "$DIR/$tag.out" publish_cpu_s)
+  R_RSS=$(kv "$DIR/$tag.out" peak_rss_mb)
+  R_CPS=$(calc "$ROWS / $R_WALL")
+  # nats-server CPU during the publish phase (or, failing that, the whole run).
+  R_SERVER_CPU=$(kv "$DIR/$tag.out" server_publish_cpu_s)
+  if [[ -z $R_SERVER_CPU && -n $c0 && -n $c1 ]]; then R_SERVER_CPU=$(calc "$c1 - $c0"); fi
+  log "$tag: ${R_WALL}s, $(printf '%.0f' "$R_CPS")/s${*:+ ($*)}"
+}
+
+RAW_OK=0
+if [[ $SKIP_RAW != 1 && $NATS_VERIFIED == ok ]]; then
+  log "3/4 raw-nats-publish republishes the $ROWS stored messages into stream RAW"
+  raw_publish raw
+  RAW_OK=$R_OK RAW_CPS=$R_CPS RAW_WALL=$R_WALL RAW_CPU=$R_CPU RAW_RSS=$R_RSS RAW_SERVER_CPU=$R_SERVER_CPU
+  if [[ $RAW_OK == 1 ]]; then
+    AVG_PAYLOAD=$(kv "$DIR/raw.out" avg_payload_bytes)
+    AVG_HEADERS=$(kv "$DIR/raw.out" avg_header_bytes)
+  fi
+  if [[ $RAW_VARIANTS == 1 && $RAW_OK == 1 ]]; then
+    # What cdc-host's sink does on top of the plain pipeline: the ordering-check header
+    # chain, and waiting for every ack at the end of each pipeline batch (~max_changes).
+    B=$(sed -n 's/^ *max_changes *= *//p' <<<"${PIPELINE_TOML:-}" | tail -n 1)
+    B=${B:-4096}
+    for v in "--headers id" "--expect-last-id" "--batch $B" "--batch $B --expect-last-id"; do
+      # shellcheck disable=SC2086
+      raw_publish "raw_variant" $v
+      VARIANTS+=("$v|$R_OK|$R_WALL|$R_CPS|$R_CPU|$R_SERVER_CPU")
+    done
+  fi
+fi
+stop_pid "$NATS_PID" TERM; NATS_PID=
+
+# --- 4. cdc-host -> HTTP ---------------------------------------------------------------------
+HTTP_STATUS=skipped
+if [[ $SKIP_HTTP != 1 ]]; then
+  "$TOOLS_DIR/http-sink-receiver" --port-file "$DIR/receiver.port" --status-file "$DIR/receiver.status" \
+    >"$DIR/receiver.out" 2>"$DIR/receiver.stderr" &
+  RECEIVER_PID=$!
+  for ((i = 0; i < 200; i++)); do [[ -s $DIR/receiver.port ]] && break; sleep 0.05; done
+  [[ -s $DIR/receiver.port ]] || { cat "$DIR/receiver.stderr" >&2; die "http-sink-receiver did not start"; }
+  HTTP_PORT=$(tr -d '[:space:]' <"$DIR/receiver.port")
+  write_config "$DIR/http.toml" s_http "[[sinks]]
+name = \"hook\"
+type = \"http\"
+url = \"http://127.0.0.1:$HTTP_PORT/cdc\"
+batch = \"ndjson\"
+format = \"json\""
+  log "4/4 cdc-host drains s_http into http-sink-receiver on 127.0.0.1:$HTTP_PORT"
+  drain_host http s_http "$DIR/http.toml" "$RECEIVER_PID"
+  HTTP_STATUS=$H_STATUS HTTP_WALL=$H_WALL HTTP_CPU=$H_CPU HTTP_RSS=$H_RSS
+  HTTP_WS_CPU=$H_WS_CPU RECEIVER_CPU=$H_EXTRA_CPU
+  HTTP_CPS=$(calc "$ROWS / $HTTP_WALL")
+  stop_pid "$RECEIVER_PID" TERM; RECEIVER_PID=
+  HTTP_LINES=$(sed -n 's/.*lines=\([0-9]*\).*/\1/p' "$DIR/receiver.status")
+  HTTP_REQS=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' "$DIR/receiver.status")
+  if [[ $HTTP_LINES == "$ROWS" ]]; then
+    HTTP_VERIFIED=ok
+  else
+    HTTP_VERIFIED="MISMATCH (${HTTP_LINES:-?} lines)"
+  fi
+  log "receiver: $(cat "$DIR/receiver.status")"
+fi
+
+# --- report ------------------------------------------------------------------------------------
+row() { # tool status wall cps cpu rss
+  if [[ $2 == ok ]]; then
+    printf '%-22s %9.2f %11.0f %8.2f %12.1f\n' "$1" "$3" "$4" "$5" "$6"
+  else
+    printf '%-22s %9s %11s %8s %12s   (%s)\n' "$1" - - "$5" "$6" "$2"
+  fi
+}
+echo
+echo "sink benchmark: $ROWS rows in $TXNS txns of $BATCH, ${WAL_MB} MB WAL, ~${ROW_BYTES} B/row, PG $PG_VERSION, $("$NATS_SERVER" --version), $(nproc) cores"
+[[ -n ${PIPELINE_TOML:-} ]] && echo "[pipeline] $(tr '\n' ' ' <<<"$PIPELINE_TOML")"
+printf '%-22s %9s %11s %8s %12s\n' tool wall_s changes/s cpu_s peak_rss_MB
+row pg_recvlogical ok "$RECV_WALL" "$RECV_CPS" "$RECV_CPU" "$RECV_RSS"
+row "cdc-host -> nats" "$NATS_STATUS" "$NATS_WALL" "$NATS_CPS" "$NATS_CPU" "$NATS_RSS"
+if [[ $RAW_OK == 1 ]]; then
+  row "raw-nats-publish" ok "$RAW_WALL" "$RAW_CPS" "$RAW_CPU" "$RAW_RSS"
+fi
+if [[ $HTTP_STATUS != skipped ]]; then
+  row "cdc-host -> http" "$HTTP_STATUS" "$HTTP_WALL" "$HTTP_CPS" "$HTTP_CPU" "$HTTP_RSS"
+fi
+echo
+[[ $NATS_STATUS == ok ]] &&
+  printf 'ratio cdc-host(nats)/pg_recvlogical: %.2f\n' "$(calc "$NATS_CPS / $RECV_CPS")"
+[[ $NATS_STATUS == ok && $RAW_OK == 1 ]] &&
+  printf 'ratio cdc-host(nats)/raw-nats-publish: %.2f (target >= 0.8)\n' "$(calc "$NATS_CPS / $RAW_CPS")"
+[[ $HTTP_STATUS == ok ]] &&
+  printf 'ratio cdc-host(http)/pg_recvlogical: %.2f\n' "$(calc "$HTTP_CPS / $RECV_CPS")"
+echo
+echo "checks: stream CDC: $NATS_VERIFIED${CDC_BYTES:+ ($CDC_BYTES bytes stored)}${HTTP_VERIFIED:+; receiver: $HTTP_VERIFIED NDJSON lines in ${HTTP_REQS:-?} requests}"
+[[ -n ${AVG_PAYLOAD:-} ]] && echo "messages: avg payload ${AVG_PAYLOAD} B, avg headers ~${AVG_HEADERS} B (Nats-Msg-Id, Cdc-Op, Cdc-Table, Cdc-Lsn, Cdc-Commit-Lsn)"
+echo "cpu_s elsewhere: walsender $(f2 "$RECV_WS_CPU") (recvlogical), $(f2 "$NATS_WS_CPU") (nats run)${HTTP_WS_CPU:+, $(f2 "$HTTP_WS_CPU") (http run)};" \
+  "nats-server $(f2 "$NATS_SERVER_CPU") (nats run)${RAW_SERVER_CPU:+, $(f2 "$RAW_SERVER_CPU") (raw publish)}${RECEIVER_CPU:+; receiver $(f2 "$RECEIVER_CPU")}"
+echo "raw-nats-publish: wall and cpu are the publish phase only; peak RSS includes every message held in memory"
+if [[ ${#VARIANTS[@]} -gt 0 ]]; then
+  echo
+  echo "raw-nats-publish variants (same messages, --max-in-flight $RAW_MAX_IN_FLIGHT):"
+  printf '  %-36s %9s %11s %8s %14s\n' args wall_s changes/s cpu_s server_cpu_s
+  printf '  %-36s %9.2f %11.0f %8.2f %14s\n' "(plain, as above)" "$RAW_WALL" "$RAW_CPS" "$RAW_CPU" "$(f2 "$RAW_SERVER_CPU")"
+  for v in "${VARIANTS[@]}"; do
+    IFS='|' read -r a ok w c u s <<<"$v"
+    if [[ $ok == 1 ]]; then
+      printf '  %-36s %9.2f %11.0f %8.2f %14s\n' "$a" "$w" "$c" "$u" "$(f2 "$s")"
+    else
+      printf '  %-36s   failed\n' "$a"
+    fi
+  done
+fi
+[[ $NATS_STATUS == ok && $NATS_VERIFIED == ok ]] || exit 2
+[[ $HTTP_STATUS == skipped || ($HTTP_STATUS == ok && $HTTP_VERIFIED == ok) ]] || exit 2

@@ -38,6 +38,19 @@ pub async fn start_host(db: &TestDb, config: &std::path::Path, slot: &str) -> Ho
     host
 }
 
+/// Like [`start_host`], with extra environment variables (secrets, RUST_LOG).
+pub async fn start_host_env(
+    db: &TestDb,
+    config: &std::path::Path,
+    slot: &str,
+    env: &[(&str, &str)],
+) -> HostProcess {
+    let mut host =
+        HostProcess::spawn_with(BIN, &["run".as_ref(), config.as_os_str()], env).unwrap();
+    wait_slot_active(db, slot, &mut host).await;
+    host
+}
+
 pub async fn wait_slot_active(db: &TestDb, slot: &str, host: &mut HostProcess) {
     let client = db.client().await;
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -438,13 +438,7 @@ async fn scram_and_md5_roles_stream() {
             db.name
         );
         let (_dir, cfg) = config(&dsn, &slot, "p", "");
-        let mut host = HostProcess::spawn_with(
-            BIN,
-            &["run".as_ref(), cfg.as_os_str()],
-            &[("CDC_TEST_PASSWORD", pw)],
-        )
-        .unwrap();
-        wait_slot_active(&db, &slot, &mut host).await;
+        let mut host = start_host_env(&db, &cfg, &slot, &[("CDC_TEST_PASSWORD", pw)]).await;
         db.exec("INSERT INTO t VALUES (1)").await;
         let out = wait_json(&mut host, 1).await;
         assert_eq!(out[0]["after"]["id"], 1, "{user}");
@@ -790,13 +784,13 @@ async fn heartbeats_advance_the_slot_and_stay_internal() {
         "p",
         "status_interval_secs = 1\nheartbeat_secs = 1\n",
     );
-    let mut host = HostProcess::spawn_with(
-        BIN,
-        &["run".as_ref(), cfg.as_os_str()],
+    let mut host = start_host_env(
+        &db,
+        &cfg,
+        "s_beat",
         &[("RUST_LOG", "info,cdc_host::source::stream=debug")],
     )
-    .unwrap();
-    wait_slot_active(&db, "s_beat", &mut host).await;
+    .await;
     // Emitted by us, seen in our own stream, consumed there.
     host.wait_for_stderr("heartbeat came back through the stream", WAIT)
         .await

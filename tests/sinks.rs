@@ -135,13 +135,7 @@ async fn two_sinks_both_receive_everything() {
         ),
         "",
     );
-    let mut host = HostProcess::spawn_with(
-        BIN,
-        &["run".as_ref(), cfg.as_os_str()],
-        &[("CDC_TEST_HOOK_TOKEN", "t0ken")],
-    )
-    .unwrap();
-    wait_slot_active(&db, "s_fanout", &mut host).await;
+    let mut host = start_host_env(&db, &cfg, "s_fanout", &[("CDC_TEST_HOOK_TOKEN", "t0ken")]).await;
     for t in 0..5 {
         db.exec(&format!(
             "INSERT INTO orders SELECT g, 'v' || g FROM generate_series({}, {}) g",
@@ -210,13 +204,7 @@ async fn a_failing_sink_holds_the_checkpoint_until_it_recovers() {
         ),
         "status_interval_secs = 1",
     );
-    let mut host = HostProcess::spawn_with(
-        BIN,
-        &["run".as_ref(), cfg.as_os_str()],
-        &[("CDC_TEST_HOOK_TOKEN", "x")],
-    )
-    .unwrap();
-    wait_slot_active(&db, "s_hold", &mut host).await;
+    let mut host = start_host_env(&db, &cfg, "s_hold", &[("CDC_TEST_HOOK_TOKEN", "x")]).await;
 
     db.exec("INSERT INTO t VALUES (1)").await;
     db.exec("INSERT INTO t VALUES (2)").await;

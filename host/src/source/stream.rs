@@ -156,13 +156,14 @@ impl Replicator {
             while let Some(frame) = self.conn.try_frame()? {
                 self.handle_frame(frame, &progress).await?;
                 if self.pending.changes.len() >= self.settings.max_changes {
-                    // Too many changes to keep reading: wait for room, keep reporting.
+                    // Too many changes to keep reading: wait for room, keep reporting. Hand
+                    // over whole transactions; split one only when it alone is this large.
                     loop {
                         tokio::select! {
                             biased;
                             _ = shutdown.wait_for(|s| *s) => break 'stream,
                             permit = tx.reserve() => {
-                                permit.map_err(|_| pipeline_gone())?.send(self.pending.take(true));
+                                permit.map_err(|_| pipeline_gone())?.send(self.pending.take(self.pending.complete == 0));
                                 break;
                             }
                             _ = tick.tick() => self.report(latest(&progress), false).await?,

@@ -105,6 +105,9 @@ const SESSION_SETTINGS: &[(&str, &str)] = &[
 
 const READ_CHUNK: usize = 256 * 1024;
 
+/// How long a polite close waits for the server to end COPY.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl WireConn {
     /// Connects, negotiates TLS per `sslmode`, starts a logical replication session and
     /// authenticates.
@@ -391,9 +394,28 @@ impl WireConn {
         self.flush_out().await
     }
 
-    /// Ends COPY BOTH and the session politely.
+    /// Ends COPY BOTH and the session politely: CopyDone, then read (and discard) what the
+    /// server still sends until it ends COPY too, then Terminate.
+    ///
+    /// Why wait: closing a socket with unread data makes the kernel send a reset, and the
+    /// server may then drop our last messages unread — including the final standby status
+    /// update, so the slot would not be confirmed up to what was delivered.
     pub async fn close(mut self) {
         frontend::copy_done(&mut self.out);
+        if self.flush_out().await.is_ok() {
+            let drain = async {
+                loop {
+                    match self.read_frame().await {
+                        Ok(f) if f.tag == b'Z' || f.tag == b'E' => break,
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            };
+            if tokio::time::timeout(CLOSE_TIMEOUT, drain).await.is_err() {
+                tracing::debug!("server did not end COPY in time; closing anyway");
+            }
+        }
         frontend::terminate(&mut self.out);
         let _ = self.flush_out().await;
         let _ = self.stream.shutdown().await;

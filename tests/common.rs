@@ -38,6 +38,28 @@ pub async fn start_host(db: &TestDb, config: &std::path::Path, slot: &str) -> Ho
     host
 }
 
+/// Inserts ids `1..=txns*rows` into `t(id)`, `rows` per transaction, from a task of its own
+/// (so the host runs while it writes), pausing `pause` between transactions.
+pub fn spawn_id_writer(
+    dsn: String,
+    txns: i64,
+    rows: i64,
+    pause: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let c = harness::try_connect(&dsn).await.unwrap();
+        for t in 0..txns {
+            let lo = t * rows + 1;
+            let sql = format!(
+                "INSERT INTO t SELECT g FROM generate_series({lo}, {}) g",
+                lo + rows - 1
+            );
+            c.batch_execute(&sql).await.unwrap();
+            tokio::time::sleep(pause).await;
+        }
+    })
+}
+
 /// Like [`start_host`], with extra environment variables (secrets, RUST_LOG).
 pub async fn start_host_env(
     db: &TestDb,

@@ -840,7 +840,7 @@ async fn retained_wal_above_the_limit_is_warned() {
 /// confirmed exactly up to what was delivered — a restart neither loses nor repeats anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_burst_confirms_exactly_what_was_delivered() {
-    const TXNS: i32 = 60;
+    const TXNS: i64 = 60;
     let db = db_with(
         "burst",
         "CREATE TABLE t (id int PRIMARY KEY)",
@@ -854,19 +854,7 @@ async fn sigterm_during_a_burst_confirms_exactly_what_was_delivered() {
         "[pipeline]\nshutdown_grace_secs = 5\n",
     );
     let mut first = start_host(&db, &cfg, "s_burst").await;
-    let dsn = db.dsn();
-    let writer = tokio::spawn(async move {
-        let c = harness::try_connect(&dsn).await.unwrap();
-        for t in 0..TXNS {
-            c.batch_execute(&format!(
-                "INSERT INTO t SELECT g FROM generate_series({}, {}) g",
-                t * 1000 + 1,
-                t * 1000 + 1000
-            ))
-            .await
-            .unwrap();
-        }
-    });
+    let writer = spawn_id_writer(db.dsn(), TXNS, 1000, Duration::ZERO);
     first.wait_for_lines(5_000, WAIT).await.unwrap();
     first.sigterm().unwrap();
     let st = first.wait_exit(Duration::from_secs(20)).await.unwrap();
@@ -907,7 +895,7 @@ async fn sigterm_during_a_burst_confirms_exactly_what_was_delivered() {
     ids.sort();
     assert_eq!(
         ids,
-        (1..=i64::from(TXNS) * 1000).collect::<Vec<_>>(),
+        (1..=TXNS * 1000).collect::<Vec<_>>(),
         "no loss, no repeat"
     );
 }

@@ -321,20 +321,7 @@ async fn nats_restarted_mid_stream_loses_nothing() {
     );
     let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
     wait_slot_active(&db, "s_jsrestart", &mut host).await;
-    let writer_dsn = db.dsn();
-    let writer = tokio::spawn(async move {
-        let c = harness::try_connect(&writer_dsn).await.unwrap();
-        for t in 0..TXNS {
-            c.batch_execute(&format!(
-                "INSERT INTO t SELECT g FROM generate_series({}, {}) g",
-                t * 100 + 1,
-                t * 100 + 100
-            ))
-            .await
-            .unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let writer = spawn_id_writer(db.dsn(), TXNS, 100, Duration::from_millis(50));
     wait_stream_len(&nats.url(), "RESTART", 500, &mut host).await;
     nats.kill();
     // Acks that arrived just before the kill may still be confirmed; after that, during the

@@ -158,7 +158,9 @@ impl Actionable {
                 "the server's pg_hba.conf does not allow role {:?} to connect for replication from this host: add a `host <db> {} <addr> scram-sha-256` line and reload",
                 ctx.user, ctx.user
             )),
-            "42501" if msg.contains("replication") || msg.contains("walsender") => Some(format!(
+            // PG ≤ 15: "must be superuser or replication role to start walsender";
+            // PG ≥ 16: "permission denied to start WAL sender".
+            "42501" if ["replication", "walsender", "wal sender"].iter().any(|w| msg.to_lowercase().contains(w)) => Some(format!(
                 "role {:?} lacks the REPLICATION attribute: run `ALTER ROLE {} REPLICATION;` as a superuser",
                 ctx.user, ctx.user
             )),

@@ -184,7 +184,10 @@ async fn walsender_connections() {
     let out = run(NOREPL_USER, "");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.to_lowercase().contains("replication"), "unexpected error: {err}");
+    assert!(
+        err.to_lowercase().contains("replication"),
+        "unexpected error: {err}"
+    );
 }
 
 #[tokio::test]

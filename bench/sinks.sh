@@ -58,9 +58,8 @@ NATS_SERVER=${NATS_SERVER:-nats-server}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 log() { printf '[sinks %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
-now() { date +%s.%N; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ $ROWS =~ ^[0-9]+$ && $ROWS -gt 0 ]] || die "ROWS must be a positive integer"
 [[ $BATCH =~ ^[0-9]+$ && $BATCH -gt 0 ]] || die "BATCH must be a positive integer"
@@ -135,9 +134,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # proc_cpu PID -> user+system CPU seconds of a live process ("" when it is gone).
 proc_cpu() {
@@ -148,18 +144,6 @@ proc_cpu() {
   calc "(${f[11]} + ${f[12]}) / $CLK_TCK"
 }
 
-# parse_time FILE -> "cpu_s rss_mb elapsed_s" (GNU time -v output)
-parse_time() {
-  awk -F': ' '
-    /User time \(seconds\)/ {u = $2}
-    /System time \(seconds\)/ {s = $2}
-    /Maximum resident set size/ {r = $2}
-    /Elapsed \(wall clock\) time/ {
-      n = split($2, a, ":"); e = 0
-      for (i = 1; i <= n; i++) e = e * 60 + a[i]
-    }
-    END {printf "%.2f %.1f %.2f\n", u + s, r / 1024, e}' "$1"
-}
 
 # kv FILE KEY -> the value of KEY=value in FILE
 kv() { sed -n "s/^$2=//p" "$1" | tail -n 1; }
@@ -181,35 +165,7 @@ done
 START_LSN=$(sql "SELECT pg_current_wal_insert_lsn()")
 log "postgres $PG_VERSION on 127.0.0.1:$PG_PORT; slots s_recv, s_nats, s_http at $START_LSN"
 
-log "loading $ROWS rows in transactions of $BATCH"
-t0=$(now)
-"${PSQL[@]}" -d bench >"$DIR/end_lsn" <<EOF &
-DO \$\$
-DECLARE s bigint := 1;
-BEGIN
-  WHILE s <= $ROWS LOOP
-    INSERT INTO bench(n, t, amount, doc, ts)
-    SELECT g, md5(g::text) || md5((g * 2)::text) || md5((g * 3)::text),
-           (g % 10000) / 100.0,
-           jsonb_build_object('k', g, 'v', md5(g::text)),
-           now()
-    FROM generate_series(s, least(s + $BATCH - 1, $ROWS)) AS g;
-    COMMIT;
-    s := s + $BATCH;
-  END LOOP;
-END
-\$\$;
-SELECT pg_current_wal_insert_lsn();
-EOF
-LOAD_PID=$!
-wait "$LOAD_PID" || die "load failed"
-LOAD_PID=
-END_LSN=$(tr -d '[:space:]' <"$DIR/end_lsn")
-t1=$(now)
-TXNS=$(( (ROWS + BATCH - 1) / BATCH ))
-WAL_MB=$(sql "SELECT round(pg_wal_lsn_diff('$END_LSN', '$START_LSN') / 1048576.0, 1)")
-ROW_BYTES=$(sql "SELECT round(avg(pg_column_size(b.*))) FROM (SELECT * FROM bench LIMIT 10000) b")
-log "loaded in $(printf '%.1f' "$(calc "$t1 - $t0")")s: $TXNS txns, WAL $START_LSN..$END_LSN (${WAL_MB} MB), ~${ROW_BYTES} B/row"
+load_backlog
 
 # slot_poll SLOT -> "t|<walsender pid>" once confirmed_flush_lsn >= END_LSN
 slot_poll() {

@@ -73,6 +73,11 @@ for name in "${names[@]}"; do
   out=$here/$name/$base.wasm
   core=$work/$base.core.wasm
   [[ -f $src ]] || { log "no $src"; exit 1; }
+  # The module's README shows its whole source: say so when it no longer does.
+  if [[ -f $here/$name/README.md ]] &&
+    ! awk '/^```c$/ { f = 1; next } /^```$/ && f { exit } f' "$here/$name/README.md" | cmp -s - "$src"; then
+    log "warning: $name/README.md does not show the current $base.c"
+  fi
   stale=0
   for dep in "$src" "$bindings/transform.h" "$bindings/transform.c" \
     "$bindings/transform_component_type.o" "$tool" "${BASH_SOURCE[0]}"; do

@@ -63,7 +63,20 @@ static void names_push(names_t *names, const uint8_t *s, size_t len) {
   transform_string_dup_n(&names->items[names->len++], (const char *)s, len);
 }
 
-static bool is_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+// The length of the Unicode White_Space character (what Rust's `str::trim`
+// strips: ASCII space, \t-\r, U+0085, U+00A0, U+1680, U+2000-200A, U+2028,
+// U+2029, U+202F, U+205F, U+3000) that is the whole of p[0..n], or 0.
+static size_t space_len(const uint8_t *p, size_t n) {
+  if (n == 1 && (p[0] == ' ' || (p[0] >= '\t' && p[0] <= '\r'))) return 1;
+  if (n == 2 && p[0] == 0xC2 && (p[1] == 0x85 || p[1] == 0xA0)) return 2;
+  if (n == 3 && ((p[0] == 0xE1 && p[1] == 0x9A && p[2] == 0x80) ||
+                 (p[0] == 0xE2 && p[1] == 0x80 &&
+                  (p[2] <= 0x8A || p[2] == 0xA8 || p[2] == 0xA9 || p[2] == 0xAF)) ||
+                 (p[0] == 0xE2 && p[1] == 0x81 && p[2] == 0x9F) ||
+                 (p[0] == 0xE3 && p[1] == 0x80 && p[2] == 0x80)))
+    return 3;
+  return 0;
+}
 
 // Splits a comma-separated list into `out`: items trimmed, empty ones dropped.
 static void split_list(const string_t *s, names_t *out) {
@@ -72,8 +85,13 @@ static void split_list(const string_t *s, names_t *out) {
     size_t start = i;
     while (i < s->len && s->ptr[i] != ',') i++;
     size_t end = i;
-    while (start < end && is_space(s->ptr[start])) start++;
-    while (end > start && is_space(s->ptr[end - 1])) end--;
+    for (bool more = true; more;) {  // trim both ends
+      more = false;
+      for (size_t n = 1; n <= 3 && n <= end - start; n++) {
+        if (space_len(s->ptr + start, n)) { start += n; more = true; break; }
+        if (space_len(s->ptr + end - n, n)) { end -= n; more = true; break; }
+      }
+    }
     if (end > start) names_push(out, s->ptr + start, end - start);
     i++;  // past the comma (or past the end)
   }

@@ -95,6 +95,19 @@ pub struct Change {
     /// TRUNCATE options (`cascade`, `restart_identity`).
     pub truncate: Option<(bool, bool)>,
     pub message: Option<DecodingMessage>,
+    /// 0 as decoded; when a transform splits one change into several with the same id,
+    /// the later ones get 1, 2, … (see [`ChangeId`]).
+    pub split: u32,
+    /// Route and headers a transform set (boxed: most changes have none).
+    pub routing: Option<Box<Routing>>,
+}
+
+/// Where sinks send a change and what they attach, as set by a transform.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// Overrides the sink's subject/route template.
+    pub route: Option<String>,
+    pub headers: Vec<(String, String)>,
 }
 
 impl Change {
@@ -104,21 +117,49 @@ impl Change {
         ChangeId {
             commit_lsn: self.commit_lsn,
             ordinal: self.ordinal,
+            split: self.split,
         }
     }
 }
 
 /// `<commit LSN as 16 hex digits>-<ordinal as 8 hex digits>`: fixed width, so ids sort
-/// in commit order as plain strings.
+/// in commit order as plain strings. A change a transform split off another carries
+/// `.<n>` after it (`…-00000003.1`), which still sorts right after its origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChangeId {
     pub commit_lsn: Lsn,
     pub ordinal: u32,
+    pub split: u32,
 }
 
 impl fmt::Display for ChangeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016X}-{:08X}", self.commit_lsn.0, self.ordinal)
+        write!(f, "{:016X}-{:08X}", self.commit_lsn.0, self.ordinal)?;
+        if self.split > 0 {
+            write!(f, ".{}", self.split)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for ChangeId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("invalid change id {s:?} (expected <16 hex>-<8 hex>[.<n>])");
+        let (main, split) = match s.split_once('.') {
+            Some((m, n)) => (m, n.parse::<u32>().map_err(|_| bad())?),
+            None => (s, 0),
+        };
+        let (lsn, ordinal) = main.split_once('-').ok_or_else(bad)?;
+        if lsn.len() != 16 || ordinal.len() != 8 {
+            return Err(bad());
+        }
+        Ok(ChangeId {
+            commit_lsn: Lsn(u64::from_str_radix(lsn, 16).map_err(|_| bad())?),
+            ordinal: u32::from_str_radix(ordinal, 16).map_err(|_| bad())?,
+            split,
+        })
     }
 }
 
@@ -131,12 +172,21 @@ mod tests {
         let a = ChangeId {
             commit_lsn: Lsn(0x16B3748),
             ordinal: 3,
+            split: 0,
         };
         let b = ChangeId {
             commit_lsn: Lsn(0x1_0000_0000),
             ordinal: 0,
+            split: 0,
         };
         assert_eq!(a.to_string(), "00000000016B3748-00000003");
         assert!(a.to_string() < b.to_string());
+        let c = ChangeId { split: 2, ..a };
+        assert_eq!(c.to_string(), "00000000016B3748-00000003.2");
+        assert!(a.to_string() < c.to_string() && c.to_string() < b.to_string());
+        for id in [a, b, c] {
+            assert_eq!(id.to_string().parse::<ChangeId>(), Ok(id));
+        }
+        assert!("16B3748-3".parse::<ChangeId>().is_err());
     }
 }

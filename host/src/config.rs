@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+pub use crate::admin::{AdminConfig, LogConfig, LogFormat};
 pub use crate::sink_config::{SinkConfig, SinkType};
 use crate::source::dsn::ConnParams;
 use crate::source::options::{OriginFilter, Streaming};
+pub use crate::transform::TransformConfig;
 
 /// The whole pipeline.
 #[derive(Debug)]
@@ -21,6 +23,12 @@ pub struct PipelineConfig {
     pub source: SourceConfig,
     pub pipeline: BatchConfig,
     pub sinks: Vec<Spanned<SinkConfig>>,
+    /// `[admin]`: health, readiness and metrics endpoint (off when absent).
+    pub admin: Option<AdminConfig>,
+    /// `[log]`: log format.
+    pub log: LogConfig,
+    /// Wasm transforms, applied in this order.
+    pub transforms: Vec<Spanned<TransformConfig>>,
 }
 
 /// `[source]`: where changes come from.
@@ -110,6 +118,9 @@ pub struct BatchConfig {
     pub max_inflight_bytes: usize,
     /// On SIGTERM, how long to wait for in-flight batches to be acked (default 30 s).
     pub shutdown_grace_secs: u64,
+    /// Where compiled transform modules are cached (default `~/.cache/cdc-host/modules`;
+    /// `"off"` disables; `CDC_HOST_MODULE_CACHE` overrides).
+    pub module_cache: Option<String>,
 }
 
 impl Default for BatchConfig {
@@ -119,6 +130,7 @@ impl Default for BatchConfig {
             max_inflight: 8,
             max_inflight_bytes: 64 << 20,
             shutdown_grace_secs: 30,
+            module_cache: None,
         }
     }
 }
@@ -214,7 +226,7 @@ impl PipelineConfig {
             let key = key_path_at(src, span.start);
             at(span, key, e.message().trim().to_owned())
         })?;
-        let config = raw.into_config();
+        let mut config = raw.into_config();
         let s = &config.source;
         let dsn = interpolate(s.dsn.get_ref())
             .map_err(|m| at(s.dsn.span(), Some("source.dsn".into()), m))?;
@@ -305,6 +317,31 @@ impl PipelineConfig {
                 }
             }
         }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let sink_names: Vec<String> = config
+            .sinks
+            .iter()
+            .map(|s| s.get_ref().display_name())
+            .collect();
+        let mut transform_names = std::collections::HashSet::new();
+        for t in &mut config.transforms {
+            let span = t.span();
+            let t = t.get_mut();
+            t.validate(base, &sink_names).map_err(|(s, key, m)| {
+                let s = if s == (0..0) { span.clone() } else { s };
+                at(s, Some(format!("transforms.{key}")), m)
+            })?;
+            if !transform_names.insert(t.name.get_ref().clone()) {
+                return Err(at(
+                    t.name.span(),
+                    Some("transforms.name".into()),
+                    format!(
+                        "duplicate transform name {:?}: give each transform a unique name",
+                        t.name.get_ref()
+                    ),
+                ));
+            }
+        }
         let b = &config.pipeline;
         if b.max_changes == 0 || b.max_inflight == 0 {
             return Err(at(
@@ -330,6 +367,12 @@ struct RawConfig {
     pipeline: BatchConfig,
     #[serde(default)]
     sinks: Vec<Spanned<SinkConfig>>,
+    #[serde(default)]
+    admin: Option<AdminConfig>,
+    #[serde(default)]
+    log: LogConfig,
+    #[serde(default)]
+    transforms: Vec<Spanned<TransformConfig>>,
 }
 
 #[derive(Deserialize)]
@@ -379,6 +422,9 @@ impl RawConfig {
             },
             pipeline: self.pipeline,
             sinks: self.sinks,
+            admin: self.admin,
+            log: self.log,
+            transforms: self.transforms,
         }
     }
 }

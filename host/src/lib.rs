@@ -7,15 +7,21 @@
 //! - [`value`] — typed column values and their `to_jsonb()`-exact JSON rendering.
 //! - [`change`] — the change model.
 //! - [`encode`] — changes → sink messages.
-//! - [`pipeline`] — batches through sinks, and the acknowledged checkpoint.
+//! - [`transform`] — Wasm components that filter, modify, split and route changes.
+//! - [`pipeline`] — batches through transforms and sinks, and the acknowledged checkpoint.
 //! - [`config`] — `pipeline.toml`.
+//! - [`metrics`] — every exported metric, named in one place.
+//! - [`admin`] — `/healthz`, `/readyz`, `/metrics`, and the readiness state.
 
+pub mod admin;
 pub mod change;
 pub mod config;
 pub mod encode;
 pub mod lsn;
+pub mod metrics;
 pub mod pgoutput;
 pub mod pipeline;
 pub mod sink_config;
 pub mod source;
+pub mod transform;
 pub mod value;

@@ -13,9 +13,10 @@ use cdc_host::config::PipelineConfig;
 #[derive(Debug, Parser)]
 #[command(name = "cdc-host", version, about)]
 struct Cli {
-    /// Log format on stderr (levels via RUST_LOG, default info).
-    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// Log format on stderr (levels via RUST_LOG, default info). Default: the config's
+    /// `[log] format`, else text (coloured on a terminal).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,18 +34,65 @@ enum Command {
         /// Path to pipeline.toml.
         config: PathBuf,
     },
-    /// Validate a pipeline file without connecting to anything.
+    /// Validate a pipeline file and compile every transform module (calling its init),
+    /// without connecting to anything.
     Check {
         /// Path to pipeline.toml.
         config: PathBuf,
     },
+    /// Run one transform module over recorded changes (native JSON lines, the stdout
+    /// sink's format) and print what it returns, in the same format.
+    Transform {
+        /// The module (a Wasm component implementing cdc:pipeline/transform).
+        module: PathBuf,
+        /// Recorded changes, one JSON object per line ("-" for stdin).
+        #[arg(long, short)]
+        input: PathBuf,
+        /// A config entry for the module's init (repeatable).
+        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_kv)]
+        config: Vec<(String, String)>,
+        /// Changes per call (the pipeline sends whole transactions up to max_changes).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Wall-clock limit per call.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        /// Linear memory cap.
+        #[arg(long, default_value_t = 64)]
+        memory_mb: u64,
+    },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The config may choose the format; its errors are reported by the command itself.
+    let configured = match &cli.command {
+        Command::Run { config } | Command::Check { config } => PipelineConfig::load(config)
+            .ok()
+            .and_then(|l| l.config.log.format),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    };
+    init_logging(cli.log_format.unwrap_or(match configured {
+        Some(cdc_host::config::LogFormat::Json) => LogFormat::Json,
+        _ => LogFormat::Text,
+    }));
     let result = match cli.command {
         Command::Check { config } => check(&config),
+        Command::Transform {
+            module,
+            input,
+            config,
+            batch,
+            timeout_ms,
+            memory_mb,
+        } => transform(&module, &input, config, batch, timeout_ms, memory_mb),
         Command::Run { config } => run(&config),
     };
     match result {
@@ -61,6 +109,7 @@ fn init_logging(format: LogFormat) {
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -70,14 +119,101 @@ fn init_logging(format: LogFormat) {
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let loaded = PipelineConfig::load(path)?;
+    // Compile, link and init every module: a module that is not a component, targets
+    // another world or WIT version, or rejects its config fails here, not at 3 a.m.
+    let modules = cdc_host::pipeline::load_transforms(&loaded)?;
+    let configs: Vec<_> = loaded
+        .config
+        .transforms
+        .iter()
+        .map(|t| t.get_ref())
+        .collect();
+    cdc_host::transform::Chain::start(&modules, &configs)?;
     println!(
-        "{}: ok (source {} slot {} publication {}, {} sink(s))",
+        "{}: ok (source {} slot {} publication {}, {} transform(s), {} sink(s))",
         path.display(),
         loaded.conn,
         loaded.config.source.slot.get_ref(),
         loaded.publication.name,
+        modules.len(),
         loaded.config.sinks.len()
     );
+    Ok(())
+}
+
+/// `cdc-host transform`: one module over recorded changes, output on stdout.
+fn transform(
+    module: &std::path::Path,
+    input: &std::path::Path,
+    config: Vec<(String, String)>,
+    batch: usize,
+    timeout_ms: u64,
+    memory_mb: u64,
+) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let name = module
+        .file_stem()
+        .map_or("module".into(), |s| s.to_string_lossy().into_owned());
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut cfg =
+        cdc_host::transform::TransformConfig::ad_hoc(&name, module, timeout_ms, memory_mb, config);
+    cfg.validate(std::path::Path::new("."), &[])
+        .map_err(|(_, key, m)| anyhow::anyhow!("{key}: {m}"))?;
+    let cache = cdc_host::transform::cache_dir(None);
+    let modules = cdc_host::transform::load_all(&[&cfg], cache.as_deref())?;
+    let mut chain = cdc_host::transform::Chain::start(&modules, &[&cfg])?;
+    let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?,
+        ))
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut pending = Vec::with_capacity(batch.max(1));
+    let mut lines = reader.lines().enumerate();
+    loop {
+        let next = lines.next();
+        let done = next.is_none();
+        if let Some((n, line)) = next {
+            let line = line.with_context(|| format!("reading {}", input.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let change = cdc_host::transform::replay::parse_line(&line)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", input.display(), n + 1))?;
+            pending.push(change);
+            if pending.len() < batch.max(1) {
+                continue;
+            }
+        }
+        if !pending.is_empty() {
+            let result = chain.run(std::mem::take(&mut pending))?;
+            let cdc_host::transform::Outcome::Changes(changes) = result else {
+                anyhow::bail!("unexpected outcome of a fail-policy chain");
+            };
+            for c in &changes {
+                let mut buf = Vec::with_capacity(256);
+                cdc_host::encode::json::write_change(c, &mut buf);
+                buf.push(b'\n');
+                out.write_all(&buf)?;
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 
@@ -88,6 +224,9 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        if let Some(admin) = &loaded.config.admin {
+            cdc_host::admin::start(admin).await?;
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -1,4 +1,7 @@
-//! The pipeline: source batches → encode → every sink → acknowledged progress.
+//! The pipeline: source batches → transforms → encode → every sink → acknowledged progress.
+//!
+//! Transforms run on a thread of their own (Wasm calls are synchronous and CPU-bound),
+//! between the source and the delivery task, one batch at a time and in order.
 //!
 //! Batches are delivered in order; a batch counts as acknowledged when every sink
 //! acknowledged it, and progress only moves over an unbroken prefix of acknowledged
@@ -18,6 +21,7 @@ use crate::encode::{encode_batch, EncodeContext};
 use crate::lsn::Lsn;
 use crate::sink_config::{RejectPolicy, SinkConfig, SinkSpec};
 use crate::source::{self, Batch, Progress, SourceError};
+use crate::transform::{self, Chain, Module, Outcome, TransformError};
 
 /// A configured sink and the format it wants.
 pub struct SinkSlot {
@@ -47,15 +51,45 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Transform(#[from] TransformError),
 }
 
-/// Builds (and for NATS, connects) the configured sinks. Dead-letter targets are built once,
-/// shared by the sinks that use them, and receive no regular batches.
-pub async fn build_sinks(loaded: &Loaded) -> Result<Vec<SinkSlot>, SinkError> {
+/// Regular sinks, plus the dead-letter targets (which receive no regular batches).
+pub struct Sinks {
+    pub slots: Vec<SinkSlot>,
+    /// By name: the shared sink and the format it wants.
+    pub dead_letters: BTreeMap<String, (SharedSink, Format)>,
+}
+
+impl std::fmt::Debug for Sinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sinks")
+            .field("slots", &self.slots)
+            .field(
+                "dead_letters",
+                &self.dead_letters.keys().collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Builds (and for NATS, connects) the configured sinks. Dead-letter targets (of sinks or
+/// of transforms) are built once, shared by everything that uses them, and receive no
+/// regular batches.
+pub async fn build_sinks(loaded: &Loaded) -> Result<Sinks, SinkError> {
     let configs: Vec<&SinkConfig> = loaded.config.sinks.iter().map(|s| s.get_ref()).collect();
     let targets: Vec<String> = configs
         .iter()
         .filter_map(|c| c.dead_letter_sink.as_ref().map(|d| d.get_ref().clone()))
+        .chain(
+            loaded
+                .config
+                .transforms
+                .iter()
+                .filter_map(|t| t.get_ref().dead_letter_sink.as_ref())
+                .map(|d| d.get_ref().clone()),
+        )
         .collect();
     let mut shared: BTreeMap<String, SharedSink> = BTreeMap::new();
     for c in configs
@@ -82,7 +116,20 @@ pub async fn build_sinks(loaded: &Loaded) -> Result<Vec<SinkSlot>, SinkError> {
                 .and_then(|d| shared.get(d.get_ref()).cloned()),
         });
     }
-    Ok(out)
+    let dead_letters = shared
+        .into_iter()
+        .map(|(name, sink)| {
+            let format = configs
+                .iter()
+                .find(|c| c.display_name() == name)
+                .map_or(Format::Json, |c| c.format);
+            (name, (sink, format))
+        })
+        .collect();
+    Ok(Sinks {
+        slots: out,
+        dead_letters,
+    })
 }
 
 async fn build_sink(c: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
@@ -90,11 +137,11 @@ async fn build_sink(c: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
         sink: c.display_name(),
         message: format!("{key}: {message}"),
     })?;
-    Ok(match spec {
+    Ok(crate::admin::observed(match spec {
         SinkSpec::Stdout { name } => Box::new(StdoutSink::new(name)),
         SinkSpec::Nats(opts) => Box::new(NatsSink::connect(opts).await?),
         SinkSpec::Http(opts) => Box::new(HttpSink::new(opts)?),
-    })
+    }))
 }
 
 /// Runs source and sinks until `shutdown` (then drains) or an error. Returns the last
@@ -104,10 +151,12 @@ async fn build_sink(c: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
 /// previous consumer) restart the pipeline with capped exponential backoff and jitter; each
 /// attempt is logged. Everything unconfirmed is streamed again, with the same ids.
 pub async fn run(loaded: &Loaded, mut shutdown: watch::Receiver<bool>) -> Result<Lsn, RunError> {
+    // Compiling modules is the slow part of starting transforms: once per process.
+    let modules = load_transforms(loaded)?;
     let mut attempt: u32 = 0;
     loop {
         let started = std::time::Instant::now();
-        let err = match run_once(loaded, shutdown.clone()).await {
+        let err = match run_once(loaded, &modules, shutdown.clone()).await {
             Err(RunError::Source(e)) if e.is_transient() && !*shutdown.borrow() => e,
             other => return other,
         };
@@ -118,6 +167,7 @@ pub async fn run(loaded: &Loaded, mut shutdown: watch::Receiver<bool>) -> Result
         attempt += 1;
         let delay = backoff(attempt);
         tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %err, "replication interrupted; reconnecting");
+        crate::metrics::reconnect();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.wait_for(|s| *s) => return Ok(Lsn::ZERO),
@@ -137,10 +187,36 @@ fn backoff(attempt: u32) -> std::time::Duration {
     std::time::Duration::from_millis(cap_ms / 2 + nanos % (cap_ms / 2 + 1))
 }
 
-/// One connection's worth of pipeline: sinks, source, delivery, until stop or error.
-async fn run_once(loaded: &Loaded, shutdown: watch::Receiver<bool>) -> Result<Lsn, RunError> {
+/// Compiles (or loads from the cache) and links every configured transform module.
+pub fn load_transforms(loaded: &Loaded) -> Result<Vec<Arc<Module>>, TransformError> {
+    let configs: Vec<&transform::TransformConfig> = loaded
+        .config
+        .transforms
+        .iter()
+        .map(|t| t.get_ref())
+        .collect();
+    let cache = transform::cache_dir(loaded.config.pipeline.module_cache.as_deref());
+    transform::load_all(&configs, cache.as_deref())
+}
+
+/// One connection's worth of pipeline: sinks, source, transforms, delivery, until stop
+/// or error.
+async fn run_once(
+    loaded: &Loaded,
+    modules: &[Arc<Module>],
+    shutdown: watch::Receiver<bool>,
+) -> Result<Lsn, RunError> {
+    let configs: Vec<&transform::TransformConfig> = loaded
+        .config
+        .transforms
+        .iter()
+        .map(|t| t.get_ref())
+        .collect();
+    let chain = Chain::start(modules, &configs)?;
     let sinks = build_sinks(loaded).await?;
     let replicator = source::open(loaded).await?;
+    // Ready (with healthy sinks) from here until this connection's pipeline is over.
+    let _stream_up = crate::admin::StreamUp::mark(crate::admin::Health::global());
     let b = &loaded.config.pipeline;
     let (tx, rx) = mpsc::channel(b.max_inflight);
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
@@ -152,8 +228,27 @@ async fn run_once(loaded: &Loaded, shutdown: watch::Receiver<bool>) -> Result<Ls
         max_inflight: b.max_inflight,
         max_inflight_bytes: b.max_inflight_bytes,
     };
+    let (rx, stage) = if chain.is_empty() {
+        (rx, None)
+    } else {
+        let (t_tx, t_rx) = mpsc::channel(1);
+        let stage = tokio::task::spawn_blocking(move || transform_stage(chain, rx, t_tx));
+        (t_rx, Some(stage))
+    };
     let deliver = tokio::spawn(deliver(rx, sinks, progress_tx, ctx, limits));
     let source_result = replicator.run(tx, progress_rx, shutdown).await;
+    // A transform failure is the root cause of everything stopping after it.
+    if let Some(stage) = stage {
+        let result = stage.await.unwrap_or_else(|e| {
+            Err(TransformError::Runtime(format!(
+                "transform thread panicked: {e}"
+            )))
+        });
+        if let Err(e) = result {
+            deliver.abort();
+            return Err(e.into());
+        }
+    }
     // The source dropped its sender; the delivery task ends once everything is acked.
     let deliver_result = deliver.await.unwrap_or_else(|e| {
         Err(SinkError::Other {
@@ -164,6 +259,30 @@ async fn run_once(loaded: &Loaded, shutdown: watch::Receiver<bool>) -> Result<Ls
     // A sink failure is the root cause of the source's "pipeline stopped": report it first.
     deliver_result?;
     Ok(source_result?)
+}
+
+/// Runs every batch through the transform chain, in order, on a blocking thread.
+/// Returns when the source is done, or with the error of a module whose policy is
+/// `fail` (dropping the receiver stops the source; the failed batch is never acked).
+fn transform_stage(
+    mut chain: Chain,
+    mut rx: mpsc::Receiver<Batch>,
+    tx: mpsc::Sender<Batch>,
+) -> Result<(), TransformError> {
+    while let Some(mut batch) = rx.blocking_recv() {
+        match chain.run(std::mem::take(&mut batch.changes))? {
+            Outcome::Changes(changes) => batch.changes = changes,
+            Outcome::Skipped { .. } => {}
+            Outcome::DeadLetter { sink, changes, .. } => {
+                batch.changes = changes;
+                batch.dead_letter = Some(sink);
+            }
+        }
+        if tx.blocking_send(batch).is_err() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Flow-control bounds of the delivery stage.
@@ -237,42 +356,59 @@ impl AckTracker {
 /// Encodes each batch once per format, hands it to every sink (each sink has its own task
 /// and delivers in order), and publishes the acknowledged prefix. The first sink error
 /// ends delivery; nothing at or after the failed batch is acknowledged.
+///
+/// A batch with no changes left (transforms dropped them all) is acknowledged at once; a
+/// batch marked for a dead-letter sink goes to that sink only. Either way it takes its
+/// place in the acknowledged prefix like any other.
 pub async fn deliver(
     mut rx: mpsc::Receiver<Batch>,
-    sinks: Vec<SinkSlot>,
+    sinks: Sinks,
     progress: watch::Sender<Progress>,
     ctx: EncodeContext,
     limits: Limits,
 ) -> Result<(), SinkError> {
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Ack>();
-    let mut queues = Vec::with_capacity(sinks.len());
-    let mut formats = Vec::with_capacity(sinks.len());
+    let regular = sinks.slots.len();
+    let mut lanes: Vec<Lane> = Vec::with_capacity(regular + sinks.dead_letters.len());
     let mut tasks = tokio::task::JoinSet::new();
-    for (idx, mut slot) in sinks.into_iter().enumerate() {
+    for (idx, mut slot) in sinks.slots.into_iter().enumerate() {
         let (q_tx, mut q_rx) = mpsc::unbounded_channel::<Arc<EncodedBatch>>();
         let acks = ack_tx.clone();
-        formats.push(slot.format);
+        lanes.push(Lane {
+            name: slot.sink.name().into(),
+            format: slot.format,
+            queue: q_tx,
+        });
         tasks.spawn(async move {
             while let Some(batch) = q_rx.recv().await {
                 let result = deliver_one(&mut slot, &batch).await;
-                let failed = result.is_err();
-                if acks
-                    .send(Ack {
-                        seq: batch.seq,
-                        sink: idx,
-                        result,
-                    })
-                    .is_err()
-                    || failed
-                {
+                if !send_ack(&acks, batch.seq, idx, result) {
                     break;
                 }
             }
         });
-        queues.push(q_tx);
+    }
+    for (name, (sink, format)) in sinks.dead_letters {
+        let idx = lanes.len();
+        let (q_tx, mut q_rx) = mpsc::unbounded_channel::<Arc<EncodedBatch>>();
+        let acks = ack_tx.clone();
+        lanes.push(Lane {
+            name: name.into(),
+            format,
+            queue: q_tx,
+        });
+        tasks.spawn(async move {
+            while let Some(batch) = q_rx.recv().await {
+                let result = sink.lock().await.deliver(Arc::clone(&batch)).await;
+                if !send_ack(&acks, batch.seq, idx, result) {
+                    break;
+                }
+            }
+        });
     }
     drop(ack_tx);
     let mut tracker = AckTracker::default();
+    let mut clock = crate::metrics::CommitClock::default();
     // Our own copy of what we publish: never hold a borrow of the watch channel.
     let mut acked = Progress::default();
     let mut open = true;
@@ -282,28 +418,48 @@ pub async fn deliver(
             batch = rx.recv(), if accepting => {
                 let Some(batch) = batch else {
                     open = false;
-                    queues.clear(); // sink tasks finish their queues, then end
+                    lanes.clear(); // sink tasks finish their queues, then end
+                    if tracker.pending.is_empty() {
+                        break;
+                    }
                     continue;
                 };
+                let targets: Vec<usize> = match &batch.dead_letter {
+                    _ if batch.changes.is_empty() => Vec::new(),
+                    None => (0..regular).collect(),
+                    Some(name) => match lanes.iter().position(|l| l.name == *name) {
+                        Some(i) => vec![i],
+                        None => {
+                            return Err(SinkError::Other {
+                                sink: name.to_string(),
+                                message: "dead-letter sink is not configured".into(),
+                            })
+                        }
+                    },
+                };
+                crate::metrics::batch_emitted(&batch.changes);
+                clock.sent(batch.seq, &batch.changes);
                 let mut encoded: Vec<(Format, Arc<EncodedBatch>)> = Vec::new();
-                for f in &formats {
-                    if !encoded.iter().any(|(g, _)| g == f) {
-                        encoded.push((*f, Arc::new(encode_batch(batch.seq, &batch.changes, *f, &ctx))));
+                for &i in &targets {
+                    let f = lanes[i].format;
+                    if !encoded.iter().any(|(g, _)| *g == f) {
+                        encoded.push((f, Arc::new(encode_batch(batch.seq, &batch.changes, f, &ctx))));
                     }
                 }
                 let bytes = encoded.iter().map(|(_, e)| e.messages.iter().map(|m| m.payload.len()).sum::<usize>()).sum();
-                tracker.register(batch.seq, queues.len(), batch.checkpoint, bytes);
-                for (q, f) in queues.iter().zip(&formats) {
-                    let enc = encoded.iter().find(|(g, _)| g == f).map(|(_, e)| Arc::clone(e));
-                    if let Some(enc) = enc {
-                        let _ = q.send(enc);
+                tracker.register(batch.seq, targets.len(), batch.checkpoint, bytes);
+                for &i in &targets {
+                    let lane = &lanes[i];
+                    if let Some((_, enc)) = encoded.iter().find(|(g, _)| *g == lane.format) {
+                        let _ = lane.queue.send(Arc::clone(enc));
                     }
                 }
-                if queues.is_empty() {
-                    // No sink at all: nothing to wait for.
+                if targets.is_empty() {
+                    // Nothing to send (no sink, or nothing left after transforms).
                     if let Some(p) = tracker.ack(batch.seq, acked) {
                         acked = p;
                         progress.send_replace(p);
+                        crate::metrics::acked(p.checkpoint, p.acked_seq, &mut clock);
                     }
                 }
             }
@@ -318,6 +474,7 @@ pub async fn deliver(
                     acked = p;
                     tracing::trace!(acked_seq = p.acked_seq, checkpoint = %p.checkpoint, "acknowledged");
                     progress.send_replace(p);
+                    crate::metrics::acked(p.checkpoint, p.acked_seq, &mut clock);
                 }
                 if !open && tracker.pending.is_empty() {
                     break;
@@ -327,6 +484,25 @@ pub async fn deliver(
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// A sink's queue as the delivery loop sees it.
+struct Lane {
+    name: Arc<str>,
+    format: Format,
+    queue: mpsc::UnboundedSender<Arc<EncodedBatch>>,
+}
+
+/// Reports a sink's verdict; `false` when the sink task should stop (it failed, or
+/// delivery is over).
+fn send_ack(
+    acks: &mpsc::UnboundedSender<Ack>,
+    seq: u64,
+    sink: usize,
+    result: Result<(), SinkError>,
+) -> bool {
+    let failed = result.is_err();
+    acks.send(Ack { seq, sink, result }).is_ok() && !failed
 }
 
 /// One sink, one batch, with the sink's policy for rejected batches applied.

@@ -60,7 +60,30 @@ pub fn write_change(c: &Change, out: &mut Vec<u8>) {
         }
         let _ = write!(out, ",\"transactional\":{}", m.transactional);
     }
+    if let Some(r) = &c.routing {
+        write_routing(r, out);
+    }
     out.push(b'}');
+}
+
+/// `"route":…,"headers":{…}`, present only when a transform set them.
+fn write_routing(r: &crate::change::Routing, out: &mut Vec<u8>) {
+    if let Some(route) = &r.route {
+        out.extend_from_slice(b",\"route\":");
+        write_json_str(route, out);
+    }
+    if !r.headers.is_empty() {
+        out.extend_from_slice(b",\"headers\":{");
+        for (i, (k, v)) in r.headers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_str(k, out);
+            out.push(b':');
+            write_json_str(v, out);
+        }
+        out.push(b'}');
+    }
 }
 
 /// `"before":…,"after":…` — the row images, shared by every format.

@@ -55,8 +55,12 @@ pub fn encode_batch(
                 op: c.op.as_str(),
                 lsn: c.lsn.to_string(),
                 commit_lsn: c.commit_lsn.to_string(),
-                route: None,
-                headers: Vec::new(),
+                route: c.routing.as_ref().and_then(|r| r.route.clone()),
+                headers: c
+                    .routing
+                    .as_ref()
+                    .map(|r| r.headers.clone())
+                    .unwrap_or_default(),
                 payload,
             }
         })

@@ -36,6 +36,9 @@ pub struct Batch {
     /// End LSN of the last transaction that *completes* in this batch: once this batch
     /// and all before it are acknowledged, the slot may be confirmed up to here.
     pub checkpoint: Option<Lsn>,
+    /// Set by the transform stage when a module failed with `on_error = "dead-letter"`:
+    /// deliver these (original) changes to this sink only.
+    pub dead_letter: Option<std::sync::Arc<str>>,
 }
 
 /// What the pipeline reports back: batches acknowledged by every sink, in order.
@@ -98,10 +101,12 @@ impl Pending {
         };
         self.complete = 0;
         self.next_seq += 1;
+        crate::metrics::batch_received(&changes);
         Batch {
             seq: self.next_seq,
             changes,
             checkpoint: self.checkpoint.take(),
+            dead_letter: None,
         }
     }
 }
@@ -250,13 +255,16 @@ impl Replicator {
         Ok(confirmed)
     }
 
-    /// Warns when the slot holds more WAL than configured (a stuck sink, a huge backlog).
+    /// Warns when the slot holds more WAL than configured (a stuck sink, a huge backlog);
+    /// exports retained and unconfirmed WAL as metrics.
     async fn check_retained_wal(&self) {
-        let sql = "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1";
+        let sql = "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint, (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1";
         match self.control.client().query_opt(sql, &[&self.slot]).await {
             Ok(Some(row)) => {
                 let retained: Option<i64> = row.get(0);
                 let retained = retained.unwrap_or(0).max(0) as u64;
+                let lag: Option<i64> = row.get(1);
+                crate::metrics::slot_wal(retained, lag.unwrap_or(0).max(0) as u64);
                 if retained > self.settings.max_retained_wal {
                     tracing::warn!(
                         slot = %self.slot,
@@ -296,6 +304,7 @@ impl Replicator {
             tracing::trace!(flush_lsn = %flush, "confirmed");
         }
         self.reported = flush;
+        crate::metrics::confirmed_lsn(flush);
         self.last_report = Instant::now();
         Ok(())
     }
@@ -481,6 +490,8 @@ impl Replicator {
             after: None,
             truncate: None,
             message: Some(body),
+            split: 0,
+            routing: None,
         });
         self.pending.complete = self.pending.changes.len();
     }
@@ -527,6 +538,8 @@ impl Replicator {
             after,
             truncate: None,
             message: None,
+            split: 0,
+            routing: None,
         });
     }
 }

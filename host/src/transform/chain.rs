@@ -1,0 +1,158 @@
+//! The configured modules in order, each with its `on_error` policy.
+//!
+//! One call per module per batch. A failing module decides the fate of the whole
+//! batch: `fail` stops the pipeline (the batch is never acknowledged, so nothing past
+//! it is confirmed), `skip` drops the batch (acknowledged as delivered: the user chose
+//! to lose it, and it is counted and logged), `dead-letter` sends the batch's original
+//! changes to a named sink instead.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::config::{OnError, TransformConfig};
+use super::convert::{to_wit, FromGuest};
+use super::module::{Instance, Module};
+use super::TransformError;
+use crate::change::Change;
+
+/// What the chain made of a batch.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The changes to deliver (possibly none: everything was filtered out).
+    Changes(Vec<Change>),
+    /// A module failed with `on_error = "skip"`: deliver nothing, count `dropped`.
+    Skipped {
+        error: TransformError,
+        dropped: usize,
+    },
+    /// A module failed with `on_error = "dead-letter"`: deliver the original changes to
+    /// `sink` only.
+    DeadLetter {
+        error: TransformError,
+        sink: Arc<str>,
+        changes: Vec<Change>,
+    },
+}
+
+struct Stage {
+    module: Arc<Module>,
+    instance: Option<Instance>,
+    on_error: OnError,
+    dead_letter: Option<Arc<str>>,
+    from_guest: FromGuest,
+}
+
+/// The transform chain of one pipeline run.
+pub struct Chain {
+    stages: Vec<Stage>,
+    keep_original: bool,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.stages.iter().map(|s| &s.module.name))
+            .finish()
+    }
+}
+
+impl Chain {
+    /// Instantiates every module and calls its `init`. Any failure here stops the
+    /// pipeline whatever the policy: a module that cannot start would otherwise skip
+    /// or dead-letter every batch.
+    pub fn start(
+        modules: &[Arc<Module>],
+        configs: &[&TransformConfig],
+    ) -> Result<Self, TransformError> {
+        let mut stages = Vec::with_capacity(modules.len());
+        for (module, cfg) in modules.iter().zip(configs) {
+            stages.push(Stage {
+                module: Arc::clone(module),
+                instance: Some(module.instantiate()?),
+                on_error: cfg.on_error,
+                dead_letter: cfg
+                    .dead_letter_sink
+                    .as_ref()
+                    .map(|d| d.get_ref().as_str().into()),
+                from_guest: FromGuest::default(),
+            });
+        }
+        let keep_original = stages.iter().any(|s| s.on_error == OnError::DeadLetter);
+        Ok(Chain {
+            stages,
+            keep_original,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// Runs one batch through every module. `Err` only for `on_error = "fail"`.
+    pub fn run(&mut self, changes: Vec<Change>) -> Result<Outcome, TransformError> {
+        let original = self.keep_original.then(|| changes.clone());
+        let total = changes.len();
+        let mut current = changes;
+        for stage in &mut self.stages {
+            if current.is_empty() {
+                break;
+            }
+            let started = Instant::now();
+            let result = stage.call(&current);
+            let elapsed = started.elapsed();
+            tracing::debug!(module = %stage.module.name, changes_in = current.len(), micros = elapsed.as_micros() as u64, ok = result.is_ok(), "transform call");
+            match result {
+                Ok(out) => current = out,
+                Err(error) => {
+                    if error.poisons_instance() {
+                        stage.instance = None;
+                    }
+                    match stage.on_error {
+                        OnError::Fail => return Err(error),
+                        OnError::Skip => {
+                            tracing::error!(module = %stage.module.name, dropped = total, error = %error, "transform failed; batch skipped (on_error = \"skip\")");
+                            return Ok(Outcome::Skipped {
+                                error,
+                                dropped: total,
+                            });
+                        }
+                        OnError::DeadLetter => {
+                            let sink = stage
+                                .dead_letter
+                                .clone()
+                                .unwrap_or_else(|| "dead-letter".into());
+                            tracing::error!(module = %stage.module.name, dead_letter_sink = %sink, changes = total, error = %error, "transform failed; batch sent to the dead-letter sink");
+                            return Ok(Outcome::DeadLetter {
+                                error,
+                                sink,
+                                changes: original.unwrap_or_default(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Outcome::Changes(current))
+    }
+}
+
+impl Stage {
+    fn call(&mut self, changes: &[Change]) -> Result<Vec<Change>, TransformError> {
+        let instance = match &mut self.instance {
+            Some(i) => i,
+            None => {
+                tracing::info!(module = %self.module.name, "re-instantiating after a trap");
+                self.instance.insert(self.module.instantiate()?)
+            }
+        };
+        let input: Vec<_> = changes.iter().map(to_wit).collect();
+        let output = instance.transform(&input)?;
+        drop(input);
+        self.from_guest
+            .convert(changes, output)
+            .map_err(|source| TransformError::BadOutput {
+                module: self.module.name.to_string(),
+                source,
+            })
+    }
+}

@@ -1,0 +1,97 @@
+//! Wasm transforms: user components that filter, modify, split and route changes.
+//!
+//! - [`runtime`] — the one `Engine`/`Linker` per process, WASI without capabilities,
+//!   the epoch ticker that enforces per-call deadlines.
+//! - [`module`] — compile (or load from the on-disk cache), link once (`InstancePre`),
+//!   instantiate with memory/fuel limits, call.
+//! - [`convert`] — host changes ⇄ the WIT record.
+//! - [`chain`] — modules in config order with their `on_error` policies.
+//! - [`config`] — `[[transforms]]`.
+
+pub mod chain;
+pub mod config;
+pub mod convert;
+pub mod module;
+pub mod replay;
+pub mod runtime;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use chain::{Chain, Outcome};
+pub use config::{OnError, TransformConfig};
+pub use module::{CodeSource, Module};
+pub use runtime::Runtime;
+
+/// Why a module could not be loaded or a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    #[error("transform {module} ({}): {reason}", path.display())]
+    Load {
+        module: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("transform {module}: init rejected the config: {message}")]
+    InitRejected { module: String, message: String },
+    #[error("transform {module}: returned an error: {message}")]
+    Returned { module: String, message: String },
+    #[error("transform {module}: deadline of {timeout_ms} ms exceeded (the call was interrupted)")]
+    Deadline { module: String, timeout_ms: u64 },
+    #[error("transform {module}: memory cap of {limit_mb} MiB exceeded")]
+    MemoryCap { module: String, limit_mb: usize },
+    #[error("transform {module}: trapped: {reason}")]
+    Trap { module: String, reason: String },
+    #[error("transform {module}: returned an invalid change: {source}")]
+    BadOutput {
+        module: String,
+        source: convert::ConvertError,
+    },
+    #[error("wasm runtime: {0}")]
+    Runtime(String),
+}
+
+impl TransformError {
+    /// The instance may be half-updated and must be replaced (a trap of any kind).
+    pub fn poisons_instance(&self) -> bool {
+        matches!(
+            self,
+            TransformError::Deadline { .. }
+                | TransformError::MemoryCap { .. }
+                | TransformError::Trap { .. }
+        )
+    }
+}
+
+/// Where compiled modules are cached: `CDC_HOST_MODULE_CACHE`, else the config's
+/// `[pipeline] module_cache`, else `$XDG_CACHE_HOME/cdc-host/modules` or
+/// `$HOME/.cache/cdc-host/modules`; `"off"` disables the cache.
+pub fn cache_dir(configured: Option<&str>) -> Option<PathBuf> {
+    let chosen = std::env::var("CDC_HOST_MODULE_CACHE")
+        .ok()
+        .or_else(|| configured.map(str::to_owned));
+    match chosen.as_deref() {
+        Some("off") | Some("") => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("cdc-host").join("modules")),
+    }
+}
+
+/// Compiles and links every configured module (in config order).
+pub fn load_all(
+    transforms: &[&TransformConfig],
+    cache: Option<&std::path::Path>,
+) -> Result<Vec<Arc<Module>>, TransformError> {
+    if transforms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fuel = transforms.iter().any(|t| t.fuel.is_some());
+    let runtime = Runtime::new(fuel).map_err(|e| TransformError::Runtime(format!("{e:#}")))?;
+    transforms
+        .iter()
+        .map(|t| Module::load(&runtime, t, cache).map(Arc::new))
+        .collect()
+}

@@ -1,0 +1,331 @@
+//! One transform module: compiled once (or loaded from the on-disk cache), linked once
+//! (`InstancePre`), instantiated with its limits, called once per batch.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+
+use super::config::TransformConfig;
+use super::runtime::{wit, HostState, Runtime, TransformPre, EPOCH_TICK, TRANSFORMER_EXPORT};
+use super::TransformError;
+
+/// How a module's code was obtained (reported in logs; tests look for the cache hit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeSource {
+    Compiled,
+    Cache,
+}
+
+/// A module ready to instantiate.
+pub struct Module {
+    pub name: Arc<str>,
+    pre: TransformPre<HostState>,
+    runtime: Arc<Runtime>,
+    timeout: Duration,
+    memory_bytes: usize,
+    fuel: Option<u64>,
+    config: Vec<(String, String)>,
+    pub source: CodeSource,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("name", &self.name)
+            .field("timeout", &self.timeout)
+            .field("memory_bytes", &self.memory_bytes)
+            .finish()
+    }
+}
+
+impl Module {
+    /// Compiles (or loads from `cache_dir`) and links the module of `cfg`.
+    pub fn load(
+        runtime: &Arc<Runtime>,
+        cfg: &TransformConfig,
+        cache_dir: Option<&Path>,
+    ) -> Result<Self, TransformError> {
+        let name: Arc<str> = cfg.name.get_ref().as_str().into();
+        let fail = |reason: String| TransformError::Load {
+            module: name.to_string(),
+            path: cfg.path.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        check_is_component(&bytes).map_err(fail)?;
+        let (component, source) = compile_cached(runtime, &bytes, cache_dir).map_err(fail)?;
+        check_exports(runtime, &component).map_err(fail)?;
+        let instance_pre = runtime
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| fail(import_error(&e)))?;
+        let pre = TransformPre::new(instance_pre).map_err(|e| fail(format!("{e:#}")))?;
+        tracing::info!(module = %name, path = %cfg.path.display(), cache = match source { CodeSource::Cache => "hit", CodeSource::Compiled => "miss" }, "transform module ready");
+        Ok(Module {
+            name,
+            pre,
+            runtime: Arc::clone(runtime),
+            timeout: Duration::from_millis(*cfg.timeout_ms.get_ref()),
+            memory_bytes: (*cfg.memory_mb.get_ref() as usize) << 20,
+            fuel: cfg.fuel.as_ref().map(|f| *f.get_ref()),
+            config: cfg.init_config(),
+            source,
+        })
+    }
+
+    /// A fresh instance, `init` called with the module's config.
+    pub fn instantiate(self: &Arc<Self>) -> Result<Instance, TransformError> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(
+            &self.runtime.engine,
+            HostState::new(Arc::clone(&self.name), limits),
+        );
+        store.limiter(|s| &mut s.limits);
+        let mut instance = Instance {
+            module: Arc::clone(self),
+            store,
+            bindings: None,
+        };
+        instance.arm()?;
+        let bindings = self
+            .pre
+            .instantiate(&mut instance.store)
+            .map_err(|e| instance.call_error("instantiate", e))?;
+        instance.arm()?;
+        let result = bindings
+            .cdc_pipeline_transformer()
+            .call_init(&mut instance.store, &self.config)
+            .map_err(|e| instance.call_error("init", e))?;
+        result.map_err(|message| TransformError::InitRejected {
+            module: self.name.to_string(),
+            message,
+        })?;
+        instance.bindings = Some(bindings);
+        Ok(instance)
+    }
+}
+
+/// A live instance. After a trap it must not be called again (the module's state may
+/// be half-updated); [`super::Chain`] drops it and instantiates afresh.
+pub struct Instance {
+    module: Arc<Module>,
+    store: Store<HostState>,
+    bindings: Option<super::runtime::Transform>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("module", &self.module.name)
+            .finish()
+    }
+}
+
+impl Instance {
+    /// Sets the deadline (and fuel) for the next call.
+    fn arm(&mut self) -> Result<(), TransformError> {
+        let ticks = self
+            .module
+            .timeout
+            .as_nanos()
+            .div_ceil(EPOCH_TICK.as_nanos()) as u64;
+        // +1: the tick in progress may be almost over.
+        self.store.set_epoch_deadline(ticks + 1);
+        self.store.epoch_deadline_trap();
+        if self.module.runtime.fuel_enabled() {
+            let fuel = self.module.fuel.unwrap_or(u64::MAX);
+            self.store
+                .set_fuel(fuel)
+                .map_err(|e| self.call_error("set fuel", e))?;
+        }
+        Ok(())
+    }
+
+    /// One batch through the module.
+    pub fn transform(
+        &mut self,
+        changes: &[wit::Change],
+    ) -> Result<Vec<wit::Change>, TransformError> {
+        self.arm()?;
+        let Some(bindings) = &self.bindings else {
+            return Err(TransformError::Trap {
+                module: self.module.name.to_string(),
+                reason: "instance is not initialised".into(),
+            });
+        };
+        let started = Instant::now();
+        let out = bindings
+            .cdc_pipeline_transformer()
+            .call_transform(&mut self.store, changes);
+        tracing::trace!(module = %self.module.name, changes = changes.len(), micros = started.elapsed().as_micros() as u64, "transform call");
+        match out {
+            Ok(Ok(changes)) => Ok(changes),
+            Ok(Err(message)) => Err(TransformError::Returned {
+                module: self.module.name.to_string(),
+                message,
+            }),
+            Err(e) => Err(self.call_error("transform", e)),
+        }
+    }
+
+    /// Names a failed call: deadline, memory cap, fuel, or another trap.
+    fn call_error(&self, what: &str, e: wasmtime::Error) -> TransformError {
+        let module = self.module.name.to_string();
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => TransformError::Deadline {
+                module,
+                timeout_ms: self.module.timeout.as_millis() as u64,
+            },
+            Some(Trap::OutOfFuel) => TransformError::Trap {
+                module,
+                reason: format!("{what}: out of fuel"),
+            },
+            _ => {
+                let text = format!("{e:#}");
+                if text.contains("forcing trap when growing memory")
+                    || text.contains("forcing a memory growth failure")
+                {
+                    TransformError::MemoryCap {
+                        module,
+                        limit_mb: self.module.memory_bytes >> 20,
+                    }
+                } else {
+                    TransformError::Trap {
+                        module,
+                        reason: format!("{what}: {text}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A core module or random bytes get a sentence a user can act on, not a parser error.
+fn check_is_component(bytes: &[u8]) -> Result<(), String> {
+    match bytes.get(0..8) {
+        Some([0, b'a', b's', b'm', 0x0d, 0x00, 0x01, 0x00]) => Ok(()),
+        Some([0, b'a', b's', b'm', 0x01, 0x00, 0x00, 0x00]) => Err(
+            "is a core Wasm module, not a component: build it for wasm32-wasip2 (Rust), or \
+             turn it into a component with `wasm-tools component new` and the WASI adapter"
+                .into(),
+        ),
+        _ => Err("is not a Wasm component (no \\0asm header)".into()),
+    }
+}
+
+/// Compiles `bytes`, or loads the compiled code from the cache. The cache key is the
+/// module's SHA-256 plus everything that makes compiled code incompatible (wasmtime's
+/// version and the engine's settings), so an upgraded binary never loads stale code.
+fn compile_cached(
+    runtime: &Runtime,
+    bytes: &[u8],
+    cache_dir: Option<&Path>,
+) -> Result<(Component, CodeSource), String> {
+    let compile =
+        || Component::new(&runtime.engine, bytes).map_err(|e| format!("does not compile: {e:#}"));
+    let Some(dir) = cache_dir else {
+        return Ok((compile()?, CodeSource::Compiled));
+    };
+    let path = cache_path(runtime, bytes, dir);
+    if path.is_file() {
+        // SAFETY: the file was written by `precompile_component` of an engine with the
+        // same compatibility hash (it is in the name), and the cache directory belongs
+        // to cdc-host (documented: keep it writable by cdc-host's user only). wasmtime
+        // also checks the embedded version/settings header and refuses a mismatch.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Component::deserialize_file(&runtime.engine, &path) };
+        match loaded {
+            Ok(c) => return Ok((c, CodeSource::Cache)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached module; recompiling")
+            }
+        }
+    }
+    let code = runtime
+        .engine
+        .precompile_component(bytes)
+        .map_err(|e| format!("does not compile: {e:#}"))?;
+    if let Err(e) = write_atomically(dir, &path, &code) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the module cache; compiling at every start");
+        return Ok((compile()?, CodeSource::Compiled));
+    }
+    // SAFETY: as above; we just wrote this file from `precompile_component`.
+    #[allow(unsafe_code)]
+    let c = unsafe { Component::deserialize_file(&runtime.engine, &path) }
+        .map_err(|e| format!("cannot load compiled code: {e:#}"))?;
+    Ok((c, CodeSource::Compiled))
+}
+
+fn cache_path(runtime: &Runtime, bytes: &[u8], dir: &Path) -> PathBuf {
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    runtime.engine.precompile_compatibility_hash().hash(&mut h);
+    dir.join(format!(
+        "{hex}-wasmtime-{}-{:016x}.cwasm",
+        WASMTIME_VERSION,
+        h.finish()
+    ))
+}
+
+/// The wasmtime version this binary links (pinned in the workspace).
+const WASMTIME_VERSION: &str = "48.0.8";
+
+fn write_atomically(dir: &Path, path: &Path, code: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&tmp, code)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The module must export the transformer interface of our WIT version.
+fn check_exports(runtime: &Runtime, component: &Component) -> Result<(), String> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(&runtime.engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if exports.iter().any(|e| e == TRANSFORMER_EXPORT) {
+        return Ok(());
+    }
+    let hint = match exports
+        .iter()
+        .find(|e| e.starts_with("cdc:pipeline/transformer@"))
+    {
+        Some(other) => format!(
+            "it was built against another WIT version ({other}); this cdc-host implements {TRANSFORMER_EXPORT}: rebuild it against wit/ of this release"
+        ),
+        None if exports.is_empty() => "it exports nothing".into(),
+        None => format!("it exports {}", exports.join(", ")),
+    };
+    Err(format!(
+        "does not implement the transform world (no export {TRANSFORMER_EXPORT}): {hint}"
+    ))
+}
+
+/// Import mismatches name the interface the module wants that we do not provide.
+fn import_error(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    if text.contains("cdc:pipeline/") {
+        format!("imports a cdc:pipeline interface this host does not provide (built against another WIT version?): {text}")
+    } else if text.contains("wasi:") {
+        format!("imports WASI functions the host does not offer (only wasi:cli stdio, clocks and random are useful here; no filesystem, network or environment): {text}")
+    } else {
+        format!("cannot be linked: {text}")
+    }
+}

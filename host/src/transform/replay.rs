@@ -1,0 +1,237 @@
+//! Native JSON lines (the stdout sink's format) back into changes, for
+//! `cdc-host transform`: module authors test against recorded output, without Postgres.
+//!
+//! The native format carries values, not column types, so types are inferred: a JSON
+//! integer that fits is `int8`, any other number `numeric` (exact text), a string
+//! `text`, an object or array `jsonb`, `true`/`false` `bool`. That is enough to test
+//! filtering, masking and routing logic; a module that depends on exact column types is
+//! best tested on a real slot.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value as Json;
+
+use crate::change::{Before, Change, ChangeId, Column, DecodingMessage, Op, Routing, Row, Table};
+use crate::lsn::Lsn;
+use crate::pgoutput::ReplicaIdentity;
+use crate::value::{builtin_type, oid, parse_text, Numeric, PgText, TypeInfo, Value};
+
+/// Parses one line of native JSON.
+pub fn parse_line(line: &str) -> Result<Change, String> {
+    let v: Json = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    let s = |k: &str| obj.get(k).and_then(Json::as_str);
+    let id: ChangeId = s("id").ok_or("missing \"id\"")?.parse()?;
+    let op = match s("op").ok_or("missing \"op\"")? {
+        "insert" => Op::Insert,
+        "update" => Op::Update,
+        "delete" => Op::Delete,
+        "truncate" => Op::Truncate,
+        "message" => Op::Message,
+        other => return Err(format!("unknown op {other:?}")),
+    };
+    let lsn = |k: &str| -> Result<Lsn, String> {
+        match s(k) {
+            Some(t) => t.parse().map_err(|_| format!("{k}: invalid LSN {t:?}")),
+            None => Ok(Lsn::ZERO),
+        }
+    };
+    let toast: Vec<&str> = obj
+        .get("unchanged_toast")
+        .and_then(Json::as_array)
+        .map(|a| a.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
+    let after = obj.get("after").and_then(Json::as_object);
+    let before = obj.get("before").and_then(Json::as_object);
+    let table = match (s("schema"), s("table")) {
+        (Some(schema), Some(name)) => {
+            // Columns: after's (plus unchanged TOAST ones), else before's.
+            let mut names: Vec<(&str, &Json)> = match (after, before) {
+                (Some(a), _) => a.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+                (None, Some(b)) => b.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+                _ => Vec::new(),
+            };
+            for t in &toast {
+                if !names.iter().any(|(n, _)| n == t) {
+                    names.push((t, &Json::Null));
+                }
+            }
+            // A before image with fewer columns than the row is the replica identity key.
+            let key_cols: Vec<&str> = match (before, after) {
+                (Some(b), Some(a)) if b.len() < a.len() + toast.len() => {
+                    b.keys().map(String::as_str).collect()
+                }
+                (Some(b), None) => b.keys().map(String::as_str).collect(),
+                _ => Vec::new(),
+            };
+            let columns = names
+                .iter()
+                .map(|(n, v)| {
+                    let type_oid = json_oid(v);
+                    Column {
+                        name: (*n).into(),
+                        type_oid,
+                        type_info: builtin_type(type_oid)
+                            .unwrap_or_else(|| TypeInfo::other(type_oid)),
+                        is_key: key_cols.contains(n),
+                    }
+                })
+                .collect();
+            Some(Arc::new(Table {
+                id: 0,
+                schema: schema.into(),
+                name: name.into(),
+                replica_identity: ReplicaIdentity::Default,
+                columns,
+            }))
+        }
+        _ => None,
+    };
+    let row = |img: &serde_json::Map<String, Json>, t: &Table| -> Result<Row, String> {
+        t.columns
+            .iter()
+            .map(|c| match img.get(&*c.name) {
+                Some(v) => json_value(v),
+                None if toast.contains(&&*c.name) => Ok(Value::UnchangedToast),
+                None => Ok(Value::Null),
+            })
+            .collect::<Result<_, _>>()
+            .map(Row)
+    };
+    let after_row = match (after, &table) {
+        (Some(a), Some(t)) => Some(row(a, t)?),
+        _ => None,
+    };
+    let before_row = match (before, &table) {
+        (Some(b), Some(t)) => {
+            let kind = if t.columns.iter().any(|c| c.is_key) {
+                Before::Key
+            } else {
+                Before::Full
+            };
+            Some((kind, row(b, t)?))
+        }
+        _ => None,
+    };
+    let commit_ts = match s("commit_ts") {
+        Some(ts) => match parse_text(
+            &builtin_type(oid::TIMESTAMPTZ).ok_or("timestamptz type")?,
+            Bytes::from(ts.replacen('T', " ", 1)),
+        ) {
+            Ok(Value::TimestampTz(t)) => t,
+            _ => return Err(format!("commit_ts: invalid timestamp {ts:?}")),
+        },
+        None => 0,
+    };
+    let truncate = (op == Op::Truncate).then(|| {
+        (
+            obj.get("cascade").and_then(Json::as_bool).unwrap_or(false),
+            obj.get("restart_identity")
+                .and_then(Json::as_bool)
+                .unwrap_or(false),
+        )
+    });
+    let message = match op {
+        Op::Message => Some(DecodingMessage {
+            prefix: s("prefix").unwrap_or_default().to_owned(),
+            content: match (s("content"), s("content_bytea")) {
+                (Some(text), _) => Bytes::from(text.to_owned()),
+                (None, Some(hex)) => match parse_text(
+                    &builtin_type(oid::BYTEA).ok_or("bytea type")?,
+                    Bytes::from(hex.to_owned()),
+                ) {
+                    Ok(Value::Bytea(b)) => b,
+                    _ => return Err("content_bytea: invalid".into()),
+                },
+                (None, None) => Bytes::new(),
+            },
+            transactional: obj
+                .get("transactional")
+                .and_then(Json::as_bool)
+                .unwrap_or(true),
+        }),
+        _ => None,
+    };
+    let headers: Vec<(String, String)> = obj
+        .get("headers")
+        .and_then(Json::as_object)
+        .map(|h| {
+            h.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let route = s("route").map(str::to_owned);
+    let routing =
+        (route.is_some() || !headers.is_empty()).then(|| Box::new(Routing { route, headers }));
+    Ok(Change {
+        op,
+        commit_lsn: id.commit_lsn,
+        ordinal: id.ordinal,
+        split: id.split,
+        lsn: lsn("lsn")?,
+        xid: obj.get("xid").and_then(Json::as_u64).unwrap_or(0) as u32,
+        commit_ts,
+        table,
+        before: before_row,
+        after: after_row,
+        truncate,
+        message,
+        routing,
+    })
+}
+
+fn json_oid(v: &Json) -> u32 {
+    match v {
+        Json::Null | Json::String(_) => oid::TEXT,
+        Json::Bool(_) => oid::BOOL,
+        Json::Number(n) if n.as_i64().is_some() => oid::INT8,
+        Json::Number(_) => oid::NUMERIC,
+        Json::Array(_) | Json::Object(_) => oid::JSONB,
+    }
+}
+
+fn json_value(v: &Json) -> Result<Value, String> {
+    Ok(match v {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int8(i),
+            None => Value::Numeric(Numeric::Finite(Bytes::from(n.to_string()))),
+        },
+        Json::String(s) => Value::Text(PgText::from(s.clone())),
+        other => Value::Jsonb(PgText::from(other.to_string())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::json::write_change;
+
+    #[test]
+    fn native_json_round_trips_for_inferable_types() {
+        let lines = [
+            r#"{"id":"0000000001000000-00000002","op":"update","schema":"public","table":"users","before":{"id":1},"after":{"id":1,"email":"a@b.c","score":1.50,"tags":["x"]},"lsn":"0/FFFFF0","commit_lsn":"0/1000000","xid":77,"commit_ts":"2024-05-06T07:08:09.123456+00:00","unchanged_toast":["bio"]}"#,
+            r#"{"id":"0000000001000000-00000003","op":"message","schema":null,"table":null,"before":null,"after":null,"lsn":"0/1000001","commit_lsn":"0/1000000","xid":77,"commit_ts":"2024-05-06T07:08:09.123456+00:00","prefix":"outbox","content":"{}","transactional":true,"route":"a.b","headers":{"k":"v"}}"#,
+        ];
+        for line in lines {
+            let c = parse_line(line).unwrap();
+            let mut out = Vec::new();
+            write_change(&c, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), line);
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_errors() {
+        assert!(parse_line("nope").is_err());
+        assert!(parse_line("{}").unwrap_err().contains("id"));
+        assert!(
+            parse_line(r#"{"id":"0000000001000000-00000002","op":"upsert"}"#)
+                .unwrap_err()
+                .contains("upsert")
+        );
+    }
+}

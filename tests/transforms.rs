@@ -1,0 +1,662 @@
+//! Wasm transforms end to end: real Postgres, the real binary, modules built by
+//! `scripts/build-guests` (the test command builds them first).
+
+mod common;
+mod fixtures;
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+
+use common::*;
+use fixtures::{TYPES_DDL, TYPES_ROWS};
+use harness::http_receiver::Receiver;
+use harness::{HostProcess, TestDb};
+
+/// `guests/<lang>/<name>/<name with _>.wasm`, which `scripts/build-guests` writes.
+fn guest(lang: &str, name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let p = root
+        .join("guests")
+        .join(lang)
+        .join(name)
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        p.is_file(),
+        "{} is missing: run ./scripts/build-guests (./scripts/test does)",
+        p.display()
+    );
+    p.canonicalize().unwrap()
+}
+
+/// One `[[transforms]]` entry.
+fn transform(name: &str, module: &Path, extra: &str, config: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "[[transforms]]\nname = \"{name}\"\nmodule = \"{}\"\n{extra}\n",
+        module.display()
+    );
+    if !config.is_empty() {
+        s.push_str("[transforms.config]\n");
+        for (k, v) in config {
+            s.push_str(&format!("{k} = \"{v}\"\n"));
+        }
+    }
+    s
+}
+
+/// A pipeline file: source, then `body` (transforms, sinks); a stdout sink unless `body`
+/// has sinks of its own.
+fn pipeline(dir: &Path, db: &TestDb, slot: &str, body: &str) -> PathBuf {
+    let mut s = format!(
+        "[source]\ndsn = \"{}\"\nslot = \"{slot}\"\npublication = \"p\"\n\n[pipeline]\nmodule_cache = \"{}\"\n\n{body}\n",
+        db.dsn(),
+        dir.join("cache").display()
+    );
+    if !body.contains("[[sinks]]") {
+        s.push_str("[[sinks]]\ntype = \"stdout\"\nformat = \"json\"\n");
+    }
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, s).unwrap();
+    path
+}
+
+async fn users_db(hint: &str) -> TestDb {
+    db_with(
+        hint,
+        "CREATE TABLE users (id int8 PRIMARY KEY, email text, phone text, note text);
+         CREATE TABLE other (id int PRIMARY KEY, v text);",
+        "CREATE PUBLICATION p FOR TABLE users, other",
+    )
+    .await
+}
+
+/// Waits for the host to exit with an error and returns its stderr.
+async fn wait_failure(host: &mut HostProcess) -> String {
+    let st = host.wait_exit(WAIT).await.unwrap();
+    assert!(!st.success(), "host should have failed:\n{}", host.stderr());
+    host.stderr()
+}
+
+/// Every typed value reaches the guest and comes back unchanged: the pipeline with the
+/// identity module prints exactly what `to_jsonb` gives, like the pipeline without it
+/// (tests/replication.rs), and byte for byte what the same pipeline prints without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_transform_keeps_every_typed_value() {
+    let db = db_with(
+        "tx_types",
+        TYPES_DDL,
+        "CREATE PUBLICATION p FOR TABLE typed",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = transform("id", &guest("rust", "identity"), "", &[]);
+    let cfg = pipeline(dir.path(), &db, "s_tx_types", &body);
+    let mut host = start_host(&db, &cfg, "s_tx_types").await;
+    db.exec(TYPES_ROWS).await;
+    db.exec("UPDATE typed SET t = 'changed' WHERE id = 1; DELETE FROM typed WHERE id = 2")
+        .await;
+    let with = wait_json(&mut host, 7).await;
+    stop_clean(&mut host).await;
+    let expected = to_jsonb_rows(&db, "typed").await;
+    for (got, want) in with[..5].iter().zip([1, 2, 3, 4, 5]) {
+        assert_eq!(got["after"]["id"], want);
+    }
+    let rows_after_update: Vec<&Json> = with.iter().filter(|c| c["op"] == "update").collect();
+    assert_eq!(rows_after_update.len(), 1);
+    let final_row_1 = rows_after_update[0]["after"].clone();
+    let want_1 = expected.iter().find(|r| r["id"] == 1).unwrap();
+    for (k, w) in want_1.as_object().unwrap() {
+        if k == "js" {
+            continue;
+        }
+        assert_eq!(&final_row_1[k], w, "column {k}");
+    }
+    for (got, want) in with[2..5].iter().zip(&expected[1..]) {
+        for (k, w) in want.as_object().unwrap() {
+            if k == "js" {
+                continue;
+            }
+            assert_eq!(&got["after"][k], w, "row {} column {k}", want["id"]);
+        }
+    }
+    assert_eq!(with[6]["op"], "delete");
+    assert_eq!(with[6]["before"], json!({"id": 2}));
+}
+
+/// The same rows through the pipeline with and without the identity module print
+/// byte-identical lines (two slots on the same publication, one with the module).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_output_is_byte_identical_to_no_transform() {
+    let db = db_with(
+        "tx_bytes",
+        TYPES_DDL,
+        "CREATE PUBLICATION p FOR TABLE typed",
+    )
+    .await;
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let body = transform("id", &guest("rust", "identity"), "", &[]);
+    let with_cfg = pipeline(d1.path(), &db, "s_tx_with", &body);
+    let without_cfg = pipeline(d2.path(), &db, "s_tx_without", "");
+    let mut with = start_host(&db, &with_cfg, "s_tx_with").await;
+    let mut without = start_host(&db, &without_cfg, "s_tx_without").await;
+    db.exec(TYPES_ROWS).await;
+    db.exec("UPDATE typed SET t = 'changed', i8 = -9223372036854775808 WHERE id = 1; DELETE FROM typed WHERE id = 2; TRUNCATE typed")
+        .await;
+    with.wait_for_lines(8, WAIT).await.unwrap();
+    without.wait_for_lines(8, WAIT).await.unwrap();
+    stop_clean(&mut with).await;
+    stop_clean(&mut without).await;
+    let (a, b) = (with.stdout_lines(), without.stdout_lines());
+    assert_eq!(a.len(), 8);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y);
+    }
+}
+
+/// An infinite loop is stopped by the deadline; with on_error = "fail" the host stops
+/// with an error naming the module, and nothing is confirmed past the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_is_stopped_by_the_deadline() {
+    let db = users_db("tx_loop").await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = transform(
+        "spin",
+        &guest("rust", "misbehave"),
+        "timeout_ms = 200",
+        &[("mode", "loop"), ("trigger", "boom")],
+    );
+    let cfg = pipeline(dir.path(), &db, "s_tx_loop", &body);
+    let mut host = start_host(&db, &cfg, "s_tx_loop").await;
+    db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'fine')")
+        .await;
+    wait_json(&mut host, 1).await;
+    let before = harness::current_wal_lsn(&client).await;
+    harness::wait_for_confirmed_flush(&client, "s_tx_loop", &before, WAIT)
+        .await
+        .unwrap();
+    db.exec("INSERT INTO users VALUES (2, 'b@x', '2', 'boom')")
+        .await;
+    let started = std::time::Instant::now();
+    let err = wait_failure(&mut host).await;
+    assert!(
+        err.contains("transform spin: deadline of 200 ms exceeded"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Only the first change was emitted, and the slot is not confirmed past the poison.
+    assert_eq!(host.stdout_lines().len(), 1);
+    let below: bool = client
+        .query_one(
+            "SELECT confirmed_flush_lsn < pg_current_wal_insert_lsn() FROM pg_replication_slots WHERE slot_name = 's_tx_loop'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        below,
+        "the slot must not be confirmed past the poisoned batch"
+    );
+}
+
+/// A module that allocates without end is stopped by its memory cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bomb_is_stopped_by_the_cap() {
+    let db = users_db("tx_mem").await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = transform(
+        "bomb",
+        &guest("rust", "misbehave"),
+        "memory_mb = 24\ntimeout_ms = 10000",
+        &[("mode", "alloc")],
+    );
+    let cfg = pipeline(dir.path(), &db, "s_tx_mem", &body);
+    let mut host = start_host(&db, &cfg, "s_tx_mem").await;
+    db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'x')")
+        .await;
+    let err = wait_failure(&mut host).await;
+    assert!(
+        err.contains("transform bomb: memory cap of 24 MiB exceeded"),
+        "{err}"
+    );
+    assert!(host.stdout_lines().is_empty());
+}
+
+/// on_error = "skip": a panicking batch is dropped (and logged), the ones around it pass,
+/// and the slot moves on past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_with_skip_drops_only_that_batch() {
+    let db = users_db("tx_skip").await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = transform(
+        "panicky",
+        &guest("rust", "misbehave"),
+        "on_error = \"skip\"",
+        &[("mode", "panic"), ("trigger", "boom")],
+    );
+    let cfg = pipeline(dir.path(), &db, "s_tx_skip", &body);
+    let mut host = start_host(&db, &cfg, "s_tx_skip").await;
+    db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'fine')")
+        .await;
+    wait_json(&mut host, 1).await;
+    db.exec("INSERT INTO users VALUES (2, 'b@x', '2', 'boom'), (3, 'c@x', '3', 'same txn')")
+        .await;
+    db.exec("INSERT INTO users VALUES (4, 'd@x', '4', 'fine')")
+        .await;
+    let out = wait_json(&mut host, 2).await;
+    let end = harness::current_wal_lsn(&client).await;
+    harness::wait_for_confirmed_flush(&client, "s_tx_skip", &end, WAIT)
+        .await
+        .unwrap();
+    // A later batch proves the re-instantiated module works.
+    db.exec("INSERT INTO users VALUES (5, 'e@x', '5', 'fine')")
+        .await;
+    let out3 = wait_json(&mut host, 3).await;
+    stop_clean(&mut host).await;
+    let ids: Vec<i64> = out3
+        .iter()
+        .map(|c| c["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 4, 5], "{out:?}");
+    let log = host.stderr();
+    assert!(log.contains("batch skipped"), "{log}");
+    assert!(log.contains("misbehave: asked to panic"), "{log}");
+}
+
+/// on_error = "dead-letter": the batch a module refuses goes, as it came from Postgres,
+/// to the dead-letter sink only; everything else to the regular sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returned_error_with_dead_letter_sends_the_originals() {
+    let mut dlq = Receiver::start().await;
+    let db = users_db("tx_dlq").await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = transform(
+        "picky",
+        &guest("rust", "misbehave"),
+        "on_error = \"dead-letter\"\ndead_letter_sink = \"dlq\"",
+        &[("mode", "error"), ("trigger", "boom")],
+    );
+    body.push_str(&format!(
+        "[[sinks]]\nname = \"out\"\ntype = \"stdout\"\n[[sinks]]\nname = \"dlq\"\ntype = \"http\"\nurl = \"{}\"\nbatch = \"ndjson\"\n",
+        dlq.url("/dlq")
+    ));
+    let cfg = pipeline(dir.path(), &db, "s_tx_dlq", &body);
+    let mut host = start_host(&db, &cfg, "s_tx_dlq").await;
+    db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'fine')")
+        .await;
+    db.exec("INSERT INTO users VALUES (2, 'b@x', '2', 'boom')")
+        .await;
+    db.exec("INSERT INTO users VALUES (3, 'c@x', '3', 'fine')")
+        .await;
+    let dead = dlq.next().await;
+    let out = wait_json(&mut host, 2).await;
+    let end = harness::current_wal_lsn(&client).await;
+    harness::wait_for_confirmed_flush(&client, "s_tx_dlq", &end, WAIT)
+        .await
+        .unwrap();
+    stop_clean(&mut host).await;
+    let dead: Vec<Json> = String::from_utf8(dead.body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["after"]["note"], "boom");
+    assert_eq!(dead[0]["after"]["email"], "b@x");
+    let ids: Vec<i64> = out
+        .iter()
+        .map(|c| c["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 3]);
+    assert!(dlq.drain().is_empty());
+    assert!(host.stderr().contains("misbehave: asked to fail"));
+}
+
+/// A module whose init rejects its config: `check` and `run` both stop with one line
+/// naming the module and its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_rejection_stops_check_and_run() {
+    let db = users_db("tx_init").await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = transform(
+        "strict",
+        &guest("rust", "misbehave"),
+        "",
+        &[("mode", "reject-init")],
+    );
+    let cfg = pipeline(dir.path(), &db, "s_tx_init", &body);
+    let out = std::process::Command::new(BIN)
+        .arg("check")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("transform strict: init rejected the config: misbehave: config rejected"),
+        "{err}"
+    );
+    let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
+    let err = wait_failure(&mut host).await;
+    assert!(err.contains("init rejected the config"), "{err}");
+}
+
+/// Two modules chained, in config order, each getting its own config: mask, then route
+/// and tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_modules_chain_in_order_with_their_config() {
+    let db = users_db("tx_chain").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = transform(
+        "mask",
+        &guest("rust", "mask-columns"),
+        "",
+        &[("columns", "email,phone"), ("tables", "users")],
+    );
+    body.push_str(&transform(
+        "tag",
+        &guest("rust", "misbehave"),
+        "",
+        &[
+            ("mode", "headers"),
+            ("route", "audit.users"),
+            ("team", "core"),
+        ],
+    ));
+    let cfg = pipeline(dir.path(), &db, "s_tx_chain", &body);
+    let mut host = start_host(&db, &cfg, "s_tx_chain").await;
+    db.exec(
+        "INSERT INTO users VALUES (1, 'a@x', '555', NULL);
+         INSERT INTO other VALUES (1, 'kept');",
+    )
+    .await;
+    let out = wait_json(&mut host, 2).await;
+    stop_clean(&mut host).await;
+    assert_eq!(
+        out[0]["after"],
+        json!({"id": 1, "email": "***", "phone": "***", "note": null})
+    );
+    assert_eq!(out[0]["route"], "audit.users");
+    assert_eq!(out[0]["headers"]["x-config-team"], "core");
+    assert_eq!(out[0]["headers"]["x-config-mode"], "headers");
+    assert_eq!(out[1]["after"], json!({"id": 1, "v": "kept"}));
+    assert_eq!(out[1]["route"], "audit.users");
+}
+
+/// The second start loads the compiled module from the cache instead of compiling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_start_hits_the_compiled_module_cache() {
+    let db = users_db("tx_cache").await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = transform("id", &guest("rust", "identity"), "", &[]);
+    let cfg = pipeline(dir.path(), &db, "s_tx_cache", &body);
+    let mut first = start_host(&db, &cfg, "s_tx_cache").await;
+    stop_clean(&mut first).await;
+    assert!(
+        first.stderr().contains("cache=\"miss\""),
+        "{}",
+        first.stderr()
+    );
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(cached[0].ends_with(".cwasm") && cached[0].contains("wasmtime-48.0.8"));
+    let mut second = start_host(&db, &cfg, "s_tx_cache").await;
+    db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'x')")
+        .await;
+    wait_json(&mut second, 1).await;
+    stop_clean(&mut second).await;
+    assert!(
+        second.stderr().contains("cache=\"hit\""),
+        "{}",
+        second.stderr()
+    );
+}
+
+/// Guest stdout and the host log import both land in the host's log, tagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_output_goes_to_the_log_tagged_with_the_module() {
+    let db = users_db("tx_log").await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = transform(
+        "chatty",
+        &guest("rust", "misbehave"),
+        "",
+        &[("mode", "ok"), ("print", "yes")],
+    );
+    let cfg = pipeline(dir.path(), &db, "s_tx_log", &body);
+    let mut host = start_host(&db, &cfg, "s_tx_log").await;
+    db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'x')")
+        .await;
+    wait_json(&mut host, 1).await;
+    stop_clean(&mut host).await;
+    let log = host.stderr();
+    let tagged: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("misbehave: batch of 1") && l.contains("module=chatty"))
+        .collect();
+    assert_eq!(tagged.len(), 2, "{log}");
+    assert!(
+        tagged.iter().any(|l| l.contains("stream=\"stdout\"")),
+        "{log}"
+    );
+    // Nothing the guest prints reaches the data stream.
+    assert_eq!(host.stdout_lines().len(), 1);
+}
+
+/// The mask example in every language, on a real slot: same input, same output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mask_columns_in_every_language() {
+    let db = users_db("tx_langs").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hosts = Vec::new();
+    for lang in ["rust", "js", "python", "c"] {
+        let d = dir.path().join(lang);
+        std::fs::create_dir_all(&d).unwrap();
+        let body = transform(
+            &format!("mask-{lang}"),
+            &guest(lang, "mask-columns"),
+            "timeout_ms = 5000\nmemory_mb = 256",
+            &[("columns", "email, phone"), ("tables", "public.users")],
+        );
+        let slot = format!("s_tx_{lang}");
+        let cfg = pipeline(&d, &db, &slot, &body);
+        hosts.push((lang, start_host(&db, &cfg, &slot).await));
+    }
+    db.exec(
+        "ALTER TABLE users REPLICA IDENTITY FULL;
+         INSERT INTO users VALUES (1, 'a@x', '555', 'n1'), (2, NULL, '666', 'n2');
+         UPDATE users SET note = 'n1b' WHERE id = 1;
+         DELETE FROM users WHERE id = 2;
+         INSERT INTO other VALUES (1, 'email');",
+    )
+    .await;
+    let mut outputs = Vec::new();
+    for (lang, host) in &mut hosts {
+        let lines = host
+            .wait_for_lines(5, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{lang}: {e:#}\n{}", host.stderr_tail(30)));
+        outputs.push((*lang, lines));
+    }
+    for (_, host) in &mut hosts {
+        stop_clean(host).await;
+    }
+    let rust = parse_lines(&outputs[0].1);
+    assert_eq!(
+        rust[0]["after"],
+        json!({"id": 1, "email": "***", "phone": "***", "note": "n1"})
+    );
+    assert_eq!(
+        rust[1]["after"],
+        json!({"id": 2, "email": null, "phone": "***", "note": "n2"})
+    );
+    assert_eq!(
+        rust[2]["before"],
+        json!({"id": 1, "email": "***", "phone": "***", "note": "n1"})
+    );
+    assert_eq!(
+        rust[3]["before"],
+        json!({"id": 2, "email": null, "phone": "***", "note": "n2"})
+    );
+    assert_eq!(rust[4]["after"], json!({"id": 1, "v": "email"}));
+    for (lang, lines) in &outputs[1..] {
+        assert_eq!(lines, &outputs[0].1, "{lang} differs from rust");
+    }
+}
+
+/// The Rust examples on a real slot: filter, route, outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_examples_filter_route_and_outbox() {
+    let db = db_with(
+        "tx_examples",
+        "CREATE TABLE users (id int8 PRIMARY KEY, email text, region text);
+         CREATE TABLE audit (id int PRIMARY KEY);
+         CREATE TABLE outbox (id int PRIMARY KEY, aggregatetype text, aggregateid text, type text, payload jsonb);",
+        "CREATE PUBLICATION p FOR TABLE users, audit, outbox",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = transform(
+        "filter",
+        &guest("rust", "filter-tables"),
+        "",
+        &[("deny", "public.audit")],
+    );
+    body.push_str(&transform(
+        "outbox",
+        &guest("rust", "outbox"),
+        "",
+        &[("passthrough", "true")],
+    ));
+    body.push_str(&transform(
+        "route",
+        &guest("rust", "route-by-column"),
+        "",
+        &[("column", "region"), ("template", "users.{value}")],
+    ));
+    let cfg = pipeline(dir.path(), &db, "s_tx_examples", &body);
+    let mut host = start_host(&db, &cfg, "s_tx_examples").await;
+    db.exec(
+        "INSERT INTO audit VALUES (1);
+         INSERT INTO users VALUES (1, 'a@x', 'eu');
+         INSERT INTO outbox VALUES (1, 'order', 'o-17', 'created', '{\"total\": 5}');
+         DELETE FROM outbox WHERE id = 1;",
+    )
+    .await;
+    let out = wait_json(&mut host, 2).await;
+    stop_clean(&mut host).await;
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0]["table"], "users");
+    assert_eq!(out[0]["route"], "users.eu");
+    assert_eq!(out[1]["op"], "message");
+    assert_eq!(out[1]["route"], "outbox.order.created");
+    assert_eq!(out[1]["content"], "{\"total\": 5}");
+    assert_eq!(out[1]["headers"]["aggregate-id"], "o-17");
+}
+
+/// `check` names the module and the reason for files that are not transforms.
+#[test]
+fn check_explains_modules_that_are_not_transforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, b"\0asm\x0d\0\x01\0").unwrap();
+    let text = dir.path().join("text.wasm");
+    std::fs::write(&text, b"hello").unwrap();
+    for (file, needle) in [
+        (&core, "is a core Wasm module, not a component"),
+        (&empty, "does not implement the transform world (no export cdc:pipeline/transformer@0.1.0): it exports nothing"),
+        (&text, "is not a Wasm component"),
+    ] {
+        let cfg = dir.path().join("p.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[source]\ndsn = \"host=127.0.0.1 dbname=x\"\nslot = \"s\"\npublication = \"p\"\n[pipeline]\nmodule_cache = \"off\"\n[[transforms]]\nname = \"m\"\nmodule = \"{}\"\n[[sinks]]\ntype = \"stdout\"\n",
+                file.display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(BIN)
+            .arg("check")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("transform m ({})", file.display())), "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
+/// `cdc-host transform` runs a module over recorded output, without Postgres.
+#[test]
+fn transform_cli_replays_recorded_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("changes.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"id":"0000000001000000-00000000","op":"insert","schema":"public","table":"users","before":null,"after":{"id":1,"email":"a@x","phone":"555","note":null},"lsn":"0/FFFF00","commit_lsn":"0/1000000","xid":7,"commit_ts":"2024-05-06T07:08:09.123456+00:00"}"#,
+            "\n",
+            r#"{"id":"0000000001000000-00000001","op":"insert","schema":"public","table":"other","before":null,"after":{"id":1,"email":"kept"},"lsn":"0/FFFF10","commit_lsn":"0/1000000","xid":7,"commit_ts":"2024-05-06T07:08:09.123456+00:00"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["transform"])
+        .arg(guest("rust", "mask-columns"))
+        .arg("--input")
+        .arg(&input)
+        .args([
+            "--config",
+            "columns=email,phone",
+            "--config",
+            "tables=users",
+        ])
+        .env("CDC_HOST_MODULE_CACHE", "off")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Json> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        lines[0]["after"],
+        json!({"id": 1, "email": "***", "phone": "***", "note": null})
+    );
+    assert_eq!(lines[1]["after"], json!({"id": 1, "email": "kept"}));
+    assert_eq!(lines[0]["commit_ts"], "2024-05-06T07:08:09.123456+00:00");
+    // A module that rejects its config: one clear line, non-zero exit.
+    let out = std::process::Command::new(BIN)
+        .args(["transform"])
+        .arg(guest("rust", "mask-columns"))
+        .arg("--input")
+        .arg(&input)
+        .env("CDC_HOST_MODULE_CACHE", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("init rejected the config"), "{err}");
+}

@@ -31,7 +31,7 @@ use reqwest::{StatusCode, Url};
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::tls::AcceptAnyCert;
-use crate::{EncodedBatch, Message, Sink, SinkError};
+use crate::{EncodedBatch, Message, Sink, SinkError, SinkObserver};
 
 /// Default per-request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -164,6 +164,7 @@ pub struct HttpSink {
     /// `opts.headers`, validated, plus the fixed ones.
     base_headers: HeaderMap,
     rng: Jitter,
+    observer: Option<Arc<dyn SinkObserver>>,
 }
 
 impl fmt::Debug for HttpSink {
@@ -260,6 +261,7 @@ impl HttpSink {
             base_headers,
             client,
             rng: Jitter::new(),
+            observer: None,
             opts,
         })
     }
@@ -458,6 +460,9 @@ impl HttpSink {
                 retry_in_ms = delay.as_millis() as u64,
                 "HTTP delivery failed; retrying"
             );
+            if let Some(o) = &self.observer {
+                o.retrying(&self.opts.name, attempt);
+            }
             tokio::time::sleep(delay).await;
         }
     }
@@ -538,6 +543,10 @@ impl HttpSink {
 impl Sink for HttpSink {
     fn name(&self) -> &str {
         &self.opts.name
+    }
+
+    fn observe(&mut self, observer: Arc<dyn SinkObserver>) {
+        self.observer = Some(observer);
     }
 
     async fn deliver(&mut self, batch: Arc<EncodedBatch>) -> Result<(), SinkError> {

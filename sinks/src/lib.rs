@@ -86,11 +86,31 @@ pub enum SinkError {
     Other { sink: String, message: String },
 }
 
+/// Watches a sink's health for the host (readiness, metrics) without the sink knowing the
+/// host. Sinks call it from their retry loops and connection events; implementations must
+/// be cheap and must not block.
+pub trait SinkObserver: Send + Sync + std::fmt::Debug {
+    /// A delivery attempt failed transiently (`attempt` 1, 2, …); the sink will retry.
+    fn retrying(&self, sink: &str, attempt: u32) {
+        let _ = (sink, attempt);
+    }
+    /// The sink's connection to its destination went down (`false`) or came back (`true`).
+    fn connection(&self, sink: &str, up: bool) {
+        let _ = (sink, up);
+    }
+}
+
 /// A destination for encoded batches. Batches arrive in order, one at a time.
 #[async_trait::async_trait]
 pub trait Sink: Send {
     /// The sink's configured name (for logs and errors).
     fn name(&self) -> &str;
+
+    /// Attaches an observer of transient failures and connection changes. Sinks without
+    /// retries or connections ignore it.
+    fn observe(&mut self, observer: Arc<dyn SinkObserver>) {
+        let _ = observer;
+    }
 
     /// Delivers the whole batch; `Ok` means durable at the destination.
     async fn deliver(&mut self, batch: Arc<EncodedBatch>) -> Result<(), SinkError>;

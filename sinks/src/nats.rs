@@ -43,7 +43,7 @@ use async_nats::{
 };
 use tokio::time::Instant;
 
-use crate::{EncodedBatch, Message, Sink, SinkError};
+use crate::{EncodedBatch, Message, Sink, SinkError, SinkObserver};
 
 /// The subject template used when none is configured.
 pub const DEFAULT_SUBJECT: &str = "cdc.{schema}.{table}";
@@ -256,6 +256,8 @@ impl Fence {
 #[derive(Debug, Default)]
 struct ConnEvents {
     inner: Mutex<EventState>,
+    /// The host's health hook, once attached.
+    observer: Mutex<Option<Arc<dyn SinkObserver>>>,
 }
 
 #[derive(Debug, Default)]
@@ -268,6 +270,13 @@ struct EventState {
 }
 
 impl ConnEvents {
+    fn observer(&self) -> Option<Arc<dyn SinkObserver>> {
+        self.observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn record(&self, event: &Event) {
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match event {
@@ -891,6 +900,14 @@ impl Sink for NatsSink {
         &self.name
     }
 
+    fn observe(&mut self, observer: Arc<dyn SinkObserver>) {
+        *self
+            .events
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(observer);
+    }
+
     async fn deliver(&mut self, batch: Arc<EncodedBatch>) -> Result<(), SinkError> {
         let prepared = batch
             .messages
@@ -958,6 +975,9 @@ impl Sink for NatsSink {
                 "NATS publish to {} failed; retrying",
                 self.url
             );
+            if let Some(o) = self.events.observer() {
+                o.retrying(&self.name, attempt);
+            }
             tokio::time::sleep(wait).await;
         }
     }
@@ -1007,6 +1027,11 @@ async fn connect_options(
             let name = name.clone();
             async move {
                 events.record(&event);
+                if let (Some(o), Event::Connected | Event::Disconnected) =
+                    (events.observer(), &event)
+                {
+                    o.connection(&name, matches!(event, Event::Connected));
+                }
                 match &event {
                     Event::Disconnected => {
                         tracing::warn!(sink = %name, "disconnected from NATS; reconnecting")

@@ -120,8 +120,9 @@ fn write_if_changed(path: &Path, contents: &[u8]) -> Result<()> {
     if std::fs::read(path).ok().as_deref() == Some(contents) {
         return Ok(());
     }
-    // Write beside it and rename, so a reader never sees half a file.
-    let tmp = path.with_extension("tmp~");
+    // Write beside it and rename, so a reader (or a concurrent build) never
+    // sees half a file.
+    let tmp = path.with_extension(format!("{}.tmp~", std::process::id()));
     std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())

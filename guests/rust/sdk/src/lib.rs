@@ -3,7 +3,7 @@
 //! A transform is a type implementing [`Transform`], exported with
 //! [`export!`]:
 //!
-//! ```ignore
+//! ```no_run
 //! use cdc_guest::{Change, Config, Transform};
 //!
 //! struct DropDeletes;

@@ -79,7 +79,7 @@ fn change(t: &Arc<Table>, i: u64) -> Change {
                 i % 100
             )))),
             Value::TimestampTz(757_382_400_000_000 + i as i64),
-            Value::Bool(i % 2 == 0),
+            Value::Bool(i.is_multiple_of(2)),
         ])),
         truncate: None,
         message: None,

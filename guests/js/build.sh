@@ -67,3 +67,12 @@ node build.mjs "${stale[@]}"
 for m in "${stale[@]}"; do
   mv "$m/.${m//-/_}.wasm.inputs.new" "$m/.${m//-/_}.wasm.inputs"
 done
+
+# Each module's README.md shows its whole source: say so when it no longer does.
+for m in "${stale[@]}"; do
+  for src in "$m/$m.js" "$m/index.js"; do
+    [ -f "$src" ] && [ -f "$m/README.md" ] || continue
+    node -e 'const fs = require("fs"); process.exit(fs.readFileSync(process.argv[1], "utf8").includes(fs.readFileSync(process.argv[2], "utf8").trimEnd()) ? 0 : 1)' \
+      "$m/README.md" "$src" || echo "build.sh: warning: $m/README.md does not show the current $src"
+  done
+done

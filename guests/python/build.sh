@@ -97,4 +97,9 @@ for m in "${modules[@]}"; do
   rm -rf "$scratch"
   trap - EXIT
   echo "built $out ($(stat -c %s "$out") bytes, $((SECONDS - started))s)"
+  # The module's README.md shows its whole source: say so when it no longer does.
+  if [ -f "$m/README.md" ] && ! python3 -c 'import sys; sys.exit(open(sys.argv[2]).read().rstrip() not in open(sys.argv[1]).read())' \
+      "$m/README.md" "$m/app.py"; then
+    echo "build.sh: warning: $m/README.md does not show the current $m/app.py"
+  fi
 done

@@ -204,6 +204,28 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
     );
 }
 
+/// With a fuel budget, a runaway loop runs out of fuel (before a generous deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_budget_stops_a_runaway_loop() {
+    let db = users_db("tx_fuel").await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = transform(
+        "metered",
+        &guest("rust", "misbehave"),
+        "timeout_ms = 60000\nfuel = 50000000",
+        &[("mode", "loop")],
+    );
+    let cfg = pipeline(dir.path(), &db, "s_tx_fuel", &body);
+    let mut host = start_host(&db, &cfg, "s_tx_fuel").await;
+    db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'x')")
+        .await;
+    let err = wait_failure(&mut host).await;
+    assert!(
+        err.contains("transform metered: trapped: transform: out of fuel"),
+        "{err}"
+    );
+}
+
 /// A module that allocates without end is stopped by its memory cap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bomb_is_stopped_by_the_cap() {
@@ -456,7 +478,8 @@ async fn guest_output_goes_to_the_log_tagged_with_the_module() {
     assert_eq!(host.stdout_lines().len(), 1);
 }
 
-/// The mask example in every language, on a real slot: same input, same output.
+/// The mask and identity examples of every language, on a real slot: same input, same
+/// output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mask_columns_in_every_language() {
     let db = users_db("tx_langs").await;
@@ -465,12 +488,19 @@ async fn mask_columns_in_every_language() {
     for lang in ["rust", "js", "python", "c"] {
         let d = dir.path().join(lang);
         std::fs::create_dir_all(&d).unwrap();
-        let body = transform(
+        let mut body = transform(
             &format!("mask-{lang}"),
             &guest(lang, "mask-columns"),
             "timeout_ms = 5000\nmemory_mb = 256",
             &[("columns", "email, phone"), ("tables", "public.users")],
         );
+        // Each language's identity module too, chained after its mask.
+        body.push_str(&transform(
+            &format!("identity-{lang}"),
+            &guest(lang, "identity"),
+            "timeout_ms = 5000\nmemory_mb = 256",
+            &[],
+        ));
         let slot = format!("s_tx_{lang}");
         let cfg = pipeline(&d, &db, &slot, &body);
         hosts.push((lang, start_host(&db, &cfg, &slot).await));

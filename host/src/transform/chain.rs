@@ -90,7 +90,8 @@ impl Chain {
 
     /// Runs one batch through every module. `Err` only for `on_error = "fail"`.
     pub fn run(&mut self, changes: Vec<Change>) -> Result<Outcome, TransformError> {
-        let original = self.keep_original.then(|| changes.clone());
+        // The originals are needed for dead letters, and for counting what was dropped.
+        let original = (self.keep_original || crate::metrics::enabled()).then(|| changes.clone());
         let total = changes.len();
         let mut current = changes;
         for stage in &mut self.stages {
@@ -101,6 +102,7 @@ impl Chain {
             let result = stage.call(&current);
             let elapsed = started.elapsed();
             tracing::debug!(module = %stage.module.name, changes_in = current.len(), micros = elapsed.as_micros() as u64, ok = result.is_ok(), "transform call");
+            crate::metrics::transform_call(&stage.module.name, elapsed, result.is_ok());
             match result {
                 Ok(out) => current = out,
                 Err(error) => {
@@ -110,6 +112,12 @@ impl Chain {
                     match stage.on_error {
                         OnError::Fail => return Err(error),
                         OnError::Skip => {
+                            if let Some(o) = &original {
+                                crate::metrics::count_by_table_op(
+                                    o,
+                                    crate::metrics::changes_dropped,
+                                );
+                            }
                             tracing::error!(module = %stage.module.name, dropped = total, error = %error, "transform failed; batch skipped (on_error = \"skip\")");
                             return Ok(Outcome::Skipped {
                                 error,
@@ -132,7 +140,30 @@ impl Chain {
                 }
             }
         }
+        if let Some(o) = &original {
+            count_dropped(o, &current);
+        }
         Ok(Outcome::Changes(current))
+    }
+}
+
+/// Counts, by table and op, the changes of `before` missing from `after` (filtered out).
+fn count_dropped(before: &[Change], after: &[Change]) {
+    // Splits can hide drops; counting the net loss per (table, op) is good enough.
+    if after.len() >= before.len() {
+        return;
+    }
+    let mut ins: Vec<(String, &'static str, u64)> = Vec::new();
+    crate::metrics::count_by_table_op(before, |t, op, n| ins.push((t.to_owned(), op, n)));
+    crate::metrics::count_by_table_op(after, |t, op, n| {
+        if let Some(e) = ins.iter_mut().find(|(t2, o, _)| t2 == t && *o == op) {
+            e.2 = e.2.saturating_sub(n);
+        }
+    });
+    for (t, op, n) in ins {
+        if n > 0 {
+            crate::metrics::changes_dropped(&t, op, n);
+        }
     }
 }
 

@@ -693,3 +693,56 @@ fn transform_cli_replays_recorded_changes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("init rejected the config"), "{err}");
 }
+
+/// A sink with `routes` receives only the changes a transform routed its way; the others
+/// still count as delivered for it (the slot moves past them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_with_routes_get_only_matching_changes() {
+    let mut eu = Receiver::start().await;
+    let db = db_with(
+        "tx_routes",
+        "CREATE TABLE users (id int8 PRIMARY KEY, email text, region text)",
+        "CREATE PUBLICATION p FOR TABLE users",
+    )
+    .await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = transform(
+        "route",
+        &guest("rust", "route-by-column"),
+        "",
+        &[("column", "region"), ("template", "users.{value}")],
+    );
+    body.push_str(&format!(
+        "[[sinks]]\nname = \"all\"\ntype = \"stdout\"\n[[sinks]]\nname = \"eu\"\ntype = \"http\"\nurl = \"{}\"\nbatch = \"ndjson\"\nroutes = [\"users.eu\", \"users.eu.>\"]\n",
+        eu.url("/eu")
+    ));
+    let cfg = pipeline(dir.path(), &db, "s_tx_routes", &body);
+    let mut host = start_host(&db, &cfg, "s_tx_routes").await;
+    db.exec(
+        "INSERT INTO users VALUES (1, 'a@x', 'us');
+         INSERT INTO users VALUES (2, 'b@x', 'eu'), (3, 'c@x', 'us');
+         INSERT INTO users VALUES (4, 'd@x', 'us');",
+    )
+    .await;
+    let all = wait_json(&mut host, 4).await;
+    let end = harness::current_wal_lsn(&client).await;
+    harness::wait_for_confirmed_flush(&client, "s_tx_routes", &end, WAIT)
+        .await
+        .unwrap();
+    stop_clean(&mut host).await;
+    let got: Vec<Json> = eu
+        .drain()
+        .into_iter()
+        .flat_map(|r| {
+            String::from_utf8(r.body)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Json>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["after"]["id"], 2);
+    assert_eq!(all.len(), 4);
+}

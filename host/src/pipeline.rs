@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{Format, Loaded};
 use crate::encode::{encode_batch, EncodeContext};
 use crate::lsn::Lsn;
-use crate::sink_config::{RejectPolicy, SinkConfig, SinkSpec};
+use crate::sink_config::{RejectPolicy, RouteFilter, SinkConfig, SinkSpec};
 use crate::source::{self, Batch, Progress, SourceError};
 use crate::transform::{self, Chain, Module, Outcome, TransformError};
 
@@ -30,6 +30,8 @@ pub struct SinkSlot {
     pub on_reject: RejectPolicy,
     /// Where rejected batches go with `RejectPolicy::DeadLetter`.
     pub dead_letter: Option<SharedSink>,
+    /// `routes`: only changes whose transform-set route matches go to this sink.
+    pub routes: Option<RouteFilter>,
 }
 
 /// A sink used by several tasks (a dead-letter target).
@@ -114,6 +116,7 @@ pub async fn build_sinks(loaded: &Loaded) -> Result<Sinks, SinkError> {
                 .dead_letter_sink
                 .as_ref()
                 .and_then(|d| shared.get(d.get_ref()).cloned()),
+            routes: c.route_filter(),
         });
     }
     let dead_letters = shared
@@ -377,6 +380,7 @@ pub async fn deliver(
         lanes.push(Lane {
             name: slot.sink.name().into(),
             format: slot.format,
+            routes: slot.routes.clone(),
             queue: q_tx,
         });
         tasks.spawn(async move {
@@ -395,6 +399,7 @@ pub async fn deliver(
         lanes.push(Lane {
             name: name.into(),
             format,
+            routes: None,
             queue: q_tx,
         });
         tasks.spawn(async move {
@@ -426,7 +431,10 @@ pub async fn deliver(
                 };
                 let targets: Vec<usize> = match &batch.dead_letter {
                     _ if batch.changes.is_empty() => Vec::new(),
-                    None => (0..regular).collect(),
+                    // Sinks with `routes` only when some change is routed their way.
+                    None => (0..regular)
+                        .filter(|&i| lanes[i].wants_any(&batch.changes))
+                        .collect(),
                     Some(name) => match lanes.iter().position(|l| l.name == *name) {
                         Some(i) => vec![i],
                         None => {
@@ -451,7 +459,7 @@ pub async fn deliver(
                 for &i in &targets {
                     let lane = &lanes[i];
                     if let Some((_, enc)) = encoded.iter().find(|(g, _)| *g == lane.format) {
-                        let _ = lane.queue.send(Arc::clone(enc));
+                        let _ = lane.queue.send(lane.select(enc));
                     }
                 }
                 if targets.is_empty() {
@@ -490,7 +498,41 @@ pub async fn deliver(
 struct Lane {
     name: Arc<str>,
     format: Format,
+    routes: Option<RouteFilter>,
     queue: mpsc::UnboundedSender<Arc<EncodedBatch>>,
+}
+
+impl Lane {
+    /// Whether any of `changes` goes to this sink.
+    fn wants_any(&self, changes: &[crate::change::Change]) -> bool {
+        let Some(f) = &self.routes else { return true };
+        changes.iter().any(|c| {
+            c.routing
+                .as_ref()
+                .and_then(|r| r.route.as_deref())
+                .is_some_and(|r| f.matches(r))
+        })
+    }
+
+    /// The part of `batch` that goes to this sink (all of it without `routes`).
+    fn select(&self, batch: &Arc<EncodedBatch>) -> Arc<EncodedBatch> {
+        let Some(f) = &self.routes else {
+            return Arc::clone(batch);
+        };
+        let messages: Vec<_> = batch
+            .messages
+            .iter()
+            .filter(|m| m.route.as_deref().is_some_and(|r| f.matches(r)))
+            .cloned()
+            .collect();
+        if messages.len() == batch.messages.len() {
+            return Arc::clone(batch);
+        }
+        Arc::new(EncodedBatch {
+            seq: batch.seq,
+            messages,
+        })
+    }
 }
 
 /// Reports a sink's verdict; `false` when the sink task should stop (it failed, or

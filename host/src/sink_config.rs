@@ -122,6 +122,50 @@ pub struct SinkConfig {
     /// With `on_reject = "dead-letter"`: the name of the sink that receives rejected batches.
     /// That sink then receives nothing else.
     pub dead_letter_sink: Option<Spanned<String>>,
+    /// Only changes whose route (set by a transform) matches one of these patterns go to
+    /// this sink: `.`-separated tokens, `*` matches one token, `>` (last) the rest. Absent:
+    /// every change.
+    pub routes: Option<Spanned<Vec<String>>>,
+}
+
+/// Route patterns of a sink (`routes = ["audit.*", "orders.>"]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteFilter(Vec<String>);
+
+impl RouteFilter {
+    pub fn new(patterns: &[String]) -> Result<Self, String> {
+        if patterns.is_empty() {
+            return Err("needs at least one pattern (omit it to receive every change)".into());
+        }
+        for p in patterns {
+            let tokens: Vec<&str> = p.split('.').collect();
+            if tokens.iter().any(|t| t.is_empty()) {
+                return Err(format!("pattern {p:?} has an empty token"));
+            }
+            if let Some(i) = tokens.iter().position(|t| *t == ">") {
+                if i + 1 != tokens.len() {
+                    return Err(format!("pattern {p:?}: '>' must be the last token"));
+                }
+            }
+        }
+        Ok(RouteFilter(patterns.to_vec()))
+    }
+
+    /// Whether `route` matches any pattern.
+    pub fn matches(&self, route: &str) -> bool {
+        self.0.iter().any(|p| {
+            let mut r = route.split('.');
+            for t in p.split('.') {
+                match (t, r.next()) {
+                    (">", Some(_)) => return true,
+                    ("*", Some(_)) => {}
+                    (t, Some(x)) if t == x => {}
+                    _ => return false,
+                }
+            }
+            r.next().is_none()
+        })
+    }
 }
 
 /// A problem with one key of a sink entry: its span, dotted key and message.
@@ -136,6 +180,13 @@ pub enum SinkSpec {
 }
 
 impl SinkConfig {
+    /// The route filter, if `routes` is set (validated by [`SinkConfig::check`]).
+    pub fn route_filter(&self) -> Option<RouteFilter> {
+        self.routes
+            .as_ref()
+            .and_then(|r| RouteFilter::new(r.get_ref()).ok())
+    }
+
     /// The sink's name, defaulting to its type.
     pub fn display_name(&self) -> String {
         self.name
@@ -189,6 +240,9 @@ impl SinkConfig {
             SinkType::Nats => http_only.iter().collect(),
             SinkType::Http => nats_only.iter().chain(&tls).collect(),
         };
+        if let Some(r) = &self.routes {
+            RouteFilter::new(r.get_ref()).map_err(|m| (Some(r.span()), "routes", m))?;
+        }
         if let Some((key, span)) = not_allowed.into_iter().find(|(_, s)| s.is_some()) {
             return Err((
                 span.clone(),
@@ -357,4 +411,31 @@ fn check_template(t: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_patterns_match_like_nats_subjects() {
+        let f =
+            RouteFilter::new(&["audit.*".into(), "orders.>".into(), "exact.one".into()]).unwrap();
+        for yes in ["audit.users", "orders.eu", "orders.eu.created", "exact.one"] {
+            assert!(f.matches(yes), "{yes}");
+        }
+        for no in [
+            "audit",
+            "audit.users.x",
+            "orders",
+            "exact.one.two",
+            "exact",
+            "other",
+        ] {
+            assert!(!f.matches(no), "{no}");
+        }
+        assert!(RouteFilter::new(&[]).is_err());
+        assert!(RouteFilter::new(&["a.>.b".into()]).is_err());
+        assert!(RouteFilter::new(&["a..b".into()]).is_err());
+    }
 }

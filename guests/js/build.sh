@@ -7,7 +7,7 @@
 # guests/js/node_modules with `npm ci` only when it is missing or the lockfile
 # changed, and rebuilds a module only when its sources, the WIT, the lockfile or
 # the build scripts changed (a stamp next to the .wasm records their hash).
-# Needs node (>= 18) and npm, and the npm registry for the first install.
+# Needs node (>= 20) and npm, and the npm registry for the first install.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
@@ -34,6 +34,11 @@ fi
 for tool in node npm sha256sum; do
   command -v "$tool" >/dev/null || { echo "build.sh: $tool not found" >&2; exit 1; }
 done
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "build.sh: node $(node --version) is too old: componentize-js needs node 20 or later" >&2
+  exit 1
+fi
 
 
 # 1. The toolchain, exactly as locked.

@@ -326,6 +326,42 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 mod tests {
     use super::*;
 
+    fn parse(extra: &str) -> Result<crate::config::Loaded, String> {
+        let src = format!(
+            "[source]\ndsn = \"postgres://cdc@127.0.0.1/app\"\nslot = \"s\"\npublication = \"p\"\n[[sinks]]\ntype = \"stdout\"\n{extra}"
+        );
+        crate::config::PipelineConfig::parse(std::path::Path::new("p.toml"), &src)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn admin_and_log_config() {
+        let l = parse("").unwrap();
+        assert!(l.config.admin.is_none(), "off by default");
+        assert_eq!(l.config.log.format, None);
+        let l = parse("[admin]\nlisten = \"127.0.0.1:9187\"\n[log]\nformat = \"json\"\n").unwrap();
+        assert_eq!(
+            l.config.admin.unwrap().listen,
+            "127.0.0.1:9187".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(l.config.log.format, Some(LogFormat::Json));
+        let e = parse("[admin]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(
+            e.starts_with("p.toml:8:10: admin.listen: invalid socket address"),
+            "{e}"
+        );
+        let e = parse("[admin]\nlisten = \"127.0.0.1:1\"\nport = 2\n").unwrap_err();
+        assert!(
+            e.starts_with("p.toml:9:1: admin.port: unknown field `port`"),
+            "{e}"
+        );
+        let e = parse("[log]\nformat = \"xml\"\n").unwrap_err();
+        assert!(
+            e.starts_with("p.toml:8:10: log.format: unknown variant `xml`"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn ready_needs_the_stream_and_every_sink() {
         let h = Health::new();

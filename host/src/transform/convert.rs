@@ -238,8 +238,13 @@ fn element_to_wit(v: &Value) -> wit::Element {
 #[derive(Debug, Default)]
 pub struct FromGuest {
     /// By `schema.table`: every shape seen of that table, most recent first.
-    shapes: HashMap<(String, String), Vec<Arc<Table>>>,
+    /// A few tables per pipeline: a linear scan over borrowed names beats hashing
+    /// freshly allocated keys for every change.
+    shapes: Vec<(String, String, Vec<Arc<Table>>)>,
 }
+
+/// Bound on remembered tables.
+const MAX_TABLES: usize = 4096;
 
 /// Bound on remembered shapes per table (a guest inventing columns per change must not
 /// grow memory without end).
@@ -252,9 +257,13 @@ impl FromGuest {
         inputs: &[Change],
         out: Vec<wit::Change>,
     ) -> Result<Vec<Change>, ConvertError> {
+        let mut last: Option<&Arc<Table>> = None;
         for c in inputs {
             if let Some(t) = &c.table {
-                self.remember(t);
+                if !last.is_some_and(|l| Arc::ptr_eq(l, t)) {
+                    self.remember(t);
+                    last = Some(t);
+                }
             }
         }
         let mut seen: HashMap<ChangeId, u32> = HashMap::new();
@@ -283,11 +292,29 @@ impl FromGuest {
         Ok(result)
     }
 
-    fn remember(&mut self, t: &Arc<Table>) {
-        let shapes = self
+    /// The remembered shapes of `schema.name`.
+    fn shapes_of(&mut self, schema: &str, name: &str) -> &mut Vec<Arc<Table>> {
+        let pos = match self
             .shapes
-            .entry((t.schema.to_string(), t.name.to_string()))
-            .or_default();
+            .iter()
+            .position(|(s, n, _)| s == schema && n == name)
+        {
+            Some(p) => p,
+            None => {
+                // A guest inventing table names must not grow memory without end.
+                if self.shapes.len() >= MAX_TABLES {
+                    self.shapes.clear();
+                }
+                self.shapes
+                    .push((schema.to_owned(), name.to_owned(), Vec::new()));
+                self.shapes.len() - 1
+            }
+        };
+        &mut self.shapes[pos].2
+    }
+
+    fn remember(&mut self, t: &Arc<Table>) {
+        let shapes = self.shapes_of(&t.schema, &t.name);
         if let Some(pos) = shapes.iter().position(|s| Arc::ptr_eq(s, t)) {
             if pos != 0 {
                 let s = shapes.remove(pos);
@@ -388,8 +415,7 @@ impl FromGuest {
         row: Option<&Vec<wit::Column>>,
         key_only: bool,
     ) -> Result<Arc<Table>, String> {
-        let key = (schema.to_owned(), name.to_owned());
-        let shapes = self.shapes.entry(key).or_default();
+        let shapes = self.shapes_of(schema, name);
         let matches = |t: &Table| match row {
             None => true,
             Some(row) => {

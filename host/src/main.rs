@@ -9,6 +9,11 @@ use tokio::sync::watch;
 
 use cdc_host::config::PipelineConfig;
 
+/// mimalloc rather than the libc allocator: the Wasm boundary allocates per column on both
+/// sides, and glibc's (and, for the static build, musl's) malloc topped the profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Stream Postgres changes (logical replication, pgoutput) through Wasm transforms to sinks.
 #[derive(Debug, Parser)]
 #[command(name = "cdc-host", version, about)]

@@ -22,6 +22,9 @@ use cdc_host::pgoutput::ReplicaIdentity;
 use cdc_host::transform::{self, Outcome, TransformConfig};
 use cdc_host::value::{builtin_type, oid, Numeric, PgText, Value};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 struct Args {
     /// Changes per measurement (per module and batch size).

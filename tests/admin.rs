@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use common::*;
 use harness::http_receiver::{status, Receiver};
-use harness::nats_server::free_port;
+use harness::nats_server::{free_port, NatsServer};
 use harness::{confirmed_flush_lsn, HostProcess};
 
 /// `GET path` on the admin endpoint: (status, body); `None` while nothing listens.
@@ -286,6 +286,47 @@ async fn readyz_is_503_while_a_sink_fails_and_200_once_it_delivers() {
     wait_metrics(addr, "the hook sink up with 2 changes", |m| {
         m.get(r#"cdc_sink_up{sink="hook"}"#) == Some(&1.0)
             && m.get(r#"cdc_sink_changes_total{sink="hook"}"#) == Some(&2.0)
+    })
+    .await;
+    stop_clean(&mut host).await;
+}
+
+/// A NATS sink whose server goes away while nothing is being published: `/readyz` turns 503
+/// on the disconnect and 200 again once the client reconnects, with no change in between;
+/// a change published after that is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_an_idle_nats_sink_going_away_and_coming_back() {
+    let mut nats = NatsServer::start(&[]);
+    let db = db_with(
+        "adminnats",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let addr = local_addr();
+    let sink = format!(
+        "[[sinks]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{}\"\nsubject = \"cdc.{{table}}\"\n[sinks.jetstream]\nstream = \"ADMIN\"\ncreate_stream = true\n",
+        nats.url()
+    );
+    let (_d, cfg) = config(
+        &db.dsn(),
+        "s_adminnats",
+        "p",
+        &format!("{}\n{sink}", admin_toml(addr)),
+    );
+    let mut host = start_host(&db, &cfg, "s_adminnats").await;
+    wait_status(addr, "/readyz", 200, &mut host).await;
+
+    nats.kill();
+    let body = wait_status(addr, "/readyz", 503, &mut host).await;
+    assert!(body.contains("bus"), "{body}");
+    nats.spawn();
+    wait_status(addr, "/readyz", 200, &mut host).await;
+
+    db.exec("INSERT INTO t VALUES (1)").await;
+    wait_json(&mut host, 1).await;
+    wait_metrics(addr, "the change acknowledged by NATS", |m| {
+        m.get(r#"cdc_sink_changes_total{sink="bus"}"#) == Some(&1.0)
     })
     .await;
     stop_clean(&mut host).await;

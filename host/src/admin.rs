@@ -216,9 +216,14 @@ impl SinkObserver for Observer {
     }
 
     fn connection(&self, sink: &str, up: bool) {
-        // Coming back is not yet delivering: only a delivery marks a failed sink healthy.
-        if !up && self.health.set_sink(sink, false) {
-            tracing::warn!(sink, "sink disconnected: not ready until it delivers again");
+        // Reconnected counts as healthy (an idle sink has no delivery to prove it); if a
+        // delivery is still failing, its next retry marks the sink failing again.
+        if self.health.set_sink(sink, up) {
+            if up {
+                tracing::info!(sink, "sink reconnected");
+            } else {
+                tracing::warn!(sink, "sink disconnected: not ready until it reconnects");
+            }
         }
     }
 }

@@ -204,24 +204,36 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
     );
 }
 
-/// With a fuel budget, a runaway loop runs out of fuel (before a generous deadline).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fuel_budget_stops_a_runaway_loop() {
-    let db = users_db("tx_fuel").await;
+/// Runs `misbehave` with `extra` settings and `config` on one inserted row; returns the
+/// host (exited with an error) and its stderr.
+async fn misbehave_until_failure(
+    hint: &str,
+    extra: &str,
+    config: &[(&str, &str)],
+) -> (HostProcess, String) {
+    let db = users_db(hint).await;
     let dir = tempfile::tempdir().unwrap();
-    let body = transform(
-        "metered",
-        &guest("rust", "misbehave"),
-        "timeout_ms = 60000\nfuel = 50000000",
-        &[("mode", "loop")],
-    );
-    let cfg = pipeline(dir.path(), &db, "s_tx_fuel", &body);
-    let mut host = start_host(&db, &cfg, "s_tx_fuel").await;
+    let body = transform("bad", &guest("rust", "misbehave"), extra, config);
+    let slot = format!("s_{hint}");
+    let cfg = pipeline(dir.path(), &db, &slot, &body);
+    let mut host = start_host(&db, &cfg, &slot).await;
     db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'x')")
         .await;
     let err = wait_failure(&mut host).await;
+    (host, err)
+}
+
+/// With a fuel budget, a runaway loop runs out of fuel (before a generous deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_budget_stops_a_runaway_loop() {
+    let (_, err) = misbehave_until_failure(
+        "tx_fuel",
+        "timeout_ms = 60000\nfuel = 50000000",
+        &[("mode", "loop")],
+    )
+    .await;
     assert!(
-        err.contains("transform metered: trapped: transform: out of fuel"),
+        err.contains("transform bad: trapped: transform: out of fuel"),
         "{err}"
     );
 }
@@ -229,21 +241,14 @@ async fn fuel_budget_stops_a_runaway_loop() {
 /// A module that allocates without end is stopped by its memory cap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bomb_is_stopped_by_the_cap() {
-    let db = users_db("tx_mem").await;
-    let dir = tempfile::tempdir().unwrap();
-    let body = transform(
-        "bomb",
-        &guest("rust", "misbehave"),
+    let (host, err) = misbehave_until_failure(
+        "tx_mem",
         "memory_mb = 24\ntimeout_ms = 10000",
         &[("mode", "alloc")],
-    );
-    let cfg = pipeline(dir.path(), &db, "s_tx_mem", &body);
-    let mut host = start_host(&db, &cfg, "s_tx_mem").await;
-    db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'x')")
-        .await;
-    let err = wait_failure(&mut host).await;
+    )
+    .await;
     assert!(
-        err.contains("transform bomb: memory cap of 24 MiB exceeded"),
+        err.contains("transform bad: memory cap of 24 MiB exceeded"),
         "{err}"
     );
     assert!(host.stdout_lines().is_empty());

@@ -196,6 +196,13 @@ pub struct Loaded {
     pub publication: Publication,
 }
 
+impl Loaded {
+    /// The `[[transforms]]` entries, in order.
+    pub fn transform_configs(&self) -> Vec<&TransformConfig> {
+        self.config.transforms.iter().map(|t| t.get_ref()).collect()
+    }
+}
+
 impl PipelineConfig {
     /// Reads, parses and validates a pipeline file.
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {

@@ -127,13 +127,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     // Compile, link and init every module: a module that is not a component, targets
     // another world or WIT version, or rejects its config fails here, not at 3 a.m.
     let modules = cdc_host::pipeline::load_transforms(&loaded)?;
-    let configs: Vec<_> = loaded
-        .config
-        .transforms
-        .iter()
-        .map(|t| t.get_ref())
-        .collect();
-    cdc_host::transform::Chain::start(&modules, &configs)?;
+    cdc_host::transform::Chain::start(&modules, &loaded.transform_configs())?;
     println!(
         "{}: ok (source {} slot {} publication {}, {} transform(s), {} sink(s))",
         path.display(),

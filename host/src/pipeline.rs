@@ -192,12 +192,7 @@ fn backoff(attempt: u32) -> std::time::Duration {
 
 /// Compiles (or loads from the cache) and links every configured transform module.
 pub fn load_transforms(loaded: &Loaded) -> Result<Vec<Arc<Module>>, TransformError> {
-    let configs: Vec<&transform::TransformConfig> = loaded
-        .config
-        .transforms
-        .iter()
-        .map(|t| t.get_ref())
-        .collect();
+    let configs = loaded.transform_configs();
     let cache = transform::cache_dir(loaded.config.pipeline.module_cache.as_deref());
     transform::load_all(&configs, cache.as_deref())
 }
@@ -209,12 +204,7 @@ async fn run_once(
     modules: &[Arc<Module>],
     shutdown: watch::Receiver<bool>,
 ) -> Result<Lsn, RunError> {
-    let configs: Vec<&transform::TransformConfig> = loaded
-        .config
-        .transforms
-        .iter()
-        .map(|t| t.get_ref())
-        .collect();
+    let configs = loaded.transform_configs();
     let chain = Chain::start(modules, &configs)?;
     let sinks = build_sinks(loaded).await?;
     let replicator = source::open(loaded).await?;

@@ -90,8 +90,10 @@ impl Chain {
 
     /// Runs one batch through every module. `Err` only for `on_error = "fail"`.
     pub fn run(&mut self, changes: Vec<Change>) -> Result<Outcome, TransformError> {
-        // The originals are needed for dead letters, and for counting what was dropped.
-        let original = (self.keep_original || crate::metrics::enabled()).then(|| changes.clone());
+        // The originals are needed for dead letters only; drops are counted from per
+        // (table, op) counts, not from a copy of the batch.
+        let original = self.keep_original.then(|| changes.clone());
+        let counts_in = crate::metrics::enabled().then(|| counts(&changes));
         let total = changes.len();
         let mut current = changes;
         for stage in &mut self.stages {
@@ -112,11 +114,8 @@ impl Chain {
                     match stage.on_error {
                         OnError::Fail => return Err(error),
                         OnError::Skip => {
-                            if let Some(o) = &original {
-                                crate::metrics::count_by_table_op(
-                                    o,
-                                    crate::metrics::changes_dropped,
-                                );
+                            for (t, op, n) in counts_in.unwrap_or_default() {
+                                crate::metrics::changes_dropped(&t, op, n);
                             }
                             tracing::error!(module = %stage.module.name, dropped = total, error = %error, "transform failed; batch skipped (on_error = \"skip\")");
                             return Ok(Outcome::Skipped {
@@ -140,21 +139,27 @@ impl Chain {
                 }
             }
         }
-        if let Some(o) = &original {
-            count_dropped(o, &current);
+        if let Some(counts_in) = counts_in {
+            count_dropped(counts_in, &current, total);
         }
         Ok(Outcome::Changes(current))
     }
 }
 
-/// Counts, by table and op, the changes of `before` missing from `after` (filtered out).
-fn count_dropped(before: &[Change], after: &[Change]) {
+/// `(table, op, n)` of a batch.
+fn counts(changes: &[Change]) -> Vec<(String, &'static str, u64)> {
+    let mut out = Vec::new();
+    crate::metrics::count_by_table_op(changes, |t, op, n| out.push((t.to_owned(), op, n)));
+    out
+}
+
+/// Counts, by table and op, the changes of the input (`ins`, `total` in all) missing from
+/// `after` (filtered out).
+fn count_dropped(mut ins: Vec<(String, &'static str, u64)>, after: &[Change], total: usize) {
     // Splits can hide drops; counting the net loss per (table, op) is good enough.
-    if after.len() >= before.len() {
+    if after.len() >= total {
         return;
     }
-    let mut ins: Vec<(String, &'static str, u64)> = Vec::new();
-    crate::metrics::count_by_table_op(before, |t, op, n| ins.push((t.to_owned(), op, n)));
     crate::metrics::count_by_table_op(after, |t, op, n| {
         if let Some(e) = ins.iter_mut().find(|(t2, o, _)| t2 == t && *o == op) {
             e.2 = e.2.saturating_sub(n);

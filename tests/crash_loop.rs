@@ -1,18 +1,23 @@
 //! The randomized crash loop: a mixed workload runs while the host is `kill -9`ed at random
-//! moments and restarted, 20 times. Replaying the union of everything delivered, in id
-//! (= commit) order, must rebuild every table exactly as `SELECT to_jsonb(t)` shows it.
+//! moments and restarted, 20 times. Replaying the union of everything delivered on stdout,
+//! in id (= commit) order, must rebuild every table exactly as `SELECT to_jsonb(t)` shows it.
+//! A NATS JetStream sink runs next to stdout: in the end the stream must hold each change
+//! once (replays dropped by `Nats-Msg-Id`), exactly the changes of the stdout union.
 //! Seeded: set CDC_CRASH_SEED to replay a run; the seed is printed.
 
 mod common;
 #[path = "harness/mod.rs"]
 mod harness;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
+use async_nats::jetstream;
+use futures_util::StreamExt;
 use serde_json::{Map, Value as Json};
 
 use common::*;
+use harness::nats_server::NatsServer;
 use harness::HostProcess;
 
 struct Rng(u64);
@@ -29,6 +34,41 @@ impl Rng {
 }
 
 const KILLS: usize = 20;
+const STREAM: &str = "CRASHLOOP";
+/// JetStream drops a replayed `Nats-Msg-Id` only within the stream's duplicate window (the
+/// sink's default is 2 min): an hour is far longer than the test, checked at the end.
+const DUPLICATE_WINDOW_SECS: u64 = 3600;
+
+/// Everything in the stream: its message count and duplicate window (from the stream info)
+/// and each message's `Nats-Msg-Id` and payload, in stream order.
+async fn read_stream(url: &str) -> (u64, Duration, Vec<(String, Json)>) {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(client);
+    let mut stream = js.get_stream(STREAM).await.unwrap();
+    let info = stream.info().await.unwrap();
+    let (count, window) = (info.state.messages, info.config.duplicate_window);
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut out = Vec::with_capacity(count as usize);
+    while (out.len() as u64) < count {
+        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .unwrap_or_else(|_| panic!("stream read stalled after {} of {count}", out.len()))
+            .expect("consumer ended")
+            .unwrap();
+        let id = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        out.push((id, serde_json::from_slice(&m.payload).unwrap()));
+    }
+    (count, window, out)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_kill9_loop_loses_nothing() {
@@ -44,6 +84,8 @@ async fn random_kill9_loop_loses_nothing() {
         });
     eprintln!("crash loop seed: CDC_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
+    let started = Instant::now();
+    let nats = NatsServer::start(&[]);
 
     let db = db_with(
         "crashloop",
@@ -53,11 +95,15 @@ async fn random_kill9_loop_loses_nothing() {
         "CREATE PUBLICATION p FOR TABLE a, b",
     )
     .await;
+    // JetStream first, then the stdout sink `config` appends.
     let (_d, cfg) = config(
         &db.dsn(),
         "s_crashloop",
         "p",
-        "[pipeline]\nmax_changes = 300\n",
+        &format!(
+            "[pipeline]\nmax_changes = 300\n\n[[sinks]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{}\"\nsubject = \"cdc.{{schema}}.{{table}}\"\nformat = \"json\"\n[sinks.jetstream]\nstream = \"{STREAM}\"\ncreate_stream = true\nduplicate_window_secs = {DUPLICATE_WINDOW_SECS}\n",
+            nats.url()
+        ),
     );
 
     // The slot must exist before the workload starts: a new slot streams only what commits
@@ -160,6 +206,54 @@ async fn random_kill9_loop_loses_nothing() {
         union.len(),
         delivered,
         outputs.len()
+    );
+
+    assert!(
+        delivered > union.len(),
+        "seed {seed}: no change was delivered twice, so no replay put deduplication to the test"
+    );
+
+    // JetStream holds each change once: the replays after every kill were dropped by
+    // Nats-Msg-Id, and it holds exactly the changes stdout delivered, in commit order.
+    let (count, window, stored) = read_stream(&nats.url()).await;
+    eprintln!(
+        "seed {seed}: JetStream stream {STREAM} holds {count} messages (duplicate window {window:?})"
+    );
+    assert!(
+        window >= started.elapsed(),
+        "duplicate window {window:?} shorter than the test ({:?}): replays could slip through",
+        started.elapsed()
+    );
+    let ids: Vec<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
+    let stored_ids: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(
+        stored_ids.len(),
+        ids.len(),
+        "seed {seed}: some Nats-Msg-Id is stored more than once"
+    );
+    let union_ids: BTreeSet<&str> = union.keys().map(String::as_str).collect();
+    let missing: Vec<&&str> = union_ids.difference(&stored_ids).take(5).collect();
+    let extra: Vec<&&str> = stored_ids.difference(&union_ids).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "seed {seed}: JetStream and stdout disagree: {} ids only on stdout (e.g. {missing:?}), {} only in JetStream (e.g. {extra:?})",
+        union_ids.difference(&stored_ids).count(),
+        stored_ids.difference(&union_ids).count()
+    );
+    assert_eq!(
+        count as usize,
+        union.len(),
+        "seed {seed}: stream message count vs distinct changes"
+    );
+    for (id, payload) in &stored {
+        assert_eq!(
+            payload, &union[id],
+            "seed {seed}: JetStream message {id} differs from stdout"
+        );
+    }
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "seed {seed}: JetStream holds the changes out of commit order"
     );
 
     // Replay in commit order.

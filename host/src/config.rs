@@ -63,7 +63,10 @@ pub struct SourceConfig {
 
 /// The publication to read, and whether cdc-host may create it.
 #[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table with name, create and tables"
+)]
 pub struct Publication {
     pub name: String,
     /// Create the publication when missing (default false).
@@ -107,15 +110,31 @@ impl<'de> Deserialize<'de> for PublicationField {
 
 /// `[pipeline]`: batching and flow control.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a [pipeline] table")]
 pub struct BatchConfig {
     /// A batch closes at a transaction boundary once it holds this many changes; a
     /// larger transaction is split (default 4096).
+    #[serde(deserialize_with = "at_least_one")]
     pub max_changes: usize,
     /// Batches in flight (sent, not yet acked) before the source stops reading (default 8).
+    #[serde(deserialize_with = "at_least_one")]
     pub max_inflight: usize,
-    /// Encoded bytes in flight before the source stops reading (default 64 MiB).
-    pub max_inflight_bytes: usize,
+    /// Memory for changes on their way through the pipeline, in MiB (default 256, at least
+    /// 16). It sets the defaults of the two byte limits below: a quarter for encoded
+    /// changes awaiting acknowledgement, a quarter for decoded batches queued between the
+    /// stages; the other half is headroom (runtime, connection buffers, allocator). Memory
+    /// of transform modules (their `memory_mb`) comes on top.
+    #[serde(deserialize_with = "memory_budget")]
+    pub memory_budget_mb: usize,
+    /// Encoded bytes in flight before the source stops reading (default: a quarter of the
+    /// memory budget, 64 MiB).
+    #[serde(default, deserialize_with = "some_at_least_one")]
+    pub max_inflight_bytes: Option<usize>,
+    /// A batch closes (or a transaction is split) once its decoded changes take about this
+    /// much memory (default: a quarter of the memory budget over the batches that can be
+    /// queued, `max_inflight + 3`: 5.8 MiB). Bounds memory when rows are wide.
+    #[serde(default, deserialize_with = "some_at_least_one")]
+    pub max_batch_bytes: Option<usize>,
     /// On SIGTERM, how long to wait for in-flight batches to be acked (default 30 s).
     pub shutdown_grace_secs: u64,
     /// Where compiled transform modules are cached (default `~/.cache/cdc-host/modules`;
@@ -128,10 +147,34 @@ impl Default for BatchConfig {
         BatchConfig {
             max_changes: 4096,
             max_inflight: 8,
-            max_inflight_bytes: 64 << 20,
+            memory_budget_mb: 256,
+            max_inflight_bytes: None,
+            max_batch_bytes: None,
             shutdown_grace_secs: 30,
             module_cache: None,
         }
+    }
+}
+
+impl BatchConfig {
+    /// Encoded bytes in flight before the source stops reading.
+    pub fn max_inflight_bytes(&self) -> usize {
+        self.max_inflight_bytes
+            .unwrap_or(self.budget_bytes() / 4)
+    }
+
+    /// Decoded bytes at which a batch closes.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.max_batch_bytes.unwrap_or_else(|| {
+            // Queued decoded batches: the source→pipeline channel, the one being built, the
+            // one in the transform stage and the one being encoded.
+            let queued = self.max_inflight.saturating_add(3);
+            (self.budget_bytes() / 4 / queued).max(1)
+        })
+    }
+
+    fn budget_bytes(&self) -> usize {
+        self.memory_budget_mb.saturating_mul(1 << 20)
     }
 }
 
@@ -144,6 +187,101 @@ pub enum Format {
     Json,
     /// The Debezium envelope (`before`, `after`, `source`, `op`, `ts_ms`).
     Debezium,
+}
+
+/// A table (`[admin]`, `[log]`): "expected a table" rather than the Rust type's name when
+/// something else is given. Errors inside the table keep their own positions.
+fn table<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(V(std::marker::PhantomData))
+}
+
+fn some_table<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    table(d).map(Some)
+}
+
+/// An array of tables: "expected [[sinks]] …" rather than serde's "a sequence" when, say,
+/// `[sinks]` (one bracket) is written. Errors inside the entries keep their positions.
+fn array<'de, D, T>(d: D, expecting: &'static str) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T>(&'static str, std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+            Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+        }
+    }
+    d.deserialize_seq(V(expecting, std::marker::PhantomData))
+}
+
+fn sinks_array<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Spanned<SinkConfig>>, D::Error> {
+    array(
+        d,
+        "an array of tables: write [[sinks]] (double brackets) for each sink",
+    )
+}
+
+fn transforms_array<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Spanned<TransformConfig>>, D::Error> {
+    array(
+        d,
+        "an array of tables: write [[transforms]] (double brackets) for each transform",
+    )
+}
+
+/// A count that must be at least 1; a 0 is reported at the value itself.
+fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if n == 0 {
+        return Err(serde::de::Error::invalid_value(
+            serde::de::Unexpected::Unsigned(0),
+            &"at least 1",
+        ));
+    }
+    Ok(n)
+}
+
+/// The memory budget in MiB: at least 16 (less cannot hold a batch of ordinary rows).
+fn memory_budget<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if n < 16 {
+        return Err(serde::de::Error::invalid_value(
+            serde::de::Unexpected::Unsigned(n as u64),
+            &"at least 16 (MiB)",
+        ));
+    }
+    Ok(n)
+}
+
+/// An optional byte count that, when given, is at least 1.
+fn some_at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    at_least_one(d).map(Some)
 }
 
 fn yes() -> bool {
@@ -206,12 +344,23 @@ impl Loaded {
 impl PipelineConfig {
     /// Reads, parses and validates a pipeline file.
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let error = |line, column, message| ConfigError {
             path: path.to_owned(),
-            line: 0,
-            column: 0,
+            line,
+            column,
             key: None,
-            message: format!("cannot read: {e}"),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| error(0, 0, format!("cannot read: {e}")))?;
+        let src = String::from_utf8(bytes).map_err(|e| {
+            let valid = e.utf8_error().valid_up_to();
+            let prefix = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
+            let (line, column) = line_col(prefix, valid);
+            error(
+                line,
+                column,
+                "not valid UTF-8: a pipeline file must be UTF-8 text".into(),
+            )
         })?;
         Self::parse(path, &src)
     }
@@ -233,7 +382,14 @@ impl PipelineConfig {
             let key = key_path_at(src, span.start);
             at(span, key, e.message().trim().to_owned())
         })?;
-        let mut config = raw.into_config();
+        let mut config = raw.into_config().ok_or_else(|| {
+            at(
+                0..0,
+                None,
+                "no [source] table: a pipeline needs [source] (dsn, slot, publication) and at least one [[sinks]]"
+                    .into(),
+            )
+        })?;
         let s = &config.source;
         let dsn = interpolate(s.dsn.get_ref())
             .map_err(|m| at(s.dsn.span(), Some("source.dsn".into()), m))?;
@@ -243,13 +399,8 @@ impl PipelineConfig {
         validate_slot_name(s.slot.get_ref())
             .map_err(|m| at(s.slot.span(), Some("source.slot".into()), m))?;
         let publication = s.publication.get_ref().clone();
-        if publication.name.is_empty() {
-            return Err(at(
-                s.publication.span(),
-                Some("source.publication".into()),
-                "must not be empty".into(),
-            ));
-        }
+        validate_publication_name(&publication.name)
+            .map_err(|m| at(s.publication.span(), Some("source.publication".into()), m))?;
         if !(1..=4).contains(s.proto_version.get_ref()) {
             return Err(at(
                 s.proto_version.span(),
@@ -294,10 +445,17 @@ impl PipelineConfig {
             sink.get_ref().spec().map_err(key_err)?;
             let name = sink.get_ref().display_name();
             if !names.insert(name.clone()) {
+                let defaulted = if sink.get_ref().name.is_none() {
+                    " (a sink without a name is named after its type)"
+                } else {
+                    ""
+                };
                 return Err(at(
                     sink.span(),
                     Some("sinks.name".into()),
-                    format!("duplicate sink name {name:?}: give each sink a unique name"),
+                    format!(
+                        "duplicate sink name {name:?}{defaulted}: give each sink a unique name"
+                    ),
                 ));
             }
         }
@@ -367,23 +525,31 @@ impl PipelineConfig {
 
 /// Mirrors `PipelineConfig` with the publication's two spellings; converted after parsing.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a pipeline file ([source], [[sinks]], …)"
+)]
 struct RawConfig {
-    source: RawSource,
+    /// Optional here only so that its absence gets a clearer message than serde's.
+    #[serde(default)]
+    source: Option<RawSource>,
     #[serde(default)]
     pipeline: BatchConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sinks_array")]
     sinks: Vec<Spanned<SinkConfig>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_table")]
     admin: Option<AdminConfig>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "table")]
     log: LogConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "transforms_array")]
     transforms: Vec<Spanned<TransformConfig>>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a [source] table with dsn, slot and publication"
+)]
 struct RawSource {
     dsn: Spanned<String>,
     slot: Spanned<String>,
@@ -409,10 +575,11 @@ struct RawSource {
 }
 
 impl RawConfig {
-    fn into_config(self) -> PipelineConfig {
-        let s = self.source;
+    /// `None` when there is no `[source]`.
+    fn into_config(self) -> Option<PipelineConfig> {
+        let s = self.source?;
         let span = s.publication.span();
-        PipelineConfig {
+        Some(PipelineConfig {
             source: SourceConfig {
                 dsn: s.dsn,
                 slot: s.slot,
@@ -432,7 +599,7 @@ impl RawConfig {
             admin: self.admin,
             log: self.log,
             transforms: self.transforms,
-        }
+        })
     }
 }
 
@@ -474,6 +641,26 @@ fn validate_slot_name(name: &str) -> Result<(), String> {
     {
         return Err(format!(
             "invalid slot name {name:?}: use 1 to 63 lower-case letters, digits and underscores"
+        ));
+    }
+    Ok(())
+}
+
+/// Publications are SQL identifiers (cdc-host quotes them, so any characters work), but
+/// Postgres truncates names longer than 63 bytes and cannot store control characters.
+fn validate_publication_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 63 {
+        return Err(format!(
+            "publication name is {} bytes long: Postgres names are at most 63 bytes (longer ones are truncated)",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!(
+            "invalid publication name {name:?}: control characters are not allowed"
         ));
     }
     Ok(())
@@ -540,6 +727,34 @@ format = "json"
         assert!(l.config.source.create_slot);
         assert_eq!(l.conn.dbname, "app");
         assert_eq!(l.config.sinks.len(), 1);
+    }
+
+    #[test]
+    fn the_memory_budget_sets_the_byte_limits() {
+        let b = parse(GOOD).unwrap().config.pipeline;
+        assert_eq!(b.memory_budget_mb, 256);
+        assert_eq!(b.max_inflight_bytes(), 64 << 20);
+        assert_eq!(b.max_batch_bytes(), (64 << 20) / 11);
+        let b = parse(&format!("{GOOD}[pipeline]\nmemory_budget_mb = 64\nmax_inflight = 1\n"))
+            .unwrap()
+            .config
+            .pipeline;
+        assert_eq!(b.max_inflight_bytes(), 16 << 20);
+        assert_eq!(b.max_batch_bytes(), (16 << 20) / 4);
+        let b = parse(&format!(
+            "{GOOD}[pipeline]\nmax_inflight_bytes = 1000\nmax_batch_bytes = 100\n"
+        ))
+        .unwrap()
+        .config
+        .pipeline;
+        assert_eq!((b.max_inflight_bytes(), b.max_batch_bytes()), (1000, 100));
+        let e = err(&format!("{GOOD}[pipeline]\nmemory_budget_mb = 8\n"));
+        assert!(
+            e.contains("p.toml:10:20: pipeline.memory_budget_mb:") && e.contains("at least 16"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}[pipeline]\nmax_batch_bytes = 0\n"));
+        assert!(e.contains("p.toml:10:19:") && e.contains("at least 1"), "{e}");
     }
 
     #[test]

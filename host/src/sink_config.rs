@@ -60,7 +60,10 @@ pub enum RejectPolicy {
 
 /// `[sinks.jetstream]`.
 #[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a [sinks.jetstream] table with stream, create_stream, subjects, duplicate_window_secs"
+)]
 pub struct JetStreamConfig {
     pub stream: String,
     #[serde(default)]
@@ -79,7 +82,10 @@ fn two_minutes() -> u64 {
 
 /// `[sinks.tls]` of a NATS sink.
 #[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a [sinks.tls] table with ca_file, client_cert, client_key"
+)]
 pub struct NatsTlsConfig {
     pub ca_file: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
@@ -88,7 +94,7 @@ pub struct NatsTlsConfig {
 
 /// One `[[sinks]]` entry.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [[sinks]] table")]
 pub struct SinkConfig {
     /// Unique name (default: the type, e.g. `stdout`).
     pub name: Option<String>,
@@ -260,6 +266,23 @@ impl SinkConfig {
         if let Some(s) = &self.subject {
             check_template(s.get_ref()).map_err(|m| (Some(s.span()), "subject", m))?;
         }
+        if let (SinkType::Http, Some(u)) = (self.kind, &self.url) {
+            let templated = ["{schema}", "{table}", "{op}"]
+                .iter()
+                .any(|p| u.get_ref().contains(p));
+            let one_per_change = matches!(
+                self.batch.as_ref().map(|b| *b.get_ref()),
+                Some(HttpBatch::None)
+            );
+            if templated && !one_per_change {
+                return Err((
+                    Some(u.span()),
+                    "url",
+                    "{schema}, {table} and {op} in the url need batch = \"none\" (one request per change)"
+                        .into(),
+                ));
+            }
+        }
         let dead_letter = self.reject_policy() == RejectPolicy::DeadLetter;
         match (&self.dead_letter_sink, dead_letter) {
             (None, true) => {
@@ -297,7 +320,16 @@ impl SinkConfig {
             interpolate(v.get_ref()).map_err(|m| (Some(v.span()), key, m))
         };
         let url = match &self.url {
-            Some(u) => env(u, "url")?,
+            Some(u) => {
+                let url = env(u, "url")?;
+                // Checked after ${ENV}, so the message must not quote the URL (secrets).
+                let checked = match self.kind {
+                    SinkType::Http => check_http_url(&url),
+                    _ => check_nats_urls(&url),
+                };
+                checked.map_err(|m| (Some(u.span()), "url", m))?;
+                url
+            }
             None => String::new(),
         };
         Ok(match self.kind {
@@ -394,6 +426,9 @@ impl SinkConfig {
 fn check_template(t: &str) -> Result<(), String> {
     let mut rest = t;
     while let Some(i) = rest.find('{') {
+        if rest[..i].contains('}') {
+            return Err(format!("unmatched '}}' in {t:?}"));
+        }
         let end = rest[i..]
             .find('}')
             .ok_or_else(|| format!("unclosed '{{' in {t:?}"))?;
@@ -405,10 +440,119 @@ fn check_template(t: &str) -> Result<(), String> {
         }
         rest = &rest[i + end + 1..];
     }
-    if t.is_empty() || t.contains(char::is_whitespace) || t.split('.').any(str::is_empty) {
+    if rest.contains('}') {
+        return Err(format!("unmatched '}}' in {t:?}"));
+    }
+    if t.is_empty()
+        || t.contains(|c: char| c.is_whitespace() || c.is_control())
+        || t.split('.').any(str::is_empty)
+    {
         return Err(format!(
             "invalid subject {t:?}: no spaces and no empty tokens"
         ));
+    }
+    if t.split('.').any(|token| token == "*" || token == ">") {
+        return Err(format!(
+            "invalid subject {t:?}: wildcards ('*', '>') cannot be published to"
+        ));
+    }
+    Ok(())
+}
+
+/// The shape of an `http://` / `https://` URL: what the HTTP sink would reject when it
+/// starts, caught here with the key's position. Messages never quote the URL: it may hold
+/// a secret from `${ENV}`.
+fn check_http_url(url: &str) -> Result<(), String> {
+    let probe = url
+        .replace("{schema}", "s")
+        .replace("{table}", "t")
+        .replace("{op}", "o");
+    let Some((scheme, rest)) = probe.split_once("://") else {
+        return Err("not a URL: expected http://host[:port]/path or https://…".into());
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return Err(format!(
+            "unsupported scheme {:?}: use http:// or https://",
+            safe_scheme(scheme)
+        ));
+    }
+    check_authority(rest)
+}
+
+/// A NATS server list: `nats://host:port`, `tls://…`, `ws://…`, `wss://…` or `host:port`,
+/// comma-separated.
+fn check_nats_urls(urls: &str) -> Result<(), String> {
+    let mut any = false;
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        any = true;
+        let rest = match url.split_once("://") {
+            Some((scheme, rest)) => {
+                if !matches!(
+                    scheme.to_ascii_lowercase().as_str(),
+                    "nats" | "tls" | "ws" | "wss"
+                ) {
+                    return Err(format!(
+                        "unsupported scheme {:?} for a NATS server: use nats://, tls://, ws:// or wss://",
+                        safe_scheme(scheme)
+                    ));
+                }
+                rest
+            }
+            None => url,
+        };
+        check_authority(rest)?;
+    }
+    if !any {
+        return Err("is empty: name a NATS server, e.g. nats://127.0.0.1:4222".into());
+    }
+    Ok(())
+}
+
+/// The scheme as typed, if it looks like one (it is quoted in messages).
+fn safe_scheme(scheme: &str) -> &str {
+    if !scheme.is_empty()
+        && scheme.len() <= 16
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        scheme
+    } else {
+        "?"
+    }
+}
+
+/// `[user[:password]@]host[:port][/path…]`: a host, a valid port, no spaces.
+fn check_authority(rest: &str) -> Result<(), String> {
+    if rest.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err("invalid URL: it contains spaces or control characters".into());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let Some((host, after)) = v6.split_once(']') else {
+            return Err("invalid URL: unclosed '[' in the host".into());
+        };
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None => return Err("invalid URL: unexpected text after the IPv6 host".into()),
+            },
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("invalid URL: it names no host".into());
+    }
+    if let Some(p) = port {
+        if !p.is_empty() && !matches!(p.parse::<u16>(), Ok(1..)) {
+            return Err("invalid URL: the port must be a number from 1 to 65535".into());
+        }
     }
     Ok(())
 }

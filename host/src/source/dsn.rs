@@ -126,9 +126,7 @@ impl FromStr for ConnParams {
                 _ => {}
             }
         }
-        // Redact whatever tokio-postgres says: its messages can quote the input.
-        let pg_config =
-            tokio_postgres::Config::from_str(&rest).map_err(|e| DsnError::Parse(e.to_string()))?;
+        let pg_config = tokio_postgres::Config::from_str(&rest).map_err(|e| parse_error(&e))?;
         let host = match pg_config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
             #[cfg(unix)]
@@ -138,6 +136,9 @@ impl FromStr for ConnParams {
             None => return Err(DsnError::NoHost),
         };
         let port = pg_config.get_ports().first().copied().unwrap_or(5432);
+        if pg_config.get_ports().contains(&0) {
+            return Err(DsnError::Parse(PORT_RANGE.into()));
+        }
         let user = pg_config.get_user().ok_or(DsnError::NoUser)?.to_owned();
         let dbname = pg_config.get_dbname().unwrap_or(&user).to_owned();
         Ok(ConnParams {
@@ -156,6 +157,29 @@ impl FromStr for ConnParams {
             pg_config,
         })
     }
+}
+
+const PORT_RANGE: &str = "invalid port: use a number from 1 to 65535";
+
+/// What tokio-postgres found wrong, from its error's cause: its `Display` says only
+/// "invalid connection string". The causes name options (`unknown option `x``, `invalid
+/// value for option `port``) and at most one offending character, never a value, so no
+/// password can leak through them.
+fn parse_error(e: &tokio_postgres::Error) -> DsnError {
+    let cause = std::error::Error::source(e).map(ToString::to_string);
+    DsnError::Parse(match cause.as_deref() {
+        Some("invalid value for option `port`") => PORT_RANGE.to_owned(),
+        Some(c) if c.starts_with("invalid value for option") => {
+            format!("{c}; see the libpq connection parameters")
+        }
+        Some(c) if c.starts_with("unknown option") => {
+            format!("{c}: not a connection parameter cdc-host supports")
+        }
+        Some(c) => c.to_owned(),
+        None => {
+            "cannot parse it (expected postgres://user@host:port/db or key=value pairs)".to_owned()
+        }
+    })
 }
 
 type TlsParams = Vec<(String, String)>;
@@ -212,7 +236,16 @@ fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, DsnError> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            return Err(DsnError::Parse(format!("expected '=' after {key:?}")));
+            // Quote the token only when it looks like a keyword: anything else may be part
+            // of a secret (e.g. a URL with a misspelt scheme and a password in it).
+            return Err(DsnError::Parse(if key.contains("://") {
+                "unsupported URL scheme: use postgres:// or postgresql:// (or key=value pairs)"
+                    .to_owned()
+            } else if !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                format!("expected '=' after {key:?} (key=value pairs, or a postgres:// URL)")
+            } else {
+                "expected key=value pairs or a postgres:// URL".to_owned()
+            }));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -300,6 +333,17 @@ mod tests {
             Err(DsnError::SslMode(_))
         ));
         assert!("postgres:///app".parse::<ConnParams>().is_err());
+        let msg = |dsn: &str| dsn.parse::<ConnParams>().unwrap_err().to_string();
+        assert!(msg("postgres://cdc@h:70000/app").contains("use a number from 1 to 65535"));
+        assert!(msg("postgres://cdc@h:0/app").contains("use a number from 1 to 65535"));
+        assert!(msg("postgres://cdc@h/app?colour=red").contains("unknown option `colour`"));
+        assert!(msg("host=h user=u colour=red").contains("unknown option `colour`"));
+        let e = msg("postgress://cdc:hunter2@h/app");
+        assert!(
+            e.contains("unsupported URL scheme") && !e.contains("hunter2"),
+            "{e}"
+        );
+        assert!(!msg("host=h hunter2").contains("hunter2"));
     }
 
     #[test]

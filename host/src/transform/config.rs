@@ -21,7 +21,7 @@ pub enum OnError {
 
 /// One `[[transforms]]` entry.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [[transforms]] table")]
 pub struct TransformConfig {
     /// Unique; tags the module's log lines and metrics.
     pub name: Spanned<String>,

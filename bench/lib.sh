@@ -24,10 +24,16 @@ parse_time() {
 }
 
 # load_backlog: ROWS ~200-byte rows into `bench` in transactions of BATCH rows (one DO block,
-# COMMIT after every BATCH). The end LSN is read in the same session right after the last
-# COMMIT. Sets END_LSN, TXNS, WAL_MB, ROW_BYTES.
+# COMMIT after every BATCH); PAD (default 0) adds that many bytes of text to each row (wide
+# rows: e.g. ROWS=1000000 BATCH=1000000 PAD=1000 is a ~1.2 GB single transaction). The end
+# LSN is read in the same session right after the last COMMIT. Sets END_LSN, TXNS, WAL_MB,
+# ROW_BYTES.
 load_backlog() {
-  log "loading $ROWS rows in transactions of $BATCH"
+  local pad=${PAD:-0}
+  [[ $pad =~ ^[0-9]+$ ]] || die "PAD must be a non-negative integer"
+  local wide=
+  ((pad > 0)) && wide=" (+$pad bytes of text per row)"
+  log "loading $ROWS rows in transactions of $BATCH$wide"
   local t0 t1
   t0=$(now)
   # In the background + `wait`, so a signal is handled at once (the caller's trap).
@@ -37,7 +43,7 @@ DECLARE s bigint := 1;
 BEGIN
   WHILE s <= $ROWS LOOP
     INSERT INTO bench(n, t, amount, doc, ts)
-    SELECT g, md5(g::text) || md5((g * 2)::text) || md5((g * 3)::text),
+    SELECT g, md5(g::text) || md5((g * 2)::text) || md5((g * 3)::text) || repeat('x', $pad),
            (g % 10000) / 100.0,
            jsonb_build_object('k', g, 'v', md5(g::text)),
            now()

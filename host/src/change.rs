@@ -132,6 +132,29 @@ pub struct ChangeId {
     pub split: u32,
 }
 
+impl ChangeId {
+    /// The id's text, as `to_string()` gives it, without the formatting machinery (one per
+    /// encoded change).
+    pub fn to_text(&self) -> String {
+        let mut out = Vec::with_capacity(if self.split > 0 { 36 } else { 25 });
+        self.write_text(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the id's text.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        use crate::lsn::Hex;
+        out.extend_from_slice(Hex::new(self.commit_lsn.0, 16).as_bytes());
+        out.push(b'-');
+        out.extend_from_slice(Hex::new(u64::from(self.ordinal), 8).as_bytes());
+        if self.split > 0 {
+            // Split suffixes are rare: the formatting machinery is fine here.
+            out.push(b'.');
+            out.extend_from_slice(self.split.to_string().as_bytes());
+        }
+    }
+}
+
 impl fmt::Display for ChangeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016X}-{:08X}", self.commit_lsn.0, self.ordinal)?;
@@ -180,6 +203,17 @@ mod tests {
             split: 0,
         };
         assert_eq!(a.to_string(), "00000000016B3748-00000003");
+        for id in [
+            a,
+            b,
+            ChangeId {
+                commit_lsn: Lsn(u64::MAX),
+                ordinal: u32::MAX,
+                split: 17,
+            },
+        ] {
+            assert_eq!(id.to_text(), id.to_string());
+        }
         assert!(a.to_string() < b.to_string());
         let c = ChangeId { split: 2, ..a };
         assert_eq!(c.to_string(), "00000000016B3748-00000003.2");

@@ -15,6 +15,53 @@ impl Lsn {
     pub fn is_zero(self) -> bool {
         self.0 == 0
     }
+
+    /// The `X/X` text, as `to_string()` gives it, without the formatting machinery (every
+    /// encoded change carries two of these).
+    pub fn to_text(self) -> String {
+        let mut out = Vec::with_capacity(17);
+        self.write_text(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the `X/X` text.
+    pub fn write_text(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(Hex::new(self.0 >> 32, 1).as_bytes());
+        out.push(b'/');
+        out.extend_from_slice(Hex::new(self.0 & 0xFFFF_FFFF, 1).as_bytes());
+    }
+}
+
+/// A number in upper-case hex, zero-padded to a minimum width, on the stack.
+#[derive(Debug)]
+pub(crate) struct Hex {
+    buf: [u8; 16],
+    start: usize,
+}
+
+impl Hex {
+    /// `width` is at most 16 (a `u64` has 16 hex digits).
+    pub(crate) fn new(mut v: u64, width: usize) -> Hex {
+        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+        let mut buf = [b'0'; 16];
+        let mut start = buf.len();
+        loop {
+            start -= 1;
+            buf[start] = DIGITS[(v & 0xF) as usize];
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        Hex {
+            buf,
+            start: start.min(16 - width.min(16)),
+        }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
 }
 
 impl fmt::Display for Lsn {
@@ -60,6 +107,21 @@ mod tests {
             assert_eq!(s.parse::<Lsn>().unwrap().to_string(), s);
         }
         assert_eq!("16/B374D848".parse::<Lsn>().unwrap(), Lsn(0x16_B374_D848));
+    }
+
+    #[test]
+    fn to_text_is_to_string() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for v in [0, 1, 0xF, 0x10, 0xFFFF_FFFF, 1 << 32, u64::MAX] {
+            assert_eq!(Lsn(v).to_text(), Lsn(v).to_string());
+        }
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = x >> (x % 64);
+            assert_eq!(Lsn(v).to_text(), Lsn(v).to_string());
+        }
     }
 
     #[test]

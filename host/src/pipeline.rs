@@ -219,7 +219,7 @@ async fn run_once(
     };
     let limits = Limits {
         max_inflight: b.max_inflight,
-        max_inflight_bytes: b.max_inflight_bytes,
+        max_inflight_bytes: b.max_inflight_bytes(),
     };
     let (rx, stage) = if chain.is_empty() {
         (rx, None)

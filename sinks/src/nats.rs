@@ -56,7 +56,15 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Default duplicate window of a stream the sink creates.
 pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-const EXPECTED_LAST_MSG_ID: &str = "Nats-Expected-Last-Msg-Id";
+// Header names built once: `from_static` needs no allocation or validation per message.
+const EXPECTED_LAST_MSG_ID: HeaderName = HeaderName::from_static("Nats-Expected-Last-Msg-Id");
+const MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
+const CDC_OP: HeaderName = HeaderName::from_static("Cdc-Op");
+const CDC_TABLE: HeaderName = HeaderName::from_static("Cdc-Table");
+const CDC_LSN: HeaderName = HeaderName::from_static("Cdc-Lsn");
+const CDC_COMMIT_LSN: HeaderName = HeaderName::from_static("Cdc-Commit-Lsn");
+/// Rendered subject templates remembered per (schema, table, op); cleared when full.
+const SUBJECT_CACHE: usize = 256;
 /// Stream lookups per batch for subjects not seen before; the rest are assumed to go to the
 /// configured stream (and learned from their PubAcks).
 const MAX_LOOKUPS_PER_BATCH: usize = 64;
@@ -202,6 +210,16 @@ pub struct NatsSink {
     ack_timeout: Duration,
     max_in_flight: usize,
     events: Arc<ConnEvents>,
+    /// Recently rendered subjects (see [`NatsSink::subject_for`]).
+    subjects: Vec<CachedSubject>,
+}
+
+#[derive(Debug)]
+struct CachedSubject {
+    schema: Option<Arc<str>>,
+    table: Option<Arc<str>>,
+    op: &'static str,
+    subject: Subject,
 }
 
 #[derive(Debug)]
@@ -325,10 +343,13 @@ impl ConnEvents {
     }
 }
 
-/// A message ready to publish: subject checked, headers built.
+/// A message ready to publish: subject checked, a transform's headers validated. The
+/// headers themselves are built at each publish (see [`NatsSink::headers`]): building
+/// them once and cloning per attempt cost twice the allocations.
 struct Prepared {
     subject: Subject,
-    headers: HeaderMap,
+    /// Headers a transform set, validated; added after (and over) ours.
+    extra: Vec<(HeaderName, HeaderValue)>,
     /// A transform set a `Nats-Expected-*` header: no ordering check of ours, and a refusal
     /// is final.
     user_expectation: bool,
@@ -498,6 +519,7 @@ impl NatsSink {
             ack_timeout,
             max_in_flight,
             events,
+            subjects: Vec::new(),
         })
     }
 
@@ -508,35 +530,40 @@ impl NatsSink {
         }
     }
 
-    fn prepare(&self, m: &Message) -> Result<Prepared, SinkError> {
+    fn prepare(&mut self, m: &Message) -> Result<Prepared, SinkError> {
+        let subject = match &m.route {
+            Some(route) => check_subject(route)
+                .map(|()| Subject::from(route.as_str()))
+                .map_err(|why| (route.clone(), why)),
+            None => self.subject_for(m),
+        };
         let rejected = |message: String| SinkError::Rejected {
             sink: self.name.clone(),
             id: m.id.clone(),
             message,
         };
-        let subject = m.route_or(&self.subject);
-        check_subject(&subject)
-            .map_err(|why| rejected(format!("invalid NATS subject {subject:?}: {why}")))?;
-        let table = format!(
-            "{}.{}",
-            m.schema.as_deref().unwrap_or("_"),
-            m.table.as_deref().unwrap_or("_")
-        );
-        let mut headers = HeaderMap::new();
-        let fixed = [
-            ("Nats-Msg-Id", m.id.as_str()),
-            ("Cdc-Op", m.op),
-            ("Cdc-Table", table.as_str()),
-            ("Cdc-Lsn", m.lsn.as_str()),
-            ("Cdc-Commit-Lsn", m.commit_lsn.as_str()),
-        ];
-        let extra = m.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        for (key, value) in fixed.into_iter().chain(extra) {
+        let subject = subject.map_err(|(subject, why)| {
+            rejected(format!("invalid NATS subject {subject:?}: {why}"))
+        })?;
+        // Quoted Postgres identifiers may hold line breaks, which a header value cannot.
+        let ours = [m.id.as_str(), &m.lsn, &m.commit_lsn]
+            .into_iter()
+            .chain(m.schema.as_deref())
+            .chain(m.table.as_deref());
+        for value in ours {
+            if value.contains(['\r', '\n']) {
+                return Err(rejected(format!(
+                    "{value:?} cannot be a header value (line break)"
+                )));
+            }
+        }
+        let mut extra = Vec::new();
+        for (key, value) in &m.headers {
             let name = HeaderName::from_str(key)
                 .map_err(|e| rejected(format!("invalid header name {key:?}: {e}")))?;
             let value = HeaderValue::from_str(value)
                 .map_err(|e| rejected(format!("invalid value of header {key}: {e}")))?;
-            headers.insert(name, value);
+            extra.push((name, value));
         }
         let user_expectation = m.headers.iter().any(|(k, _)| {
             k.get(..13)
@@ -550,11 +577,66 @@ impl NatsSink {
             .find(|(k, _)| k.eq_ignore_ascii_case("nats-msg-id"))
             .map(|(_, v)| v.clone());
         Ok(Prepared {
-            subject: Subject::from(subject),
-            headers,
+            subject,
+            extra,
             user_expectation,
             msg_id,
         })
+    }
+
+    /// The sink's subject template filled in for `m`, from a small cache: rendering and
+    /// checking it for every message was a visible share of the sink's CPU.
+    fn subject_for(&mut self, m: &Message) -> Result<Subject, (String, &'static str)> {
+        let same = |a: &Option<Arc<str>>, b: &Option<Arc<str>>| match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            (None, None) => true,
+            _ => false,
+        };
+        if let Some(hit) = self
+            .subjects
+            .iter()
+            .rev()
+            .find(|e| e.op == m.op && same(&e.table, &m.table) && same(&e.schema, &m.schema))
+        {
+            return Ok(hit.subject.clone());
+        }
+        let rendered = m.render_template(&self.subject);
+        if let Err(why) = check_subject(&rendered) {
+            return Err((rendered, why));
+        }
+        let subject = Subject::from(rendered);
+        if self.subjects.len() >= SUBJECT_CACHE {
+            self.subjects.clear();
+        }
+        self.subjects.push(CachedSubject {
+            schema: m.schema.clone(),
+            table: m.table.clone(),
+            op: m.op,
+            subject: subject.clone(),
+        });
+        Ok(subject)
+    }
+
+    /// The headers of one publish of `m`: the change id, op, table and LSNs, then those a
+    /// transform set.
+    fn headers(m: &Message, p: &Prepared) -> HeaderMap {
+        let mut table = String::with_capacity(
+            m.schema.as_deref().map_or(1, str::len) + m.table.as_deref().map_or(1, str::len) + 1,
+        );
+        table.push_str(m.schema.as_deref().unwrap_or("_"));
+        table.push('.');
+        table.push_str(m.table.as_deref().unwrap_or("_"));
+        let mut headers = HeaderMap::new();
+        // `prepare` rejected values with line breaks: `HeaderValue::from` cannot panic.
+        headers.insert(MSG_ID, m.id.clone());
+        headers.insert(CDC_OP, m.op);
+        headers.insert(CDC_TABLE, table);
+        headers.insert(CDC_LSN, m.lsn.clone());
+        headers.insert(CDC_COMMIT_LSN, m.commit_lsn.clone());
+        for (name, value) in &p.extra {
+            headers.insert(name.clone(), value.clone());
+        }
+        headers
     }
 
     /// Learns the streams of subjects not seen before (a bounded number of lookups).
@@ -602,15 +684,25 @@ impl NatsSink {
             if fence.disabled {
                 Vec::new()
             } else {
+                // Consecutive messages mostly share a subject: look each run up once.
+                let mut last: Option<(&Subject, (Arc<str>, bool))> = None;
                 prepared[start..]
                     .iter()
-                    .map(|p| fence.stream_of(p.subject.as_str(), &js.default_stream))
+                    .map(|p| match &last {
+                        Some((subject, found)) if **subject == p.subject => found.clone(),
+                        _ => {
+                            let found = fence.stream_of(p.subject.as_str(), &js.default_stream);
+                            last = Some((&p.subject, found.clone()));
+                            found
+                        }
+                    })
                     .collect()
             }
         };
         let fenced = !streams.is_empty();
-        // Per stream, the id of the last message published in this attempt.
-        let mut chain: HashMap<Arc<str>, &str> = HashMap::new();
+        // Per stream, the id of the last message published in this attempt (a list: a sink
+        // mostly feeds one or two streams).
+        let mut chain: Vec<(Arc<str>, &str)> = Vec::new();
         let mut pending = VecDeque::with_capacity(self.max_in_flight.min(n - start));
         let mut next = start;
         let mut acked = start;
@@ -619,13 +711,26 @@ impl NatsSink {
             while next < n && pending.len() < self.max_in_flight {
                 let p = &prepared[next];
                 let id = p.msg_id.as_deref().unwrap_or(&batch.messages[next].id);
-                let mut headers = p.headers.clone();
+                let mut headers = Self::headers(&batch.messages[next], p);
                 if fenced {
                     let stream = &streams[next - start].0;
-                    if id.is_empty() {
+                    let slot = chain
+                        .iter()
+                        .position(|(s, _)| Arc::ptr_eq(s, stream) || s == stream);
+                    let previous = match (slot, id.is_empty()) {
                         // Stored without an id, it leaves nothing to check against.
-                        chain.remove(stream);
-                    } else if let Some(previous) = chain.insert(stream.clone(), id) {
+                        (Some(i), true) => {
+                            chain.swap_remove(i);
+                            None
+                        }
+                        (None, true) => None,
+                        (Some(i), false) => Some(std::mem::replace(&mut chain[i].1, id)),
+                        (None, false) => {
+                            chain.push((stream.clone(), id));
+                            None
+                        }
+                    };
+                    if let Some(previous) = previous {
                         if !p.user_expectation {
                             if let Ok(value) = HeaderValue::from_str(previous) {
                                 headers.insert(EXPECTED_LAST_MSG_ID, value);
@@ -700,7 +805,7 @@ impl NatsSink {
         for (i, (p, m)) in prepared.iter().zip(&batch.messages).enumerate() {
             let publish = self.client.publish_with_headers(
                 p.subject.clone(),
-                p.headers.clone(),
+                Self::headers(m, p),
                 m.payload.clone(),
             );
             match tokio::time::timeout(self.ack_timeout, publish).await {

@@ -15,7 +15,7 @@ use crate::value::{write_json, write_json_str, Value};
 /// Appends one change as a JSON object (no newline).
 pub fn write_change(c: &Change, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"id\":\"");
-    let _ = write!(out, "{}", c.id());
+    c.id().write_text(out);
     out.extend_from_slice(b"\",\"op\":\"");
     out.extend_from_slice(c.op.as_str().as_bytes());
     out.extend_from_slice(b"\",\"schema\":");
@@ -29,11 +29,11 @@ pub fn write_change(c: &Change, out: &mut Vec<u8>) {
     }
     out.push(b',');
     write_images(c, out);
-    let _ = write!(
-        out,
-        ",\"lsn\":\"{}\",\"commit_lsn\":\"{}\",\"xid\":{},\"commit_ts\":",
-        c.lsn, c.commit_lsn, c.xid
-    );
+    out.extend_from_slice(b",\"lsn\":\"");
+    c.lsn.write_text(out);
+    out.extend_from_slice(b"\",\"commit_lsn\":\"");
+    c.commit_lsn.write_text(out);
+    let _ = write!(out, "\",\"xid\":{},\"commit_ts\":", c.xid);
     write_json(&Value::TimestampTz(c.commit_ts), out);
     if let (Some(row), Some(t)) = (&c.after, &c.table) {
         write_unchanged_toast(t, row, out);

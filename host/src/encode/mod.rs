@@ -49,12 +49,12 @@ pub fn encode_batch(
             let payload = buf.slice(start..end);
             start = end;
             Message {
-                id: c.id().to_string(),
+                id: c.id().to_text(),
                 schema: c.table.as_ref().map(|t| Arc::clone(&t.schema)),
                 table: c.table.as_ref().map(|t| Arc::clone(&t.name)),
                 op: c.op.as_str(),
-                lsn: c.lsn.to_string(),
-                commit_lsn: c.commit_lsn.to_string(),
+                lsn: c.lsn.to_text(),
+                commit_lsn: c.commit_lsn.to_text(),
                 route: c.routing.as_ref().and_then(|r| r.route.clone()),
                 headers: c
                     .routing

@@ -129,6 +129,7 @@ pub async fn open(loaded: &Loaded) -> Result<Replicator, SourceError> {
         publication: publication.to_owned(),
         settings: StreamSettings {
             max_changes: b.max_changes,
+            max_batch_bytes: b.max_batch_bytes(),
             status_interval: std::time::Duration::from_secs(src.status_interval_secs.max(1)),
             shutdown_grace: std::time::Duration::from_secs(b.shutdown_grace_secs),
             heartbeat: src

@@ -27,7 +27,7 @@ use crate::pgoutput::{self, LogicalMessage, OldTuple, ReplicationMessage};
 const MIN_REPORT_GAP: Duration = Duration::from_millis(100);
 
 /// A run of changes handed to the pipeline. Whole transactions, except that a
-/// transaction larger than `max_changes` is split across batches.
+/// transaction larger than `max_changes` or `max_batch_bytes` is split across batches.
 #[derive(Debug)]
 pub struct Batch {
     /// 1, 2, 3 … in stream order.
@@ -54,6 +54,9 @@ pub struct Progress {
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
     pub max_changes: usize,
+    /// A batch also closes (or a transaction is split) once its changes take about this
+    /// much memory (see [`Pending::bytes`]); what bounds memory when rows are wide.
+    pub max_batch_bytes: usize,
     pub status_interval: Duration,
     pub shutdown_grace: Duration,
     /// Emit a heartbeat message this often (None: off).
@@ -61,6 +64,12 @@ pub struct StreamSettings {
     /// Warn above this many bytes of WAL retained by the slot.
     pub max_retained_wal: u64,
 }
+
+/// Estimated memory of a decoded change beyond the pgoutput bytes it points into: the
+/// `Change` itself and its row vectors' headers.
+const CHANGE_OVERHEAD: usize = std::mem::size_of::<Change>() + 64;
+/// Estimated memory per decoded column value (its `Value` and name reference).
+const VALUE_OVERHEAD: usize = std::mem::size_of::<crate::value::Value>() + 16;
 
 /// Prefix of our heartbeat messages; they are consumed here, never delivered.
 pub const HEARTBEAT_PREFIX: &str = "cdc-host.heartbeat";
@@ -84,6 +93,11 @@ pub(super) struct Pending {
     /// End LSN of the last commit inside `changes[..complete]`.
     checkpoint: Option<Lsn>,
     next_seq: u64,
+    /// Approximate memory held by `changes`: the pgoutput bytes their values point into
+    /// (decoded values are slices of the received buffers) plus the decoded structures.
+    bytes: usize,
+    /// `bytes` of `changes[..complete]`.
+    complete_bytes: usize,
 }
 
 impl Pending {
@@ -91,15 +105,29 @@ impl Pending {
         self.complete > 0 || self.checkpoint.is_some()
     }
 
+    /// Too large to keep reading into: hand over (whole transactions, or a split one).
+    fn is_full(&self, settings: &StreamSettings) -> bool {
+        self.changes.len() >= settings.max_changes || self.bytes >= settings.max_batch_bytes
+    }
+
+    /// Marks everything so far as whole transactions.
+    fn mark_complete(&mut self) {
+        self.complete = self.changes.len();
+        self.complete_bytes = self.bytes;
+    }
+
     /// Takes the complete part, or everything when `split` (a transaction too big to wait for).
     fn take(&mut self, split: bool) -> Batch {
         let changes = if split {
+            self.bytes = 0;
             std::mem::take(&mut self.changes)
         } else {
+            self.bytes -= self.complete_bytes;
             let tail = self.changes.split_off(self.complete);
             std::mem::replace(&mut self.changes, tail)
         };
         self.complete = 0;
+        self.complete_bytes = 0;
         self.next_seq += 1;
         crate::metrics::batch_received(&changes);
         Batch {
@@ -160,7 +188,7 @@ impl Replicator {
         'stream: loop {
             while let Some(frame) = self.conn.try_frame()? {
                 self.handle_frame(frame, &progress).await?;
-                if self.pending.changes.len() >= self.settings.max_changes {
+                if self.pending.is_full(&self.settings) {
                     // Too many changes to keep reading: wait for room, keep reporting. Hand
                     // over whole transactions; split one only when it alone is this large.
                     loop {
@@ -365,6 +393,9 @@ impl Replicator {
             } => {
                 self.received = self.received.max(wal_start);
                 let kind_hint = data.first().copied().unwrap_or(b'?');
+                // The decoded values are slices of this message: count its bytes while the
+                // pending changes hold them (Begin/Commit/Relation too: noise).
+                self.pending.bytes += data.len();
                 let logical =
                     pgoutput::decode(data, false).map_err(|source| SourceError::Decode {
                         lsn: wal_start,
@@ -372,6 +403,11 @@ impl Replicator {
                         source,
                     })?;
                 self.handle_logical(logical, wal_start).await?;
+                if self.pending.changes.is_empty() {
+                    // Nothing holds those bytes (a skipped or empty transaction).
+                    self.pending.bytes = 0;
+                    self.pending.complete_bytes = 0;
+                }
             }
         }
         Ok(())
@@ -393,7 +429,7 @@ impl Replicator {
                     SourceError::Protocol(format!("Commit without Begin at {lsn}"))
                 })?;
                 if !txn.skip {
-                    self.pending.complete = self.pending.changes.len();
+                    self.pending.mark_complete();
                     self.pending.checkpoint = Some(c.end_lsn);
                 }
             }
@@ -493,7 +529,8 @@ impl Replicator {
             split: 0,
             routing: None,
         });
-        self.pending.complete = self.pending.changes.len();
+        self.pending.bytes += CHANGE_OVERHEAD;
+        self.pending.mark_complete();
     }
 
     /// The table for a row change, or `None` when the transaction is being skipped.
@@ -526,6 +563,9 @@ impl Replicator {
         let Some(txn) = self.txn.as_mut() else { return };
         let ordinal = txn.next_ordinal;
         txn.next_ordinal += 1;
+        let columns =
+            before.as_ref().map_or(0, |(_, r)| r.0.len()) + after.as_ref().map_or(0, |r| r.0.len());
+        self.pending.bytes += CHANGE_OVERHEAD + columns * VALUE_OVERHEAD;
         self.pending.changes.push(Change {
             op,
             commit_lsn: txn.commit_lsn,
@@ -572,4 +612,69 @@ fn latest(rx: &watch::Receiver<Progress>) -> Progress {
 
 fn pipeline_gone() -> SourceError {
     SourceError::Setup("the pipeline stopped (see the error above)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max_changes: usize, max_batch_bytes: usize) -> StreamSettings {
+        StreamSettings {
+            max_changes,
+            max_batch_bytes,
+            status_interval: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(1),
+            heartbeat: None,
+            max_retained_wal: u64::MAX,
+        }
+    }
+
+    fn change(ordinal: u32) -> Change {
+        Change {
+            op: Op::Message,
+            commit_lsn: Lsn(1),
+            ordinal,
+            lsn: Lsn(1),
+            xid: 1,
+            commit_ts: 0,
+            table: None,
+            before: None,
+            after: None,
+            truncate: None,
+            message: None,
+            split: 0,
+            routing: None,
+        }
+    }
+
+    /// Wide rows close a batch by bytes long before `max_changes`; a whole transaction is
+    /// handed over with its bytes, the open one keeps its own.
+    #[test]
+    fn batches_close_by_bytes_and_keep_the_open_transaction_s_bytes() {
+        let s = settings(1000, 10_000);
+        let mut p = Pending::default();
+        for i in 0..3 {
+            p.changes.push(change(i));
+            p.bytes += 3_000;
+        }
+        assert!(!p.is_full(&s));
+        p.mark_complete();
+        p.checkpoint = Some(Lsn(10));
+        p.changes.push(change(3));
+        p.bytes += 3_000;
+        assert!(p.is_full(&s));
+        let b = p.take(p.complete == 0);
+        assert_eq!(b.changes.len(), 3);
+        assert_eq!(b.checkpoint, Some(Lsn(10)));
+        assert_eq!((p.changes.len(), p.bytes), (1, 3_000));
+        // The open transaction alone grows past the limit: split it.
+        for i in 4..8 {
+            p.changes.push(change(i));
+            p.bytes += 3_000;
+        }
+        assert!(p.is_full(&s) && p.complete == 0);
+        let b = p.take(true);
+        assert_eq!((b.changes.len(), b.checkpoint), (5, None));
+        assert_eq!((p.changes.len(), p.bytes, p.complete_bytes), (0, 0, 0));
+    }
 }

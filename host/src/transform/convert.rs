@@ -57,7 +57,7 @@ pub fn to_wit(c: &Change) -> wit::Change {
         None => (None, Vec::new()),
     };
     wit::Change {
-        id: c.id().to_string(),
+        id: c.id().to_text(),
         op: match c.op {
             Op::Insert => wit::Op::Insert,
             Op::Update => wit::Op::Update,

@@ -36,6 +36,7 @@ mod host;
 pub mod http_receiver;
 pub mod nats_server;
 mod pg;
+pub mod proxy;
 mod util;
 
 pub use host::{write_config, HostProcess};

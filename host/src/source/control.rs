@@ -45,7 +45,7 @@ fn ctl(e: tokio_postgres::Error) -> SourceError {
     if e.is_closed() || e.as_db_error().is_none() {
         return SourceError::Io {
             target: "control connection".into(),
-            source: std::io::Error::other(error_chain(&e)),
+            cause: std::io::Error::other(error_chain(&e)),
         };
     }
     let detail = e
@@ -77,12 +77,12 @@ impl Control {
                 } else if chain.contains("TLS handshake") {
                     SourceError::TlsHandshake {
                         target,
-                        source: std::io::Error::other(chain),
+                        cause: std::io::Error::other(chain),
                     }
                 } else {
                     SourceError::Connect {
                         target,
-                        source: std::io::Error::other(chain),
+                        cause: std::io::Error::other(chain),
                     }
                 }
             }

@@ -54,18 +54,19 @@ impl fmt::Display for PgError {
     }
 }
 
-/// Everything that can stop the replication source.
+/// Everything that can stop the replication source. Causes are part of each message (`cause`
+/// fields, not `source`): printed as a chain, a `source` would appear twice.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot connect to {target}: {source}")]
+    #[error("cannot connect to {target}: {cause}")]
     Connect {
         target: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("connection to {target} lost: {source}")]
+    #[error("connection to {target} lost: {cause}")]
     Io {
         target: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("connection to {target} timed out after {secs}s")]
     ConnectTimeout { target: String, secs: u64 },
@@ -73,10 +74,10 @@ pub enum SourceError {
     Server(Box<Actionable>),
     #[error("server at {0} does not support TLS, but sslmode requires it (use sslmode=prefer to allow plain connections)")]
     TlsUnsupported(String),
-    #[error("TLS handshake with {target} failed: {source}")]
+    #[error("TLS handshake with {target} failed: {cause}")]
     TlsHandshake {
         target: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     TlsConfig(#[from] super::tls::TlsError),
@@ -88,11 +89,11 @@ pub enum SourceError {
     Scram(std::io::Error),
     #[error("protocol error: {0}")]
     Protocol(String),
-    #[error("malformed pgoutput {kind} message at {lsn}: {source}")]
+    #[error("malformed pgoutput {kind} message at {lsn}: {cause}")]
     Decode {
         lsn: Lsn,
         kind: &'static str,
-        source: DecodeError,
+        cause: DecodeError,
     },
     #[error("malformed value in {table}.{column} at {lsn}: {message}")]
     Value {

@@ -365,7 +365,7 @@ impl Replicator {
         let msg = pgoutput::parse_copy_data(frame.body).map_err(|source| SourceError::Decode {
             lsn: self.received,
             kind: "CopyData",
-            source,
+            cause: source,
         })?;
         match msg {
             ReplicationMessage::PrimaryKeepalive {
@@ -400,7 +400,7 @@ impl Replicator {
                     pgoutput::decode(data, false).map_err(|source| SourceError::Decode {
                         lsn: wal_start,
                         kind: pgoutput::message_kind(kind_hint).unwrap_or("unknown"),
-                        source,
+                        cause: source,
                     })?;
                 self.handle_logical(logical, wal_start).await?;
                 if self.pending.changes.is_empty() {

@@ -133,7 +133,7 @@ impl WireConn {
             .await
             .map_err(|source| SourceError::Connect {
                 target: target.clone(),
-                source,
+                cause: source,
             })?;
         let _ = tcp.set_nodelay(true);
         let stream = Self::negotiate_tls(tcp, params, &target).await?;
@@ -159,7 +159,7 @@ impl WireConn {
         };
         let io_err = |source| SourceError::Io {
             target: target.to_owned(),
-            source,
+            cause: source,
         };
         let mut req = BytesMut::new();
         frontend::ssl_request(&mut req);
@@ -185,7 +185,7 @@ impl WireConn {
             .await
             .map_err(|source| SourceError::TlsHandshake {
                 target: target.to_owned(),
-                source,
+                cause: source,
             })?;
         Ok(Stream::Tls(tls))
     }
@@ -436,7 +436,7 @@ impl WireConn {
     fn io_err(&self, source: std::io::Error) -> SourceError {
         SourceError::Io {
             target: self.target.clone(),
-            source,
+            cause: source,
         }
     }
 }

@@ -1,0 +1,298 @@
+//! A TCP proxy on 127.0.0.1 for fault tests: point a DSN at it instead of the server and
+//! the test can cut every connection at once, refuse new ones for a while, or tamper with
+//! the server→client stream message by message.
+//!
+//! * [`Proxy::cut`] resets every open connection, both ways (`SO_LINGER` 0, then close:
+//!   each peer gets a RST, as when a middlebox dies or a cable is pulled).
+//! * [`Proxy::set_refusing`] / [`Proxy::refuse_for`]: new connections are accepted and
+//!   reset at once, before a byte is forwarded (the client sees its connection reset during
+//!   the startup handshake).
+//! * [`Proxy::start_tampering`]: the server→client direction is parsed as Postgres backend
+//!   messages (type byte + big-endian i32 length that counts itself) and each message goes
+//!   through the hook before it is forwarded; the length is recomputed from what the hook
+//!   leaves, so a hook may change bytes or truncate a body without breaking the framing.
+//!   The stream must be plain protocol from its first byte: use `sslmode=disable`
+//!   (an SSLRequest's one-byte answer is not a framed message).
+//!
+//! Everything runs on the current tokio runtime. Dropping the proxy stops the listener and
+//! closes every connection it still forwards.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// One backend message as the proxy forwards it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendMessage {
+    /// Message type, e.g. `b'd'` for CopyData.
+    pub tag: u8,
+    /// The body, without type byte and length.
+    pub body: Vec<u8>,
+}
+
+/// Byte offset of the payload of an XLogData message inside a CopyData body:
+/// `'w'`, WAL start (i64), WAL end (i64), send time (i64).
+pub const XLOG_DATA_HEADER: usize = 1 + 8 + 8 + 8;
+
+impl BackendMessage {
+    /// For a CopyData carrying XLogData (`'d'` whose body starts with `'w'`): the message's
+    /// WAL start and the logical replication message it carries (pgoutput), mutable.
+    pub fn xlog_data_mut(&mut self) -> Option<(u64, &mut [u8])> {
+        if self.tag != b'd'
+            || self.body.first() != Some(&b'w')
+            || self.body.len() < XLOG_DATA_HEADER
+        {
+            return None;
+        }
+        let wal_start = u64::from_be_bytes(self.body[1..9].try_into().unwrap());
+        Some((wal_start, &mut self.body[XLOG_DATA_HEADER..]))
+    }
+}
+
+/// Called for every server→client message of every connection (in tampering mode).
+pub type Tamper = Arc<dyn Fn(&mut BackendMessage) + Send + Sync>;
+
+struct Shared {
+    target: SocketAddr,
+    tamper: Option<Tamper>,
+    /// Bumped by `cut`: every connection task watches it.
+    cuts: watch::Sender<u64>,
+    refuse_until: Mutex<Option<Instant>>,
+    accepted: AtomicUsize,
+    refused: AtomicUsize,
+    live: AtomicUsize,
+}
+
+impl Shared {
+    fn refusing(&self) -> bool {
+        self.refuse_until
+            .lock()
+            .unwrap()
+            .is_some_and(|t| Instant::now() < t)
+    }
+}
+
+/// See the module docs.
+pub struct Proxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("addr", &self.addr)
+            .field("target", &self.shared.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// A plain forwarding proxy to `target` on a free 127.0.0.1 port.
+    pub async fn start(target: SocketAddr) -> Proxy {
+        Self::start_inner(target, None).await
+    }
+
+    /// A proxy whose server→client messages go through `tamper` (see the module docs).
+    pub async fn start_tampering(
+        target: SocketAddr,
+        tamper: impl Fn(&mut BackendMessage) + Send + Sync + 'static,
+    ) -> Proxy {
+        Self::start_inner(target, Some(Arc::new(tamper))).await
+    }
+
+    async fn start_inner(target: SocketAddr, tamper: Option<Tamper>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared {
+            target,
+            tamper,
+            cuts: watch::channel(0).0,
+            refuse_until: Mutex::new(None),
+            accepted: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+        });
+        let task = tokio::spawn(accept_loop(listener, shared.clone()));
+        Proxy { addr, shared, task }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Resets every connection open now, both ways. Returns how many there were.
+    pub fn cut(&self) -> usize {
+        let live = self.shared.live.load(Ordering::SeqCst);
+        self.shared.cuts.send_modify(|n| *n += 1);
+        live
+    }
+
+    /// While true, new connections are reset as soon as they are accepted.
+    pub fn set_refusing(&self, on: bool) {
+        // Far enough in the future to mean "until told otherwise".
+        *self.shared.refuse_until.lock().unwrap() =
+            on.then(|| Instant::now() + Duration::from_secs(24 * 3600));
+    }
+
+    /// Resets new connections for the next `d`, then accepts them again.
+    pub fn refuse_for(&self, d: Duration) {
+        *self.shared.refuse_until.lock().unwrap() = Some(Instant::now() + d);
+    }
+
+    /// Connections accepted and forwarded so far.
+    pub fn accepted(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections reset on arrival because the proxy was refusing.
+    pub fn refused(&self) -> usize {
+        self.shared.refused.load(Ordering::SeqCst)
+    }
+
+    /// Connections being forwarded now.
+    pub fn live(&self) -> usize {
+        self.shared.live.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // The accept task owns the connection tasks (a JoinSet): aborting it drops them,
+        // which closes both sockets of every connection.
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((client, _)) = accepted else { continue };
+                if shared.refusing() {
+                    shared.refused.fetch_add(1, Ordering::SeqCst);
+                    let _ = client.set_zero_linger();
+                    drop(client);
+                    continue;
+                }
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
+                // Subscribed before anything else: a cut from now on reaches this connection.
+                let cut = shared.cuts.subscribe();
+                conns.spawn(forward(client, shared.clone(), cut));
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+/// Counts a connection as live while it exists.
+struct LiveGuard<'a>(&'a AtomicUsize);
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn forward(mut client: TcpStream, shared: Arc<Shared>, mut cut: watch::Receiver<u64>) {
+    shared.live.fetch_add(1, Ordering::SeqCst);
+    let _live = LiveGuard(&shared.live);
+    let _ = client.set_nodelay(true);
+    let connect = tokio::select! {
+        r = TcpStream::connect(shared.target) => r,
+        _ = cut.changed() => {
+            let _ = client.set_zero_linger();
+            return;
+        }
+    };
+    let Ok(mut server) = connect else {
+        let _ = client.set_zero_linger();
+        return;
+    };
+    let _ = server.set_nodelay(true);
+    let was_cut = {
+        let (mut cr, mut cw) = client.split();
+        let (sr, mut sw) = server.split();
+        let upstream = async {
+            tokio::io::copy(&mut cr, &mut sw).await?;
+            sw.shutdown().await
+        };
+        let downstream = async {
+            match &shared.tamper {
+                None => {
+                    let mut sr = sr;
+                    tokio::io::copy(&mut sr, &mut cw).await?;
+                }
+                Some(tamper) => pump_messages(sr, &mut cw, tamper).await?,
+            }
+            cw.shutdown().await
+        };
+        tokio::select! {
+            // An error either way (a reset) ends both directions.
+            _ = async { tokio::try_join!(upstream, downstream) } => false,
+            _ = cut.changed() => true,
+        }
+    };
+    if was_cut {
+        // Close with a RST rather than a FIN, both ways.
+        let _ = client.set_zero_linger();
+        let _ = server.set_zero_linger();
+    }
+}
+
+/// Server→client, one backend message at a time through the hook.
+async fn pump_messages<R, W>(read: R, write: &mut W, tamper: &Tamper) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut read = BufReader::with_capacity(256 * 1024, read);
+    let mut out = Vec::with_capacity(256 * 1024);
+    loop {
+        let mut head = [0u8; 5];
+        match read.read_exact(&mut head).await {
+            Ok(_) => {}
+            // The server closed (a partial header can only come from a dying connection).
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        if len < 4 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("backend message {:?} with length {len}", head[0] as char),
+            ));
+        }
+        let mut msg = BackendMessage {
+            tag: head[0],
+            body: vec![0; len - 4],
+        };
+        read.read_exact(&mut msg.body).await?;
+        tamper(&mut msg);
+        out.push(msg.tag);
+        out.extend_from_slice(&(msg.body.len() as u32 + 4).to_be_bytes());
+        out.extend_from_slice(&msg.body);
+        // Forward as soon as nothing more is buffered: latency as without the proxy.
+        if read.buffer().is_empty() || out.len() >= 256 * 1024 {
+            write.write_all(&out).await?;
+            write.flush().await?;
+            out.clear();
+        }
+    }
+    write.write_all(&out).await?;
+    write.flush().await
+}

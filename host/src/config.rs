@@ -159,8 +159,7 @@ impl Default for BatchConfig {
 impl BatchConfig {
     /// Encoded bytes in flight before the source stops reading.
     pub fn max_inflight_bytes(&self) -> usize {
-        self.max_inflight_bytes
-            .unwrap_or(self.budget_bytes() / 4)
+        self.max_inflight_bytes.unwrap_or(self.budget_bytes() / 4)
     }
 
     /// Decoded bytes at which a batch closes.
@@ -735,10 +734,12 @@ format = "json"
         assert_eq!(b.memory_budget_mb, 256);
         assert_eq!(b.max_inflight_bytes(), 64 << 20);
         assert_eq!(b.max_batch_bytes(), (64 << 20) / 11);
-        let b = parse(&format!("{GOOD}[pipeline]\nmemory_budget_mb = 64\nmax_inflight = 1\n"))
-            .unwrap()
-            .config
-            .pipeline;
+        let b = parse(&format!(
+            "{GOOD}[pipeline]\nmemory_budget_mb = 64\nmax_inflight = 1\n"
+        ))
+        .unwrap()
+        .config
+        .pipeline;
         assert_eq!(b.max_inflight_bytes(), 16 << 20);
         assert_eq!(b.max_batch_bytes(), (16 << 20) / 4);
         let b = parse(&format!(
@@ -754,7 +755,10 @@ format = "json"
             "{e}"
         );
         let e = err(&format!("{GOOD}[pipeline]\nmax_batch_bytes = 0\n"));
-        assert!(e.contains("p.toml:10:19:") && e.contains("at least 1"), "{e}");
+        assert!(
+            e.contains("p.toml:10:19:") && e.contains("at least 1"),
+            "{e}"
+        );
     }
 
     #[test]

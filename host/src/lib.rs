@@ -25,3 +25,6 @@ pub mod sink_config;
 pub mod source;
 pub mod transform;
 pub mod value;
+
+#[cfg(test)]
+mod fuzz_tests;

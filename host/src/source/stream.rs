@@ -110,6 +110,18 @@ impl Pending {
         self.changes.len() >= settings.max_changes || self.bytes >= settings.max_batch_bytes
     }
 
+    /// Appends a change; the first growth goes straight to a batch's worth of room (growing
+    /// by doubling copied every change about twice per batch).
+    fn push(&mut self, change: Change, settings: &StreamSettings) {
+        if self.changes.len() == self.changes.capacity() {
+            let room = settings.max_changes.min(4096);
+            if self.changes.len() < room {
+                self.changes.reserve_exact(room - self.changes.len());
+            }
+        }
+        self.changes.push(change);
+    }
+
     /// Marks everything so far as whole transactions.
     fn mark_complete(&mut self) {
         self.complete = self.changes.len();
@@ -514,7 +526,7 @@ impl Replicator {
         if m.lsn < self.start_lsn {
             return;
         }
-        self.pending.changes.push(Change {
+        let change = Change {
             op: Op::Message,
             commit_lsn: m.lsn,
             ordinal: 0,
@@ -528,7 +540,8 @@ impl Replicator {
             message: Some(body),
             split: 0,
             routing: None,
-        });
+        };
+        self.pending.push(change, &self.settings);
         self.pending.bytes += CHANGE_OVERHEAD;
         self.pending.mark_complete();
     }
@@ -566,7 +579,7 @@ impl Replicator {
         let columns =
             before.as_ref().map_or(0, |(_, r)| r.0.len()) + after.as_ref().map_or(0, |r| r.0.len());
         self.pending.bytes += CHANGE_OVERHEAD + columns * VALUE_OVERHEAD;
-        self.pending.changes.push(Change {
+        let change = Change {
             op,
             commit_lsn: txn.commit_lsn,
             ordinal,
@@ -580,7 +593,8 @@ impl Replicator {
             message: None,
             split: 0,
             routing: None,
-        });
+        };
+        self.pending.push(change, &self.settings);
     }
 }
 

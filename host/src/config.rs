@@ -119,20 +119,22 @@ pub struct BatchConfig {
     /// Batches in flight (sent, not yet acked) before the source stops reading (default 8).
     #[serde(deserialize_with = "at_least_one")]
     pub max_inflight: usize,
-    /// Memory for changes on their way through the pipeline, in MiB (default 256, at least
-    /// 16). It sets the defaults of the two byte limits below: a quarter for encoded
-    /// changes awaiting acknowledgement, a quarter for decoded batches queued between the
-    /// stages; the other half is headroom (runtime, connection buffers, allocator). Memory
-    /// of transform modules (their `memory_mb`) comes on top.
+    /// Peak memory cdc-host should stay under, in MiB (default 256, at least 64). 32 MiB
+    /// are set aside for the process itself (runtime, connections, code); of the rest, a
+    /// quarter goes to encoded changes awaiting acknowledgement and a quarter to decoded
+    /// batches queued between the stages (the defaults of the two byte limits below), and
+    /// half is slack (allocator, encoding buffers). Memory of transform modules (their
+    /// `memory_mb`) comes on top.
     #[serde(deserialize_with = "memory_budget")]
     pub memory_budget_mb: usize,
     /// Encoded bytes in flight before the source stops reading (default: a quarter of the
-    /// memory budget, 64 MiB).
+    /// memory budget's share for changes, 56 MiB).
     #[serde(default, deserialize_with = "some_at_least_one")]
     pub max_inflight_bytes: Option<usize>,
     /// A batch closes (or a transaction is split) once its decoded changes take about this
-    /// much memory (default: a quarter of the memory budget over the batches that can be
-    /// queued, `max_inflight + 3`: 5.8 MiB). Bounds memory when rows are wide.
+    /// much memory (default: a quarter of the memory budget's share for changes over the
+    /// batches that can be queued, `max_inflight + 3`: 5.1 MiB). Bounds memory when rows
+    /// are wide.
     #[serde(default, deserialize_with = "some_at_least_one")]
     pub max_batch_bytes: Option<usize>,
     /// On SIGTERM, how long to wait for in-flight batches to be acked (default 30 s).
@@ -172,8 +174,11 @@ impl BatchConfig {
         })
     }
 
+    /// The budget's share for changes in flight: all of it but what the process itself needs.
     fn budget_bytes(&self) -> usize {
-        self.memory_budget_mb.saturating_mul(1 << 20)
+        self.memory_budget_mb
+            .saturating_sub(PROCESS_BASE_MB)
+            .saturating_mul(1 << 20)
     }
 }
 
@@ -266,13 +271,17 @@ fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Erro
     Ok(n)
 }
 
-/// The memory budget in MiB: at least 16 (less cannot hold a batch of ordinary rows).
+/// What the process needs besides changes in flight, in MiB: measured idle and draining
+/// with tiny limits at 25–30 MiB resident (`bench/memory.sh`).
+const PROCESS_BASE_MB: usize = 32;
+
+/// The memory budget in MiB: at least 64 (the process itself needs about 30).
 fn memory_budget<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let n = usize::deserialize(d)?;
-    if n < 16 {
+    if n < 64 {
         return Err(serde::de::Error::invalid_value(
             serde::de::Unexpected::Unsigned(n as u64),
-            &"at least 16 (MiB)",
+            &"at least 64 (MiB)",
         ));
     }
     Ok(n)
@@ -732,10 +741,10 @@ format = "json"
     fn the_memory_budget_sets_the_byte_limits() {
         let b = parse(GOOD).unwrap().config.pipeline;
         assert_eq!(b.memory_budget_mb, 256);
-        assert_eq!(b.max_inflight_bytes(), 64 << 20);
-        assert_eq!(b.max_batch_bytes(), (64 << 20) / 11);
+        assert_eq!(b.max_inflight_bytes(), 56 << 20);
+        assert_eq!(b.max_batch_bytes(), (56 << 20) / 11);
         let b = parse(&format!(
-            "{GOOD}[pipeline]\nmemory_budget_mb = 64\nmax_inflight = 1\n"
+            "{GOOD}[pipeline]\nmemory_budget_mb = 96\nmax_inflight = 1\n"
         ))
         .unwrap()
         .config
@@ -749,9 +758,9 @@ format = "json"
         .config
         .pipeline;
         assert_eq!((b.max_inflight_bytes(), b.max_batch_bytes()), (1000, 100));
-        let e = err(&format!("{GOOD}[pipeline]\nmemory_budget_mb = 8\n"));
+        let e = err(&format!("{GOOD}[pipeline]\nmemory_budget_mb = 48\n"));
         assert!(
-            e.contains("p.toml:10:20: pipeline.memory_budget_mb:") && e.contains("at least 16"),
+            e.contains("p.toml:10:20: pipeline.memory_budget_mb:") && e.contains("at least 64"),
             "{e}"
         );
         let e = err(&format!("{GOOD}[pipeline]\nmax_batch_bytes = 0\n"));

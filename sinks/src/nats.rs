@@ -1057,9 +1057,7 @@ impl NatsSink {
                 Ok(()) => return Ok(()),
                 Err(failure) => failure,
             };
-            let verdict = self
-                .classify(batch, prepared, &failure, &mut strikes)
-                .await;
+            let verdict = self.classify(batch, prepared, &failure, &mut strikes).await;
             if failure.acked > start {
                 // Progress: the next failure starts a fresh backoff.
                 attempt = 0;

@@ -114,7 +114,12 @@ impl Pending {
     /// by doubling copied every change about twice per batch).
     fn push(&mut self, change: Change, settings: &StreamSettings) {
         if self.changes.len() == self.changes.capacity() {
-            let room = settings.max_changes.min(4096);
+            // No more room than a batch can use: by count, or by size when rows are wide.
+            let room = settings
+                .max_changes
+                .min(4096)
+                .min(settings.max_batch_bytes / CHANGE_OVERHEAD)
+                .max(1);
             if self.changes.len() < room {
                 self.changes.reserve_exact(room - self.changes.len());
             }

@@ -12,12 +12,10 @@ mod harness;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
-use futures_util::StreamExt;
 use serde_json::{Map, Value as Json};
 
 use common::*;
-use harness::nats_server::NatsServer;
+use harness::nats_server::{self, NatsServer};
 use harness::HostProcess;
 
 struct Rng(u64);
@@ -42,32 +40,17 @@ const DUPLICATE_WINDOW_SECS: u64 = 3600;
 /// Everything in the stream: its message count and duplicate window (from the stream info)
 /// and each message's `Nats-Msg-Id` and payload, in stream order.
 async fn read_stream(url: &str) -> (u64, Duration, Vec<(String, Json)>) {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = jetstream::new(client);
-    let mut stream = js.get_stream(STREAM).await.unwrap();
-    let info = stream.info().await.unwrap();
-    let (count, window) = (info.state.messages, info.config.duplicate_window);
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut out = Vec::with_capacity(count as usize);
-    while (out.len() as u64) < count {
-        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
-            .await
-            .unwrap_or_else(|_| panic!("stream read stalled after {} of {count}", out.len()))
-            .expect("consumer ended")
-            .unwrap();
-        let id = m
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map(|v| v.to_string())
-            .unwrap_or_default();
-        out.push((id, serde_json::from_slice(&m.payload).unwrap()));
-    }
-    (count, window, out)
+    let (info, messages) = nats_server::read_stream(url, STREAM).await;
+    let out = messages
+        .iter()
+        .map(|m| {
+            (
+                nats_server::msg_id(m),
+                serde_json::from_slice(&m.payload).unwrap(),
+            )
+        })
+        .collect();
+    (info.state.messages, info.config.duplicate_window, out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

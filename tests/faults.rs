@@ -18,14 +18,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
-use futures_util::StreamExt;
 use serde_json::Value as Json;
 use tokio_postgres::Client;
 
 use common::*;
 use harness::http_receiver::{status, Receiver, Recorded, Reply};
-use harness::nats_server::NatsServer;
+use harness::nats_server::{self, stream_len, NatsServer};
 use harness::proxy::{BackendMessage, Proxy};
 use harness::{confirmed_flush_lsn, current_wal_lsn, HostProcess, TestDb};
 
@@ -476,29 +474,11 @@ async fn read_stream(
     url: &str,
     stream: &str,
 ) -> Vec<(String, i64, u64, async_nats::datetime::DateTime)> {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = jetstream::new(client);
-    let mut s = js.get_stream(stream).await.unwrap();
-    let count = s.info().await.unwrap().state.messages as usize;
-    let consumer = s
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
-        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
-            .await
-            .expect("reading the stream back")
-            .expect("stream ended")
-            .expect("message");
+    let (_, messages) = nats_server::read_stream(url, stream).await;
+    let mut out = Vec::with_capacity(messages.len());
+    for m in &messages {
         let published = m.info().unwrap().published;
-        let id = m
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map(|v| v.to_string())
-            .unwrap_or_default();
+        let id = nats_server::msg_id(m);
         let payload: Json = serde_json::from_slice(&m.payload).unwrap();
         assert_eq!(
             payload["id"].as_str(),
@@ -513,15 +493,6 @@ async fn read_stream(
         ));
     }
     out
-}
-
-async fn stream_len(url: &str, stream: &str) -> u64 {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = jetstream::new(client);
-    match js.get_stream(stream).await {
-        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
-    }
 }
 
 /// NATS killed for 60 s while Postgres keeps writing ~2.4 MB/s: nothing is confirmed past

@@ -9,12 +9,11 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::jetstream;
 use serde_json::Value as Json;
 
 use common::*;
 use harness::http_receiver::{status, Receiver, Reply};
-use harness::nats_server::NatsServer;
+use harness::nats_server::{self, stream_len, NatsServer};
 use harness::{confirmed_flush_lsn, HostProcess, PgServer, TestDb};
 
 fn write(dir: &tempfile::TempDir, db: &TestDb, slot: &str, sinks: &str, extra: &str) -> PathBuf {
@@ -42,34 +41,17 @@ fn http_sink(url: &str) -> String {
 
 /// Every message of a JetStream stream: (Nats-Msg-Id, subject, payload).
 async fn read_stream(url: &str, stream: &str) -> Vec<(String, String, Json)> {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = jetstream::new(client);
-    let mut s = js.get_stream(stream).await.unwrap();
-    let count = s.info().await.unwrap().state.messages;
-    let mut out = Vec::new();
-    for seq in 1..=count {
-        let m = s.get_raw_message(seq).await.unwrap();
-        let id = m
-            .headers
-            .get("Nats-Msg-Id")
-            .map(|v| v.to_string())
-            .unwrap_or_default();
-        out.push((
-            id,
-            m.subject.to_string(),
-            serde_json::from_slice(&m.payload).unwrap(),
-        ));
-    }
-    out
-}
-
-async fn stream_len(url: &str, stream: &str) -> u64 {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = jetstream::new(client);
-    match js.get_stream(stream).await {
-        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
-    }
+    let (_, messages) = nats_server::read_stream(url, stream).await;
+    messages
+        .iter()
+        .map(|m| {
+            (
+                nats_server::msg_id(m),
+                m.subject.to_string(),
+                serde_json::from_slice(&m.payload).unwrap(),
+            )
+        })
+        .collect()
 }
 
 async fn wait_stream_len(url: &str, stream: &str, n: u64, host: &mut HostProcess) {

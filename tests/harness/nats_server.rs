@@ -109,3 +109,52 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Messages in JetStream stream `stream` (0 while it does not exist).
+pub async fn stream_len(url: &str, stream: &str) -> u64 {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    match js.get_stream(stream).await {
+        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Every message of JetStream stream `stream` in stream order (through an ordered
+/// consumer), with the stream's info as it was before reading.
+pub async fn read_stream(
+    url: &str,
+    stream: &str,
+) -> (
+    async_nats::jetstream::stream::Info,
+    Vec<async_nats::jetstream::Message>,
+) {
+    use futures_util::StreamExt;
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let mut s = js.get_stream(stream).await.unwrap();
+    let info = s.info().await.unwrap().clone();
+    let count = info.state.messages as usize;
+    let consumer = s
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .unwrap_or_else(|_| panic!("stream read stalled after {} of {count}", out.len()))
+            .expect("consumer ended")
+            .unwrap();
+        out.push(m);
+    }
+    (info, out)
+}
+
+/// The `Nats-Msg-Id` of a stored message ("" when it has none).
+pub fn msg_id(m: &async_nats::Message) -> String {
+    m.headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.to_string())
+        .unwrap_or_default()
+}

@@ -101,6 +101,7 @@ cleanup() {
     for c in $(pgrep -P "$HOST_TIME_PID"); do kill -KILL "$c" 2>/dev/null; done
     kill -KILL "$HOST_TIME_PID" 2>/dev/null
   fi
+  poll_close
   if [[ -f $DATA/postmaster.pid ]]; then
     local pid i
     pid=$(head -n 1 "$DATA/postmaster.pid")
@@ -205,18 +206,19 @@ format = "json"
 EOF
   [[ -x $HOST_BIN ]] || die "$HOST_BIN missing"
   log "draining s_host with cdc-host until confirmed_flush_lsn >= $END_LSN"
+  [[ -n ${POLL_PSQL_PID:-} ]] || poll_open bench
   t0=$(now)
   RUST_LOG=${HOST_RUST_LOG:-warn} /usr/bin/time -v -o "$DIR/host.time" \
     "$HOST_BIN" run "$DIR/cfg.toml" >/dev/null 2>"$DIR/host.stderr" &
   HOST_TIME_PID=$!
-  deadline=$(( $(date +%s) + DRAIN_TIMEOUT ))
+  deadline=$((SECONDS + DRAIN_TIMEOUT))
   HOST_STATUS=timeout
   while :; do
-    done_=$(sql "SELECT coalesce(confirmed_flush_lsn >= '$END_LSN'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = 's_host'")
+    poll_sql "SELECT coalesce(confirmed_flush_lsn >= '$END_LSN'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = 's_host';"; done_=$POLL_OUT
     if [[ $done_ == t ]]; then HOST_STATUS=ok; break; fi
     if ! kill -0 "$HOST_TIME_PID" 2>/dev/null; then HOST_STATUS=exited; break; fi
-    (( $(date +%s) < deadline )) || break
-    sleep 0.2
+    ((SECONDS < deadline)) || break
+    sleep "$POLL_SECS"
   done
   t1=$(now)
   HOST_WALL=$(calc "$t1 - $t0")

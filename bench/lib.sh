@@ -65,3 +65,47 @@ SQL
   ROW_BYTES=$(sql "SELECT round(avg(pg_column_size(b.*))) FROM (SELECT * FROM bench LIMIT 10000) b")
   log "loaded in $(printf '%.1f' "$(calc "$t1 - $t0")")s: $TXNS txns, WAL $START_LSN..$END_LSN (${WAL_MB} MB), ~${ROW_BYTES} B/row"
 }
+
+# --- polling without disturbing the measurement ----------------------------------------------
+# The drain loops poll the slot every POLL_SECS. A psql process per poll (fork, exec, a new
+# backend, auth) cost ~20 ms of CPU each, 10 % of a core taken from the process being timed
+# on a busy 2-core box; so one psql session is kept open as a coprocess, and /proc is read
+# with builtins. The caller's cleanup runs poll_close.
+POLL_SECS=${POLL_SECS:-0.1}
+
+# poll_open DB: starts the session (needs the PSQL array).
+poll_open() {
+  coproc POLL_PSQL { exec "${PSQL[@]}" -d "$1" -f - 2>&1; }
+  POLL_PSQL_IN=${POLL_PSQL[1]} POLL_PSQL_OUT=${POLL_PSQL[0]}
+}
+poll_close() {
+  [[ -n ${POLL_PSQL_PID:-} ]] && kill -TERM "$POLL_PSQL_PID" 2>/dev/null
+  POLL_PSQL_PID=
+  return 0
+}
+# poll_sql SQL: runs one single-row, single-column query; the value in POLL_OUT (no
+# subshell: the coprocess's descriptors are not inherited by one).
+poll_sql() {
+  printf '%s\n' "$1" >&"$POLL_PSQL_IN" || die "polling session gone"
+  IFS= read -r -t 60 POLL_OUT <&"$POLL_PSQL_OUT" || die "polling session: no answer to: $1"
+  [[ $POLL_OUT != *ERROR* ]] || die "polling query failed: $POLL_OUT"
+}
+
+# proc_ticks PID: user+system CPU clock ticks of a live process in TICKS (empty when gone).
+proc_ticks() {
+  local s f
+  TICKS=
+  { read -r s <"/proc/$1/stat"; } 2>/dev/null || return 0
+  # Fields after "pid (comm) ": state is 1st, utime 12th, stime 13th.
+  read -r -a f <<<"${s##*) }"
+  TICKS=$((f[11] + f[12]))
+}
+
+# machine_ticks: busy and total clock ticks of all CPUs so far, in M_BUSY and M_TOTAL;
+# the difference of two readings tells whether a phase kept every core busy.
+machine_ticks() {
+  local cpu user nice sys idle iowait irq softirq steal rest
+  read -r cpu user nice sys idle iowait irq softirq steal rest </proc/stat
+  M_BUSY=$((user + nice + sys + irq + softirq + steal))
+  M_TOTAL=$((M_BUSY + idle + iowait))
+}

@@ -19,19 +19,22 @@
 #      drains s_nats into JetStream (stream CDC, created by cdc-host, subject
 #      cdc.{schema}.{table}, format json) until s_nats's confirmed_flush_lsn >= end, then
 #      is SIGTERMed. The stream must hold exactly ROWS messages.
-#   3. raw-nats-publish (bench/tools) reads those ROWS messages back and republishes the
-#      same payloads and headers (Nats-Msg-Id, Cdc-*) into a fresh stream RAW (file
-#      storage, same 2 min duplicate window) with up to RAW_MAX_IN_FLIGHT PubAcks
-#      outstanding, awaited in order. Only its publish phase is timed.
+#   3. raw-nats-publish (bench/tools) reads those ROWS messages back into a file; nats-server
+#      is restarted with an empty store (as cdc-host had it); raw-nats-publish loads the
+#      file and republishes the same payloads and headers (Nats-Msg-Id, Cdc-*) into a new
+#      stream RAW (file storage, same 2 min duplicate window) with up to RAW_MAX_IN_FLIGHT
+#      PubAcks outstanding, awaited in order. Only its publish phase is timed. Both timed
+#      phases start after a `sync` (no earlier phase's dirty pages being written back).
 #   4. nats-server is stopped; http-sink-receiver (bench/tools: HTTP/1.1 keep-alive, 200
 #      to everything, counts NDJSON lines) is started; cdc-host drains s_http into it
 #      (type http, batch ndjson, format json) until confirmed; the receiver must have
 #      counted ROWS lines.
 # Wall time for cdc-host runs from its start (connecting included) to the poll (every
-# 0.2 s) that sees the slot confirmed; CPU seconds and peak RSS come from /usr/bin/time -v.
-# Diagnostics: CPU seconds of the walsender (sampled from /proc every 0.2 s while it
+# POLL_SECS, 0.1 s, over one psql session kept open: no process per poll) that sees the
+# slot confirmed; CPU seconds and peak RSS come from /usr/bin/time -v.
+# Diagnostics: CPU seconds of the walsender (sampled from /proc at each poll while it
 # runs), of nats-server (during the cdc-host drain, and during the raw publish phase) and
-# of the receiver. The runs share the machine's cores with Postgres and nats-server, so
+# of the receiver; the share of all cores kept busy in each phase (near 100 %: CPU-bound). The runs share the machine's cores with Postgres and nats-server, so
 # on a small box these explain most of the differences. Everything (Postgres, nats-server,
 # receiver, cdc-host, temp dirs) is stopped/removed on exit (trap; a SIGKILL of this
 # script would leak them).
@@ -122,6 +125,7 @@ cleanup() {
   if [[ ${KEEP_BENCH_DIR:-0} == 1 ]]; then
     cp "$PG_DIR/postgres.log" "$DIR/" 2>/dev/null
   fi
+  poll_close
   pg_stop
   if [[ ${KEEP_BENCH_DIR:-0} == 1 ]]; then
     log "kept $DIR"
@@ -137,11 +141,13 @@ trap 'exit 143' TERM HUP
 
 # proc_cpu PID -> user+system CPU seconds of a live process ("" when it is gone).
 proc_cpu() {
-  local s f
-  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
-  # Fields after "pid (comm) ": state is 1st, utime 12th, stime 13th.
-  read -r -a f <<<"${s##*) }"
-  calc "(${f[11]} + ${f[12]}) / $CLK_TCK"
+  proc_ticks "$1"
+  [[ -z $TICKS ]] || calc "$TICKS / $CLK_TCK"
+}
+# busy_pct M_BUSY0 M_TOTAL0 -> share of all cores' time spent busy since that reading.
+busy_pct() {
+  machine_ticks
+  calc "100 * ($M_BUSY - $1) / ($M_TOTAL - $2 + 0.000001)"
 }
 
 
@@ -149,6 +155,7 @@ proc_cpu() {
 kv() { sed -n "s/^$2=//p" "$1" | tail -n 1; }
 # f2 NUMBER -> two decimals ("nan" stays)
 f2() { if [[ -z $1 || $1 == nan ]]; then echo nan; else printf '%.2f' "$1"; fi; }
+f1() { if [[ -z $1 || $1 == nan ]]; then echo nan; else printf '%.1f' "$1"; fi; }
 
 # --- Postgres, schema, slots, load ---------------------------------------------------------
 log "starting Postgres (scripts/pg-throwaway.sh) in $PG_DIR"
@@ -167,11 +174,10 @@ log "postgres $PG_VERSION on 127.0.0.1:$PG_PORT; slots s_recv, s_nats, s_http at
 
 load_backlog
 
-# slot_poll SLOT -> "t|<walsender pid>" once confirmed_flush_lsn >= END_LSN
+poll_open bench
+# slot_poll SLOT: POLL_OUT = "t|<walsender pid>" once confirmed_flush_lsn >= END_LSN ("f|...")
 slot_poll() {
-  sql "SELECT CASE WHEN confirmed_flush_lsn >= '$END_LSN'::pg_lsn THEN 't' ELSE 'f' END
-              || '|' || coalesce(active_pid, 0)
-       FROM pg_replication_slots WHERE slot_name = '$1'"
+  poll_sql "SELECT CASE WHEN confirmed_flush_lsn >= '$END_LSN'::pg_lsn THEN 't' ELSE 'f' END || '|' || coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = '$1';"
 }
 
 # --- 1. pg_recvlogical ------------------------------------------------------------------------
@@ -182,12 +188,16 @@ timeout "$DRAIN_TIMEOUT" /usr/bin/time -v -o "$DIR/recv.time" \
   -o proto_version=1 -o publication_names=bench_pub --endpos="$END_LSN" -f /dev/null \
   2>"$DIR/recv.stderr" &
 RECV_PID=$!
-RECV_WS_CPU=nan
+RECV_WS_TICKS=
+machine_ticks; b0=$M_BUSY m0=$M_TOTAL
 while kill -0 "$RECV_PID" 2>/dev/null; do
-  p=$(slot_poll s_recv); p=${p#*|}
-  if [[ $p != 0 ]]; then c=$(proc_cpu "$p"); [[ -n $c ]] && RECV_WS_CPU=$c; fi
-  sleep 0.2
+  slot_poll s_recv; p=${POLL_OUT#*|}
+  if [[ $p != 0 ]]; then proc_ticks "$p"; [[ -n $TICKS ]] && RECV_WS_TICKS=$TICKS; fi
+  sleep "$POLL_SECS"
 done
+RECV_BUSY=$(busy_pct "$b0" "$m0")
+RECV_WS_CPU=nan
+[[ -n $RECV_WS_TICKS ]] && RECV_WS_CPU=$(calc "$RECV_WS_TICKS / $CLK_TCK")
 set +e; wait "$RECV_PID"; rc=$?; set -e
 RECV_PID=
 t1=$(now)
@@ -217,32 +227,36 @@ EOF
 }
 
 # drain_host TAG SLOT CONFIG [EXTRA_PID]: runs cdc-host until SLOT is confirmed past the end.
-# Sets H_STATUS (ok|exited|timeout), H_WALL, H_CPU, H_RSS, H_RC, H_WS_CPU, and
-# H_EXTRA_CPU (CPU seconds EXTRA_PID used meanwhile).
+# Sets H_STATUS (ok|exited|timeout), H_WALL, H_CPU, H_RSS, H_RC, H_WS_CPU, H_BUSY (% of
+# all cores busy meanwhile) and H_EXTRA_CPU (CPU seconds EXTRA_PID used meanwhile).
 drain_host() {
-  local tag=$1 slot=$2 cfg=$3 extra=${4:-} t0 t1 deadline p pid c i host_pid extra0=0 extra1
-  [[ -n $extra ]] && extra0=$(proc_cpu "$extra")
+  local tag=$1 slot=$2 cfg=$3 extra=${4:-} t0 t1 deadline pid ws i host_pid extra0= b0 m0
+  [[ -n $extra ]] && { proc_ticks "$extra"; extra0=$TICKS; }
+  machine_ticks; b0=$M_BUSY m0=$M_TOTAL
   t0=$(now)
   RUST_LOG=${HOST_RUST_LOG:-warn} /usr/bin/time -v -o "$DIR/$tag.time" \
     "$HOST_BIN" run "$cfg" >"$DIR/$tag.stdout" 2>"$DIR/$tag.stderr" &
   HOST_TIME_PID=$!
-  deadline=$(( $(date +%s) + DRAIN_TIMEOUT ))
-  H_STATUS=timeout H_WS_CPU=nan
+  deadline=$((SECONDS + DRAIN_TIMEOUT))
+  H_STATUS=timeout ws=
   while :; do
-    p=$(slot_poll "$slot")
-    pid=${p#*|}
-    if [[ $pid != 0 ]]; then c=$(proc_cpu "$pid"); [[ -n $c ]] && H_WS_CPU=$c; fi
-    if [[ ${p%%|*} == t ]]; then H_STATUS=ok; break; fi
+    slot_poll "$slot"
+    pid=${POLL_OUT#*|}
+    if [[ $pid != 0 ]]; then proc_ticks "$pid"; [[ -n $TICKS ]] && ws=$TICKS; fi
+    if [[ ${POLL_OUT%%|*} == t ]]; then H_STATUS=ok; break; fi
     if ! kill -0 "$HOST_TIME_PID" 2>/dev/null; then H_STATUS=exited; break; fi
-    (( $(date +%s) < deadline )) || break
-    sleep 0.2
+    ((SECONDS < deadline)) || break
+    sleep "$POLL_SECS"
   done
   t1=$(now)
+  H_BUSY=$(busy_pct "$b0" "$m0")
   H_WALL=$(calc "$t1 - $t0")
+  H_WS_CPU=nan
+  [[ -n $ws ]] && H_WS_CPU=$(calc "$ws / $CLK_TCK")
   H_EXTRA_CPU=nan
-  if [[ -n $extra ]]; then
-    extra1=$(proc_cpu "$extra")
-    [[ -n $extra1 ]] && H_EXTRA_CPU=$(calc "$extra1 - $extra0")
+  if [[ -n $extra0 ]]; then
+    proc_ticks "$extra"
+    [[ -n $TICKS ]] && H_EXTRA_CPU=$(calc "($TICKS - $extra0) / $CLK_TCK")
   fi
   # SIGTERM cdc-host itself (GNU time would die of it without reporting).
   host_pid=$(pgrep -P "$HOST_TIME_PID" || true)
@@ -267,24 +281,30 @@ drain_host() {
 }
 
 # --- 2. cdc-host -> NATS JetStream ------------------------------------------------------------
-mkdir -p "$DIR/js"
-for attempt in 1 2 3 4 5; do
-  NATS_PORT=$(free_port)
-  "$NATS_SERVER" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$DIR/js" >>"$DIR/nats.log" 2>&1 &
-  NATS_PID=$!
-  for ((i = 0; i < 200; i++)); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break
-    kill -0 "$NATS_PID" 2>/dev/null || break
-    sleep 0.05
+# start_nats: a nats-server with JetStream and an empty file store on a free port; sets
+# NATS_PID, NATS_PORT, NATS_URL.
+start_nats() {
+  local attempt i
+  rm -rf "$DIR/js"; mkdir -p "$DIR/js"
+  for attempt in 1 2 3 4 5; do
+    NATS_PORT=$(free_port)
+    "$NATS_SERVER" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$DIR/js" >>"$DIR/nats.log" 2>&1 &
+    NATS_PID=$!
+    for ((i = 0; i < 200; i++)); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break
+      kill -0 "$NATS_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    if kill -0 "$NATS_PID" 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null; then
+      break
+    fi
+    stop_pid "$NATS_PID" KILL; NATS_PID=
+    [[ $attempt -lt 5 ]] || { tail -n 20 "$DIR/nats.log" >&2; die "nats-server did not start"; }
   done
-  if kill -0 "$NATS_PID" 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null; then
-    break
-  fi
-  stop_pid "$NATS_PID" KILL; NATS_PID=
-  [[ $attempt -lt 5 ]] || { tail -n 20 "$DIR/nats.log" >&2; die "nats-server did not start"; }
-done
-NATS_URL=nats://127.0.0.1:$NATS_PORT
-log "$("$NATS_SERVER" --version) on $NATS_URL, store $DIR/js"
+  NATS_URL=nats://127.0.0.1:$NATS_PORT
+  log "$("$NATS_SERVER" --version) on $NATS_URL, store $DIR/js"
+}
+start_nats
 
 write_config "$DIR/nats.toml" s_nats "[[sinks]]
 name = \"bus\"
@@ -297,9 +317,10 @@ stream = \"CDC\"
 create_stream = true"
 
 log "2/4 cdc-host drains s_nats into JetStream stream CDC"
+sync # no dirty pages of the load waiting to be written back meanwhile
 drain_host nats s_nats "$DIR/nats.toml" "$NATS_PID"
 NATS_STATUS=$H_STATUS NATS_WALL=$H_WALL NATS_CPU=$H_CPU NATS_RSS=$H_RSS
-NATS_WS_CPU=$H_WS_CPU NATS_SERVER_CPU=$H_EXTRA_CPU
+NATS_WS_CPU=$H_WS_CPU NATS_SERVER_CPU=$H_EXTRA_CPU NATS_BUSY=$H_BUSY
 NATS_CPS=$(calc "$ROWS / $NATS_WALL")
 set +e
 "$TOOLS_DIR/raw-nats-publish" --url "$NATS_URL" --source-stream CDC --info-only >"$DIR/cdc_stream.out" 2>&1
@@ -318,11 +339,11 @@ fi
 # raw_publish TAG [ARGS...]: sets R_OK, R_CPS, R_WALL, R_CPU, R_RSS, R_SERVER_CPU.
 raw_publish() {
   local tag=$1 c0 c1; shift
-  R_OK=0 R_CPS=nan R_WALL=nan R_CPU=nan R_RSS=nan R_SERVER_CPU=nan
+  R_OK=0 R_CPS=nan R_WALL=nan R_CPU=nan R_RSS=nan R_SERVER_CPU=nan R_BUSY=nan
   c0=$(proc_cpu "$NATS_PID")
   set +e
   # shellcheck disable=SC2086
-  "$TOOLS_DIR/raw-nats-publish" --url "$NATS_URL" --source-stream CDC --expect "$ROWS" \
+  "$TOOLS_DIR/raw-nats-publish" --url "$NATS_URL" --from-file "$DIR/messages.bin" --expect "$ROWS" \
     --stream RAW --subject raw.public.bench --max-in-flight "$RAW_MAX_IN_FLIGHT" --server-pid "$NATS_PID" \
     ${RAW_ARGS:-} "$@" \
     >"$DIR/$tag.out" 2>"$DIR/$tag.stderr" &
@@ -340,6 +361,7 @@ raw_publish() {
   R_CPU=$(kv "$DIR/$tag.out" publish_cpu_s)
   R_RSS=$(kv "$DIR/$tag.out" peak_rss_mb)
   R_CPS=$(calc "$ROWS / $R_WALL")
+  R_BUSY=$(kv "$DIR/$tag.out" machine_busy_pct)
   # nats-server CPU during the publish phase (or, failing that, the whole run).
   R_SERVER_CPU=$(kv "$DIR/$tag.out" server_publish_cpu_s)
   if [[ -z $R_SERVER_CPU && -n $c0 && -n $c1 ]]; then R_SERVER_CPU=$(calc "$c1 - $c0"); fi
@@ -348,9 +370,17 @@ raw_publish() {
 
 RAW_OK=0
 if [[ $SKIP_RAW != 1 && $NATS_VERIFIED == ok ]]; then
-  log "3/4 raw-nats-publish republishes the $ROWS stored messages into stream RAW"
+  # The same messages, published into a fresh server, as cdc-host's were: not into one
+  # that still holds (and has cached) stream CDC.
+  "$TOOLS_DIR/raw-nats-publish" --url "$NATS_URL" --source-stream CDC --expect "$ROWS" \
+    --dump "$DIR/messages.bin" >"$DIR/dump.out" 2>"$DIR/dump.stderr" ||
+    { cat "$DIR/dump.stderr" >&2; die "reading stream CDC back failed"; }
+  stop_pid "$NATS_PID" TERM; NATS_PID=
+  start_nats
+  log "3/4 raw-nats-publish republishes the $ROWS stored messages into stream RAW (fresh server)"
   raw_publish raw
   RAW_OK=$R_OK RAW_CPS=$R_CPS RAW_WALL=$R_WALL RAW_CPU=$R_CPU RAW_RSS=$R_RSS RAW_SERVER_CPU=$R_SERVER_CPU
+  RAW_BUSY=$R_BUSY
   if [[ $RAW_OK == 1 ]]; then
     AVG_PAYLOAD=$(kv "$DIR/raw.out" avg_payload_bytes)
     AVG_HEADERS=$(kv "$DIR/raw.out" avg_header_bytes)
@@ -387,7 +417,7 @@ format = \"json\""
   log "4/4 cdc-host drains s_http into http-sink-receiver on 127.0.0.1:$HTTP_PORT"
   drain_host http s_http "$DIR/http.toml" "$RECEIVER_PID"
   HTTP_STATUS=$H_STATUS HTTP_WALL=$H_WALL HTTP_CPU=$H_CPU HTTP_RSS=$H_RSS
-  HTTP_WS_CPU=$H_WS_CPU RECEIVER_CPU=$H_EXTRA_CPU
+  HTTP_WS_CPU=$H_WS_CPU RECEIVER_CPU=$H_EXTRA_CPU HTTP_BUSY=$H_BUSY
   HTTP_CPS=$(calc "$ROWS / $HTTP_WALL")
   stop_pid "$RECEIVER_PID" TERM; RECEIVER_PID=
   HTTP_LINES=$(sed -n 's/.*lines=\([0-9]*\).*/\1/p' "$DIR/receiver.status")
@@ -432,6 +462,7 @@ echo "checks: stream CDC: $NATS_VERIFIED${CDC_BYTES:+ ($CDC_BYTES bytes stored)}
 [[ -n ${AVG_PAYLOAD:-} ]] && echo "messages: avg payload ${AVG_PAYLOAD} B, avg headers ~${AVG_HEADERS} B (Nats-Msg-Id, Cdc-Op, Cdc-Table, Cdc-Lsn, Cdc-Commit-Lsn)"
 echo "cpu_s elsewhere: walsender $(f2 "$RECV_WS_CPU") (recvlogical), $(f2 "$NATS_WS_CPU") (nats run)${HTTP_WS_CPU:+, $(f2 "$HTTP_WS_CPU") (http run)};" \
   "nats-server $(f2 "$NATS_SERVER_CPU") (nats run)${RAW_SERVER_CPU:+, $(f2 "$RAW_SERVER_CPU") (raw publish)}${RECEIVER_CPU:+; receiver $(f2 "$RECEIVER_CPU")}"
+echo "cores busy: $(f1 "${RECV_BUSY:-}")% (recvlogical), $(f1 "${NATS_BUSY:-}")% (nats run)${RAW_BUSY:+, $(f1 "$RAW_BUSY")% (raw publish)}${HTTP_BUSY:+, $(f1 "$HTTP_BUSY")% (http run)} of $(nproc) cores"
 echo "raw-nats-publish: wall and cpu are the publish phase only; peak RSS includes every message held in memory"
 if [[ ${#VARIANTS[@]} -gt 0 ]]; then
   echo

@@ -369,6 +369,52 @@ async fn routes_into_a_second_stream_keep_both_in_order() {
     assert_eq!(cdc, want(false));
 }
 
+/// PubAcks that never come (a `no_ack` stream stores silently): each attempt times out and
+/// is republished with the same ids, nothing is acknowledged meanwhile, and once acks flow
+/// again the batch completes with every message stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_acks_time_out_and_are_retried_without_duplicates() {
+    let server = NatsServer::start(&[]);
+    let js = jetstream::new(client(&server.url()).await);
+    let mut config = jetstream::stream::Config {
+        name: "SILENT".into(),
+        subjects: vec!["cdc.>".into()],
+        no_ack: true,
+        ..Default::default()
+    };
+    js.create_stream(config.clone()).await.unwrap();
+    let mut opts = js_options(&server.url(), "SILENT");
+    opts.jetstream.as_mut().unwrap().create_stream = false;
+    opts.ack_timeout = Duration::from_millis(300);
+    let mut sink = connect(opts).await;
+
+    let b = batch(1, 0..5);
+    let pending = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let result = sink.deliver(b).await;
+            (sink, result)
+        })
+    };
+    // Several ack timeouts long: still not delivered, stored once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!pending.is_finished(), "deliver returned without PubAcks");
+    let stored = read_stream(&server.url(), "SILENT").await;
+    assert_eq!(stored.len(), 5, "republished messages were stored again");
+
+    config.no_ack = false;
+    js.update_stream(config).await.unwrap();
+    let (_sink, result) = tokio::time::timeout(STEP, pending).await.unwrap().unwrap();
+    result.unwrap();
+    let stored = read_stream(&server.url(), "SILENT").await;
+    let ids: Vec<_> = stored
+        .iter()
+        .map(|m| m.header("Nats-Msg-Id").unwrap().to_string())
+        .collect();
+    let want: Vec<_> = b.messages.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, want);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_stream_without_create_stream_is_a_clear_error() {
     let server = NatsServer::start(&[]);

@@ -16,6 +16,8 @@
 //! `--info-only` prints the message count of `--source-stream` and exits.
 
 use std::collections::VecDeque;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -74,9 +76,22 @@ struct Args {
     /// Also report the CPU seconds this process (the nats-server) used while publishing.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Read the messages from this file (written by `--dump`) instead of a stream.
+    #[arg(long, conflicts_with = "dump")]
+    from_file: Option<PathBuf>,
+    /// Read the source stream, write its messages to this file and exit: the publish can
+    /// then run against a fresh server (`--from-file`), as cdc-host's did.
+    #[arg(long)]
+    dump: Option<PathBuf>,
     /// PubAck timeout, milliseconds.
     #[arg(long, default_value_t = 5000)]
     ack_timeout_ms: u64,
+}
+
+/// A message as read back: its headers (minus `Nats-Expected-*`) and payload.
+struct Raw {
+    headers: Vec<(String, String)>,
+    payload: Bytes,
 }
 
 struct Item {
@@ -84,6 +99,10 @@ struct Item {
     headers: HeaderMap,
     payload: Bytes,
 }
+
+// The allocator cdc-host uses: the comparison is about the pipeline, not malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -105,98 +124,66 @@ async fn main() -> Result<()> {
         .backpressure_on_inflight(true)
         .build(client.clone());
 
-    let mut source = js
-        .get_stream(&args.source_stream)
-        .await
-        .with_context(|| format!("stream {}", args.source_stream))?;
-    let state = source.info().await?.state.clone();
-    println!("source_stream={}", args.source_stream);
-    println!("source_messages={}", state.messages);
-    println!("source_bytes={}", state.bytes);
+    let t = Instant::now();
+    let raws = match &args.from_file {
+        Some(path) => {
+            let raws = read_dump(path).with_context(|| format!("reading {}", path.display()))?;
+            println!("source_messages={}", raws.len());
+            raws
+        }
+        None => match read_stream(&js, &args).await? {
+            Some(raws) => raws,
+            None => return Ok(()), // --info-only
+        },
+    };
     if let Some(want) = args.expect {
-        if state.messages != want {
-            bail!(
-                "stream {} holds {} messages, expected {want}",
-                args.source_stream,
-                state.messages
-            );
+        if raws.len() as u64 != want {
+            bail!("the source holds {} messages, expected {want}", raws.len());
         }
     }
-    if args.info_only {
+    if raws.is_empty() {
+        bail!("the source holds no message");
+    }
+    if let Some(path) = &args.dump {
+        write_dump(path, &raws).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "raw-nats-publish: wrote {} messages to {} in {:.2}s",
+            raws.len(),
+            path.display(),
+            t.elapsed().as_secs_f64()
+        );
         return Ok(());
     }
-    if state.messages == 0 {
-        bail!("stream {} is empty", args.source_stream);
-    }
-
-    // --- read back -------------------------------------------------------------
-    let t = Instant::now();
-    let consumer = source
-        .create_consumer(OrderedConfig::default())
-        .await
-        .context("creating an ordered consumer")?;
-    let mut messages = consumer.messages().await?;
-    let total = usize::try_from(state.messages)?;
-    let mut items = Vec::with_capacity(total);
+    let total = raws.len();
     let mut payload_bytes = 0usize;
-    while items.len() < total {
-        let m = match tokio::time::timeout(Duration::from_secs(30), messages.next()).await {
-            Ok(Some(m)) => m.context("reading the source stream")?,
-            Ok(None) => break,
-            Err(_) => bail!("no message for 30 s after {} of {total}", items.len()),
-        };
+    let mut header_bytes = 0usize;
+    let mut items = Vec::with_capacity(total);
+    for (i, raw) in raws.into_iter().enumerate() {
         let mut headers = HeaderMap::new();
         let mut id = String::new();
-        if let Some(h) = &m.headers {
-            for (name, values) in h.iter() {
-                let n: &str = name.as_ref();
-                if n.len() >= 13 && n[..13].eq_ignore_ascii_case("nats-expected") {
-                    continue;
-                }
-                let is_id = n.eq_ignore_ascii_case("nats-msg-id");
-                if is_id {
-                    id = values
-                        .last()
-                        .map(|v| AsRef::<str>::as_ref(v).to_owned())
-                        .unwrap_or_default();
-                }
-                if args.headers == Headers::All || is_id {
-                    for v in values {
-                        headers.append(name.clone(), v.clone());
-                    }
-                }
+        for (name, value) in &raw.headers {
+            let is_id = name.eq_ignore_ascii_case("nats-msg-id");
+            if is_id {
+                id.clone_from(value);
+            }
+            if args.headers == Headers::All || is_id {
+                headers.append(name.as_str(), value.as_str());
+                header_bytes += name.len() + value.len() + 4;
             }
         }
         if id.is_empty() {
             // Not a cdc-host stream: make up unique ids.
-            id = format!("raw-{}", items.len());
+            id = format!("raw-{i}");
+            header_bytes += "Nats-Msg-Id".len() + id.len() + 4;
             headers.insert("Nats-Msg-Id", id.as_str());
         }
-        payload_bytes += m.payload.len();
+        payload_bytes += raw.payload.len();
         items.push(Item {
             id,
             headers,
-            payload: m.payload.clone(),
+            payload: raw.payload,
         });
     }
-    drop(messages);
-    if items.len() != total {
-        bail!("read {} of {total} messages back", items.len());
-    }
-    let header_bytes: usize = items
-        .iter()
-        .map(|i| {
-            i.headers
-                .iter()
-                .map(|(k, vs)| {
-                    let k: &str = k.as_ref();
-                    vs.iter()
-                        .map(|v| k.len() + AsRef::<str>::as_ref(v).len() + 4)
-                        .sum::<usize>()
-                })
-                .sum::<usize>()
-        })
-        .sum();
     eprintln!(
         "raw-nats-publish: read {total} messages back in {:.2}s",
         t.elapsed().as_secs_f64()
@@ -222,10 +209,14 @@ async fn main() -> Result<()> {
     .with_context(|| format!("creating stream {}", args.stream))?;
 
     // --- publish ---------------------------------------------------------------------
+    // Start with no dirty pages of earlier phases waiting to be written back (the script
+    // does the same before cdc-host's run).
+    let _ = std::process::Command::new("sync").status();
     let subject = Subject::from(args.subject.as_str());
     let server_stat = args.server_pid.map(|p| format!("/proc/{p}/stat"));
     let server0 = server_stat.as_deref().map(cpu_seconds_of);
     let cpu0 = cpu_seconds();
+    let machine0 = machine_ticks();
     let t0 = Instant::now();
     let mut pending = VecDeque::with_capacity(max_in_flight);
     let mut next = 0usize;
@@ -275,6 +266,7 @@ async fn main() -> Result<()> {
     }
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
+    let machine1 = machine_ticks();
     let server_cpu = server_stat
         .as_deref()
         .map(cpu_seconds_of)
@@ -292,6 +284,14 @@ async fn main() -> Result<()> {
     if let Some(c) = server_cpu {
         println!("server_publish_cpu_s={c:.2}");
     }
+    if let (Some((b0, t0)), Some((b1, t1))) = (machine0, machine1) {
+        if t1 > t0 {
+            println!(
+                "machine_busy_pct={:.1}",
+                100.0 * (b1 - b0) as f64 / (t1 - t0) as f64
+            );
+        }
+    }
     println!("peak_rss_mb={:.1}", peak_rss_mb());
     eprintln!(
         "raw-nats-publish: {total} messages in {wall:.2}s ({:.0}/s), {cpu:.2} CPU s, stream {} holds {stored}",
@@ -307,6 +307,106 @@ async fn main() -> Result<()> {
     let _ = js.delete_stream(&args.stream).await;
     drop(items);
     Ok(())
+}
+
+/// Reads the source stream back in order (an ordered consumer). `None` with `--info-only`.
+async fn read_stream(js: &jetstream::Context, args: &Args) -> Result<Option<Vec<Raw>>> {
+    let mut source = js
+        .get_stream(&args.source_stream)
+        .await
+        .with_context(|| format!("stream {}", args.source_stream))?;
+    let state = source.info().await?.state.clone();
+    println!("source_stream={}", args.source_stream);
+    println!("source_messages={}", state.messages);
+    println!("source_bytes={}", state.bytes);
+    if args.info_only {
+        return Ok(None);
+    }
+    let consumer = source
+        .create_consumer(OrderedConfig::default())
+        .await
+        .context("creating an ordered consumer")?;
+    let mut messages = consumer.messages().await?;
+    let total = usize::try_from(state.messages)?;
+    let mut raws = Vec::with_capacity(total);
+    while raws.len() < total {
+        let m = match tokio::time::timeout(Duration::from_secs(30), messages.next()).await {
+            Ok(Some(m)) => m.context("reading the source stream")?,
+            Ok(None) => break,
+            Err(_) => bail!("no message for 30 s after {} of {total}", raws.len()),
+        };
+        let mut headers = Vec::new();
+        if let Some(h) = &m.headers {
+            for (name, values) in h.iter() {
+                let n: &str = name.as_ref();
+                if n.len() >= 13 && n[..13].eq_ignore_ascii_case("nats-expected") {
+                    continue;
+                }
+                for v in values {
+                    headers.push((n.to_owned(), AsRef::<str>::as_ref(v).to_owned()));
+                }
+            }
+        }
+        raws.push(Raw {
+            headers,
+            payload: m.payload.clone(),
+        });
+    }
+    if raws.len() != total {
+        bail!("read {} of {total} messages back", raws.len());
+    }
+    Ok(Some(raws))
+}
+
+/// `--dump` format: per message, u32 header count, per header u32 name length, name, u32
+/// value length, value; then u32 payload length, payload (little endian).
+fn write_dump(path: &Path, raws: &[Raw]) -> Result<()> {
+    let mut w = BufWriter::new(std::fs::File::create(path)?);
+    let field = |w: &mut BufWriter<std::fs::File>, b: &[u8]| -> Result<()> {
+        w.write_all(&u32::try_from(b.len())?.to_le_bytes())?;
+        w.write_all(b)?;
+        Ok(())
+    };
+    for raw in raws {
+        w.write_all(&u32::try_from(raw.headers.len())?.to_le_bytes())?;
+        for (name, value) in &raw.headers {
+            field(&mut w, name.as_bytes())?;
+            field(&mut w, value.as_bytes())?;
+        }
+        field(&mut w, &raw.payload)?;
+    }
+    w.into_inner()?.sync_all()?;
+    Ok(())
+}
+
+fn read_dump(path: &Path) -> Result<Vec<Raw>> {
+    let mut r = BufReader::new(std::fs::File::open(path)?);
+    fn u32_of(r: &mut impl Read) -> std::io::Result<Option<u32>> {
+        let mut b = [0u8; 4];
+        match r.read_exact(&mut b) {
+            Ok(()) => Ok(Some(u32::from_le_bytes(b))),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    fn bytes_of(r: &mut impl Read) -> Result<Vec<u8>> {
+        let n = u32_of(r)?.context("truncated dump")?;
+        let mut v = vec![0u8; n as usize];
+        r.read_exact(&mut v)?;
+        Ok(v)
+    }
+    let mut raws = Vec::new();
+    while let Some(count) = u32_of(&mut r)? {
+        let mut headers = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let name = String::from_utf8(bytes_of(&mut r)?)?;
+            let value = String::from_utf8(bytes_of(&mut r)?)?;
+            headers.push((name, value));
+        }
+        let payload = Bytes::from(bytes_of(&mut r)?);
+        raws.push(Raw { headers, payload });
+    }
+    Ok(raws)
 }
 
 /// User + system CPU seconds of this process so far (from /proc; USER_HZ = 100 on Linux).
@@ -331,6 +431,23 @@ fn cpu_seconds_of(path: &str) -> f64 {
             .unwrap_or(f64::NAN)
     };
     (tick(11) + tick(12)) / 100.0
+}
+
+/// Busy and total clock ticks of all CPUs (the first line of /proc/stat): the difference
+/// of two readings says whether the publish phase kept every core busy.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal
+    let (idle, iowait) = (*v.get(3)?, *v.get(4)?);
+    let total: u64 = v.iter().sum();
+    Some((total - idle - iowait, total))
 }
 
 /// VmHWM (peak resident set) of this process, MiB.

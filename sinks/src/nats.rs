@@ -41,7 +41,7 @@ use async_nats::{
     ClientError, ConnectErrorKind, Event, HeaderMap, HeaderName, HeaderValue, ServerAddr,
     ServerError, Subject,
 };
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use crate::{EncodedBatch, Message, Sink, SinkError, SinkObserver};
@@ -91,7 +91,8 @@ pub struct NatsOptions {
     pub jetstream: Option<JetStreamOptions>,
     pub auth: NatsAuth,
     pub tls: Option<NatsTls>,
-    /// Wait for each publish's ack before publishing it again.
+    /// How long no PubAck may arrive while some are awaited before the unacknowledged
+    /// messages are published again (same ids).
     pub ack_timeout: Duration,
     /// Unacknowledged publishes pipelined within a batch (at least 1).
     pub max_in_flight: usize,
@@ -774,8 +775,50 @@ impl NatsSink {
         let mut last_progress = Instant::now();
         let timer = tokio::time::sleep(self.ack_timeout);
         tokio::pin!(timer);
+        // Records the ack `m` in its slot (an earlier attempt's is ignored).
+        let settle = |m: &async_nats::Message,
+                      slots: &mut VecDeque<AckSlot>,
+                      acked: usize,
+                      duplicates: &mut usize| {
+            let token = m
+                .subject
+                .as_str()
+                .rsplit('.')
+                .next()
+                .and_then(|t| t.parse::<u64>().ok());
+            let Some(k) = token
+                .and_then(|t| t.checked_sub(token_of(acked)))
+                .and_then(|k| usize::try_from(k).ok())
+                .filter(|k| *k < slots.len())
+            else {
+                return;
+            };
+            let index = acked + k;
+            slots[k] = match parse_pub_ack(m) {
+                Ok((stream, duplicate)) => {
+                    if fenced {
+                        let (assumed, known) = &streams[index - start];
+                        if !known || **assumed != *stream {
+                            js.fence().learn(
+                                prepared[index].subject.as_str(),
+                                &stream,
+                                &js.default_stream,
+                            );
+                        }
+                    }
+                    *duplicates += usize::from(duplicate);
+                    AckSlot::Done
+                }
+                Err(e) => AckSlot::Failed(e),
+            };
+        };
+        // Publish in bursts: refill the window only once an eighth of it is free, so the
+        // client writes (and the server reads) many messages at a time rather than one per
+        // ack.
+        let refill_at = self.max_in_flight - self.max_in_flight / 8;
         while acked < n {
-            while next < n && slots.len() < self.max_in_flight {
+            let fill = slots.len() <= refill_at;
+            while fill && next < n && slots.len() < self.max_in_flight {
                 let p = &prepared[next];
                 let id = p.msg_id.as_deref().unwrap_or(&batch.messages[next].id);
                 let mut headers = Self::headers(&batch.messages[next], p);
@@ -852,37 +895,11 @@ impl NatsSink {
                             )),
                         });
                     };
-                    let token = m
-                        .subject
-                        .as_str()
-                        .rsplit('.')
-                        .next()
-                        .and_then(|t| t.parse::<u64>().ok());
-                    let Some(k) = token
-                        .and_then(|t| t.checked_sub(token_of(acked)))
-                        .and_then(|k| usize::try_from(k).ok())
-                        .filter(|k| *k < slots.len())
-                    else {
-                        continue; // an earlier attempt's
-                    };
-                    let index = acked + k;
-                    slots[k] = match parse_pub_ack(&m) {
-                        Ok((stream, duplicate)) => {
-                            if fenced {
-                                let (assumed, known) = &streams[index - start];
-                                if !known || **assumed != *stream {
-                                    js.fence().learn(
-                                        prepared[index].subject.as_str(),
-                                        &stream,
-                                        &js.default_stream,
-                                    );
-                                }
-                            }
-                            duplicates += usize::from(duplicate);
-                            AckSlot::Done
-                        }
-                        Err(e) => AckSlot::Failed(e),
-                    };
+                    settle(&m, &mut slots, acked, &mut duplicates);
+                    // Take every ack already there before publishing again.
+                    while let Some(Some(m)) = inbox.sub.next().now_or_never() {
+                        settle(&m, &mut slots, acked, &mut duplicates);
+                    }
                 }
                 () = &mut timer => {
                     if last_progress.elapsed() >= self.ack_timeout {
@@ -1602,6 +1619,64 @@ mod tests {
         }
         assert!(backoff(1) <= BACKOFF_BASE);
         assert!(backoff(30) >= BACKOFF_CAP / 2);
+    }
+
+    fn reply(payload: &str, status: Option<async_nats::StatusCode>) -> async_nats::Message {
+        async_nats::Message {
+            subject: "_INBOX.x.1".into(),
+            reply: None,
+            payload: bytes::Bytes::from(payload.to_owned()),
+            headers: None,
+            status,
+            description: None,
+            length: payload.len(),
+        }
+    }
+
+    #[test]
+    fn pub_acks_are_parsed() {
+        use jetstream::context::PublishErrorKind as K;
+        let ok = reply(r#"{"stream":"CDC","seq":7}"#, None);
+        assert_eq!(parse_pub_ack(&ok).unwrap(), ("CDC".into(), false));
+        let dup = reply(r#"{"stream":"CDC","seq":7,"duplicate":true}"#, None);
+        assert_eq!(parse_pub_ack(&dup).unwrap(), ("CDC".into(), true));
+        let wrong_last = reply(
+            r#"{"error":{"code":400,"err_code":10070,"description":"wrong last msg ID: a"}}"#,
+            None,
+        );
+        let e = parse_pub_ack(&wrong_last).unwrap_err();
+        assert_eq!(e.kind(), K::WrongLastMessageId);
+        assert!(
+            std::error::Error::source(&e)
+                .unwrap()
+                .to_string()
+                .contains("wrong last msg ID: a"),
+            "{e}"
+        );
+        let other = reply(
+            r#"{"error":{"code":503,"err_code":10077,"description":"resource limits"}}"#,
+            None,
+        );
+        assert_eq!(parse_pub_ack(&other).unwrap_err().kind(), K::Other);
+        let none = reply("", Some(async_nats::StatusCode::NO_RESPONDERS));
+        assert_eq!(parse_pub_ack(&none).unwrap_err().kind(), K::StreamNotFound);
+        assert_eq!(
+            parse_pub_ack(&reply("{", None)).unwrap_err().kind(),
+            K::Other
+        );
+        assert_eq!(
+            parse_pub_ack(&reply("{}", None)).unwrap_err().kind(),
+            K::Other
+        );
+    }
+
+    #[test]
+    fn reply_tokens_are_decimal() {
+        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
+            let mut out = String::from("_INBOX.x.");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("_INBOX.x.{n}"));
+        }
     }
 
     #[test]

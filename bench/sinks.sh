@@ -4,7 +4,7 @@
 # async-nats publisher (what the NATS server itself takes)? A benchmark: run it on demand,
 # it prints figures; it is not a test.
 #
-#   bench/sinks.sh                         # 1,000,000 rows, every measurement
+#   bench/sinks.sh                         # 1,000,000 rows, every measurement, 3 rounds
 #   ROWS=200000 bench/sinks.sh             # quicker
 #   ROWS=200000 RAW_VARIANTS=1 bench/sinks.sh   # + raw runs that mimic cdc-host's sink
 #   PIPELINE_TOML=$'max_changes = 16384\nmax_inflight = 16' bench/sinks.sh
@@ -39,11 +39,13 @@
 # receiver, cdc-host, temp dirs) is stopped/removed on exit (trap; a SIGKILL of this
 # script would leak them).
 #
-# Env: ROWS (1000000), BATCH (1000), CARGO_TARGET_DIR (/var/tmp/cdc-target), SKIP_BUILD=1
-# (use the binaries already built), HOST_BIN, TOOLS_DIR ($CARGO_TARGET_DIR/release),
-# CDC_TEST_PG_BIN (/usr/lib/postgresql/15/bin), NATS_SERVER (nats-server), DRAIN_TIMEOUT
-# (seconds per drain, 1800), HOST_RUST_LOG (warn), PIPELINE_TOML (lines of a [pipeline]
-# table for both cdc-host runs, e.g. "max_changes = 16384"), RAW_MAX_IN_FLIGHT (1024),
+# Env: ROWS (1000000), BATCH (1000), ROUNDS (3: cdc-host/raw pairs, each side on a fresh
+# server, cdc-host from its own slot; the median ratio is reported), CARGO_TARGET_DIR
+# (/var/tmp/cdc-target), SKIP_BUILD=1 (use the binaries already built), HOST_BIN,
+# TOOLS_DIR ($CARGO_TARGET_DIR/release), CDC_TEST_PG_BIN (/usr/lib/postgresql/15/bin),
+# NATS_SERVER (nats-server), DRAIN_TIMEOUT (seconds per drain, 1800), HOST_RUST_LOG
+# (warn), POLL_SECS (0.1), PIPELINE_TOML (lines of a [pipeline] table for every cdc-host
+# run, e.g. "max_changes = 16384"), RAW_MAX_IN_FLIGHT (1024),
 # RAW_ARGS (extra raw-nats-publish arguments), RAW_VARIANTS=1 (also time raw publishes
 # with cdc-host's Nats-Expected-Last-Msg-Id chain and per-batch ack barrier), SKIP_RAW=1,
 # SKIP_HTTP=1, KEEP_BENCH_DIR=1 (keep logs and configs).
@@ -56,6 +58,7 @@ RAW_MAX_IN_FLIGHT=${RAW_MAX_IN_FLIGHT:-1024}
 SKIP_RAW=${SKIP_RAW:-0}
 SKIP_HTTP=${SKIP_HTTP:-0}
 RAW_VARIANTS=${RAW_VARIANTS:-0}
+ROUNDS=${ROUNDS:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cdc-target}
 NATS_SERVER=${NATS_SERVER:-nats-server}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -66,6 +69,7 @@ log() { printf '[sinks %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 [[ $ROWS =~ ^[0-9]+$ && $ROWS -gt 0 ]] || die "ROWS must be a positive integer"
 [[ $BATCH =~ ^[0-9]+$ && $BATCH -gt 0 ]] || die "BATCH must be a positive integer"
+[[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 ]] || die "ROUNDS must be a positive integer"
 command -v "$NATS_SERVER" >/dev/null || die "$NATS_SERVER not found (apt-get install nats-server)"
 command -v python3 >/dev/null || die "python3 missing (free ports)"
 if ! /usr/bin/time -v true >/dev/null 2>&1; then
@@ -166,11 +170,13 @@ sql() { "${PSQL[@]}" -d bench -c "$1"; }
 PG_VERSION=$(sql "SHOW server_version_num")
 sql "CREATE TABLE bench(id bigserial PRIMARY KEY, n int, t text, amount numeric(12,2), doc jsonb, ts timestamptz)"
 sql "CREATE PUBLICATION bench_pub FOR TABLE bench"
-for slot in s_recv s_nats s_http; do
+NATS_SLOTS=(s_nats)
+for ((r = 2; r <= ROUNDS; r++)); do NATS_SLOTS+=("s_nats$r"); done
+for slot in s_recv "${NATS_SLOTS[@]}" s_http; do
   sql "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')" >/dev/null
 done
 START_LSN=$(sql "SELECT pg_current_wal_insert_lsn()")
-log "postgres $PG_VERSION on 127.0.0.1:$PG_PORT; slots s_recv, s_nats, s_http at $START_LSN"
+log "postgres $PG_VERSION on 127.0.0.1:$PG_PORT; slots s_recv, ${NATS_SLOTS[*]}, s_http at $START_LSN"
 
 load_backlog
 
@@ -306,15 +312,12 @@ start_nats() {
 }
 start_nats
 
-write_config "$DIR/nats.toml" s_nats "[[sinks]]
-name = \"bus\"
-type = \"nats\"
-url = \"$NATS_URL\"
-subject = \"cdc.{schema}.{table}\"
-format = \"json\"
-[sinks.jetstream]
-stream = \"CDC\"
-create_stream = true"
+nats_sink_toml() {
+  printf '%s\n' "[[sinks]]" 'name = "bus"' 'type = "nats"' "url = \"$NATS_URL\"" \
+    'subject = "cdc.{schema}.{table}"' 'format = "json"' "[sinks.jetstream]" 'stream = "CDC"' \
+    "create_stream = true"
+}
+write_config "$DIR/nats.toml" s_nats "$(nats_sink_toml)"
 
 log "2/4 cdc-host drains s_nats into JetStream stream CDC"
 sync # no dirty pages of the load waiting to be written back meanwhile
@@ -397,6 +400,32 @@ if [[ $SKIP_RAW != 1 && $NATS_VERIFIED == ok ]]; then
     done
   fi
 fi
+
+# --- 3b. more rounds: one run's pair varies (the raw publisher by up to ±20 % between runs
+# here), so ROUNDS pairs are measured, each side on a fresh server, and the median ratio
+# reported.
+RATIOS=()
+if [[ $NATS_STATUS == ok && $RAW_OK == 1 ]]; then
+  RATIOS+=("$(calc "$NATS_CPS / $RAW_CPS")|$NATS_CPS|$RAW_CPS")
+  for ((r = 2; r <= ROUNDS; r++)); do
+    stop_pid "$NATS_PID" TERM; NATS_PID=
+    start_nats
+    write_config "$DIR/nats$r.toml" "s_nats$r" "$(nats_sink_toml)"
+    log "round $r/$ROUNDS: cdc-host drains s_nats$r into JetStream (fresh server)"
+    sync
+    drain_host "nats$r" "s_nats$r" "$DIR/nats$r.toml" "$NATS_PID"
+    [[ $H_STATUS == ok ]] || die "round $r: cdc-host did not drain s_nats$r"
+    "$TOOLS_DIR/raw-nats-publish" --url "$NATS_URL" --source-stream CDC --info-only >"$DIR/cdc_stream$r.out" 2>&1 || true
+    [[ $(kv "$DIR/cdc_stream$r.out" source_messages) == "$ROWS" ]] ||
+      die "round $r: stream CDC holds $(kv "$DIR/cdc_stream$r.out" source_messages) messages, expected $ROWS"
+    c_cps=$(calc "$ROWS / $H_WALL")
+    stop_pid "$NATS_PID" TERM; NATS_PID=
+    start_nats
+    raw_publish "raw$r"
+    [[ $R_OK == 1 ]] || die "round $r: raw-nats-publish failed"
+    RATIOS+=("$(calc "$c_cps / $R_CPS")|$c_cps|$R_CPS")
+  done
+fi
 stop_pid "$NATS_PID" TERM; NATS_PID=
 
 # --- 4. cdc-host -> HTTP ---------------------------------------------------------------------
@@ -464,6 +493,19 @@ echo "cpu_s elsewhere: walsender $(f2 "$RECV_WS_CPU") (recvlogical), $(f2 "$NATS
   "nats-server $(f2 "$NATS_SERVER_CPU") (nats run)${RAW_SERVER_CPU:+, $(f2 "$RAW_SERVER_CPU") (raw publish)}${RECEIVER_CPU:+; receiver $(f2 "$RECEIVER_CPU")}"
 echo "cores busy: $(f1 "${RECV_BUSY:-}")% (recvlogical), $(f1 "${NATS_BUSY:-}")% (nats run)${RAW_BUSY:+, $(f1 "$RAW_BUSY")% (raw publish)}${HTTP_BUSY:+, $(f1 "$HTTP_BUSY")% (http run)} of $(nproc) cores"
 echo "raw-nats-publish: wall and cpu are the publish phase only; peak RSS includes every message held in memory"
+if [[ ${#RATIOS[@]} -gt 1 ]]; then
+  echo
+  echo "rounds (cdc-host -> JetStream vs raw-nats-publish, each on a fresh nats-server):"
+  for ((i = 0; i < ${#RATIOS[@]}; i++)); do
+    IFS='|' read -r q c w <<<"${RATIOS[$i]}"
+    printf '  round %d: %8.0f/s vs %8.0f/s = %.2f\n' "$((i + 1))" "$c" "$w" "$q"
+  done
+  mapfile -t sorted < <(for x in "${RATIOS[@]}"; do echo "${x%%|*}"; done | sort -g)
+  k=${#sorted[@]}
+  if ((k % 2)); then med=${sorted[k / 2]}; else med=$(calc "(${sorted[k / 2 - 1]} + ${sorted[k / 2]}) / 2"); fi
+  printf 'median ratio cdc-host(nats)/raw-nats-publish over %d rounds: %.2f (min %.2f, max %.2f; target >= 0.8)\n' \
+    "$k" "$med" "${sorted[0]}" "${sorted[k - 1]}"
+fi
 if [[ ${#VARIANTS[@]} -gt 0 ]]; then
   echo
   echo "raw-nats-publish variants (same messages, --max-in-flight $RAW_MAX_IN_FLIGHT):"

@@ -29,13 +29,17 @@
 #      to everything, counts NDJSON lines) is started; cdc-host drains s_http into it
 #      (type http, batch ndjson, format json) until confirmed; the receiver must have
 #      counted ROWS lines.
+#   Steps 2 and 3 are repeated for ROUNDS pairs (rounds 2.. drain slots s_nats2.. into a
+#   fresh server each, and republish the file of step 3 into another fresh one); the
+#   median of the pairs' ratios is reported.
 # Wall time for cdc-host runs from its start (connecting included) to the poll (every
 # POLL_SECS, 0.1 s, over one psql session kept open: no process per poll) that sees the
 # slot confirmed; CPU seconds and peak RSS come from /usr/bin/time -v.
 # Diagnostics: CPU seconds of the walsender (sampled from /proc at each poll while it
 # runs), of nats-server (during the cdc-host drain, and during the raw publish phase) and
-# of the receiver; the share of all cores kept busy in each phase (near 100 %: CPU-bound). The runs share the machine's cores with Postgres and nats-server, so
-# on a small box these explain most of the differences. Everything (Postgres, nats-server,
+# of the receiver; the share of all cores kept busy in each phase (near 100 %: CPU-bound).
+# The runs share the machine's cores with Postgres and nats-server, so on a small box
+# these explain most of the differences. Everything (Postgres, nats-server,
 # receiver, cdc-host, temp dirs) is stopped/removed on exit (trap; a SIGKILL of this
 # script would leak them).
 #
@@ -208,7 +212,7 @@ set +e; wait "$RECV_PID"; rc=$?; set -e
 RECV_PID=
 t1=$(now)
 if [[ $rc -ne 0 ]]; then cat "$DIR/recv.stderr" >&2; die "pg_recvlogical exited with $rc"; fi
-# The poll above adds up to 0.2 s after pg_recvlogical's own exit: use GNU time's wall.
+# The poll above adds up to POLL_SECS after pg_recvlogical's own exit: use GNU time's wall.
 read -r RECV_CPU RECV_RSS RECV_WALL < <(parse_time "$DIR/recv.time")
 [[ $RECV_WALL != 0.00 ]] || RECV_WALL=$(calc "$t1 - $t0")
 RECV_CPS=$(calc "$ROWS / $RECV_WALL")

@@ -329,11 +329,14 @@ drain_host nats s_nats "$DIR/nats.toml" "$NATS_PID"
 NATS_STATUS=$H_STATUS NATS_WALL=$H_WALL NATS_CPU=$H_CPU NATS_RSS=$H_RSS
 NATS_WS_CPU=$H_WS_CPU NATS_SERVER_CPU=$H_EXTRA_CPU NATS_BUSY=$H_BUSY
 NATS_CPS=$(calc "$ROWS / $NATS_WALL")
-set +e
-"$TOOLS_DIR/raw-nats-publish" --url "$NATS_URL" --source-stream CDC --info-only >"$DIR/cdc_stream.out" 2>&1
-set -e
-CDC_MSGS=$(kv "$DIR/cdc_stream.out" source_messages)
-CDC_BYTES=$(kv "$DIR/cdc_stream.out" source_bytes)
+# cdc_stream TAG: CDC_MSGS and CDC_BYTES of stream CDC (empty when it cannot be read).
+cdc_stream() {
+  "$TOOLS_DIR/raw-nats-publish" --url "$NATS_URL" --source-stream CDC --info-only >"$DIR/$1.out" 2>&1 || true
+  CDC_MSGS=$(kv "$DIR/$1.out" source_messages)
+  CDC_BYTES=$(kv "$DIR/$1.out" source_bytes)
+}
+cdc_stream cdc_stream
+CDC_BYTES1=$CDC_BYTES # the report's; later rounds read the stream again
 if [[ $CDC_MSGS == "$ROWS" ]]; then
   log "stream CDC holds $CDC_MSGS messages ($CDC_BYTES bytes): ok"
   NATS_VERIFIED=ok
@@ -419,9 +422,8 @@ if [[ $NATS_STATUS == ok && $RAW_OK == 1 ]]; then
     sync
     drain_host "nats$r" "s_nats$r" "$DIR/nats$r.toml" "$NATS_PID"
     [[ $H_STATUS == ok ]] || die "round $r: cdc-host did not drain s_nats$r"
-    "$TOOLS_DIR/raw-nats-publish" --url "$NATS_URL" --source-stream CDC --info-only >"$DIR/cdc_stream$r.out" 2>&1 || true
-    [[ $(kv "$DIR/cdc_stream$r.out" source_messages) == "$ROWS" ]] ||
-      die "round $r: stream CDC holds $(kv "$DIR/cdc_stream$r.out" source_messages) messages, expected $ROWS"
+    cdc_stream "cdc_stream$r"
+    [[ $CDC_MSGS == "$ROWS" ]] || die "round $r: stream CDC holds ${CDC_MSGS:-?} messages, expected $ROWS"
     c_cps=$(calc "$ROWS / $H_WALL")
     stop_pid "$NATS_PID" TERM; NATS_PID=
     start_nats
@@ -491,7 +493,7 @@ echo
 [[ $HTTP_STATUS == ok ]] &&
   printf 'ratio cdc-host(http)/pg_recvlogical: %.2f\n' "$(calc "$HTTP_CPS / $RECV_CPS")"
 echo
-echo "checks: stream CDC: $NATS_VERIFIED${CDC_BYTES:+ ($CDC_BYTES bytes stored)}${HTTP_VERIFIED:+; receiver: $HTTP_VERIFIED NDJSON lines in ${HTTP_REQS:-?} requests}"
+echo "checks: stream CDC: $NATS_VERIFIED${CDC_BYTES1:+ ($CDC_BYTES1 bytes stored)}${HTTP_VERIFIED:+; receiver: $HTTP_VERIFIED NDJSON lines in ${HTTP_REQS:-?} requests}"
 [[ -n ${AVG_PAYLOAD:-} ]] && echo "messages: avg payload ${AVG_PAYLOAD} B, avg headers ~${AVG_HEADERS} B (Nats-Msg-Id, Cdc-Op, Cdc-Table, Cdc-Lsn, Cdc-Commit-Lsn)"
 echo "cpu_s elsewhere: walsender $(f2 "$RECV_WS_CPU") (recvlogical), $(f2 "$NATS_WS_CPU") (nats run)${HTTP_WS_CPU:+, $(f2 "$HTTP_WS_CPU") (http run)};" \
   "nats-server $(f2 "$NATS_SERVER_CPU") (nats run)${RAW_SERVER_CPU:+, $(f2 "$RAW_SERVER_CPU") (raw publish)}${RECEIVER_CPU:+; receiver $(f2 "$RECEIVER_CPU")}"

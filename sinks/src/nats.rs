@@ -28,7 +28,7 @@
 //! `Nats-Expected-*` header are left alone.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -531,10 +531,9 @@ impl NatsSink {
             }
             Some(js_opts) => {
                 let context = jetstream::context::ContextBuilder::new()
+                    // Stream management only: publishes and their acks bypass it (see
+                    // `AckInbox`).
                     .timeout(ack_timeout)
-                    .ack_timeout(ack_timeout)
-                    .max_ack_inflight(max_in_flight.saturating_mul(4).max(64))
-                    .backpressure_on_inflight(true)
                     .build(client.clone());
                 let subjects = if js_opts.subjects.is_empty() {
                     JetStreamOptions::default_subjects(&opts.subject)
@@ -849,8 +848,7 @@ impl NatsSink {
                     }
                 }
                 reply.clear();
-                reply.push_str(&inbox.prefix);
-                push_decimal(&mut reply, token_of(next));
+                let _ = write!(reply, "{}{}", inbox.prefix, token_of(next));
                 if slots.is_empty() {
                     // Nothing was awaited: the timeout counts from now.
                     last_progress = Instant::now();
@@ -916,22 +914,19 @@ impl NatsSink {
                 }
             }
             let before = acked;
-            while let Some(front) = slots.front() {
+            while let Some(front) = slots.pop_front() {
                 match front {
-                    AckSlot::Pending => break,
-                    AckSlot::Done => {
-                        slots.pop_front();
-                        acked += 1;
+                    AckSlot::Pending => {
+                        slots.push_front(AckSlot::Pending);
+                        break;
                     }
-                    AckSlot::Failed(_) => {
-                        let Some(AckSlot::Failed(e)) = slots.pop_front() else {
-                            unreachable!()
-                        };
+                    AckSlot::Done => acked += 1,
+                    AckSlot::Failed(e) => {
                         return Err(Failure {
                             acked,
                             index: acked,
                             kind: FailureKind::Publish(e),
-                        });
+                        })
                     }
                 }
             }
@@ -1298,22 +1293,6 @@ fn parse_pub_ack(
     }
 }
 
-/// Appends `n` in decimal (the reply subject of each publish; `fmt` was visible here).
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits.
-    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
-}
-
 /// The client options for one connection attempt.
 async fn connect_options(
     opts: &NatsOptions,
@@ -1668,15 +1647,6 @@ mod tests {
             parse_pub_ack(&reply("{}", None)).unwrap_err().kind(),
             K::Other
         );
-    }
-
-    #[test]
-    fn reply_tokens_are_decimal() {
-        for n in [0u64, 7, 10, 1234567890, u64::MAX] {
-            let mut out = String::from("_INBOX.x.");
-            push_decimal(&mut out, n);
-            assert_eq!(out, format!("_INBOX.x.{n}"));
-        }
     }
 
     #[test]

@@ -101,11 +101,14 @@ proc_ticks() {
   TICKS=$((f[11] + f[12]))
 }
 
-# machine_ticks: busy and total clock ticks of all CPUs so far, in M_BUSY and M_TOTAL;
-# the difference of two readings tells whether a phase kept every core busy.
+# machine_ticks: busy (steal included), stolen (by the hypervisor: a noisy neighbour) and
+# total clock ticks of all CPUs so far, in M_BUSY, M_STEAL and M_TOTAL; the difference of
+# two readings tells whether a phase kept every core busy, and how much of it the
+# machine's other tenants took.
 machine_ticks() {
   local cpu user nice sys idle iowait irq softirq steal rest
   read -r cpu user nice sys idle iowait irq softirq steal rest </proc/stat
   M_BUSY=$((user + nice + sys + irq + softirq + steal))
+  M_STEAL=$steal
   M_TOTAL=$((M_BUSY + idle + iowait))
 }

@@ -21,37 +21,42 @@
 #      is SIGTERMed. The stream must hold exactly ROWS messages.
 #   3. raw-nats-publish (bench/tools) reads those ROWS messages back into a file; nats-server
 #      is restarted with an empty store (as cdc-host had it); raw-nats-publish loads the
-#      file and republishes the same payloads and headers (Nats-Msg-Id, Cdc-*) into a new
-#      stream RAW (file storage, same 2 min duplicate window) with up to RAW_MAX_IN_FLIGHT
-#      PubAcks outstanding, awaited in order. Only its publish phase is timed. Both timed
-#      phases start after a `sync` (no earlier phase's dirty pages being written back).
+#      file and republishes the same messages, headers as stored (Nats-Msg-Id, Cdc-*, and
+#      cdc-host's ordering check Nats-Expected-Last-Msg-Id = the previous message's id,
+#      which holds again in the same order), into a new stream RAW (file storage, same
+#      2 min duplicate window) with up to RAW_MAX_IN_FLIGHT PubAcks outstanding, awaited
+#      in order. Then once more on a fresh server without Nats-Expected-* (`raw, no
+#      ordering hdr`: a publisher that does not guard its order; ~54 B less per message).
+#      Only their publish phase is timed. Every timed phase starts after a `sync` (no
+#      earlier phase's dirty pages being written back).
 #   4. nats-server is stopped; http-sink-receiver (bench/tools: HTTP/1.1 keep-alive, 200
 #      to everything, counts NDJSON lines) is started; cdc-host drains s_http into it
 #      (type http, batch ndjson, format json) until confirmed; the receiver must have
 #      counted ROWS lines.
-#   Steps 2 and 3 are repeated for ROUNDS pairs (rounds 2.. drain slots s_nats2.. into a
-#   fresh server each, and republish the file of step 3 into another fresh one); the
-#   median of the pairs' ratios is reported.
+#   Steps 2 and 3 are repeated for ROUNDS rounds (rounds 2.. drain slots s_nats2.. into a
+#   fresh server each, and republish the file of step 3 into other fresh ones; even rounds
+#   run the raw publishes first); the median of the rounds' ratios is reported.
 # Wall time for cdc-host runs from its start (connecting included) to the poll (every
 # POLL_SECS, 0.1 s, over one psql session kept open: no process per poll) that sees the
 # slot confirmed; CPU seconds and peak RSS come from /usr/bin/time -v.
 # Diagnostics: CPU seconds of the walsender (sampled from /proc at each poll while it
 # runs), of nats-server (during the cdc-host drain, and during the raw publish phase) and
-# of the receiver; the share of all cores kept busy in each phase (near 100 %: CPU-bound).
+# of the receiver; the share of all cores kept busy in each phase (near 100 %: CPU-bound)
+# and the share the hypervisor stole (other tenants of the host: noise).
 # The runs share the machine's cores with Postgres and nats-server, so on a small box
 # these explain most of the differences. Everything (Postgres, nats-server,
 # receiver, cdc-host, temp dirs) is stopped/removed on exit (trap; a SIGKILL of this
 # script would leak them).
 #
-# Env: ROWS (1000000), BATCH (1000), ROUNDS (3: cdc-host/raw pairs, each side on a fresh
-# server, cdc-host from its own slot; the median ratio is reported), CARGO_TARGET_DIR
+# Env: ROWS (1000000), BATCH (1000), ROUNDS (3: cdc-host/raw rounds, each side on a fresh
+# server, cdc-host from its own slot; the median ratios are reported), CARGO_TARGET_DIR
 # (/var/tmp/cdc-target), SKIP_BUILD=1 (use the binaries already built), HOST_BIN,
 # TOOLS_DIR ($CARGO_TARGET_DIR/release), CDC_TEST_PG_BIN (/usr/lib/postgresql/15/bin),
 # NATS_SERVER (nats-server), DRAIN_TIMEOUT (seconds per drain, 1800), HOST_RUST_LOG
 # (warn), POLL_SECS (0.1), PIPELINE_TOML (lines of a [pipeline] table for every cdc-host
 # run, e.g. "max_changes = 16384"), RAW_MAX_IN_FLIGHT (1024),
 # RAW_ARGS (extra raw-nats-publish arguments), RAW_VARIANTS=1 (also time raw publishes
-# with cdc-host's Nats-Expected-Last-Msg-Id chain and per-batch ack barrier), SKIP_RAW=1,
+# with Nats-Msg-Id only, and with cdc-host's per-batch ack barrier), SKIP_RAW=1,
 # SKIP_HTTP=1, KEEP_BENCH_DIR=1 (keep logs and configs).
 set -euo pipefail
 
@@ -157,6 +162,9 @@ busy_pct() {
   machine_ticks
   calc "100 * ($M_BUSY - $1) / ($M_TOTAL - $2 + 0.000001)"
 }
+# steal_pct M_STEAL0 M_TOTAL0 -> share of all cores' time stolen since that reading (uses
+# the reading busy_pct just took).
+steal_pct() { calc "100 * ($M_STEAL - $1) / ($M_TOTAL - $2 + 0.000001)"; }
 
 
 # kv FILE KEY -> the value of KEY=value in FILE
@@ -238,11 +246,12 @@ EOF
 
 # drain_host TAG SLOT CONFIG [EXTRA_PID]: runs cdc-host until SLOT is confirmed past the end.
 # Sets H_STATUS (ok|exited|timeout), H_WALL, H_CPU, H_RSS, H_RC, H_WS_CPU, H_BUSY (% of
-# all cores busy meanwhile) and H_EXTRA_CPU (CPU seconds EXTRA_PID used meanwhile).
+# all cores busy meanwhile), H_STEAL (% stolen) and H_EXTRA_CPU (CPU seconds EXTRA_PID
+# used meanwhile).
 drain_host() {
-  local tag=$1 slot=$2 cfg=$3 extra=${4:-} t0 t1 deadline pid ws i host_pid extra0= b0 m0
+  local tag=$1 slot=$2 cfg=$3 extra=${4:-} t0 t1 deadline pid ws i host_pid extra0= b0 m0 s0
   [[ -n $extra ]] && { proc_ticks "$extra"; extra0=$TICKS; }
-  machine_ticks; b0=$M_BUSY m0=$M_TOTAL
+  machine_ticks; b0=$M_BUSY m0=$M_TOTAL s0=$M_STEAL
   t0=$(now)
   RUST_LOG=${HOST_RUST_LOG:-warn} /usr/bin/time -v -o "$DIR/$tag.time" \
     "$HOST_BIN" run "$cfg" >"$DIR/$tag.stdout" 2>"$DIR/$tag.stderr" &
@@ -260,6 +269,7 @@ drain_host() {
   done
   t1=$(now)
   H_BUSY=$(busy_pct "$b0" "$m0")
+  H_STEAL=$(steal_pct "$s0" "$m0")
   H_WALL=$(calc "$t1 - $t0")
   H_WS_CPU=nan
   [[ -n $ws ]] && H_WS_CPU=$(calc "$ws / $CLK_TCK")
@@ -327,7 +337,7 @@ log "2/4 cdc-host drains s_nats into JetStream stream CDC"
 sync # no dirty pages of the load waiting to be written back meanwhile
 drain_host nats s_nats "$DIR/nats.toml" "$NATS_PID"
 NATS_STATUS=$H_STATUS NATS_WALL=$H_WALL NATS_CPU=$H_CPU NATS_RSS=$H_RSS
-NATS_WS_CPU=$H_WS_CPU NATS_SERVER_CPU=$H_EXTRA_CPU NATS_BUSY=$H_BUSY
+NATS_WS_CPU=$H_WS_CPU NATS_SERVER_CPU=$H_EXTRA_CPU NATS_BUSY=$H_BUSY NATS_STEAL=$H_STEAL
 NATS_CPS=$(calc "$ROWS / $NATS_WALL")
 # cdc_stream TAG: CDC_MSGS and CDC_BYTES of stream CDC (empty when it cannot be read).
 cdc_stream() {
@@ -346,10 +356,11 @@ else
 fi
 
 # --- 3. raw async-nats publisher ---------------------------------------------------------------
-# raw_publish TAG [ARGS...]: sets R_OK, R_CPS, R_WALL, R_CPU, R_RSS, R_SERVER_CPU.
+# raw_publish TAG [ARGS...]: sets R_OK, R_CPS, R_WALL, R_CPU, R_RSS, R_SERVER_CPU, R_BUSY,
+# R_STEAL.
 raw_publish() {
   local tag=$1 c0 c1; shift
-  R_OK=0 R_CPS=nan R_WALL=nan R_CPU=nan R_RSS=nan R_SERVER_CPU=nan R_BUSY=nan
+  R_OK=0 R_CPS=nan R_WALL=nan R_CPU=nan R_RSS=nan R_SERVER_CPU=nan R_BUSY=nan R_STEAL=nan
   c0=$(proc_cpu "$NATS_PID")
   set +e
   # shellcheck disable=SC2086
@@ -372,64 +383,91 @@ raw_publish() {
   R_RSS=$(kv "$DIR/$tag.out" peak_rss_mb)
   R_CPS=$(calc "$ROWS / $R_WALL")
   R_BUSY=$(kv "$DIR/$tag.out" machine_busy_pct)
+  R_STEAL=$(kv "$DIR/$tag.out" machine_steal_pct)
   # nats-server CPU during the publish phase (or, failing that, the whole run).
   R_SERVER_CPU=$(kv "$DIR/$tag.out" server_publish_cpu_s)
   if [[ -z $R_SERVER_CPU && -n $c0 && -n $c1 ]]; then R_SERVER_CPU=$(calc "$c1 - $c0"); fi
   log "$tag: ${R_WALL}s, $(printf '%.0f' "$R_CPS")/s${*:+ ($*)}"
 }
 
-RAW_OK=0
+# fresh_nats: stops the running nats-server and starts another on an empty store.
+fresh_nats() {
+  stop_pid "$NATS_PID" TERM; NATS_PID=
+  start_nats
+}
+# raw_side TAG [ARGS...]: raw_publish into a fresh server; dies when it fails.
+raw_side() {
+  fresh_nats
+  raw_publish "$@"
+  [[ $R_OK == 1 ]] || die "$1: raw-nats-publish failed"
+}
+# cdc_side R: round R's cdc-host drain (slot s_nats<R>) into a fresh server; sets C_CPS,
+# C_STEAL; dies unless the stream holds every change.
+cdc_side() {
+  local r=$1
+  fresh_nats
+  write_config "$DIR/nats$r.toml" "s_nats$r" "$(nats_sink_toml)"
+  log "round $r/$ROUNDS: cdc-host drains s_nats$r into JetStream (fresh server)"
+  sync
+  drain_host "nats$r" "s_nats$r" "$DIR/nats$r.toml" "$NATS_PID"
+  [[ $H_STATUS == ok ]] || die "round $r: cdc-host did not drain s_nats$r"
+  cdc_stream "cdc_stream$r"
+  [[ $CDC_MSGS == "$ROWS" ]] || die "round $r: stream CDC holds ${CDC_MSGS:-?} messages, expected $ROWS"
+  C_CPS=$(calc "$ROWS / $H_WALL") C_STEAL=$H_STEAL
+}
+
+RAW_OK=0 PLAIN_OK=0
 if [[ $SKIP_RAW != 1 && $NATS_VERIFIED == ok ]]; then
   # The same messages, published into a fresh server, as cdc-host's were: not into one
   # that still holds (and has cached) stream CDC.
   "$TOOLS_DIR/raw-nats-publish" --url "$NATS_URL" --source-stream CDC --expect "$ROWS" \
     --dump "$DIR/messages.bin" >"$DIR/dump.out" 2>"$DIR/dump.stderr" ||
     { cat "$DIR/dump.stderr" >&2; die "reading stream CDC back failed"; }
-  stop_pid "$NATS_PID" TERM; NATS_PID=
-  start_nats
-  log "3/4 raw-nats-publish republishes the $ROWS stored messages into stream RAW (fresh server)"
-  raw_publish raw
+  log "3/4 raw-nats-publish republishes the $ROWS stored messages, headers as stored, into stream RAW (fresh server)"
+  raw_side raw
   RAW_OK=$R_OK RAW_CPS=$R_CPS RAW_WALL=$R_WALL RAW_CPU=$R_CPU RAW_RSS=$R_RSS RAW_SERVER_CPU=$R_SERVER_CPU
-  RAW_BUSY=$R_BUSY
-  if [[ $RAW_OK == 1 ]]; then
-    AVG_PAYLOAD=$(kv "$DIR/raw.out" avg_payload_bytes)
-    AVG_HEADERS=$(kv "$DIR/raw.out" avg_header_bytes)
-  fi
-  if [[ $RAW_VARIANTS == 1 && $RAW_OK == 1 ]]; then
+  RAW_BUSY=$R_BUSY RAW_STEAL=$R_STEAL
+  AVG_PAYLOAD=$(kv "$DIR/raw.out" avg_payload_bytes)
+  AVG_HEADERS=$(kv "$DIR/raw.out" avg_header_bytes)
+  log "3/4 again without cdc-host's ordering header (--headers no-expect), fresh server"
+  raw_side raw_plain --headers no-expect
+  PLAIN_OK=$R_OK PLAIN_CPS=$R_CPS PLAIN_WALL=$R_WALL PLAIN_CPU=$R_CPU PLAIN_RSS=$R_RSS
+  PLAIN_SERVER_CPU=$R_SERVER_CPU PLAIN_BUSY=$R_BUSY PLAIN_STEAL=$R_STEAL
+  PLAIN_HEADERS=$(kv "$DIR/raw_plain.out" avg_header_bytes)
+  if [[ $RAW_VARIANTS == 1 ]]; then
     # What cdc-host's sink does on top of the plain pipeline: the ordering-check header
     # chain, and waiting for every ack at the end of each pipeline batch (~max_changes).
     B=$(sed -n 's/^ *max_changes *= *//p' <<<"${PIPELINE_TOML:-}" | tail -n 1)
     B=${B:-4096}
-    for v in "--headers id" "--expect-last-id" "--batch $B" "--batch $B --expect-last-id"; do
+    for v in "--headers id" "--batch $B" "--headers no-expect --batch $B"; do
       # shellcheck disable=SC2086
-      raw_publish "raw_variant" $v
+      raw_side "raw_variant" $v
       VARIANTS+=("$v|$R_OK|$R_WALL|$R_CPS|$R_CPU|$R_SERVER_CPU")
     done
   fi
 fi
 
 # --- 3b. more rounds: one run's pair varies (the raw publisher by up to ±20 % between runs
-# here), so ROUNDS pairs are measured, each side on a fresh server, and the median ratio
-# reported.
-RATIOS=()
-if [[ $NATS_STATUS == ok && $RAW_OK == 1 ]]; then
-  RATIOS+=("$(calc "$NATS_CPS / $RAW_CPS")|$NATS_CPS|$RAW_CPS")
+# here, with the hypervisor's steal), so ROUNDS rounds are measured, every side on a fresh
+# server, and the median ratios reported. Even rounds run the raw publishers first, odd
+# ones cdc-host first: a machine that slows down (or speeds up) during the run favours
+# neither side.
+RATIOS=() # same|plain|cdc_cps|raw_cps|plain_cps|cdc_steal|raw_steal|plain_steal|order
+if [[ $NATS_STATUS == ok && $RAW_OK == 1 && $PLAIN_OK == 1 ]]; then
+  RATIOS+=("$(calc "$NATS_CPS / $RAW_CPS")|$(calc "$NATS_CPS / $PLAIN_CPS")|$NATS_CPS|$RAW_CPS|$PLAIN_CPS|$NATS_STEAL|$RAW_STEAL|$PLAIN_STEAL|cdc first")
   for ((r = 2; r <= ROUNDS; r++)); do
-    stop_pid "$NATS_PID" TERM; NATS_PID=
-    start_nats
-    write_config "$DIR/nats$r.toml" "s_nats$r" "$(nats_sink_toml)"
-    log "round $r/$ROUNDS: cdc-host drains s_nats$r into JetStream (fresh server)"
-    sync
-    drain_host "nats$r" "s_nats$r" "$DIR/nats$r.toml" "$NATS_PID"
-    [[ $H_STATUS == ok ]] || die "round $r: cdc-host did not drain s_nats$r"
-    cdc_stream "cdc_stream$r"
-    [[ $CDC_MSGS == "$ROWS" ]] || die "round $r: stream CDC holds ${CDC_MSGS:-?} messages, expected $ROWS"
-    c_cps=$(calc "$ROWS / $H_WALL")
-    stop_pid "$NATS_PID" TERM; NATS_PID=
-    start_nats
-    raw_publish "raw$r"
-    [[ $R_OK == 1 ]] || die "round $r: raw-nats-publish failed"
-    RATIOS+=("$(calc "$c_cps / $R_CPS")|$c_cps|$R_CPS")
+    if ((r % 2 == 0)); then
+      raw_side "raw$r"; w_cps=$R_CPS w_steal=$R_STEAL
+      raw_side "raw_plain$r" --headers no-expect; p_cps=$R_CPS p_steal=$R_STEAL
+      cdc_side "$r"
+      order="raw first"
+    else
+      cdc_side "$r"
+      raw_side "raw$r"; w_cps=$R_CPS w_steal=$R_STEAL
+      raw_side "raw_plain$r" --headers no-expect; p_cps=$R_CPS p_steal=$R_STEAL
+      order="cdc first"
+    fi
+    RATIOS+=("$(calc "$C_CPS / $w_cps")|$(calc "$C_CPS / $p_cps")|$C_CPS|$w_cps|$p_cps|$C_STEAL|$w_steal|$p_steal|$order")
   done
 fi
 stop_pid "$NATS_PID" TERM; NATS_PID=
@@ -482,6 +520,9 @@ row "cdc-host -> nats" "$NATS_STATUS" "$NATS_WALL" "$NATS_CPS" "$NATS_CPU" "$NAT
 if [[ $RAW_OK == 1 ]]; then
   row "raw-nats-publish" ok "$RAW_WALL" "$RAW_CPS" "$RAW_CPU" "$RAW_RSS"
 fi
+if [[ $PLAIN_OK == 1 ]]; then
+  row "raw, no ordering hdr" ok "$PLAIN_WALL" "$PLAIN_CPS" "$PLAIN_CPU" "$PLAIN_RSS"
+fi
 if [[ $HTTP_STATUS != skipped ]]; then
   row "cdc-host -> http" "$HTTP_STATUS" "$HTTP_WALL" "$HTTP_CPS" "$HTTP_CPU" "$HTTP_RSS"
 fi
@@ -489,34 +530,49 @@ echo
 [[ $NATS_STATUS == ok ]] &&
   printf 'ratio cdc-host(nats)/pg_recvlogical: %.2f\n' "$(calc "$NATS_CPS / $RECV_CPS")"
 [[ $NATS_STATUS == ok && $RAW_OK == 1 ]] &&
-  printf 'ratio cdc-host(nats)/raw-nats-publish: %.2f (target >= 0.8)\n' "$(calc "$NATS_CPS / $RAW_CPS")"
+  printf 'ratio cdc-host(nats)/raw-nats-publish: %.2f (the same messages; target >= 0.8)\n' "$(calc "$NATS_CPS / $RAW_CPS")"
+[[ $NATS_STATUS == ok && $PLAIN_OK == 1 ]] &&
+  printf 'ratio cdc-host(nats)/raw-nats-publish without the ordering header: %.2f\n' "$(calc "$NATS_CPS / $PLAIN_CPS")"
 [[ $HTTP_STATUS == ok ]] &&
   printf 'ratio cdc-host(http)/pg_recvlogical: %.2f\n' "$(calc "$HTTP_CPS / $RECV_CPS")"
 echo
 echo "checks: stream CDC: $NATS_VERIFIED${CDC_BYTES1:+ ($CDC_BYTES1 bytes stored)}${HTTP_VERIFIED:+; receiver: $HTTP_VERIFIED NDJSON lines in ${HTTP_REQS:-?} requests}"
-[[ -n ${AVG_PAYLOAD:-} ]] && echo "messages: avg payload ${AVG_PAYLOAD} B, avg headers ~${AVG_HEADERS} B (Nats-Msg-Id, Cdc-Op, Cdc-Table, Cdc-Lsn, Cdc-Commit-Lsn)"
+[[ -n ${AVG_PAYLOAD:-} ]] && echo "messages: avg payload ${AVG_PAYLOAD} B, avg headers ~${AVG_HEADERS} B (Nats-Msg-Id, Cdc-Op, Cdc-Table, Cdc-Lsn, Cdc-Commit-Lsn, Nats-Expected-Last-Msg-Id), ~${PLAIN_HEADERS:-?} B without the last"
 echo "cpu_s elsewhere: walsender $(f2 "$RECV_WS_CPU") (recvlogical), $(f2 "$NATS_WS_CPU") (nats run)${HTTP_WS_CPU:+, $(f2 "$HTTP_WS_CPU") (http run)};" \
-  "nats-server $(f2 "$NATS_SERVER_CPU") (nats run)${RAW_SERVER_CPU:+, $(f2 "$RAW_SERVER_CPU") (raw publish)}${RECEIVER_CPU:+; receiver $(f2 "$RECEIVER_CPU")}"
-echo "cores busy: $(f1 "${RECV_BUSY:-}")% (recvlogical), $(f1 "${NATS_BUSY:-}")% (nats run)${RAW_BUSY:+, $(f1 "$RAW_BUSY")% (raw publish)}${HTTP_BUSY:+, $(f1 "$HTTP_BUSY")% (http run)} of $(nproc) cores"
+  "nats-server $(f2 "$NATS_SERVER_CPU") (nats run)${RAW_SERVER_CPU:+, $(f2 "$RAW_SERVER_CPU") (raw publish)}${PLAIN_SERVER_CPU:+, $(f2 "$PLAIN_SERVER_CPU") (raw, no ordering hdr)}${RECEIVER_CPU:+; receiver $(f2 "$RECEIVER_CPU")}"
+echo "cores busy: $(f1 "${RECV_BUSY:-}")% (recvlogical), $(f1 "${NATS_BUSY:-}")% (nats run)${RAW_BUSY:+, $(f1 "$RAW_BUSY")% (raw publish)}${PLAIN_BUSY:+, $(f1 "$PLAIN_BUSY")% (raw, no ordering hdr)}${HTTP_BUSY:+, $(f1 "$HTTP_BUSY")% (http run)} of $(nproc) cores"
 echo "raw-nats-publish: wall and cpu are the publish phase only; peak RSS includes every message held in memory"
-if [[ ${#RATIOS[@]} -gt 1 ]]; then
-  echo
-  echo "rounds (cdc-host -> JetStream vs raw-nats-publish, each on a fresh nats-server):"
-  for ((i = 0; i < ${#RATIOS[@]}; i++)); do
-    IFS='|' read -r q c w <<<"${RATIOS[$i]}"
-    printf '  round %d: %8.0f/s vs %8.0f/s = %.2f\n' "$((i + 1))" "$c" "$w" "$q"
-  done
-  mapfile -t sorted < <(for x in "${RATIOS[@]}"; do echo "${x%%|*}"; done | sort -g)
+# median_of VALUES... -> the median
+median_of() {
+  local sorted k
+  mapfile -t sorted < <(printf '%s\n' "$@" | sort -g)
   k=${#sorted[@]}
-  if ((k % 2)); then med=${sorted[k / 2]}; else med=$(calc "(${sorted[k / 2 - 1]} + ${sorted[k / 2]}) / 2"); fi
-  printf 'median ratio cdc-host(nats)/raw-nats-publish over %d rounds: %.2f (min %.2f, max %.2f; target >= 0.8)\n' \
-    "$k" "$med" "${sorted[0]}" "${sorted[k - 1]}"
+  if ((k % 2)); then echo "${sorted[k / 2]}"; else calc "(${sorted[k / 2 - 1]} + ${sorted[k / 2]}) / 2"; fi
+}
+if [[ ${#RATIOS[@]} -gt 0 ]]; then
+  echo
+  echo "rounds (changes/s, every side on a fresh nats-server; steal = share of the cores' time the hypervisor took):"
+  printf '  %-7s %-10s %9s %9s %9s %7s %7s   %s\n' round order cdc-host raw raw-plain ratio r-plain "steal % cdc/raw/plain"
+  SAME=() PLAIN=()
+  for ((i = 0; i < ${#RATIOS[@]}; i++)); do
+    IFS='|' read -r q qp c w p sc sw sp o <<<"${RATIOS[$i]}"
+    printf '  %-7s %-10s %9.0f %9.0f %9.0f %7.2f %7.2f   %s/%s/%s\n' "$((i + 1))" "$o" "$c" "$w" "$p" "$q" "$qp" \
+      "$(f1 "$sc")" "$(f1 "$sw")" "$(f1 "$sp")"
+    SAME+=("$q") PLAIN+=("$qp")
+  done
+  mapfile -t sorted < <(printf '%s\n' "${SAME[@]}" | sort -g)
+  printf 'median ratio cdc-host(nats)/raw-nats-publish (the same messages) over %d rounds: %.2f (min %.2f, max %.2f; target >= 0.8)\n' \
+    "${#SAME[@]}" "$(median_of "${SAME[@]}")" "${sorted[0]}" "${sorted[-1]}"
+  mapfile -t sorted < <(printf '%s\n' "${PLAIN[@]}" | sort -g)
+  printf 'median ratio cdc-host(nats)/raw-nats-publish without the ordering header: %.2f (min %.2f, max %.2f)\n' \
+    "$(median_of "${PLAIN[@]}")" "${sorted[0]}" "${sorted[-1]}"
 fi
 if [[ ${#VARIANTS[@]} -gt 0 ]]; then
   echo
   echo "raw-nats-publish variants (same messages, --max-in-flight $RAW_MAX_IN_FLIGHT):"
   printf '  %-36s %9s %11s %8s %14s\n' args wall_s changes/s cpu_s server_cpu_s
-  printf '  %-36s %9.2f %11.0f %8.2f %14s\n' "(plain, as above)" "$RAW_WALL" "$RAW_CPS" "$RAW_CPU" "$(f2 "$RAW_SERVER_CPU")"
+  printf '  %-36s %9.2f %11.0f %8.2f %14s\n' "(headers as stored, as above)" "$RAW_WALL" "$RAW_CPS" "$RAW_CPU" "$(f2 "$RAW_SERVER_CPU")"
+  printf '  %-36s %9.2f %11.0f %8.2f %14s\n' "--headers no-expect (as above)" "$PLAIN_WALL" "$PLAIN_CPS" "$PLAIN_CPU" "$(f2 "$PLAIN_SERVER_CPU")"
   for v in "${VARIANTS[@]}"; do
     IFS='|' read -r a ok w c u s <<<"$v"
     if [[ $ok == 1 ]]; then

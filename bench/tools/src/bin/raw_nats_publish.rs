@@ -1,16 +1,22 @@
 //! `raw-nats-publish`: the "what NATS itself can take" reference of `bench/sinks.sh`.
 //!
 //! Reads every message back from a JetStream stream (by default `CDC`, the one cdc-host
-//! filled), then republishes the very same payloads, in order, into a fresh stream (`RAW`,
-//! file storage, 2 min duplicate window, like the one cdc-host creates) with pipelined
-//! publishes: up to `--max-in-flight` PubAcks outstanding, awaited in order, every message
-//! with its `Nats-Msg-Id`. Only the publish phase is timed.
+//! filled), then republishes the very same messages (payloads and headers as stored), in
+//! order, into a fresh stream (`RAW`, file storage, 2 min duplicate window, like the one
+//! cdc-host creates) with pipelined publishes: up to `--max-in-flight` PubAcks
+//! outstanding, awaited in order. Only the publish phase is timed.
 //!
-//! Knobs for finding where time goes (all default to the plain reference):
-//! `--headers all|id` (the source's headers, i.e. what cdc-host sent, or `Nats-Msg-Id`
-//! only), `--expect-last-id` (chain `Nats-Expected-Last-Msg-Id` as cdc-host's ordering
-//! check does), `--batch N` (wait for every ack each N messages, as cdc-host's sink does
-//! at the end of each pipeline batch).
+//! The stored headers are what cdc-host sent: `Nats-Msg-Id`, the `Cdc-*` headers and, on
+//! every message but the first of each delivery, its ordering check
+//! `Nats-Expected-Last-Msg-Id` (the previous message's id). Replayed in the same order
+//! into an empty stream, that chain holds again, so the server does the same work per
+//! message for both publishers.
+//!
+//! Knobs for finding where time goes: `--headers no-expect` (drop `Nats-Expected-*`: a
+//! publisher without cdc-host's ordering check), `--headers id` (only `Nats-Msg-Id`),
+//! `--expect-last-id` (chain `Nats-Expected-Last-Msg-Id` afresh on every message but the
+//! first of each `--batch`), `--batch N` (wait for every ack each N messages, as
+//! cdc-host's sink does at the end of each pipeline batch).
 //!
 //! Prints `key=value` lines on stdout (for the script); progress on stderr.
 //! `--info-only` prints the message count of `--source-stream` and exits.
@@ -29,9 +35,11 @@ use futures_util::StreamExt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Headers {
-    /// The headers the source message carried (cdc-host's: Nats-Msg-Id, Cdc-Op,
-    /// Cdc-Table, Cdc-Lsn, Cdc-Commit-Lsn), minus any Nats-Expected-*.
+    /// The headers the source message carried, as stored (cdc-host's: Nats-Msg-Id,
+    /// Cdc-Op, Cdc-Table, Cdc-Lsn, Cdc-Commit-Lsn, Nats-Expected-Last-Msg-Id).
     All,
+    /// The source's headers minus any `Nats-Expected-*` (no ordering check).
+    NoExpect,
     /// Only Nats-Msg-Id (the source's).
     Id,
 }
@@ -64,7 +72,8 @@ struct Args {
     max_in_flight: usize,
     #[arg(long, value_enum, default_value_t = Headers::All)]
     headers: Headers,
-    /// Chain Nats-Expected-Last-Msg-Id (the previous message's id) as cdc-host does.
+    /// Set Nats-Expected-Last-Msg-Id to the previous message's id on every message but the
+    /// first of each `--batch` (replacing a stored one).
     #[arg(long)]
     expect_last_id: bool,
     /// Wait for every outstanding ack each N messages (0: never, a pure pipeline).
@@ -88,7 +97,7 @@ struct Args {
     ack_timeout_ms: u64,
 }
 
-/// A message as read back: its headers (minus `Nats-Expected-*`) and payload.
+/// A message as read back: its headers and payload.
 struct Raw {
     headers: Vec<(String, String)>,
     payload: Bytes,
@@ -166,7 +175,13 @@ async fn main() -> Result<()> {
             if is_id {
                 id.clone_from(value);
             }
-            if args.headers == Headers::All || is_id {
+            let is_expect = name.len() >= 13 && name[..13].eq_ignore_ascii_case("nats-expected");
+            let keep = match args.headers {
+                Headers::All => true,
+                Headers::NoExpect => !is_expect,
+                Headers::Id => is_id,
+            };
+            if keep {
                 headers.append(name.as_str(), value.as_str());
                 header_bytes += name.len() + value.len() + 4;
             }
@@ -284,12 +299,11 @@ async fn main() -> Result<()> {
     if let Some(c) = server_cpu {
         println!("server_publish_cpu_s={c:.2}");
     }
-    if let (Some((b0, t0)), Some((b1, t1))) = (machine0, machine1) {
-        if t1 > t0 {
-            println!(
-                "machine_busy_pct={:.1}",
-                100.0 * (b1 - b0) as f64 / (t1 - t0) as f64
-            );
+    if let (Some(m0), Some(m1)) = (machine0, machine1) {
+        if m1.total > m0.total {
+            let pct = |a: u64, b: u64| 100.0 * (b - a) as f64 / (m1.total - m0.total) as f64;
+            println!("machine_busy_pct={:.1}", pct(m0.busy, m1.busy));
+            println!("machine_steal_pct={:.1}", pct(m0.steal, m1.steal));
         }
     }
     println!("peak_rss_mb={:.1}", peak_rss_mb());
@@ -339,9 +353,6 @@ async fn read_stream(js: &jetstream::Context, args: &Args) -> Result<Option<Vec<
         if let Some(h) = &m.headers {
             for (name, values) in h.iter() {
                 let n: &str = name.as_ref();
-                if n.len() >= 13 && n[..13].eq_ignore_ascii_case("nats-expected") {
-                    continue;
-                }
                 for v in values {
                     headers.push((n.to_owned(), AsRef::<str>::as_ref(v).to_owned()));
                 }
@@ -435,7 +446,15 @@ fn cpu_seconds_of(path: &str) -> f64 {
 
 /// Busy and total clock ticks of all CPUs (the first line of /proc/stat): the difference
 /// of two readings says whether the publish phase kept every core busy.
-fn machine_ticks() -> Option<(u64, u64)> {
+/// Clock ticks of all CPUs so far (/proc/stat): busy (steal included), stolen by the
+/// hypervisor, and in total.
+struct MachineTicks {
+    busy: u64,
+    steal: u64,
+    total: u64,
+}
+
+fn machine_ticks() -> Option<MachineTicks> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?;
     let v: Vec<u64> = line
@@ -445,9 +464,13 @@ fn machine_ticks() -> Option<(u64, u64)> {
         .map(|f| f.parse().ok())
         .collect::<Option<_>>()?;
     // user nice system idle iowait irq softirq steal
-    let (idle, iowait) = (*v.get(3)?, *v.get(4)?);
+    let (idle, iowait, steal) = (*v.get(3)?, *v.get(4)?, *v.get(7)?);
     let total: u64 = v.iter().sum();
-    Some((total - idle - iowait, total))
+    Some(MachineTicks {
+        busy: total - idle - iowait,
+        steal,
+        total,
+    })
 }
 
 /// VmHWM (peak resident set) of this process, MiB.

@@ -49,7 +49,8 @@
 # script would leak them).
 #
 # Env: ROWS (1000000), BATCH (1000), ROUNDS (3: cdc-host/raw rounds, each side on a fresh
-# server, cdc-host from its own slot; the median ratios are reported), CARGO_TARGET_DIR
+# server, cdc-host from its own slot; the median ratios are reported), HOST_BIN_B (a second
+# cdc-host build to A/B in the same run: rounds 2, 3, 6, 7, ... run it), CARGO_TARGET_DIR
 # (/var/tmp/cdc-target), SKIP_BUILD=1 (use the binaries already built), HOST_BIN,
 # TOOLS_DIR ($CARGO_TARGET_DIR/release), CDC_TEST_PG_BIN (/usr/lib/postgresql/15/bin),
 # NATS_SERVER (nats-server), DRAIN_TIMEOUT (seconds per drain, 1800), HOST_RUST_LOG
@@ -99,7 +100,8 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
   log "cargo build --release -p cdc-host -p cdc-bench-tools (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
   (cd "$REPO" && cargo build --release -p cdc-host -p cdc-bench-tools)
 fi
-for b in "$HOST_BIN" "$TOOLS_DIR/raw-nats-publish" "$TOOLS_DIR/http-sink-receiver"; do
+HOST_BIN_B=${HOST_BIN_B:-}
+for b in "$HOST_BIN" ${HOST_BIN_B:+"$HOST_BIN_B"} "$TOOLS_DIR/raw-nats-publish" "$TOOLS_DIR/http-sink-receiver"; do
   [[ -x $b ]] || die "$b missing (build it, or unset SKIP_BUILD)"
 done
 
@@ -157,13 +159,11 @@ proc_cpu() {
   proc_ticks "$1"
   [[ -z $TICKS ]] || calc "$TICKS / $CLK_TCK"
 }
-# busy_pct M_BUSY0 M_TOTAL0 -> share of all cores' time spent busy since that reading.
-busy_pct() {
-  machine_ticks
-  calc "100 * ($M_BUSY - $1) / ($M_TOTAL - $2 + 0.000001)"
-}
-# steal_pct M_STEAL0 M_TOTAL0 -> share of all cores' time stolen since that reading (uses
-# the reading busy_pct just took).
+# busy_pct M_BUSY0 M_TOTAL0 -> share of all cores' time spent busy between that reading
+# and the last machine_ticks (call it first: not inside the $(...) subshell, where its
+# readings would be lost).
+busy_pct() { calc "100 * ($M_BUSY - $1) / ($M_TOTAL - $2 + 0.000001)"; }
+# steal_pct M_STEAL0 M_TOTAL0 -> likewise, the share the hypervisor stole.
 steal_pct() { calc "100 * ($M_STEAL - $1) / ($M_TOTAL - $2 + 0.000001)"; }
 
 
@@ -213,6 +213,7 @@ while kill -0 "$RECV_PID" 2>/dev/null; do
   if [[ $p != 0 ]]; then proc_ticks "$p"; [[ -n $TICKS ]] && RECV_WS_TICKS=$TICKS; fi
   sleep "$POLL_SECS"
 done
+machine_ticks
 RECV_BUSY=$(busy_pct "$b0" "$m0")
 RECV_WS_CPU=nan
 [[ -n $RECV_WS_TICKS ]] && RECV_WS_CPU=$(calc "$RECV_WS_TICKS / $CLK_TCK")
@@ -254,7 +255,7 @@ drain_host() {
   machine_ticks; b0=$M_BUSY m0=$M_TOTAL s0=$M_STEAL
   t0=$(now)
   RUST_LOG=${HOST_RUST_LOG:-warn} /usr/bin/time -v -o "$DIR/$tag.time" \
-    "$HOST_BIN" run "$cfg" >"$DIR/$tag.stdout" 2>"$DIR/$tag.stderr" &
+    "${RUN_BIN:-$HOST_BIN}" run "$cfg" >"$DIR/$tag.stdout" 2>"$DIR/$tag.stderr" &
   HOST_TIME_PID=$!
   deadline=$((SECONDS + DRAIN_TIMEOUT))
   H_STATUS=timeout ws=
@@ -268,6 +269,7 @@ drain_host() {
     sleep "$POLL_SECS"
   done
   t1=$(now)
+  machine_ticks
   H_BUSY=$(busy_pct "$b0" "$m0")
   H_STEAL=$(steal_pct "$s0" "$m0")
   H_WALL=$(calc "$t1 - $t0")
@@ -401,19 +403,23 @@ raw_side() {
   raw_publish "$@"
   [[ $R_OK == 1 ]] || die "$1: raw-nats-publish failed"
 }
+# bin_of R -> A or B: which cdc-host round R runs when HOST_BIN_B is set (A B B A A B B A
+# ..., so each binary runs as often cdc-first as raw-first).
+bin_of() { if [[ -n $HOST_BIN_B ]] && (($1 % 4 == 2 || $1 % 4 == 3)); then echo B; else echo A; fi; }
 # cdc_side R: round R's cdc-host drain (slot s_nats<R>) into a fresh server; sets C_CPS,
-# C_STEAL; dies unless the stream holds every change.
+# C_CPU, C_STEAL; dies unless the stream holds every change.
 cdc_side() {
-  local r=$1
+  local r=$1 RUN_BIN=$HOST_BIN
+  [[ $(bin_of "$r") == B ]] && RUN_BIN=$HOST_BIN_B
   fresh_nats
   write_config "$DIR/nats$r.toml" "s_nats$r" "$(nats_sink_toml)"
-  log "round $r/$ROUNDS: cdc-host drains s_nats$r into JetStream (fresh server)"
+  log "round $r/$ROUNDS: cdc-host ($RUN_BIN) drains s_nats$r into JetStream (fresh server)"
   sync
   drain_host "nats$r" "s_nats$r" "$DIR/nats$r.toml" "$NATS_PID"
   [[ $H_STATUS == ok ]] || die "round $r: cdc-host did not drain s_nats$r"
   cdc_stream "cdc_stream$r"
   [[ $CDC_MSGS == "$ROWS" ]] || die "round $r: stream CDC holds ${CDC_MSGS:-?} messages, expected $ROWS"
-  C_CPS=$(calc "$ROWS / $H_WALL") C_STEAL=$H_STEAL
+  C_CPS=$(calc "$ROWS / $H_WALL") C_CPU=$H_CPU C_STEAL=$H_STEAL
 }
 
 RAW_OK=0 PLAIN_OK=0
@@ -452,9 +458,9 @@ fi
 # server, and the median ratios reported. Even rounds run the raw publishers first, odd
 # ones cdc-host first: a machine that slows down (or speeds up) during the run favours
 # neither side.
-RATIOS=() # same|plain|cdc_cps|raw_cps|plain_cps|cdc_steal|raw_steal|plain_steal|order
+RATIOS=() # same|plain|cdc_cps|raw_cps|plain_cps|cdc_steal|raw_steal|plain_steal|order|bin|cdc_cpu
 if [[ $NATS_STATUS == ok && $RAW_OK == 1 && $PLAIN_OK == 1 ]]; then
-  RATIOS+=("$(calc "$NATS_CPS / $RAW_CPS")|$(calc "$NATS_CPS / $PLAIN_CPS")|$NATS_CPS|$RAW_CPS|$PLAIN_CPS|$NATS_STEAL|$RAW_STEAL|$PLAIN_STEAL|cdc first")
+  RATIOS+=("$(calc "$NATS_CPS / $RAW_CPS")|$(calc "$NATS_CPS / $PLAIN_CPS")|$NATS_CPS|$RAW_CPS|$PLAIN_CPS|$NATS_STEAL|$RAW_STEAL|$PLAIN_STEAL|cdc first|A|$NATS_CPU")
   for ((r = 2; r <= ROUNDS; r++)); do
     if ((r % 2 == 0)); then
       raw_side "raw$r"; w_cps=$R_CPS w_steal=$R_STEAL
@@ -467,7 +473,7 @@ if [[ $NATS_STATUS == ok && $RAW_OK == 1 && $PLAIN_OK == 1 ]]; then
       raw_side "raw_plain$r" --headers no-expect; p_cps=$R_CPS p_steal=$R_STEAL
       order="cdc first"
     fi
-    RATIOS+=("$(calc "$C_CPS / $w_cps")|$(calc "$C_CPS / $p_cps")|$C_CPS|$w_cps|$p_cps|$C_STEAL|$w_steal|$p_steal|$order")
+    RATIOS+=("$(calc "$C_CPS / $w_cps")|$(calc "$C_CPS / $p_cps")|$C_CPS|$w_cps|$p_cps|$C_STEAL|$w_steal|$p_steal|$order|$(bin_of "$r")|$C_CPU")
   done
 fi
 stop_pid "$NATS_PID" TERM; NATS_PID=
@@ -552,14 +558,19 @@ median_of() {
 if [[ ${#RATIOS[@]} -gt 0 ]]; then
   echo
   echo "rounds (changes/s, every side on a fresh nats-server; steal = share of the cores' time the hypervisor took):"
-  printf '  %-7s %-10s %9s %9s %9s %7s %7s   %s\n' round order cdc-host raw raw-plain ratio r-plain "steal % cdc/raw/plain"
-  SAME=() PLAIN=()
+  printf '  %-7s %-10s %9s %9s %9s %7s %7s %7s   %s\n' round order cdc-host raw raw-plain ratio r-plain cdc_cpu "steal % cdc/raw/plain"
+  SAME=() PLAIN=() SAME_A=() SAME_B=()
   for ((i = 0; i < ${#RATIOS[@]}; i++)); do
-    IFS='|' read -r q qp c w p sc sw sp o <<<"${RATIOS[$i]}"
-    printf '  %-7s %-10s %9.0f %9.0f %9.0f %7.2f %7.2f   %s/%s/%s\n' "$((i + 1))" "$o" "$c" "$w" "$p" "$q" "$qp" \
-      "$(f1 "$sc")" "$(f1 "$sw")" "$(f1 "$sp")"
+    IFS='|' read -r q qp c w p sc sw sp o b cc <<<"${RATIOS[$i]}"
+    printf '  %-7s %-10s %9.0f %9.0f %9.0f %7.2f %7.2f %7s   %s/%s/%s\n' "$((i + 1))${HOST_BIN_B:+ $b}" "$o" "$c" "$w" "$p" "$q" "$qp" \
+      "$(f2 "$cc")" "$(f1 "$sc")" "$(f1 "$sw")" "$(f1 "$sp")"
     SAME+=("$q") PLAIN+=("$qp")
+    if [[ $b == A ]]; then SAME_A+=("$q"); else SAME_B+=("$q"); fi
   done
+  if [[ -n $HOST_BIN_B && ${#SAME_B[@]} -gt 0 ]]; then
+    printf 'A/B: median ratio (the same messages) A=%s: %.2f over %d rounds; B=%s: %.2f over %d rounds\n' \
+      "$HOST_BIN" "$(median_of "${SAME_A[@]}")" "${#SAME_A[@]}" "$HOST_BIN_B" "$(median_of "${SAME_B[@]}")" "${#SAME_B[@]}"
+  fi
   mapfile -t sorted < <(printf '%s\n' "${SAME[@]}" | sort -g)
   printf 'median ratio cdc-host(nats)/raw-nats-publish (the same messages) over %d rounds: %.2f (min %.2f, max %.2f; target >= 0.8)\n' \
     "${#SAME[@]}" "$(median_of "${SAME[@]}")" "${sorted[0]}" "${sorted[-1]}"

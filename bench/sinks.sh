@@ -57,7 +57,8 @@
 # (warn), POLL_SECS (0.1), PIPELINE_TOML (lines of a [pipeline] table for every cdc-host
 # run, e.g. "max_changes = 16384"), RAW_MAX_IN_FLIGHT (1024),
 # RAW_ARGS (extra raw-nats-publish arguments), RAW_VARIANTS=1 (also time raw publishes
-# with Nats-Msg-Id only, and with cdc-host's per-batch ack barrier), SKIP_RAW=1,
+# with Nats-Msg-Id only, with cdc-host's per-batch ack barrier, and taking PubAcks
+# cdc-host's way: one inbox subscription instead of async-nats's JetStream API), SKIP_RAW=1,
 # SKIP_HTTP=1, KEEP_BENCH_DIR=1 (keep logs and configs).
 set -euo pipefail
 
@@ -445,7 +446,8 @@ if [[ $SKIP_RAW != 1 && $NATS_VERIFIED == ok ]]; then
     # chain, and waiting for every ack at the end of each pipeline batch (~max_changes).
     B=$(sed -n 's/^ *max_changes *= *//p' <<<"${PIPELINE_TOML:-}" | tail -n 1)
     B=${B:-4096}
-    for v in "--headers id" "--batch $B" "--headers no-expect --batch $B"; do
+    for v in "--headers id" "--batch $B" "--headers no-expect --batch $B" "--acks inbox" \
+      "--acks inbox --headers no-expect" "--acks inbox --batch $B"; do
       # shellcheck disable=SC2086
       raw_side "raw_variant" $v
       VARIANTS+=("$v|$R_OK|$R_WALL|$R_CPS|$R_CPU|$R_SERVER_CPU")

@@ -16,7 +16,9 @@
 //! publisher without cdc-host's ordering check), `--headers id` (only `Nats-Msg-Id`),
 //! `--expect-last-id` (chain `Nats-Expected-Last-Msg-Id` afresh on every message but the
 //! first of each `--batch`), `--batch N` (wait for every ack each N messages, as
-//! cdc-host's sink does at the end of each pipeline batch).
+//! cdc-host's sink does at the end of each pipeline batch), `--acks inbox` (PubAcks on one
+//! wildcard subscription, matched by reply token, as cdc-host's sink takes them, instead
+//! of async-nats's JetStream API with its per-publish request machinery).
 //!
 //! Prints `key=value` lines on stdout (for the script); progress on stderr.
 //! `--info-only` prints the message count of `--source-stream` and exits.
@@ -42,6 +44,15 @@ enum Headers {
     NoExpect,
     /// Only Nats-Msg-Id (the source's).
     Id,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Acks {
+    /// `jetstream::Context::send_publish`: how an application publishes with async-nats.
+    Api,
+    /// `publish_with_reply_and_headers` to `<inbox>.<n>`, the PubAcks read from one
+    /// `<inbox>.*` subscription (cdc-host's way).
+    Inbox,
 }
 
 #[derive(Debug, Parser)]
@@ -72,6 +83,9 @@ struct Args {
     max_in_flight: usize,
     #[arg(long, value_enum, default_value_t = Headers::All)]
     headers: Headers,
+    /// How PubAcks are requested and awaited.
+    #[arg(long, value_enum, default_value_t = Acks::Api)]
+    acks: Acks,
     /// Set Nats-Expected-Last-Msg-Id to the previous message's id on every message but the
     /// first of each `--batch` (replacing a stored one).
     #[arg(long)]
@@ -243,8 +257,19 @@ async fn main() -> Result<()> {
     } else {
         args.batch
     };
+    let inbox = client.new_inbox();
+    let mut ack_sub = match args.acks {
+        Acks::Inbox => Some(
+            client
+                .subscribe(format!("{inbox}.*"))
+                .await
+                .context("subscribing to the PubAck inbox")?,
+        ),
+        Acks::Api => None,
+    };
+    let mut in_flight = 0usize;
     while acked < total {
-        while next < total && next < barrier && pending.len() < max_in_flight {
+        while next < total && next < barrier && in_flight < max_in_flight {
             let item = &items[next];
             let mut headers = item.headers.clone();
             if args.expect_last_id {
@@ -257,23 +282,52 @@ async fn main() -> Result<()> {
                 }
                 previous = Some(item.id.as_str());
             }
-            let publish = PublishMessage::build()
-                .payload(item.payload.clone())
-                .headers(headers);
-            let ack = js
-                .send_publish(subject.clone(), publish)
-                .await
-                .with_context(|| format!("publishing message {next}"))?;
-            pending.push_back(ack);
+            match args.acks {
+                Acks::Api => {
+                    let publish = PublishMessage::build()
+                        .payload(item.payload.clone())
+                        .headers(headers);
+                    let ack = js
+                        .send_publish(subject.clone(), publish)
+                        .await
+                        .with_context(|| format!("publishing message {next}"))?;
+                    pending.push_back(ack);
+                }
+                Acks::Inbox => client
+                    .publish_with_reply_and_headers(
+                        subject.clone(),
+                        format!("{inbox}.{next}"),
+                        headers,
+                        item.payload.clone(),
+                    )
+                    .await
+                    .with_context(|| format!("publishing message {next}"))?,
+            }
+            in_flight += 1;
             next += 1;
         }
-        let Some(ack) = pending.pop_front() else {
+        if in_flight == 0 {
             break;
+        }
+        let duplicate = match ack_sub.as_mut() {
+            None => {
+                let Some(ack) = pending.pop_front() else {
+                    bail!("no PubAck pending for message {acked}");
+                };
+                ack.await
+                    .with_context(|| format!("PubAck of message {acked}"))?
+                    .duplicate
+            }
+            Some(sub) => {
+                let m = tokio::time::timeout(ack_timeout, sub.next())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no PubAck for {ack_timeout:?}"))?
+                    .context("the PubAck subscription ended")?;
+                inbox_ack(&m).with_context(|| format!("PubAck on {}", m.subject))?
+            }
         };
-        let ack = ack
-            .await
-            .with_context(|| format!("PubAck of message {acked}"))?;
-        duplicates += usize::from(ack.duplicate);
+        in_flight -= 1;
+        duplicates += usize::from(duplicate);
         acked += 1;
         if acked == barrier {
             barrier = barrier.saturating_add(args.batch);
@@ -321,6 +375,30 @@ async fn main() -> Result<()> {
     let _ = js.delete_stream(&args.stream).await;
     drop(items);
     Ok(())
+}
+
+/// The `duplicate` flag of a PubAck read from the inbox subscription; an error otherwise.
+fn inbox_ack(m: &async_nats::Message) -> Result<bool> {
+    #[derive(serde::Deserialize)]
+    struct PubAck {
+        #[serde(default)]
+        stream: Option<String>,
+        #[serde(default)]
+        duplicate: bool,
+        #[serde(default)]
+        error: Option<serde_json::Value>,
+    }
+    if m.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+        bail!("no responders: no stream listens on the subject");
+    }
+    let ack: PubAck = serde_json::from_slice(&m.payload).context("not a PubAck")?;
+    if let Some(e) = ack.error {
+        bail!("JetStream error: {e}");
+    }
+    if ack.stream.is_none() {
+        bail!("a PubAck without a stream");
+    }
+    Ok(ack.duplicate)
 }
 
 /// Reads the source stream back in order (an ordered consumer). `None` with `--info-only`.

@@ -73,6 +73,43 @@ async fn users_db(hint: &str) -> TestDb {
     .await
 }
 
+/// One test's pipeline: its database, slot `s_<hint>`, and a temp dir holding the
+/// config and the module cache for as long as the case lives.
+struct Case {
+    db: TestDb,
+    cfg: PathBuf,
+    slot: String,
+    dir: tempfile::TempDir,
+}
+
+impl Case {
+    /// `body` on a fresh database with `users` and `other` (see [`users_db`]).
+    async fn users(hint: &str, body: &str) -> Case {
+        Case::on(users_db(hint).await, hint, body)
+    }
+
+    fn on(db: TestDb, hint: &str, body: &str) -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = format!("s_{hint}");
+        let cfg = pipeline(dir.path(), &db, &slot, body);
+        Case { db, cfg, slot, dir }
+    }
+
+    /// Starts the host and waits until it streams from the slot.
+    async fn start(&self) -> HostProcess {
+        start_host(&self.db, &self.cfg, &self.slot).await
+    }
+
+    /// Waits until the slot is confirmed up to the WAL position of now.
+    async fn wait_confirmed_to_now(&self) {
+        let client = self.db.client().await;
+        let end = harness::current_wal_lsn(&client).await;
+        harness::wait_for_confirmed_flush(&client, &self.slot, &end, WAIT)
+            .await
+            .unwrap();
+    }
+}
+
 /// Waits for the host to exit with an error and returns its stderr.
 async fn wait_failure(host: &mut HostProcess) -> String {
     let st = host.wait_exit(WAIT).await.unwrap();
@@ -91,16 +128,15 @@ async fn identity_transform_keeps_every_typed_value() {
         "CREATE PUBLICATION p FOR TABLE typed",
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
     let body = transform("id", &guest("rust", "identity"), "", &[]);
-    let cfg = pipeline(dir.path(), &db, "s_tx_types", &body);
-    let mut host = start_host(&db, &cfg, "s_tx_types").await;
+    let case = Case::on(db, "tx_types", &body);
+    let (db, mut host) = (&case.db, case.start().await);
     db.exec(TYPES_ROWS).await;
     db.exec("UPDATE typed SET t = 'changed' WHERE id = 1; DELETE FROM typed WHERE id = 2")
         .await;
     let with = wait_json(&mut host, 7).await;
     stop_clean(&mut host).await;
-    let expected = to_jsonb_rows(&db, "typed").await;
+    let expected = to_jsonb_rows(db, "typed").await;
     for (got, want) in with[..5].iter().zip([1, 2, 3, 4, 5]) {
         assert_eq!(got["after"]["id"], want);
     }
@@ -161,24 +197,18 @@ async fn identity_output_is_byte_identical_to_no_transform() {
 /// with an error naming the module, and nothing is confirmed past the batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_is_stopped_by_the_deadline() {
-    let db = users_db("tx_loop").await;
-    let client = db.client().await;
-    let dir = tempfile::tempdir().unwrap();
     let body = transform(
         "spin",
         &guest("rust", "misbehave"),
         "timeout_ms = 200",
         &[("mode", "loop"), ("trigger", "boom")],
     );
-    let cfg = pipeline(dir.path(), &db, "s_tx_loop", &body);
-    let mut host = start_host(&db, &cfg, "s_tx_loop").await;
+    let case = Case::users("tx_loop", &body).await;
+    let (db, mut host) = (&case.db, case.start().await);
     db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'fine')")
         .await;
     wait_json(&mut host, 1).await;
-    let before = harness::current_wal_lsn(&client).await;
-    harness::wait_for_confirmed_flush(&client, "s_tx_loop", &before, WAIT)
-        .await
-        .unwrap();
+    case.wait_confirmed_to_now().await;
     db.exec("INSERT INTO users VALUES (2, 'b@x', '2', 'boom')")
         .await;
     let started = std::time::Instant::now();
@@ -190,7 +220,9 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
     assert!(started.elapsed() < Duration::from_secs(20));
     // Only the first change was emitted, and the slot is not confirmed past the poison.
     assert_eq!(host.stdout_lines().len(), 1);
-    let below: bool = client
+    let below: bool = db
+        .client()
+        .await
         .query_one(
             "SELECT confirmed_flush_lsn < pg_current_wal_insert_lsn() FROM pg_replication_slots WHERE slot_name = 's_tx_loop'",
             &[],
@@ -211,12 +243,9 @@ async fn misbehave_until_failure(
     extra: &str,
     config: &[(&str, &str)],
 ) -> (HostProcess, String) {
-    let db = users_db(hint).await;
-    let dir = tempfile::tempdir().unwrap();
     let body = transform("bad", &guest("rust", "misbehave"), extra, config);
-    let slot = format!("s_{hint}");
-    let cfg = pipeline(dir.path(), &db, &slot, &body);
-    let mut host = start_host(&db, &cfg, &slot).await;
+    let case = Case::users(hint, &body).await;
+    let (db, mut host) = (&case.db, case.start().await);
     db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'x')")
         .await;
     let err = wait_failure(&mut host).await;
@@ -258,17 +287,14 @@ async fn memory_bomb_is_stopped_by_the_cap() {
 /// and the slot moves on past it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panic_with_skip_drops_only_that_batch() {
-    let db = users_db("tx_skip").await;
-    let client = db.client().await;
-    let dir = tempfile::tempdir().unwrap();
     let body = transform(
         "panicky",
         &guest("rust", "misbehave"),
         "on_error = \"skip\"",
         &[("mode", "panic"), ("trigger", "boom")],
     );
-    let cfg = pipeline(dir.path(), &db, "s_tx_skip", &body);
-    let mut host = start_host(&db, &cfg, "s_tx_skip").await;
+    let case = Case::users("tx_skip", &body).await;
+    let (db, mut host) = (&case.db, case.start().await);
     db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'fine')")
         .await;
     wait_json(&mut host, 1).await;
@@ -277,10 +303,7 @@ async fn panic_with_skip_drops_only_that_batch() {
     db.exec("INSERT INTO users VALUES (2, 'b@x', '2', 'boom'), (3, 'c@x', '3', 'same txn')")
         .await;
     host.wait_for_stderr("batch skipped", WAIT).await.unwrap();
-    let end = harness::current_wal_lsn(&client).await;
-    harness::wait_for_confirmed_flush(&client, "s_tx_skip", &end, WAIT)
-        .await
-        .unwrap();
+    case.wait_confirmed_to_now().await;
     // The next batch proves the re-instantiated module works.
     db.exec("INSERT INTO users VALUES (4, 'd@x', '4', 'fine')")
         .await;
@@ -301,9 +324,6 @@ async fn panic_with_skip_drops_only_that_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returned_error_with_dead_letter_sends_the_originals() {
     let mut dlq = Receiver::start().await;
-    let db = users_db("tx_dlq").await;
-    let client = db.client().await;
-    let dir = tempfile::tempdir().unwrap();
     let mut body = transform(
         "picky",
         &guest("rust", "misbehave"),
@@ -314,8 +334,8 @@ async fn returned_error_with_dead_letter_sends_the_originals() {
         "[[sinks]]\nname = \"out\"\ntype = \"stdout\"\n[[sinks]]\nname = \"dlq\"\ntype = \"http\"\nurl = \"{}\"\nbatch = \"ndjson\"\n",
         dlq.url("/dlq")
     ));
-    let cfg = pipeline(dir.path(), &db, "s_tx_dlq", &body);
-    let mut host = start_host(&db, &cfg, "s_tx_dlq").await;
+    let case = Case::users("tx_dlq", &body).await;
+    let (db, mut host) = (&case.db, case.start().await);
     // Batches hold whole transactions, possibly several: one step at a time, so the
     // poisoned transaction is a batch of its own.
     db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'fine')")
@@ -327,10 +347,7 @@ async fn returned_error_with_dead_letter_sends_the_originals() {
     db.exec("INSERT INTO users VALUES (3, 'c@x', '3', 'fine')")
         .await;
     let out = wait_json(&mut host, 2).await;
-    let end = harness::current_wal_lsn(&client).await;
-    harness::wait_for_confirmed_flush(&client, "s_tx_dlq", &end, WAIT)
-        .await
-        .unwrap();
+    case.wait_confirmed_to_now().await;
     stop_clean(&mut host).await;
     let dead: Vec<Json> = String::from_utf8(dead.body)
         .unwrap()
@@ -353,18 +370,16 @@ async fn returned_error_with_dead_letter_sends_the_originals() {
 /// naming the module and its message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_rejection_stops_check_and_run() {
-    let db = users_db("tx_init").await;
-    let dir = tempfile::tempdir().unwrap();
     let body = transform(
         "strict",
         &guest("rust", "misbehave"),
         "",
         &[("mode", "reject-init")],
     );
-    let cfg = pipeline(dir.path(), &db, "s_tx_init", &body);
+    let case = Case::users("tx_init", &body).await;
     let out = std::process::Command::new(BIN)
         .arg("check")
-        .arg(&cfg)
+        .arg(&case.cfg)
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -373,7 +388,7 @@ async fn init_rejection_stops_check_and_run() {
         err.contains("transform strict: init rejected the config: misbehave: config rejected"),
         "{err}"
     );
-    let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
+    let mut host = HostProcess::spawn(BIN, &case.cfg).unwrap();
     let err = wait_failure(&mut host).await;
     assert!(err.contains("init rejected the config"), "{err}");
 }
@@ -382,8 +397,6 @@ async fn init_rejection_stops_check_and_run() {
 /// and tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_modules_chain_in_order_with_their_config() {
-    let db = users_db("tx_chain").await;
-    let dir = tempfile::tempdir().unwrap();
     let mut body = transform(
         "mask",
         &guest("rust", "mask-columns"),
@@ -400,8 +413,8 @@ async fn two_modules_chain_in_order_with_their_config() {
             ("team", "core"),
         ],
     ));
-    let cfg = pipeline(dir.path(), &db, "s_tx_chain", &body);
-    let mut host = start_host(&db, &cfg, "s_tx_chain").await;
+    let case = Case::users("tx_chain", &body).await;
+    let (db, mut host) = (&case.db, case.start().await);
     db.exec(
         "INSERT INTO users VALUES (1, 'a@x', '555', NULL);
          INSERT INTO other VALUES (1, 'kept');",
@@ -423,25 +436,24 @@ async fn two_modules_chain_in_order_with_their_config() {
 /// The second start loads the compiled module from the cache instead of compiling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_start_hits_the_compiled_module_cache() {
-    let db = users_db("tx_cache").await;
-    let dir = tempfile::tempdir().unwrap();
     let body = transform("id", &guest("rust", "identity"), "", &[]);
-    let cfg = pipeline(dir.path(), &db, "s_tx_cache", &body);
-    let mut first = start_host(&db, &cfg, "s_tx_cache").await;
+    let case = Case::users("tx_cache", &body).await;
+    let mut first = case.start().await;
     stop_clean(&mut first).await;
     assert!(
         first.stderr().contains("cache=\"miss\""),
         "{}",
         first.stderr()
     );
-    let cached: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
+    let cached: Vec<_> = std::fs::read_dir(case.dir.path().join("cache"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(cached.len(), 1, "{cached:?}");
     assert!(cached[0].ends_with(".cwasm") && cached[0].contains("wasmtime-48.0.8"));
-    let mut second = start_host(&db, &cfg, "s_tx_cache").await;
-    db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'x')")
+    let mut second = case.start().await;
+    case.db
+        .exec("INSERT INTO users VALUES (1, 'a@x', '1', 'x')")
         .await;
     wait_json(&mut second, 1).await;
     stop_clean(&mut second).await;
@@ -455,16 +467,14 @@ async fn second_start_hits_the_compiled_module_cache() {
 /// Guest stdout and the host log import both land in the host's log, tagged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_output_goes_to_the_log_tagged_with_the_module() {
-    let db = users_db("tx_log").await;
-    let dir = tempfile::tempdir().unwrap();
     let body = transform(
         "chatty",
         &guest("rust", "misbehave"),
         "",
         &[("mode", "ok"), ("print", "yes")],
     );
-    let cfg = pipeline(dir.path(), &db, "s_tx_log", &body);
-    let mut host = start_host(&db, &cfg, "s_tx_log").await;
+    let case = Case::users("tx_log", &body).await;
+    let (db, mut host) = (&case.db, case.start().await);
     db.exec("INSERT INTO users VALUES (1, 'a@x', '1', 'x')")
         .await;
     wait_json(&mut host, 1).await;
@@ -563,7 +573,6 @@ async fn rust_examples_filter_route_and_outbox() {
         "CREATE PUBLICATION p FOR TABLE users, audit, outbox",
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
     let mut body = transform(
         "filter",
         &guest("rust", "filter-tables"),
@@ -582,8 +591,8 @@ async fn rust_examples_filter_route_and_outbox() {
         "",
         &[("column", "region"), ("template", "users.{value}")],
     ));
-    let cfg = pipeline(dir.path(), &db, "s_tx_examples", &body);
-    let mut host = start_host(&db, &cfg, "s_tx_examples").await;
+    let case = Case::on(db, "tx_examples", &body);
+    let (db, mut host) = (&case.db, case.start().await);
     db.exec(
         "INSERT INTO audit VALUES (1);
          INSERT INTO users VALUES (1, 'a@x', 'eu');
@@ -710,8 +719,6 @@ async fn sinks_with_routes_get_only_matching_changes() {
         "CREATE PUBLICATION p FOR TABLE users",
     )
     .await;
-    let client = db.client().await;
-    let dir = tempfile::tempdir().unwrap();
     let mut body = transform(
         "route",
         &guest("rust", "route-by-column"),
@@ -722,8 +729,8 @@ async fn sinks_with_routes_get_only_matching_changes() {
         "[[sinks]]\nname = \"all\"\ntype = \"stdout\"\n[[sinks]]\nname = \"eu\"\ntype = \"http\"\nurl = \"{}\"\nbatch = \"ndjson\"\nroutes = [\"users.eu\", \"users.eu.>\"]\n",
         eu.url("/eu")
     ));
-    let cfg = pipeline(dir.path(), &db, "s_tx_routes", &body);
-    let mut host = start_host(&db, &cfg, "s_tx_routes").await;
+    let case = Case::on(db, "tx_routes", &body);
+    let (db, mut host) = (&case.db, case.start().await);
     db.exec(
         "INSERT INTO users VALUES (1, 'a@x', 'us');
          INSERT INTO users VALUES (2, 'b@x', 'eu'), (3, 'c@x', 'us');
@@ -731,10 +738,7 @@ async fn sinks_with_routes_get_only_matching_changes() {
     )
     .await;
     let all = wait_json(&mut host, 4).await;
-    let end = harness::current_wal_lsn(&client).await;
-    harness::wait_for_confirmed_flush(&client, "s_tx_routes", &end, WAIT)
-        .await
-        .unwrap();
+    case.wait_confirmed_to_now().await;
     stop_clean(&mut host).await;
     let got: Vec<Json> = eu
         .drain()

@@ -270,8 +270,7 @@ async fn proxy_cuts_and_refusals_are_ridden_out_without_losing_a_row() {
         wait_lines(&mut host, before + 300).await;
     }
     let last = writer.stop().await;
-    let end = current_wal_lsn(&client).await;
-    harness::wait_for_confirmed_flush(&client, "s_cuts", &end, Duration::from_secs(120))
+    harness::wait_confirmed_to_now(&client, "s_cuts", Duration::from_secs(120))
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n{}", host.stderr_tail(20)));
     let deadline = Instant::now() + WAIT;
@@ -531,8 +530,7 @@ async fn nats_down_for_60s_holds_the_slot_keeps_memory_flat_and_loses_nothing() 
     nats.spawn();
     let recovered = Instant::now();
     let last = writer.stop().await;
-    let end = current_wal_lsn(&client).await;
-    harness::wait_for_confirmed_flush(&client, "s_nats_outage", &end, Duration::from_secs(180))
+    harness::wait_confirmed_to_now(&client, "s_nats_outage", Duration::from_secs(180))
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n{}", host.stderr_tail(30)));
     let catch_up = recovered.elapsed();
@@ -870,8 +868,7 @@ async fn malformed_insert(how: Corruption, slot: &str, want: impl Fn(&str) -> St
             .await;
     }
     wait_lines(&mut host, 3).await;
-    let end = current_wal_lsn(&client).await;
-    harness::wait_for_confirmed_flush(&client, slot, &end, WAIT)
+    harness::wait_confirmed_to_now(&client, slot, WAIT)
         .await
         .unwrap();
 

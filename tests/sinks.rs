@@ -214,8 +214,7 @@ async fn a_failing_sink_holds_the_checkpoint_until_it_recovers() {
 
     // Recovery: everything is delivered and the slot moves on.
     hook.set_default(None);
-    let end = harness::current_wal_lsn(&client).await;
-    harness::wait_for_confirmed_flush(&client, "s_hold", &end, Duration::from_secs(60))
+    harness::wait_confirmed_to_now(&client, "s_hold", Duration::from_secs(60))
         .await
         .unwrap();
     let mut bodies = vec![first.body];
@@ -315,8 +314,7 @@ async fn nats_restarted_mid_stream_loses_nothing() {
     assert_eq!(still, during, "no confirmation while NATS is down");
     nats.spawn();
     writer.await.unwrap();
-    let end = harness::current_wal_lsn(&client).await;
-    harness::wait_for_confirmed_flush(&client, "s_jsrestart", &end, Duration::from_secs(120))
+    harness::wait_confirmed_to_now(&client, "s_jsrestart", Duration::from_secs(120))
         .await
         .unwrap();
     stop_clean(&mut host).await;
@@ -401,8 +399,7 @@ async fn a_slow_sink_never_trips_wal_sender_timeout() {
         ))
         .await;
     }
-    let end = harness::current_wal_lsn(&client).await;
-    harness::wait_for_confirmed_flush(&client, "s_slow", &end, Duration::from_secs(120))
+    harness::wait_confirmed_to_now(&client, "s_slow", Duration::from_secs(120))
         .await
         .unwrap();
     assert!(
@@ -446,8 +443,7 @@ async fn rejected_batches_go_to_the_dead_letter_sink() {
     let accepted = hook.next().await;
     assert_eq!(ndjson_lines(&[rejected.body])[0]["after"]["id"], 1);
     assert_eq!(ndjson_lines(&[accepted.body])[0]["after"]["id"], 2);
-    let end = harness::current_wal_lsn(&client).await;
-    harness::wait_for_confirmed_flush(&client, "s_dlq", &end, Duration::from_secs(60))
+    harness::wait_confirmed_to_now(&client, "s_dlq", Duration::from_secs(60))
         .await
         .unwrap();
     stop_clean(&mut host).await;

@@ -103,8 +103,7 @@ impl Case {
     /// Waits until the slot is confirmed up to the WAL position of now.
     async fn wait_confirmed_to_now(&self) {
         let client = self.db.client().await;
-        let end = harness::current_wal_lsn(&client).await;
-        harness::wait_for_confirmed_flush(&client, &self.slot, &end, WAIT)
+        harness::wait_confirmed_to_now(&client, &self.slot, WAIT)
             .await
             .unwrap();
     }
@@ -224,8 +223,8 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
         .client()
         .await
         .query_one(
-            "SELECT confirmed_flush_lsn < pg_current_wal_insert_lsn() FROM pg_replication_slots WHERE slot_name = 's_tx_loop'",
-            &[],
+            "SELECT confirmed_flush_lsn < pg_current_wal_insert_lsn() FROM pg_replication_slots WHERE slot_name = $1",
+            &[&case.slot],
         )
         .await
         .unwrap()

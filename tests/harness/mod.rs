@@ -16,7 +16,7 @@
 //! * [`HostProcess`] — the `cdc-host` binary running `run <config>` with its
 //!   stdout/stderr captured to files.
 //! * [`write_config`], [`confirmed_flush_lsn`], [`current_wal_lsn`],
-//!   [`wait_for_confirmed_flush`].
+//!   [`wait_for_confirmed_flush`], [`wait_confirmed_to_now`].
 //!
 //! Which Postgres: `/usr/lib/postgresql/15/bin`, or the folder named by the
 //! env var `CDC_TEST_PG_BIN` (it must hold `initdb`, `postgres`, `psql`).
@@ -41,8 +41,8 @@ mod util;
 
 pub use host::{write_config, HostProcess};
 pub use pg::{
-    confirmed_flush_lsn, current_wal_lsn, pg_err, server, try_connect, wait_for_confirmed_flush,
-    PgServer, TestDb,
+    confirmed_flush_lsn, current_wal_lsn, pg_err, server, try_connect, wait_confirmed_to_now,
+    wait_for_confirmed_flush, PgServer, TestDb,
 };
 
 /// Superuser; `trust` on 127.0.0.1 for normal and replication connections.

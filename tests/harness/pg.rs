@@ -667,6 +667,17 @@ pub async fn current_wal_lsn(client: &Client) -> String {
         .get(0)
 }
 
+/// Waits until the slot is confirmed up to [`current_wal_lsn`] read now, i.e.
+/// past every commit made so far (see [`wait_for_confirmed_flush`]).
+pub async fn wait_confirmed_to_now(
+    client: &Client,
+    slot: &str,
+    timeout: Duration,
+) -> Result<String> {
+    let end = current_wal_lsn(client).await;
+    wait_for_confirmed_flush(client, slot, &end, timeout).await
+}
+
 /// Waits (polling every 50 ms, bounded by `timeout`) until the slot's
 /// `confirmed_flush_lsn >= target` (compared as `pg_lsn`). Returns the
 /// confirmed LSN reached.

@@ -8,12 +8,12 @@
 //! - `GET /metrics` — Prometheus text format; every metric is named in [`crate::metrics`].
 //!
 //! A small HTTP/1.1 server (hyper) bound only where configured; nothing else listens.
-//! Readiness comes from [`Health`], which the pipeline and the sinks' observers update.
+//! It only serves: readiness is read from the [`HealthHandle`] it is given (the pipeline
+//! and the sinks' observers update it, see [`crate::health`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +24,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 
-use cdc_sinks::{EncodedBatch, Sink, SinkError, SinkObserver};
+use crate::health::HealthHandle;
 
 /// `[admin]`: the HTTP endpoint for probes and metrics.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,179 +58,9 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often histogram data is folded in for rendering.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// Readiness state shared by the pipeline, the sinks' observers and the admin server.
-#[derive(Debug)]
-pub struct Health {
-    stream: AtomicBool,
-    /// Per sink (by name): healthy or not.
-    sinks: Mutex<Vec<(String, bool)>>,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Health {
-    pub const fn new() -> Health {
-        Health {
-            stream: AtomicBool::new(false),
-            sinks: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// The process-wide instance (one pipeline per process).
-    pub fn global() -> &'static Health {
-        static GLOBAL: Health = Health::new();
-        &GLOBAL
-    }
-
-    /// The replication stream started (`true`) or stopped (`false`).
-    pub fn set_stream(&self, up: bool) {
-        self.stream.store(up, Ordering::Relaxed);
-        crate::metrics::stream_up(up);
-    }
-
-    /// Marks the sink `name` healthy or not; returns whether that changed its state.
-    /// Unknown names are added (a rebuilt sink after a reconnect keeps its entry).
-    pub fn set_sink(&self, name: &str, healthy: bool) -> bool {
-        let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
-        let changed = match sinks.iter_mut().find(|(n, _)| n == name) {
-            Some((_, h)) => std::mem::replace(h, healthy) != healthy,
-            None => {
-                sinks.push((name.to_owned(), healthy));
-                true
-            }
-        };
-        if changed {
-            crate::metrics::sink_up(name, healthy);
-        }
-        changed
-    }
-
-    /// `Ok` when ready, else why not.
-    pub fn readiness(&self) -> Result<(), String> {
-        if !self.stream.load(Ordering::Relaxed) {
-            return Err("replication stream not running".into());
-        }
-        let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
-        let down: Vec<&str> = sinks
-            .iter()
-            .filter(|(_, h)| !h)
-            .map(|(n, _)| n.as_str())
-            .collect();
-        if down.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("sink(s) failing: {}", down.join(", ")))
-        }
-    }
-
-    /// An observer for a sink: its retries mark it unhealthy and count in the metrics.
-    pub fn observer(&'static self) -> Arc<dyn SinkObserver> {
-        Arc::new(Observer { health: self })
-    }
-}
-
-/// Marks the stream up for as long as it lives.
-#[derive(Debug)]
-pub struct StreamUp(&'static Health);
-
-impl StreamUp {
-    pub fn mark(health: &'static Health) -> StreamUp {
-        health.set_stream(true);
-        StreamUp(health)
-    }
-}
-
-impl Drop for StreamUp {
-    fn drop(&mut self) {
-        self.0.set_stream(false);
-    }
-}
-
-/// Wraps a sink for readiness and metrics: registers it healthy, attaches an observer (its
-/// retries mark it failing), and after each acknowledged batch marks it healthy again and
-/// counts the batch, its changes and bytes; counts rejected batches.
-pub fn observed(sink: Box<dyn Sink>) -> Box<dyn Sink> {
-    let health = Health::global();
-    let mut inner = sink;
-    health.set_sink(inner.name(), true);
-    inner.observe(health.observer());
-    Box::new(Observed { inner, health })
-}
-
-struct Observed {
-    inner: Box<dyn Sink>,
-    health: &'static Health,
-}
-
-impl std::fmt::Debug for Observed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Observed")
-            .field("sink", &self.inner.name())
-            .finish()
-    }
-}
-
-#[async_trait::async_trait]
-impl Sink for Observed {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn observe(&mut self, observer: Arc<dyn SinkObserver>) {
-        self.inner.observe(observer);
-    }
-
-    async fn deliver(&mut self, batch: Arc<EncodedBatch>) -> Result<(), SinkError> {
-        let result = self.inner.deliver(Arc::clone(&batch)).await;
-        let name = self.inner.name();
-        match &result {
-            Ok(()) => {
-                if self.health.set_sink(name, true) {
-                    tracing::info!(sink = name, "sink delivering again");
-                }
-                let bytes: usize = batch.messages.iter().map(|m| m.payload.len()).sum();
-                crate::metrics::sink_batch(name, batch.messages.len() as u64, bytes as u64);
-            }
-            Err(SinkError::Rejected { .. }) => crate::metrics::sink_rejected(name),
-            Err(_) => {}
-        }
-        result
-    }
-}
-
-#[derive(Debug)]
-struct Observer {
-    health: &'static Health,
-}
-
-impl SinkObserver for Observer {
-    fn retrying(&self, sink: &str, _attempt: u32) {
-        crate::metrics::sink_retry(sink);
-        if self.health.set_sink(sink, false) {
-            tracing::warn!(sink, "sink failing: not ready until it delivers again");
-        }
-    }
-
-    fn connection(&self, sink: &str, up: bool) {
-        // Reconnected counts as healthy (an idle sink has no delivery to prove it); if a
-        // delivery is still failing, its next retry marks the sink failing again.
-        if self.health.set_sink(sink, up) {
-            if up {
-                tracing::info!(sink, "sink reconnected");
-            } else {
-                tracing::warn!(sink, "sink disconnected: not ready until it reconnects");
-            }
-        }
-    }
-}
-
 /// Binds `cfg.listen`, installs the metrics recorder and serves in the background.
 /// Fails only when the address cannot be bound.
-pub async fn start(cfg: &AdminConfig) -> std::io::Result<SocketAddr> {
+pub async fn start(cfg: &AdminConfig, health: HealthHandle) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("admin.listen {}: {e}", cfg.listen)))?;
@@ -245,7 +75,7 @@ pub async fn start(cfg: &AdminConfig) -> std::io::Result<SocketAddr> {
         }
     });
     let state = Arc::new(State {
-        health: Health::global(),
+        health,
         metrics: handle,
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -285,7 +115,7 @@ pub async fn start(cfg: &AdminConfig) -> std::io::Result<SocketAddr> {
 }
 
 struct State {
-    health: &'static Health,
+    health: HealthHandle,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -365,23 +195,5 @@ mod tests {
             e.starts_with("p.toml:8:10: log.format: unknown variant `xml`"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn ready_needs_the_stream_and_every_sink() {
-        let h = Health::new();
-        assert!(h.readiness().unwrap_err().contains("stream"));
-        h.set_stream(true);
-        assert!(h.readiness().is_ok());
-        assert!(h.set_sink("a", true));
-        assert!(h.set_sink("b", true));
-        assert!(h.readiness().is_ok());
-        assert!(h.set_sink("b", false));
-        assert!(!h.set_sink("b", false));
-        assert_eq!(h.readiness().unwrap_err(), "sink(s) failing: b");
-        h.set_sink("b", true);
-        assert!(h.readiness().is_ok());
-        h.set_stream(false);
-        assert!(h.readiness().is_err());
     }
 }

@@ -11,12 +11,14 @@
 //! - [`pipeline`] — batches through transforms and sinks, and the acknowledged checkpoint.
 //! - [`config`] — `pipeline.toml`.
 //! - [`metrics`] — every exported metric, named in one place.
-//! - [`admin`] — `/healthz`, `/readyz`, `/metrics`, and the readiness state.
+//! - [`health`] — readiness state: the stream and each sink, shared as a handle.
+//! - [`admin`] — `/healthz`, `/readyz`, `/metrics` over that state.
 
 pub mod admin;
 pub mod change;
 pub mod config;
 pub mod encode;
+pub mod health;
 pub mod lsn;
 pub mod metrics;
 pub mod pgoutput;

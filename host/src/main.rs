@@ -223,8 +223,9 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        let health = cdc_host::health::Health::handle();
         if let Some(admin) = &loaded.config.admin {
-            cdc_host::admin::start(admin).await?;
+            cdc_host::admin::start(admin, std::sync::Arc::clone(&health)).await?;
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(async move {
@@ -239,7 +240,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
             );
             std::process::exit(130);
         });
-        let confirmed = cdc_host::pipeline::run(&loaded, shutdown_rx)
+        let confirmed = cdc_host::pipeline::run(&loaded, &health, shutdown_rx)
             .await
             .with_context(|| format!("pipeline {} stopped", path.display()))?;
         if confirmed.is_zero() {

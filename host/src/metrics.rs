@@ -349,15 +349,6 @@ pub fn acked_lsn(lsn: Lsn) {
     }
 }
 
-/// The acknowledged prefix moved to batch `acked_seq`, checkpoint `lsn`: sets
-/// `cdc_acked_lsn` and times the transactions those batches completed.
-pub fn acked(lsn: Lsn, acked_seq: u64, clock: &mut CommitClock) {
-    if enabled() {
-        acked_lsn(lsn);
-        clock.acked(acked_seq);
-    }
-}
-
 /// `lsn` was confirmed to Postgres (standby status update, flush position).
 pub fn confirmed_lsn(lsn: Lsn) {
     if enabled() {
@@ -388,43 +379,6 @@ pub fn commits_acked(commit_ts: impl IntoIterator<Item = i64>) {
         let h = histogram!(names::COMMIT_TO_ACK);
         for ts in commit_ts {
             h.record(now.saturating_sub(ts).max(0) as f64 / 1e6);
-        }
-    }
-}
-
-/// Commit times of batches handed to the sinks, until every sink acknowledged them: feeds
-/// `cdc_commit_to_ack_seconds` (one observation per transaction). A transaction split
-/// across batches is timed with its first part.
-#[derive(Debug, Default)]
-pub struct CommitClock {
-    pending: std::collections::VecDeque<(u64, Vec<i64>)>,
-    last_commit: Option<Lsn>,
-}
-
-impl CommitClock {
-    /// Batch `seq` with `changes` went out.
-    pub fn sent(&mut self, seq: u64, changes: &[Change]) {
-        if !enabled() {
-            return;
-        }
-        let mut commits = Vec::new();
-        for c in changes {
-            if self.last_commit != Some(c.commit_lsn) {
-                self.last_commit = Some(c.commit_lsn);
-                commits.push(c.commit_ts);
-            }
-        }
-        if !commits.is_empty() {
-            self.pending.push_back((seq, commits));
-        }
-    }
-
-    /// Every batch up to `acked_seq` is acknowledged.
-    pub fn acked(&mut self, acked_seq: u64) {
-        while self.pending.front().is_some_and(|(s, _)| *s <= acked_seq) {
-            if let Some((_, commits)) = self.pending.pop_front() {
-                commits_acked(commits);
-            }
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use cdc_sinks::{EncodedBatch, Sink, SinkError};
+use cdc_sinks::{EncodedBatch, SinkError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -90,7 +90,7 @@ pub async fn deliver(
     // Our own copy of what we publish: never hold a borrow of the watch channel.
     let mut acked = Progress::default();
     let mut open = true;
-    let mut publish = |p: Progress, acked: &mut Progress, clock: &mut CommitClock| {
+    let publish = |p: Progress, acked: &mut Progress, clock: &mut CommitClock| {
         *acked = p;
         tracing::trace!(acked_seq = p.acked_seq, checkpoint = %p.checkpoint, "acknowledged");
         progress.send_replace(p);

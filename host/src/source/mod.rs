@@ -4,8 +4,11 @@
 //! - [`control`]: an ordinary SQL session (tokio-postgres) for checks and catalog look-ups.
 //! - [`options`]: `START_REPLICATION` options for pgoutput protocols 1–4.
 //! - [`mapping`], [`types`]: decoded tuples → typed rows.
-//! - [`stream`]: the loop that batches changes and reports acknowledged positions.
+//! - [`assemble`]: decoded messages → batches of whole transactions (pure, no socket).
+//! - [`stream`]: the loop that reads the socket, feeds the assembler, hands batches over
+//!   and reports acknowledged positions.
 
+pub mod assemble;
 pub mod control;
 pub mod dsn;
 pub mod error;
@@ -16,15 +19,15 @@ pub mod tls;
 pub mod types;
 pub mod wire;
 
-use std::collections::HashMap;
-
 use tokio::time::Instant;
 
+pub use assemble::Batch;
 pub use error::SourceError;
-pub use stream::{Batch, Progress, Replicator, StreamSettings};
+pub use stream::{Progress, Replicator, StreamSettings};
 
 use crate::config::Loaded;
 use crate::lsn::Lsn;
+use assemble::Assembler;
 use control::Control;
 use error::Context;
 use options::StartOptions;
@@ -121,6 +124,7 @@ pub async fn open(loaded: &Loaded) -> Result<Replicator, SourceError> {
     tracing::info!(%conn, slot, publication, start_lsn = %start_lsn, proto_version = opts.proto_version, "replication started");
 
     let b = &loaded.config.pipeline;
+    let max_batch_bytes = b.max_batch_bytes();
     Ok(Replicator {
         conn: wire,
         control,
@@ -129,7 +133,7 @@ pub async fn open(loaded: &Loaded) -> Result<Replicator, SourceError> {
         publication: publication.to_owned(),
         settings: StreamSettings {
             max_changes: b.max_changes,
-            max_batch_bytes: b.max_batch_bytes(),
+            max_batch_bytes,
             status_interval: std::time::Duration::from_secs(src.status_interval_secs.max(1)),
             shutdown_grace: std::time::Duration::from_secs(b.shutdown_grace_secs),
             heartbeat: src
@@ -138,11 +142,8 @@ pub async fn open(loaded: &Loaded) -> Result<Replicator, SourceError> {
                 .map(std::time::Duration::from_secs),
             max_retained_wal: src.max_retained_wal_mb.saturating_mul(1 << 20),
         },
-        start_lsn,
-        relations: HashMap::new(),
         types: Default::default(),
-        txn: None,
-        pending: Default::default(),
+        assembler: Assembler::new(start_lsn, b.max_changes, max_batch_bytes),
         received: start_lsn,
         idle_flush: Lsn::ZERO,
         reported: start_lsn,

@@ -11,7 +11,8 @@
 //!   commit carries a checkpoint;
 //! - transactions that commit below the slot's confirmed position (`start_lsn`) are
 //!   skipped: Postgres may resend the boundary transaction after a restart;
-//! - a non-transactional logical message stands alone: its own LSN and ordinal 0.
+//! - a non-transactional logical message stands alone: its own LSN, ordinal 0, and
+//!   [`NON_TRANSACTIONAL_COMMIT_TS`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +38,18 @@ pub struct Batch {
     /// deliver these (original) changes to this sink only.
     pub dead_letter: Option<std::sync::Arc<str>>,
 }
+
+/// `commit_ts` of a non-transactional logical message (`pg_logical_emit_message` with
+/// `transactional = false`): 0, i.e. 2000-01-01 00:00:00 UTC, the Postgres epoch.
+///
+/// Such a message has no commit, and its WAL record carries no time. Any clock reading
+/// would make a replay differ from the first delivery (after a crash the message is
+/// streamed again, with the same id): the time of reading it changes, and so does "the
+/// last commit seen", because a restarted stream begins at the confirmed position and
+/// does not see the transactions before it. A fixed value keeps the output
+/// deterministic; consumers tell these messages apart by `transactional: false` (JSON
+/// `commit_ts` `"2000-01-01T00:00:00+00:00"`, Debezium `source.ts_ms` 946684800000).
+pub const NON_TRANSACTIONAL_COMMIT_TS: i64 = 0;
 
 /// Estimated memory of a decoded change beyond the pgoutput bytes it points into: the
 /// `Change` itself and its row vectors' headers.
@@ -332,7 +345,7 @@ impl Assembler {
             ordinal: 0,
             lsn,
             xid: m.xid.unwrap_or(0),
-            commit_ts: pgoutput::pg_epoch_micros_now(),
+            commit_ts: NON_TRANSACTIONAL_COMMIT_TS,
             table: None,
             before: None,
             after: None,

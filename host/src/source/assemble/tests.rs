@@ -191,6 +191,41 @@ fn a_non_transactional_message_stands_alone() {
     let m = c.message.as_ref().unwrap();
     assert_eq!((m.prefix.as_str(), m.transactional), ("audit", false));
     assert_eq!(&m.content[..], b"hello");
+    assert_eq!(c.commit_ts, NON_TRANSACTIONAL_COMMIT_TS);
+}
+
+/// The same non-transactional message gives the same change whether the stream saw
+/// transactions before it (first delivery) or starts right before it (the replay after a
+/// crash), and whatever the time is.
+#[test]
+fn a_non_transactional_message_is_the_same_on_replay() {
+    let render = |c: &Change| {
+        let mut out = Vec::new();
+        crate::encode::json::write_change(c, &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    let mut first = Assembler::new(Lsn::ZERO, 100, usize::MAX);
+    with_table(&mut first);
+    txn(&mut first, 1_000, 0..1).unwrap();
+    first
+        .apply(non_transactional(3_000, "audit"), Lsn(3_000), 30)
+        .unwrap();
+    let first = first.take_complete();
+
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let mut replay = Assembler::new(Lsn(2_000), 100, usize::MAX);
+    replay
+        .apply(non_transactional(3_000, "audit"), Lsn(3_000), 30)
+        .unwrap();
+    let replay = replay.take_complete();
+
+    let delivered = first.changes.last().unwrap();
+    assert_eq!(render(delivered), render(&replay.changes[0]));
+    assert!(
+        render(delivered).contains(r#""commit_ts":"2000-01-01T00:00:00+00:00""#),
+        "{}",
+        render(delivered)
+    );
 }
 
 #[test]

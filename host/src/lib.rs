@@ -9,18 +9,21 @@
 //! - [`encode`] — changes → sink messages.
 //! - [`transform`] — Wasm components that filter, modify, split and route changes.
 //! - [`pipeline`] — batches through transforms and sinks, and the acknowledged checkpoint.
-//! - [`config`] — `pipeline.toml`.
+//! - [`config`] — `pipeline.toml`; [`dsn`] — connection strings.
+//! - [`progress`] — what the pipeline acknowledged, reported back to the source.
 //! - [`metrics`] — every exported metric, named in one place.
 //! - [`admin`] — `/healthz`, `/readyz`, `/metrics`, and the readiness state.
 
 pub mod admin;
 pub mod change;
 pub mod config;
+pub mod dsn;
 pub mod encode;
 pub mod lsn;
 pub mod metrics;
 pub mod pgoutput;
 pub mod pipeline;
+pub mod progress;
 pub mod sink_config;
 pub mod source;
 pub mod transform;

@@ -207,7 +207,13 @@ async fn run_once(
     let configs = loaded.transform_configs();
     let chain = Chain::start(modules, &configs)?;
     let sinks = build_sinks(loaded).await?;
-    let replicator = source::open(loaded).await?;
+    let replicator = source::open(
+        &loaded.config.source,
+        &loaded.publication,
+        &loaded.conn,
+        source::StreamSettings::new(&loaded.config.source, &loaded.config.pipeline),
+    )
+    .await?;
     // Ready (with healthy sinks) from here until this connection's pipeline is over.
     let _stream_up = crate::admin::StreamUp::mark(crate::admin::Health::global());
     let b = &loaded.config.pipeline;

@@ -17,21 +17,14 @@ use super::control::Control;
 use super::error::{Context, SourceError};
 use super::types::TypeRegistry;
 use super::wire::{Frame, WireConn};
+use crate::config::{BatchConfig, SourceConfig};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, LogicalMessage, ReplicationMessage};
+use crate::progress::Progress;
 
 /// Acknowledged positions are reported to Postgres at most this often (and at least every
 /// `status_interval`).
 const MIN_REPORT_GAP: Duration = Duration::from_millis(100);
-
-/// What the pipeline reports back: batches acknowledged by every sink, in order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Highest `Batch::seq` such that it and every earlier batch were acknowledged.
-    pub acked_seq: u64,
-    /// The checkpoint of the acknowledged prefix.
-    pub checkpoint: Lsn,
-}
 
 /// Tunables of the loop.
 #[derive(Debug, Clone)]
@@ -46,6 +39,23 @@ pub struct StreamSettings {
     pub heartbeat: Option<Duration>,
     /// Warn above this many bytes of WAL retained by the slot.
     pub max_retained_wal: u64,
+}
+
+impl StreamSettings {
+    /// The settings `[source]` and `[pipeline]` ask for.
+    pub fn new(source: &SourceConfig, batch: &BatchConfig) -> Self {
+        StreamSettings {
+            max_changes: batch.max_changes,
+            max_batch_bytes: batch.max_batch_bytes(),
+            status_interval: Duration::from_secs(source.status_interval_secs.max(1)),
+            shutdown_grace: Duration::from_secs(batch.shutdown_grace_secs),
+            heartbeat: source
+                .heartbeat_secs
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+            max_retained_wal: source.max_retained_wal_mb.saturating_mul(1 << 20),
+        }
+    }
 }
 
 /// Prefix of our heartbeat messages; they are consumed here, never delivered.

@@ -14,7 +14,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-use super::dsn::SslMode;
+use crate::dsn::SslMode;
 
 /// Why no TLS configuration could be built.
 #[derive(Debug, thiserror::Error)]

@@ -3,11 +3,11 @@
 //! Pure: no socket, no timers, no catalog. The stream loop (`stream.rs`) reads frames,
 //! decodes them, resolves a relation's column types (which needs the control connection)
 //! and feeds the messages here; it asks for a batch when the pipeline has room, or when
-//! [`Assembler::is_full`] says reading must pause. Everything about *what* goes into a
+//! `Assembler::is_full` says reading must pause. Everything about *what* goes into a
 //! batch is decided here, so it is tested on hand-built messages:
 //!
 //! - a batch holds whole transactions; one larger than `max_changes` changes or
-//!   `max_batch_bytes` (see [`Pending::bytes`]) is split, and only the batch holding its
+//!   `max_batch_bytes` (see `Pending::bytes`) is split, and only the batch holding its
 //!   commit carries a checkpoint;
 //! - transactions that commit below the slot's confirmed position (`start_lsn`) are
 //!   skipped: Postgres may resend the boundary transaction after a restart;

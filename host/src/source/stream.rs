@@ -1,5 +1,5 @@
 //! The replication stream loop: read pgoutput, feed the decoded messages to the
-//! [`Assembler`] (which builds batches of whole transactions), hand its batches to the
+//! `Assembler` (which builds batches of whole transactions), hand its batches to the
 //! pipeline, and report the acknowledged position back to Postgres.
 //!
 //! One task owns the connection, so reading, keepalive replies and status updates never

@@ -12,10 +12,32 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 
 pub use crate::admin::{AdminConfig, LogConfig, LogFormat};
+use crate::dsn::{ConnParams, DsnError};
 pub use crate::sink_config::{SinkConfig, SinkType};
-use crate::source::dsn::ConnParams;
-use crate::source::options::{OriginFilter, Streaming};
 pub use crate::transform::TransformConfig;
+
+/// `source.streaming`: how in-progress transactions are streamed (pgoutput `streaming`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Streaming {
+    /// Only committed transactions are sent (the default).
+    #[default]
+    Off,
+    /// Large in-progress transactions are streamed (proto ≥ 2, Postgres ≥ 14).
+    On,
+    /// As `On`, with parallel apply markers (proto 4, Postgres ≥ 16).
+    Parallel,
+}
+
+/// `source.origin`: which changes pgoutput sends by replication origin (Postgres ≥ 16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginFilter {
+    /// Every change, whatever its origin.
+    Any,
+    /// Only changes made locally (not replicated in) — avoids loops in bidirectional setups.
+    None,
+}
 
 /// The whole pipeline.
 #[derive(Debug)]
@@ -401,9 +423,9 @@ impl PipelineConfig {
         let s = &config.source;
         let dsn = interpolate(s.dsn.get_ref())
             .map_err(|m| at(s.dsn.span(), Some("source.dsn".into()), m))?;
-        let conn: ConnParams = dsn.parse().map_err(|e: crate::source::dsn::DsnError| {
-            at(s.dsn.span(), Some("source.dsn".into()), e.to_string())
-        })?;
+        let conn: ConnParams = dsn
+            .parse()
+            .map_err(|e: DsnError| at(s.dsn.span(), Some("source.dsn".into()), e.to_string()))?;
         validate_slot_name(s.slot.get_ref())
             .map_err(|m| at(s.slot.span(), Some("source.slot".into()), m))?;
         let publication = s.publication.get_ref().clone();

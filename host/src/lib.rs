@@ -9,7 +9,8 @@
 //! - [`encode`] — changes → sink messages.
 //! - [`transform`] — Wasm components that filter, modify, split and route changes.
 //! - [`pipeline`] — batches through transforms and sinks, and the acknowledged checkpoint.
-//! - [`config`] — `pipeline.toml`.
+//! - [`config`] — `pipeline.toml`; [`dsn`] — connection strings.
+//! - [`progress`] — what the pipeline acknowledged, reported back to the source.
 //! - [`metrics`] — every exported metric, named in one place.
 //! - [`health`] — readiness state: the stream and each sink, shared as a handle.
 //! - [`admin`] — `/healthz`, `/readyz`, `/metrics` over that state.
@@ -17,12 +18,14 @@
 pub mod admin;
 pub mod change;
 pub mod config;
+pub mod dsn;
 pub mod encode;
 pub mod health;
 pub mod lsn;
 pub mod metrics;
 pub mod pgoutput;
 pub mod pipeline;
+pub mod progress;
 pub mod sink_config;
 pub mod source;
 pub mod transform;

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::change::Change;
 use crate::lsn::Lsn;
-use crate::source::Progress;
+use crate::progress::Progress;
 
 /// Flow-control bounds of the delivery stage.
 #[derive(Debug, Clone, Copy)]

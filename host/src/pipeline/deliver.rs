@@ -18,7 +18,8 @@ use crate::change::Change;
 use crate::config::Format;
 use crate::encode::{encode_batch, EncodeContext};
 use crate::sink_config::{RejectPolicy, RouteFilter};
-use crate::source::{Batch, Progress};
+use crate::progress::Progress;
+use crate::source::Batch;
 
 /// A sink's verdict on one batch.
 struct Ack {

@@ -27,7 +27,8 @@ use crate::config::Loaded;
 use crate::encode::EncodeContext;
 use crate::health::{HealthHandle, StreamUp};
 use crate::lsn::Lsn;
-use crate::source::{self, Progress, SourceError};
+use crate::progress::Progress;
+use crate::source::{self, SourceError};
 use crate::transform::{Chain, Module, TransformError};
 
 pub use acks::{AckTracker, Limits};
@@ -114,7 +115,15 @@ async fn run_once(
         Ok(c) => c,
         Err(e) => return (Err(e.into()), Some(sinks)),
     };
-    let replicator = match source::open(loaded).await {
+    let settings = source::StreamSettings::new(&loaded.config.source, &loaded.config.pipeline);
+    let opened = source::open(
+        &loaded.config.source,
+        &loaded.publication,
+        &loaded.conn,
+        settings,
+    )
+    .await;
+    let replicator = match opened {
         Ok(r) => r,
         Err(e) => return (Err(e.into()), Some(sinks)),
     };

@@ -3,10 +3,10 @@
 
 use tokio_postgres::{Client, NoTls};
 
-use super::dsn::{ConnParams, SslMode};
 use super::error::{Context, PgError, SourceError};
 use super::tls;
 use super::wire::quote_ident;
+use crate::dsn::{ConnParams, SslMode};
 use crate::lsn::Lsn;
 
 /// A connected control-plane client; the connection task runs in the background.

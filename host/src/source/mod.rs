@@ -1,13 +1,16 @@
 //! The Postgres source: connection, slot and publication management, and the stream.
 //!
-//! - [`dsn`], [`tls`], [`wire`]: our own replication transport (tokio + postgres-protocol + rustls).
+//! - [`tls`], [`wire`]: our own replication transport (tokio + postgres-protocol + rustls),
+//!   connecting with the [`crate::dsn::ConnParams`] the config parsed.
 //! - [`control`]: an ordinary SQL session (tokio-postgres) for checks and catalog look-ups.
 //! - [`options`]: `START_REPLICATION` options for pgoutput protocols 1–4.
 //! - [`mapping`], [`types`]: decoded tuples → typed rows.
-//! - [`stream`]: the loop that batches changes and reports acknowledged positions.
+//! - [`assemble`]: decoded messages → batches of whole transactions (pure, no socket).
+//! - [`stream`]: the loop that reads the socket, feeds the assembler, hands batches over
+//!   and reports acknowledged positions.
 
+pub mod assemble;
 pub mod control;
-pub mod dsn;
 pub mod error;
 pub mod mapping;
 pub mod options;
@@ -16,15 +19,18 @@ pub mod tls;
 pub mod types;
 pub mod wire;
 
-use std::collections::HashMap;
-
 use tokio::time::Instant;
 
+/// Re-exported for the pipeline, which produces it (defined in a leaf both import).
+pub use crate::progress::Progress;
+pub use assemble::Batch;
 pub use error::SourceError;
-pub use stream::{Batch, Progress, Replicator, StreamSettings};
+pub use stream::{Replicator, StreamSettings};
 
-use crate::config::Loaded;
+use crate::config::{Publication, SourceConfig};
+use crate::dsn::ConnParams;
 use crate::lsn::Lsn;
+use assemble::Assembler;
 use control::Control;
 use error::Context;
 use options::StartOptions;
@@ -32,11 +38,21 @@ use wire::{quote_ident, WireConn};
 
 /// Connects, checks the server, ensures publication and slot, and starts streaming from
 /// the slot's confirmed position.
-pub async fn open(loaded: &Loaded) -> Result<Replicator, SourceError> {
-    let src = &loaded.config.source;
-    let conn = &loaded.conn;
+///
+/// `src` is `[source]`, `publication` its validated publication, `conn` the parsed DSN
+/// (after `${VAR}` interpolation) and `settings` the loop's tunables
+/// ([`StreamSettings::new`] from `[source]` and `[pipeline]`). The source reads the config;
+/// the config knows nothing of the source.
+pub async fn open(
+    src: &SourceConfig,
+    publication: &Publication,
+    conn: &ConnParams,
+    settings: StreamSettings,
+) -> Result<Replicator, SourceError> {
+    let create_publication = publication.create;
+    let tables = publication.tables.as_deref();
     let slot = src.slot.get_ref().as_str();
-    let publication = loaded.publication.name.as_str();
+    let publication = publication.name.as_str();
     let ctx = Context {
         user: &conn.user,
         slot,
@@ -59,10 +75,8 @@ pub async fn open(loaded: &Loaded) -> Result<Replicator, SourceError> {
         .map_err(|e| SourceError::Setup(e.to_string()))?;
 
     if !control.publication_exists(publication).await? {
-        if loaded.publication.create {
-            control
-                .create_publication(publication, loaded.publication.tables.as_deref())
-                .await?;
+        if create_publication {
+            control.create_publication(publication, tables).await?;
             tracing::info!(publication, "created publication");
         } else {
             return Err(SourceError::Setup(format!(
@@ -120,29 +134,16 @@ pub async fn open(loaded: &Loaded) -> Result<Replicator, SourceError> {
         .await?;
     tracing::info!(%conn, slot, publication, start_lsn = %start_lsn, proto_version = opts.proto_version, "replication started");
 
-    let b = &loaded.config.pipeline;
+    let assembler = Assembler::new(start_lsn, settings.max_changes, settings.max_batch_bytes);
     Ok(Replicator {
         conn: wire,
         control,
         slot: slot.to_owned(),
         user: conn.user.clone(),
         publication: publication.to_owned(),
-        settings: StreamSettings {
-            max_changes: b.max_changes,
-            max_batch_bytes: b.max_batch_bytes(),
-            status_interval: std::time::Duration::from_secs(src.status_interval_secs.max(1)),
-            shutdown_grace: std::time::Duration::from_secs(b.shutdown_grace_secs),
-            heartbeat: src
-                .heartbeat_secs
-                .filter(|s| *s > 0)
-                .map(std::time::Duration::from_secs),
-            max_retained_wal: src.max_retained_wal_mb.saturating_mul(1 << 20),
-        },
-        start_lsn,
-        relations: HashMap::new(),
+        settings,
         types: Default::default(),
-        txn: None,
-        pending: Default::default(),
+        assembler,
         received: start_lsn,
         idle_flush: Lsn::ZERO,
         reported: start_lsn,

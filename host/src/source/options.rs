@@ -1,30 +1,9 @@
 //! `START_REPLICATION … LOGICAL` options for pgoutput, checked against the server version.
 
 use super::wire::{quote_ident, quote_literal};
+/// The option values as the config spells them; re-exported for users of `StartOptions`.
+pub use crate::config::{OriginFilter, Streaming};
 use crate::lsn::Lsn;
-
-/// How in-progress transactions are streamed (pgoutput `streaming`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Streaming {
-    /// Only committed transactions are sent (the default).
-    #[default]
-    Off,
-    /// Large in-progress transactions are streamed (proto ≥ 2, Postgres ≥ 14).
-    On,
-    /// As `On`, with parallel apply markers (proto 4, Postgres ≥ 16).
-    Parallel,
-}
-
-/// pgoutput `origin`: which changes to send by replication origin (Postgres ≥ 16).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OriginFilter {
-    /// Every change, whatever its origin.
-    Any,
-    /// Only changes made locally (not replicated in) — avoids loops in bidirectional setups.
-    None,
-}
 
 /// The plugin options of one `START_REPLICATION`.
 #[derive(Clone, Debug)]

@@ -17,9 +17,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::dsn::ConnParams;
 use super::error::{Context, PgError, SourceError};
 use super::tls;
+use crate::dsn::ConnParams;
 
 /// Plain TCP or TLS: one type so the rest of the code need not be generic.
 #[allow(clippy::large_enum_variant)]

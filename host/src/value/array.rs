@@ -14,27 +14,39 @@
 //! Sub-arrays must be rectangular and all leaves at the same depth, as in
 //! Postgres; at most 6 dimensions (Postgres' `MAXDIM`). Elements are parsed
 //! with the element type's own parser, so an array of `date` yields
-//! `Value::Date`s. `int2vector`/`oidvector` print as space-separated values
+//! `Value::Date`s: the caller (`text::parse_text`) hands itself in as
+//! `parse_elem`, which keeps this module below `text` instead of importing it
+//! back. `int2vector`/`oidvector` print as space-separated values
 //! instead and get their own small parser.
 
 use bytes::Bytes;
 
-use super::text::parse_text;
-use super::{Array, TypeInfo, Value, ValueError};
+use super::model::{Array, Value, ValueError};
+use super::types::TypeInfo;
 
 /// Postgres' `MAXDIM`.
 const MAX_DIMS: usize = 6;
 
-/// Parses the text of an array of `elem` (the array type is `ty`).
-pub(crate) fn parse_array(ty: &TypeInfo, elem: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
+/// Parses the text of an array of `elem` (the array type is `ty`); each
+/// element's text goes through `parse_elem(elem, text)`.
+pub(super) fn parse_array<F>(
+    ty: &TypeInfo,
+    elem: &TypeInfo,
+    raw: Bytes,
+    parse_elem: F,
+) -> Result<Value, ValueError>
+where
+    F: Fn(&TypeInfo, Bytes) -> Result<Value, ValueError>,
+{
     if ty.is_vector() {
-        return parse_vector(elem, &raw);
+        return parse_vector(elem, &raw, parse_elem);
     }
     let mut p = Parser {
         raw: &raw,
         i: 0,
         delim: elem.array_delimiter(),
         elem,
+        parse_elem,
         dims: Vec::new(),
         leaf_depth: None,
         elements: Vec::new(),
@@ -51,12 +63,15 @@ pub(crate) fn parse_array(ty: &TypeInfo, elem: &TypeInfo, raw: Bytes) -> Result<
 }
 
 /// `int2vector`/`oidvector` text: elements separated by single spaces.
-fn parse_vector(elem: &TypeInfo, raw: &Bytes) -> Result<Value, ValueError> {
+fn parse_vector<F>(elem: &TypeInfo, raw: &Bytes, parse_elem: F) -> Result<Value, ValueError>
+where
+    F: Fn(&TypeInfo, Bytes) -> Result<Value, ValueError>,
+{
     let elements = if raw.is_empty() {
         Vec::new()
     } else {
         raw.split(|&c| c == b' ')
-            .map(|part| parse_text(elem, raw.slice_ref(part)))
+            .map(|part| parse_elem(elem, raw.slice_ref(part)))
             .collect::<Result<Vec<_>, _>>()?
     };
     let dims = match elements.len() {
@@ -82,11 +97,12 @@ impl From<&'static str> for Error {
     }
 }
 
-struct Parser<'a> {
+struct Parser<'a, F> {
     raw: &'a Bytes,
     i: usize,
     delim: u8,
     elem: &'a TypeInfo,
+    parse_elem: F,
     /// Length of each dimension seen so far (0 = not seen yet).
     dims: Vec<u32>,
     /// Depth of the first scalar element; all others must be at this depth.
@@ -99,7 +115,10 @@ fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
-impl Parser<'_> {
+impl<F> Parser<'_, F>
+where
+    F: Fn(&TypeInfo, Bytes) -> Result<Value, ValueError>,
+{
     fn peek(&self) -> Option<u8> {
         self.raw.get(self.i).copied()
     }
@@ -218,7 +237,7 @@ impl Parser<'_> {
                 }
             }
         };
-        let value = parse_text(self.elem, text).map_err(Error::Element)?;
+        let value = (self.parse_elem)(self.elem, text).map_err(Error::Element)?;
         self.elements.push(value);
         Ok(())
     }
@@ -313,7 +332,8 @@ fn unescape(s: &[u8]) -> (Vec<u8>, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::{builtin_type, PgText};
+    // Tests go through the real entry point, which hands `parse_text` in.
+    use crate::value::{builtin_type, parse_text, PgText};
 
     fn parse(type_oid: u32, text: &str) -> Result<Array, ValueError> {
         match parse_text(

@@ -4,6 +4,9 @@
 //! `sslmode`s and rejects `sslrootcert`. We lift the TLS keys out ourselves, let
 //! tokio-postgres parse the rest (hosts, ports, user, percent-decoding …), and keep one
 //! [`ConnParams`] that both the replication transport and the control plane use.
+//!
+//! A leaf: `config` parses `source.dsn` with it and `source` connects with the result, so
+//! neither has to import the other for it.
 
 use std::fmt;
 use std::path::PathBuf;

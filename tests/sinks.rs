@@ -456,3 +456,84 @@ async fn rejected_batches_go_to_the_dead_letter_sink() {
     assert_eq!(dead[0]["after"]["id"], 1);
     assert!(host.stderr().contains("sent to the dead-letter sink"));
 }
+
+/// The client ids (`cid`) of the connections open on a nats-server, from its monitoring
+/// endpoint. A client that reconnects gets a new id.
+async fn nats_client_ids(monitor_port: u16) -> Vec<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", monitor_port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /connz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await.unwrap();
+    let resp = String::from_utf8(resp).unwrap();
+    let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+    let v: Json = serde_json::from_str(body).unwrap();
+    v["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cid"].as_u64().unwrap())
+        .collect()
+}
+
+/// Sinks are built once per process: Postgres restarting mid-stream makes the host
+/// reconnect to Postgres, but its NATS connection stays the one it opened at start (the
+/// server sees the same client id throughout), and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_keeps_the_nats_connection() {
+    let server = PgServer::start().unwrap();
+    let monitor = harness::nats_server::free_port();
+    let nats = NatsServer::start(&["-m", &monitor.to_string()]);
+    let db = server.fresh_db("pgrestart").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE t")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        &dir,
+        &db,
+        "s_pgrestart",
+        &nats_sink(&nats.url(), "PGRESTART"),
+        "status_interval_secs = 1\n",
+    );
+    let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
+    wait_slot_active(&db, "s_pgrestart", &mut host).await;
+    db.exec("INSERT INTO t SELECT generate_series(1, 500)")
+        .await;
+    wait_stream_len(&nats.url(), "PGRESTART", 500, &mut host).await;
+    // The test's own reads connect and disconnect: between them only cdc-host is connected.
+    let before = nats_client_ids(monitor).await;
+    assert_eq!(before.len(), 1, "only cdc-host is connected: {before:?}");
+    server.restart().unwrap();
+    host.wait_for_stderr(
+        "replication interrupted; reconnecting",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    // The test's cached connection died with the server: a new one.
+    db.client()
+        .await
+        .batch_execute("INSERT INTO t SELECT generate_series(501, 1000)")
+        .await
+        .unwrap();
+    // Streaming again once the rows written after the restart arrive.
+    wait_stream_len(&nats.url(), "PGRESTART", 1000, &mut host).await;
+    let after = nats_client_ids(monitor).await;
+    assert_eq!(
+        after,
+        before,
+        "cdc-host opened another NATS connection after the Postgres restart:\n{}",
+        host.stderr_tail(30)
+    );
+    stop_clean(&mut host).await;
+    let ids: HashSet<i64> = read_stream(&nats.url(), "PGRESTART")
+        .await
+        .iter()
+        .map(|(_, _, j)| j["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=1000).collect::<HashSet<_>>());
+}

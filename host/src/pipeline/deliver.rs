@@ -17,8 +17,8 @@ use super::sinks::{SharedSink, SinkSet, SinkSlot};
 use crate::change::Change;
 use crate::config::Format;
 use crate::encode::{encode_batch, EncodeContext};
-use crate::sink_config::{RejectPolicy, RouteFilter};
 use crate::progress::Progress;
+use crate::sink_config::{RejectPolicy, RouteFilter};
 use crate::source::Batch;
 
 /// A sink's verdict on one batch.
@@ -82,7 +82,12 @@ pub async fn deliver(
             routes: None,
             queue,
         });
-        tasks.spawn(dead_letter_lane(idx, Arc::clone(sink), q_rx, ack_tx.clone()));
+        tasks.spawn(dead_letter_lane(
+            idx,
+            Arc::clone(sink),
+            q_rx,
+            ack_tx.clone(),
+        ));
     }
     drop(ack_tx);
     let names: Vec<Arc<str>> = lanes.iter().map(|l| Arc::clone(&l.name)).collect();

@@ -144,9 +144,8 @@ async fn run_once(
         (rx, None)
     } else {
         let (t_tx, t_rx) = mpsc::channel(1);
-        let stage = tokio::task::spawn_blocking(move || {
-            transform_stage::transform_stage(chain, rx, t_tx)
-        });
+        let stage =
+            tokio::task::spawn_blocking(move || transform_stage::transform_stage(chain, rx, t_tx));
         (t_rx, Some(stage))
     };
     let delivery = tokio::spawn(deliver(rx, sinks, progress_tx, ctx, limits));

@@ -168,7 +168,7 @@ fn transform(
     cfg.validate(std::path::Path::new("."), &[])
         .map_err(|(_, key, m)| anyhow::anyhow!("{key}: {m}"))?;
     let cache = cdc_host::transform::cache_dir(None);
-    let modules = cdc_host::transform::load_all(&[&cfg], cache.as_deref())?;
+    let modules = cdc_host::transform::load_all(&[&cfg], cache.as_ref())?;
     let mut chain = cdc_host::transform::Chain::start(&modules, &[&cfg])?;
     let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())

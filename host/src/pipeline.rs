@@ -194,7 +194,7 @@ fn backoff(attempt: u32) -> std::time::Duration {
 pub fn load_transforms(loaded: &Loaded) -> Result<Vec<Arc<Module>>, TransformError> {
     let configs = loaded.transform_configs();
     let cache = transform::cache_dir(loaded.config.pipeline.module_cache.as_deref());
-    transform::load_all(&configs, cache.as_deref())
+    transform::load_all(&configs, cache.as_ref())
 }
 
 /// One connection's worth of pipeline: sinks, source, transforms, delivery, until stop

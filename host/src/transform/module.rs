@@ -1,15 +1,13 @@
 //! One transform module: compiled once (or loaded from the on-disk cache), linked once
 //! (`InstancePre`), instantiated with its limits, called once per batch.
 
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
+use super::cache::{compile_cached, ModuleCache};
 use super::config::TransformConfig;
 use super::runtime::{wit, HostState, Runtime, TransformPre, EPOCH_TICK, TRANSFORMER_EXPORT};
 use super::TransformError;
@@ -44,11 +42,11 @@ impl std::fmt::Debug for Module {
 }
 
 impl Module {
-    /// Compiles (or loads from `cache_dir`) and links the module of `cfg`.
-    pub fn load(
+    /// Compiles (or loads from `cache`) and links the module of `cfg`.
+    pub(crate) fn load(
         runtime: &Arc<Runtime>,
         cfg: &TransformConfig,
-        cache_dir: Option<&Path>,
+        cache: Option<&ModuleCache>,
     ) -> Result<Self, TransformError> {
         let name: Arc<str> = cfg.name.get_ref().as_str().into();
         let fail = |reason: String| TransformError::Load {
@@ -58,7 +56,7 @@ impl Module {
         };
         let bytes = std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e}")))?;
         check_is_component(&bytes).map_err(fail)?;
-        let (component, source) = compile_cached(runtime, &bytes, cache_dir).map_err(fail)?;
+        let (component, source) = compile_cached(runtime, &bytes, cache).map_err(fail)?;
         check_exports(runtime, &component).map_err(fail)?;
         let instance_pre = runtime
             .linker
@@ -219,78 +217,6 @@ fn check_is_component(bytes: &[u8]) -> Result<(), String> {
         ),
         _ => Err("is not a Wasm component (no \\0asm header)".into()),
     }
-}
-
-/// Compiles `bytes`, or loads the compiled code from the cache. The cache key is the
-/// module's SHA-256 plus everything that makes compiled code incompatible (wasmtime's
-/// version and the engine's settings), so an upgraded binary never loads stale code.
-fn compile_cached(
-    runtime: &Runtime,
-    bytes: &[u8],
-    cache_dir: Option<&Path>,
-) -> Result<(Component, CodeSource), String> {
-    let compile =
-        || Component::new(&runtime.engine, bytes).map_err(|e| format!("does not compile: {e:#}"));
-    let Some(dir) = cache_dir else {
-        return Ok((compile()?, CodeSource::Compiled));
-    };
-    let path = cache_path(runtime, bytes, dir);
-    if path.is_file() {
-        // SAFETY: the file was written by `precompile_component` of an engine with the
-        // same compatibility hash (it is in the name), and the cache directory belongs
-        // to cdc-host (documented: keep it writable by cdc-host's user only). wasmtime
-        // also checks the embedded version/settings header and refuses a mismatch.
-        #[allow(unsafe_code)]
-        let loaded = unsafe { Component::deserialize_file(&runtime.engine, &path) };
-        match loaded {
-            Ok(c) => return Ok((c, CodeSource::Cache)),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached module; recompiling")
-            }
-        }
-    }
-    let code = runtime
-        .engine
-        .precompile_component(bytes)
-        .map_err(|e| format!("does not compile: {e:#}"))?;
-    if let Err(e) = write_atomically(dir, &path, &code) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the module cache; compiling at every start");
-        return Ok((compile()?, CodeSource::Compiled));
-    }
-    // SAFETY: as above; we just wrote this file from `precompile_component`.
-    #[allow(unsafe_code)]
-    let c = unsafe { Component::deserialize_file(&runtime.engine, &path) }
-        .map_err(|e| format!("cannot load compiled code: {e:#}"))?;
-    Ok((c, CodeSource::Compiled))
-}
-
-fn cache_path(runtime: &Runtime, bytes: &[u8], dir: &Path) -> PathBuf {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    runtime.engine.precompile_compatibility_hash().hash(&mut h);
-    dir.join(format!(
-        "{hex}-wasmtime-{}-{:016x}.cwasm",
-        WASMTIME_VERSION,
-        h.finish()
-    ))
-}
-
-/// The wasmtime version this binary links (pinned in the workspace).
-const WASMTIME_VERSION: &str = "48.0.8";
-
-fn write_atomically(dir: &Path, path: &Path, code: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::write(&tmp, code)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// The module must export the transformer interface of our WIT version.

@@ -102,7 +102,7 @@ fn main() -> anyhow::Result<()> {
         let mut cfg = TransformConfig::ad_hoc(&name, path, 60_000, 512, Vec::new());
         cfg.validate(std::path::Path::new("."), &[])
             .map_err(|(_, k, m)| anyhow::anyhow!("{}: {k}: {m}", path.display()))?;
-        let modules = transform::load_all(&[&cfg], transform::cache_dir(None).as_deref())
+        let modules = transform::load_all(&[&cfg], transform::cache_dir(None).as_ref())
             .with_context(|| path.display().to_string())?;
         let mut chain = transform::Chain::start(&modules, &[&cfg])?;
         for &batch in &args.batches {

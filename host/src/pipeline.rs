@@ -204,8 +204,7 @@ async fn run_once(
     modules: &[Arc<Module>],
     shutdown: watch::Receiver<bool>,
 ) -> Result<Lsn, RunError> {
-    let configs = loaded.transform_configs();
-    let chain = Chain::start(modules, &configs)?;
+    let chain = Chain::start(modules)?;
     let sinks = build_sinks(loaded).await?;
     let replicator = source::open(loaded).await?;
     // Ready (with healthy sinks) from here until this connection's pipeline is over.

@@ -221,7 +221,11 @@ impl ModuleCache {
         meta: Option<&std::fs::Metadata>,
         dir: bool,
     ) -> String {
-        let what = if dir { "the directory" } else { "every file in it" };
+        let what = if dir {
+            "the directory"
+        } else {
+            "every file in it"
+        };
         format!(
             "{why}; cached modules are loaded as trusted native code, so {what} must be owned by uid {} and not writable by group or others ({}); fix: {}, or set the cache to another directory or to \"off\"",
             self.uid,
@@ -256,11 +260,7 @@ impl ModuleCache {
         let file = match rustix::fs::openat(&self.dir, name, flags, Mode::empty()) {
             Ok(fd) => File::from(fd),
             Err(Errno::NOENT) => return Ok(Err(Lookup::Miss)),
-            Err(Errno::LOOP) => {
-                return self
-                    .unsafe_file(name, "is a symbolic link", None)
-                    .map(Err)
-            }
+            Err(Errno::LOOP) => return self.unsafe_file(name, "is a symbolic link", None).map(Err),
             Err(e) => {
                 tracing::warn!(file = %self.at.path.join(name).display(), error = %std::io::Error::from(e), "cannot read a cached module; recompiling");
                 return Ok(Err(Lookup::Miss));
@@ -443,7 +443,10 @@ impl Sum {
 
 /// Checks `file` against `sum` and hands exactly the checked bytes to wasmtime.
 fn load_verified(engine: &Engine, mut file: File, sum: &Sum) -> Result<Component, String> {
-    let len = file.metadata().map_err(|e| format!("cannot be read ({e})"))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| format!("cannot be read ({e})"))?
+        .len();
     if len != sum.len {
         return Err(format!(
             "is {len} bytes, not the {} its checksum file says",

@@ -14,16 +14,20 @@ pub mod cache;
 pub mod chain;
 pub mod config;
 pub mod convert;
+mod limits;
 pub mod module;
 pub mod replay;
 pub mod runtime;
+#[cfg(test)]
+mod testlog;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use cache::{CacheDir, CacheOrigin};
-pub use chain::{Chain, Outcome};
+pub use chain::{Chain, Outcome, Policy};
 pub use config::{OnError, TransformConfig};
+pub use limits::GUEST_LOG_LINES_PER_SEC;
 pub use module::{CodeSource, Module};
 pub use runtime::Runtime;
 

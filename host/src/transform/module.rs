@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, Trap};
 
 use super::cache::{compile_cached, ModuleCache};
+use super::chain::Policy;
 use super::config::TransformConfig;
+use super::limits::{LogLimiter, MemoryCap};
 use super::runtime::{wit, HostState, Runtime, TransformPre, EPOCH_TICK, TRANSFORMER_EXPORT};
 use super::TransformError;
 
@@ -19,15 +21,19 @@ pub enum CodeSource {
     Cache,
 }
 
-/// A module ready to instantiate.
+/// A module ready to instantiate, with everything of its config the chain needs.
 pub struct Module {
     pub name: Arc<str>,
+    /// What a batch this module fails on becomes.
+    pub policy: Policy,
     pre: TransformPre<HostState>,
     runtime: Arc<Runtime>,
     timeout: Duration,
     memory_bytes: usize,
     fuel: Option<u64>,
     config: Vec<(String, String)>,
+    /// Shared by every instance: re-instantiating does not reset the budget.
+    log: Arc<LogLimiter>,
     pub source: CodeSource,
 }
 
@@ -37,6 +43,7 @@ impl std::fmt::Debug for Module {
             .field("name", &self.name)
             .field("timeout", &self.timeout)
             .field("memory_bytes", &self.memory_bytes)
+            .field("policy", &self.policy)
             .finish()
     }
 }
@@ -54,6 +61,7 @@ impl Module {
             path: cfg.path.clone(),
             reason,
         };
+        let policy = Policy::of(cfg).map_err(fail)?;
         let bytes = std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e}")))?;
         check_is_component(&bytes).map_err(fail)?;
         let (component, source) = compile_cached(runtime, &bytes, cache).map_err(fail)?;
@@ -65,7 +73,9 @@ impl Module {
         let pre = TransformPre::new(instance_pre).map_err(|e| fail(format!("{e:#}")))?;
         tracing::info!(module = %name, path = %cfg.path.display(), cache = match source { CodeSource::Cache => "hit", CodeSource::Compiled => "miss" }, "transform module ready");
         Ok(Module {
+            log: Arc::new(LogLimiter::new(Arc::clone(&name))),
             name,
+            policy,
             pre,
             runtime: Arc::clone(runtime),
             timeout: Duration::from_millis(*cfg.timeout_ms.get_ref()),
@@ -78,13 +88,13 @@ impl Module {
 
     /// A fresh instance, `init` called with the module's config.
     pub fn instantiate(self: &Arc<Self>) -> Result<Instance, TransformError> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
         let mut store = Store::new(
             &self.runtime.engine,
-            HostState::new(Arc::clone(&self.name), limits),
+            HostState::new(
+                Arc::clone(&self.name),
+                MemoryCap::new(self.memory_bytes),
+                Arc::clone(&self.log),
+            ),
         );
         store.limiter(|s| &mut s.limits);
         let mut instance = Instance {
@@ -138,6 +148,7 @@ impl Instance {
         // +1: the tick in progress may be almost over.
         self.store.set_epoch_deadline(ticks + 1);
         self.store.epoch_deadline_trap();
+        self.store.data_mut().limits.reset();
         if self.module.runtime.fuel_enabled() {
             let fuel = self.module.fuel.unwrap_or(u64::MAX);
             self.store
@@ -163,6 +174,7 @@ impl Instance {
         let out = bindings
             .cdc_pipeline_transformer()
             .call_transform(&mut self.store, changes);
+        self.module.log.flush();
         tracing::trace!(module = %self.module.name, changes = changes.len(), micros = started.elapsed().as_micros() as u64, "transform call");
         match out {
             Ok(Ok(changes)) => Ok(changes),
@@ -174,7 +186,8 @@ impl Instance {
         }
     }
 
-    /// Names a failed call: deadline, memory cap, fuel, or another trap.
+    /// Names a failed call: deadline, fuel, memory cap (the store's limiter refused a
+    /// growth during this call), or another trap.
     fn call_error(&self, what: &str, e: wasmtime::Error) -> TransformError {
         let module = self.module.name.to_string();
         match e.downcast_ref::<Trap>() {
@@ -186,22 +199,14 @@ impl Instance {
                 module,
                 reason: format!("{what}: out of fuel"),
             },
-            _ => {
-                let text = format!("{e:#}");
-                if text.contains("forcing trap when growing memory")
-                    || text.contains("forcing a memory growth failure")
-                {
-                    TransformError::MemoryCap {
-                        module,
-                        limit_mb: self.module.memory_bytes >> 20,
-                    }
-                } else {
-                    TransformError::Trap {
-                        module,
-                        reason: format!("{what}: {text}"),
-                    }
-                }
-            }
+            _ if self.store.data().limits.refused() => TransformError::MemoryCap {
+                module,
+                limit_mb: self.module.memory_bytes >> 20,
+            },
+            _ => TransformError::Trap {
+                module,
+                reason: format!("{what}: {e:#}"),
+            },
         }
     }
 }

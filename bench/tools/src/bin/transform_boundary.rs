@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
             .map_err(|(_, k, m)| anyhow::anyhow!("{}: {k}: {m}", path.display()))?;
         let modules = transform::load_all(&[&cfg], transform::cache_dir(None).as_ref())
             .with_context(|| path.display().to_string())?;
-        let mut chain = transform::Chain::start(&modules, &[&cfg])?;
+        let mut chain = transform::Chain::start(&modules)?;
         for &batch in &args.batches {
             // Batch size 1 pays per-call costs per change: fewer changes keep it short.
             let n = if batch == 1 {

@@ -2,9 +2,10 @@
 //! (Tests run as root in CI; "another uid" is 65534, set with chown.)
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::*;
+use crate::transform::testlog::{logged, warnings};
 
 /// The smallest component: a header and nothing else.
 const EMPTY: &[u8] = b"\0asm\x0d\x00\x01\x00";
@@ -15,36 +16,6 @@ const WITH_CORE: &[u8] = &[
 
 fn runtime() -> Arc<Runtime> {
     Runtime::new(false).unwrap()
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Runs `f` and returns what it logged at info and above.
-fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&buf);
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || Capture(Arc::clone(&sink)))
-        .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
-    (out, text)
-}
-
-fn warnings(log: &str) -> usize {
-    log.lines().filter(|l| l.contains(" WARN ")).count()
 }
 
 fn at(path: &Path, origin: CacheOrigin) -> CacheDir {
@@ -59,7 +30,11 @@ fn open(dir: &CacheDir) -> ModuleCache {
 }
 
 fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -131,7 +106,10 @@ fn a_world_writable_default_directory_is_not_used_with_one_warning() {
     }
     // Without a cache the module compiles in memory and nothing is written there.
     let rt = runtime();
-    assert_eq!(source(compile_cached(&rt, EMPTY, None)), CodeSource::Compiled);
+    assert_eq!(
+        source(compile_cached(&rt, EMPTY, None)),
+        CodeSource::Compiled
+    );
     assert_eq!(std::fs::read_dir(&path).unwrap().count(), 0);
 }
 
@@ -212,7 +190,8 @@ fn a_replaced_cache_file_is_never_loaded() {
     let mut garbage_same_length = original.clone();
     let mid = garbage_same_length.len() / 2;
     garbage_same_length[mid] ^= 0xff;
-    let cases: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+    type Tamper<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Tamper<'_>, &str)> = vec![
         (
             "another module's code",
             Box::new(|| overwrite(&code_a, &other)),
@@ -248,7 +227,10 @@ fn a_replaced_cache_file_is_never_loaded() {
         let (result, log) = logged(|| compile_cached(&rt, EMPTY, Some(&cache)));
         assert_eq!(source(result), CodeSource::Compiled, "{what}: loaded");
         assert_eq!(warnings(&log), 1, "{what}: {log}");
-        assert!(log.contains(needle), "{what}: {needle:?} missing from {log}");
+        assert!(
+            log.contains(needle),
+            "{what}: {needle:?} missing from {log}"
+        );
         // Recompiled and replaced: the next start hits again.
         assert_eq!(
             source(compile_cached(&rt, EMPTY, Some(&cache))),
@@ -311,7 +293,10 @@ fn a_cache_file_others_can_write_or_own_is_never_loaded() {
         .map(|(_, s)| s)
         .unwrap_err();
     assert!(err.contains("is mode 0666"), "{err}");
-    assert!(err.contains(&format!("`chmod 600 {}`", code.display())), "{err}");
+    assert!(
+        err.contains(&format!("`chmod 600 {}`", code.display())),
+        "{err}"
+    );
 
     let default = open(&at(&path, CacheOrigin::Default));
     let (result, log) = logged(|| compile_cached(&rt, EMPTY, Some(&default)));
@@ -340,5 +325,8 @@ fn sums_round_trip_and_reject_anything_else() {
     assert_eq!(Sum::parse(&text.replace("42", "x")), None);
     assert_eq!(Sum::parse(&text.replace("abab", "zzzz")), None);
     assert_eq!(Sum::parse(&format!("{text}extra\n")), None);
-    assert_eq!(Sum::parse(&text.replace(SUM_MAGIC, "cdc-host module cache 0")), None);
+    assert_eq!(
+        Sum::parse(&text.replace(SUM_MAGIC, "cdc-host module cache 0")),
+        None
+    );
 }

@@ -471,4 +471,3 @@ pub(super) fn uuid(s: &str) -> Result<[u8; 16], String> {
     }
     Ok(out)
 }
-

@@ -63,11 +63,14 @@ impl CacheDir {
         self.origin != CacheOrigin::Default
     }
 
-    fn named_by(&self) -> &'static str {
+    /// The other way out: the setting that chose this directory.
+    fn elsewhere(&self) -> &'static str {
         match self.origin {
-            CacheOrigin::Env => "named by CDC_HOST_MODULE_CACHE",
-            CacheOrigin::Config => "named by [pipeline] module_cache",
-            CacheOrigin::Default => "the default",
+            CacheOrigin::Env => "point CDC_HOST_MODULE_CACHE elsewhere or set it to \"off\"",
+            CacheOrigin::Config => "point [pipeline] module_cache elsewhere or set it to \"off\"",
+            CacheOrigin::Default => {
+                "set [pipeline] module_cache to another directory or to \"off\""
+            }
         }
     }
 }
@@ -133,25 +136,11 @@ impl std::fmt::Debug for ModuleCache {
     }
 }
 
-/// Why a directory or file may not be trusted, or `None`.
+/// Why a directory or file may not be trusted (its mode and owner), or `None`.
 fn unsafe_because(meta: &std::fs::Metadata, uid: u32) -> Option<String> {
     let mode = meta.mode() & 0o7777;
-    let foreign = meta.uid() != uid;
-    let writable = mode & 0o022 != 0;
-    (foreign || writable).then(|| {
-        let mut why = Vec::new();
-        if foreign {
-            why.push("not owned by cdc-host's uid");
-        }
-        if writable {
-            why.push("writable by group or others");
-        }
-        format!(
-            "is mode {mode:04o}, owned by uid {} ({}; cdc-host runs as uid {uid})",
-            meta.uid(),
-            why.join(", ")
-        )
-    })
+    (meta.uid() != uid || mode & 0o022 != 0)
+        .then(|| format!("is mode {mode:04o} and owned by uid {}", meta.uid()))
 }
 
 /// The commands that make `path` safe.
@@ -204,7 +193,7 @@ impl ModuleCache {
                         dir = %at.path.display(),
                         mode = format_args!("{:04o}", meta.mode() & 0o7777),
                         owner = meta.uid(),
-                        "module cache {}: {reason}; not using it: compiling modules in memory at every start",
+                        "module cache {} {reason}; not using it: compiling modules in memory at every start",
                         at.path.display()
                     );
                     Ok(None)
@@ -222,15 +211,15 @@ impl ModuleCache {
         dir: bool,
     ) -> String {
         let what = if dir {
-            "the directory"
+            "the directory must be"
         } else {
-            "every file in it"
+            "each file loaded from it must be a regular file"
         };
         format!(
-            "{why}; cached modules are loaded as trusted native code, so {what} must be owned by uid {} and not writable by group or others ({}); fix: {}, or set the cache to another directory or to \"off\"",
+            "{why}; cached modules are native code loaded as trusted, so {what} owned by cdc-host's uid ({}) and not writable by group or others; fix: {}, or {}",
             self.uid,
-            self.at.named_by(),
-            fix_for(path, meta, self.uid, dir)
+            fix_for(path, meta, self.uid, dir),
+            self.at.elsewhere()
         )
     }
 
@@ -245,9 +234,9 @@ impl ModuleCache {
         let path = self.at.path.join(name);
         let reason = self.refusal(why, &path, meta, false);
         if self.at.explicit() {
-            Err(format!("module cache file {}: {reason}", path.display()))
+            Err(format!("module cache file {} {reason}", path.display()))
         } else {
-            tracing::warn!(file = %path.display(), "module cache file {}: {reason}; not using it: compiling the module in memory", path.display());
+            tracing::warn!(file = %path.display(), "module cache file {} {reason}; not using it: compiling the module in memory", path.display());
             Ok(Lookup::Unusable)
         }
     }

@@ -97,8 +97,8 @@ fn a_world_writable_default_directory_is_not_used_with_one_warning() {
     assert_eq!(warnings(&log), 1, "{log}");
     for needle in [
         &*path.display().to_string(),
-        "mode 0777",
-        "writable by group or others",
+        "is mode 0777 and owned by uid",
+        "not writable by group or others",
         &format!("`chmod 700 {}`", path.display()),
         "compiling modules in memory",
     ] {
@@ -120,8 +120,11 @@ fn a_world_writable_named_directory_is_an_error() {
     std::fs::create_dir(&path).unwrap();
     chmod(&path, 0o777);
     for (origin, named) in [
-        (CacheOrigin::Env, "CDC_HOST_MODULE_CACHE"),
-        (CacheOrigin::Config, "[pipeline] module_cache"),
+        (CacheOrigin::Env, "point CDC_HOST_MODULE_CACHE elsewhere"),
+        (
+            CacheOrigin::Config,
+            "point [pipeline] module_cache elsewhere",
+        ),
     ] {
         let err = ModuleCache::open(&at(&path, origin)).unwrap_err();
         assert!(matches!(err, TransformError::Cache { .. }), "{err:?}");
@@ -273,6 +276,7 @@ fn a_symlinked_cache_file_is_never_loaded() {
                 let err = result.map(|(_, s)| s).unwrap_err();
                 assert!(err.contains(&code_a.display().to_string()), "{err}");
                 assert!(err.contains("is a symbolic link"), "{err}");
+                assert!(err.contains("must be a regular file"), "{err}");
                 assert!(err.contains("[pipeline] module_cache"), "{err}");
             }
         }

@@ -444,12 +444,15 @@ async fn second_start_hits_the_compiled_module_cache() {
         "{}",
         first.stderr()
     );
-    let cached: Vec<_> = std::fs::read_dir(case.dir.path().join("cache"))
+    let mut cached: Vec<_> = std::fs::read_dir(case.dir.path().join("cache"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(cached.len(), 1, "{cached:?}");
+    cached.sort();
+    // The compiled code and its checksum file (what it was compiled from, what it hashes to).
+    assert_eq!(cached.len(), 2, "{cached:?}");
     assert!(cached[0].ends_with(".cwasm") && cached[0].contains("wasmtime-48.0.8"));
+    assert_eq!(cached[1], cached[0].replace(".cwasm", ".sum"));
     let mut second = case.start().await;
     case.db
         .exec("INSERT INTO users VALUES (1, 'a@x', '1', 'x')")

@@ -255,12 +255,13 @@ impl ModuleCache {
                 return Ok(Err(Lookup::Miss));
             }
         };
-        let meta = file.metadata().map_err(|e| {
-            format!(
-                "module cache file {}: {e}",
-                self.at.path.join(name).display()
-            )
-        })?;
+        let meta = match file.metadata() {
+            Ok(meta) => meta,
+            Err(e) => {
+                tracing::warn!(file = %self.at.path.join(name).display(), error = %e, "cannot read a cached module; recompiling");
+                return Ok(Err(Lookup::Miss));
+            }
+        };
         if !meta.file_type().is_file() {
             return self
                 .unsafe_file(name, "is not a regular file", None)

@@ -650,6 +650,79 @@ fn check_explains_modules_that_are_not_transforms() {
     }
 }
 
+/// A cache directory others can write: named in the config or the environment, `check`
+/// refuses it and says how to fix it; the default one is skipped with one warning.
+#[test]
+fn check_refuses_a_named_cache_others_can_write_and_skips_an_unsafe_default() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open_dir = |path: &Path| {
+        std::fs::create_dir_all(path).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    };
+    let cache = dir.path().join("cache");
+    open_dir(&cache);
+    let cfg = dir.path().join("p.toml");
+    let write_cfg = |pipeline: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[source]\ndsn = \"host=127.0.0.1 user=u dbname=x\"\nslot = \"s\"\npublication = \"p\"\n{pipeline}[[transforms]]\nname = \"m\"\nmodule = \"{}\"\n[[sinks]]\ntype = \"stdout\"\n",
+                guest("rust", "identity").display()
+            ),
+        )
+        .unwrap();
+    };
+    let check = |env: &[(&str, &Path)]| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("check")
+            .arg(&cfg)
+            .env_remove("CDC_HOST_MODULE_CACHE")
+            .env("XDG_CACHE_HOME", dir.path().join("xdg"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let fix = format!("`chmod 700 {}`", cache.display());
+
+    write_cfg(&format!(
+        "[pipeline]\nmodule_cache = \"{}\"\n",
+        cache.display()
+    ));
+    let out = check(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("module cache {} is mode 0777", cache.display())),
+        "{err}"
+    );
+    assert!(err.contains(&fix), "{err}");
+    assert!(err.contains("[pipeline] module_cache"), "{err}");
+
+    write_cfg("");
+    let out = check(&[("CDC_HOST_MODULE_CACHE", &cache)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&fix), "{err}");
+    assert!(err.contains("CDC_HOST_MODULE_CACHE"), "{err}");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+
+    let default = dir.path().join("xdg").join("cdc-host").join("modules");
+    open_dir(&default);
+    let out = check(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warnings: Vec<_> = err.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains(&format!("module cache {} is mode 0777", default.display())),
+        "{err}"
+    );
+    assert!(warnings[0].contains("compiling modules in memory"), "{err}");
+    assert_eq!(std::fs::read_dir(&default).unwrap().count(), 0);
+}
+
 /// `cdc-host transform` runs a module over recorded output, without Postgres.
 #[test]
 fn transform_cli_replays_recorded_changes() {

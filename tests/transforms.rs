@@ -318,17 +318,24 @@ async fn panic_with_skip_drops_only_that_batch() {
     assert!(log.contains("misbehave: asked to panic"), "{log}");
 }
 
-/// on_error = "dead-letter": the batch a module refuses goes, as it came from Postgres,
-/// to the dead-letter sink only; everything else to the regular sink.
+/// on_error = "dead-letter": the batch a module refuses goes, as it came from Postgres
+/// (not as the stage before it left it), to the dead-letter sink only; everything else to
+/// the regular sink.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returned_error_with_dead_letter_sends_the_originals() {
     let mut dlq = Receiver::start().await;
     let mut body = transform(
+        "mask",
+        &guest("rust", "mask-columns"),
+        "",
+        &[("columns", "email"), ("tables", "users")],
+    );
+    body.push_str(&transform(
         "picky",
         &guest("rust", "misbehave"),
         "on_error = \"dead-letter\"\ndead_letter_sink = \"dlq\"",
         &[("mode", "error"), ("trigger", "boom")],
-    );
+    ));
     body.push_str(&format!(
         "[[sinks]]\nname = \"out\"\ntype = \"stdout\"\n[[sinks]]\nname = \"dlq\"\ntype = \"http\"\nurl = \"{}\"\nbatch = \"ndjson\"\n",
         dlq.url("/dlq")
@@ -361,6 +368,7 @@ async fn returned_error_with_dead_letter_sends_the_originals() {
         .map(|c| c["after"]["id"].as_i64().unwrap())
         .collect();
     assert_eq!(ids, [1, 3]);
+    assert_eq!(out[0]["after"]["email"], "***");
     assert!(dlq.drain().is_empty());
     assert!(host.stderr().contains("misbehave: asked to fail"));
 }

@@ -318,17 +318,24 @@ async fn panic_with_skip_drops_only_that_batch() {
     assert!(log.contains("misbehave: asked to panic"), "{log}");
 }
 
-/// on_error = "dead-letter": the batch a module refuses goes, as it came from Postgres,
-/// to the dead-letter sink only; everything else to the regular sink.
+/// on_error = "dead-letter": the batch a module refuses goes, as it came from Postgres
+/// (not as the stage before it left it), to the dead-letter sink only; everything else to
+/// the regular sink.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returned_error_with_dead_letter_sends_the_originals() {
     let mut dlq = Receiver::start().await;
     let mut body = transform(
+        "mask",
+        &guest("rust", "mask-columns"),
+        "",
+        &[("columns", "email"), ("tables", "users")],
+    );
+    body.push_str(&transform(
         "picky",
         &guest("rust", "misbehave"),
         "on_error = \"dead-letter\"\ndead_letter_sink = \"dlq\"",
         &[("mode", "error"), ("trigger", "boom")],
-    );
+    ));
     body.push_str(&format!(
         "[[sinks]]\nname = \"out\"\ntype = \"stdout\"\n[[sinks]]\nname = \"dlq\"\ntype = \"http\"\nurl = \"{}\"\nbatch = \"ndjson\"\n",
         dlq.url("/dlq")
@@ -361,6 +368,7 @@ async fn returned_error_with_dead_letter_sends_the_originals() {
         .map(|c| c["after"]["id"].as_i64().unwrap())
         .collect();
     assert_eq!(ids, [1, 3]);
+    assert_eq!(out[0]["after"]["email"], "***");
     assert!(dlq.drain().is_empty());
     assert!(host.stderr().contains("misbehave: asked to fail"));
 }
@@ -444,12 +452,15 @@ async fn second_start_hits_the_compiled_module_cache() {
         "{}",
         first.stderr()
     );
-    let cached: Vec<_> = std::fs::read_dir(case.dir.path().join("cache"))
+    let mut cached: Vec<_> = std::fs::read_dir(case.dir.path().join("cache"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(cached.len(), 1, "{cached:?}");
+    cached.sort();
+    // The compiled code and its checksum file (what it was compiled from, what it hashes to).
+    assert_eq!(cached.len(), 2, "{cached:?}");
     assert!(cached[0].ends_with(".cwasm") && cached[0].contains("wasmtime-48.0.8"));
+    assert_eq!(cached[1], cached[0].replace(".cwasm", ".sum"));
     let mut second = case.start().await;
     case.db
         .exec("INSERT INTO users VALUES (1, 'a@x', '1', 'x')")
@@ -645,6 +656,79 @@ fn check_explains_modules_that_are_not_transforms() {
         assert!(err.contains(needle), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
+}
+
+/// A cache directory others can write: named in the config or the environment, `check`
+/// refuses it and says how to fix it; the default one is skipped with one warning.
+#[test]
+fn check_refuses_a_named_cache_others_can_write_and_skips_an_unsafe_default() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open_dir = |path: &Path| {
+        std::fs::create_dir_all(path).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    };
+    let cache = dir.path().join("cache");
+    open_dir(&cache);
+    let cfg = dir.path().join("p.toml");
+    let write_cfg = |pipeline: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[source]\ndsn = \"host=127.0.0.1 user=u dbname=x\"\nslot = \"s\"\npublication = \"p\"\n{pipeline}[[transforms]]\nname = \"m\"\nmodule = \"{}\"\n[[sinks]]\ntype = \"stdout\"\n",
+                guest("rust", "identity").display()
+            ),
+        )
+        .unwrap();
+    };
+    let check = |env: &[(&str, &Path)]| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("check")
+            .arg(&cfg)
+            .env_remove("CDC_HOST_MODULE_CACHE")
+            .env("XDG_CACHE_HOME", dir.path().join("xdg"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let fix = format!("`chmod 700 {}`", cache.display());
+
+    write_cfg(&format!(
+        "[pipeline]\nmodule_cache = \"{}\"\n",
+        cache.display()
+    ));
+    let out = check(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("module cache {} is mode 0777", cache.display())),
+        "{err}"
+    );
+    assert!(err.contains(&fix), "{err}");
+    assert!(err.contains("[pipeline] module_cache"), "{err}");
+
+    write_cfg("");
+    let out = check(&[("CDC_HOST_MODULE_CACHE", &cache)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&fix), "{err}");
+    assert!(err.contains("CDC_HOST_MODULE_CACHE"), "{err}");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+
+    let default = dir.path().join("xdg").join("cdc-host").join("modules");
+    open_dir(&default);
+    let out = check(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warnings: Vec<_> = err.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains(&format!("module cache {} is mode 0777", default.display())),
+        "{err}"
+    );
+    assert!(warnings[0].contains("compiling modules in memory"), "{err}");
+    assert_eq!(std::fs::read_dir(&default).unwrap().count(), 0);
 }
 
 /// `cdc-host transform` runs a module over recorded output, without Postgres.

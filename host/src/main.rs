@@ -127,7 +127,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     // Compile, link and init every module: a module that is not a component, targets
     // another world or WIT version, or rejects its config fails here, not at 3 a.m.
     let modules = cdc_host::pipeline::load_transforms(&loaded)?;
-    cdc_host::transform::Chain::start(&modules, &loaded.transform_configs())?;
+    cdc_host::transform::Chain::start(&modules)?;
     println!(
         "{}: ok (source {} slot {} publication {}, {} transform(s), {} sink(s))",
         path.display(),
@@ -168,8 +168,8 @@ fn transform(
     cfg.validate(std::path::Path::new("."), &[])
         .map_err(|(_, key, m)| anyhow::anyhow!("{key}: {m}"))?;
     let cache = cdc_host::transform::cache_dir(None);
-    let modules = cdc_host::transform::load_all(&[&cfg], cache.as_deref())?;
-    let mut chain = cdc_host::transform::Chain::start(&modules, &[&cfg])?;
+    let modules = cdc_host::transform::load_all(&[&cfg], cache.as_ref())?;
+    let mut chain = cdc_host::transform::Chain::start(&modules)?;
     let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {

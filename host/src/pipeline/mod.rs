@@ -110,8 +110,7 @@ async fn run_once(
     health: &HealthHandle,
     shutdown: watch::Receiver<bool>,
 ) -> (Result<Lsn, RunError>, Option<SinkSet>) {
-    let configs = loaded.transform_configs();
-    let chain = match Chain::start(modules, &configs) {
+    let chain = match Chain::start(modules) {
         Ok(c) => c,
         Err(e) => return (Err(e.into()), Some(sinks)),
     };

@@ -14,7 +14,7 @@ use crate::transform::{self, Chain, Module, Outcome, TransformError};
 pub fn load_transforms(loaded: &Loaded) -> Result<Vec<Arc<Module>>, TransformError> {
     let configs = loaded.transform_configs();
     let cache = transform::cache_dir(loaded.config.pipeline.module_cache.as_deref());
-    transform::load_all(&configs, cache.as_deref())
+    transform::load_all(&configs, cache.as_ref())
 }
 
 /// Runs every batch through the transform chain, in order, on a blocking thread.

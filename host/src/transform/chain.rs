@@ -34,18 +34,44 @@ pub enum Outcome {
     },
 }
 
+/// What a batch a module fails on becomes: `on_error` with, for `dead-letter`, the sink
+/// (so a dead-letter policy without a sink cannot exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Policy {
+    Fail,
+    Skip,
+    DeadLetter(Arc<str>),
+}
+
+impl Policy {
+    /// `on_error` and `dead_letter_sink` of an entry (validation already paired them;
+    /// an entry built in code that did not gets an error, not a made-up sink name).
+    pub fn of(cfg: &TransformConfig) -> Result<Self, String> {
+        match (cfg.on_error, &cfg.dead_letter_sink) {
+            (OnError::Fail, _) => Ok(Policy::Fail),
+            (OnError::Skip, _) => Ok(Policy::Skip),
+            (OnError::DeadLetter, Some(sink)) => {
+                Ok(Policy::DeadLetter(sink.get_ref().as_str().into()))
+            }
+            (OnError::DeadLetter, None) => {
+                Err("on_error = \"dead-letter\" needs dead_letter_sink = \"<sink name>\"".into())
+            }
+        }
+    }
+}
+
 struct Stage {
     module: Arc<Module>,
     instance: Option<Instance>,
-    on_error: OnError,
-    dead_letter: Option<Arc<str>>,
     from_guest: FromGuest,
 }
 
 /// The transform chain of one pipeline run.
 pub struct Chain {
     stages: Vec<Stage>,
-    keep_original: bool,
+    /// Index of the last stage whose policy is dead-letter: until it has run, the
+    /// batch as it came in is kept (moved aside, not copied) for a dead letter.
+    last_dead_letter: Option<usize>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -60,27 +86,21 @@ impl Chain {
     /// Instantiates every module and calls its `init`. Any failure here stops the
     /// pipeline whatever the policy: a module that cannot start would otherwise skip
     /// or dead-letter every batch.
-    pub fn start(
-        modules: &[Arc<Module>],
-        configs: &[&TransformConfig],
-    ) -> Result<Self, TransformError> {
+    pub fn start(modules: &[Arc<Module>]) -> Result<Self, TransformError> {
         let mut stages = Vec::with_capacity(modules.len());
-        for (module, cfg) in modules.iter().zip(configs) {
+        for module in modules {
             stages.push(Stage {
                 module: Arc::clone(module),
                 instance: Some(module.instantiate()?),
-                on_error: cfg.on_error,
-                dead_letter: cfg
-                    .dead_letter_sink
-                    .as_ref()
-                    .map(|d| d.get_ref().as_str().into()),
                 from_guest: FromGuest::default(),
             });
         }
-        let keep_original = stages.iter().any(|s| s.on_error == OnError::DeadLetter);
+        let last_dead_letter = stages
+            .iter()
+            .rposition(|s| matches!(s.module.policy, Policy::DeadLetter(_)));
         Ok(Chain {
             stages,
-            keep_original,
+            last_dead_letter,
         })
     }
 
@@ -90,13 +110,16 @@ impl Chain {
 
     /// Runs one batch through every module. `Err` only for `on_error = "fail"`.
     pub fn run(&mut self, changes: Vec<Change>) -> Result<Outcome, TransformError> {
-        // The originals are needed for dead letters only; drops are counted from per
-        // (table, op) counts, not from a copy of the batch.
-        let original = self.keep_original.then(|| changes.clone());
+        // Drops are counted from per (table, op) counts, not from a copy of the batch.
         let counts_in = crate::metrics::enabled().then(|| counts(&changes));
         let total = changes.len();
+        // The batch as it came in, for a dead letter from a stage after the first (the
+        // first stage's input is `current` itself). Never copied: the first stage only
+        // borrows it, and it is set aside rather than dropped while a later stage may
+        // still dead-letter it.
+        let mut original: Option<Vec<Change>> = None;
         let mut current = changes;
-        for stage in &mut self.stages {
+        for (i, stage) in self.stages.iter_mut().enumerate() {
             if current.is_empty() {
                 break;
             }
@@ -106,14 +129,21 @@ impl Chain {
             tracing::debug!(module = %stage.module.name, changes_in = current.len(), micros = elapsed.as_micros() as u64, ok = result.is_ok(), "transform call");
             crate::metrics::transform_call(&stage.module.name, elapsed, result.is_ok());
             match result {
-                Ok(out) => current = out,
+                Ok(out) => {
+                    let input = std::mem::replace(&mut current, out);
+                    if self.last_dead_letter.is_some_and(|last| last > i) {
+                        original.get_or_insert(input);
+                    } else {
+                        original = None;
+                    }
+                }
                 Err(error) => {
                     if error.poisons_instance() {
                         stage.instance = None;
                     }
-                    match stage.on_error {
-                        OnError::Fail => return Err(error),
-                        OnError::Skip => {
+                    match &stage.module.policy {
+                        Policy::Fail => return Err(error),
+                        Policy::Skip => {
                             for (t, op, n) in counts_in.unwrap_or_default() {
                                 crate::metrics::changes_dropped(&t, op, n);
                             }
@@ -123,16 +153,13 @@ impl Chain {
                                 dropped: total,
                             });
                         }
-                        OnError::DeadLetter => {
-                            let sink = stage
-                                .dead_letter
-                                .clone()
-                                .unwrap_or_else(|| "dead-letter".into());
+                        Policy::DeadLetter(sink) => {
+                            let sink = Arc::clone(sink);
                             tracing::error!(module = %stage.module.name, dead_letter_sink = %sink, changes = total, error = %error, "transform failed; batch sent to the dead-letter sink");
                             return Ok(Outcome::DeadLetter {
                                 error,
                                 sink,
-                                changes: original.unwrap_or_default(),
+                                changes: original.unwrap_or(current),
                             });
                         }
                     }

@@ -4,22 +4,30 @@
 //!   the epoch ticker that enforces per-call deadlines.
 //! - [`module`] — compile (or load from the on-disk cache), link once (`InstancePre`),
 //!   instantiate with memory/fuel limits, call.
+//! - [`cache`] — the on-disk cache of compiled code, and the rules that keep foreign
+//!   code out of it.
 //! - [`convert`] — host changes ⇄ the WIT record.
 //! - [`chain`] — modules in config order with their `on_error` policies.
 //! - [`config`] — `[[transforms]]`.
 
+pub mod cache;
 pub mod chain;
 pub mod config;
 pub mod convert;
+mod limits;
 pub mod module;
 pub mod replay;
 pub mod runtime;
+#[cfg(test)]
+mod testlog;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use chain::{Chain, Outcome};
+pub use cache::{CacheDir, CacheOrigin};
+pub use chain::{Chain, Outcome, Policy};
 pub use config::{OnError, TransformConfig};
+pub use limits::GUEST_LOG_LINES_PER_SEC;
 pub use module::{CodeSource, Module};
 pub use runtime::Runtime;
 
@@ -47,6 +55,8 @@ pub enum TransformError {
         module: String,
         source: convert::ConvertError,
     },
+    #[error("module cache {} {reason}", dir.display())]
+    Cache { dir: PathBuf, reason: String },
     #[error("wasm runtime: {0}")]
     Runtime(String),
 }
@@ -65,33 +75,46 @@ impl TransformError {
 
 /// Where compiled modules are cached: `CDC_HOST_MODULE_CACHE`, else the config's
 /// `[pipeline] module_cache`, else `$XDG_CACHE_HOME/cdc-host/modules` or
-/// `$HOME/.cache/cdc-host/modules`; `"off"` disables the cache.
-pub fn cache_dir(configured: Option<&str>) -> Option<PathBuf> {
-    let chosen = std::env::var("CDC_HOST_MODULE_CACHE")
-        .ok()
-        .or_else(|| configured.map(str::to_owned));
+/// `$HOME/.cache/cdc-host/modules`; `"off"` disables the cache. The origin decides what
+/// an unsafe directory means (see [`cache`]): an error when named, no cache by default.
+pub fn cache_dir(configured: Option<&str>) -> Option<CacheDir> {
+    let (chosen, origin) = match std::env::var("CDC_HOST_MODULE_CACHE") {
+        Ok(dir) => (Some(dir), CacheOrigin::Env),
+        Err(_) => (configured.map(str::to_owned), CacheOrigin::Config),
+    };
     match chosen.as_deref() {
         Some("off") | Some("") => None,
-        Some(dir) => Some(PathBuf::from(dir)),
+        Some(dir) => Some(CacheDir {
+            path: PathBuf::from(dir),
+            origin,
+        }),
         None => std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .map(|d| d.join("cdc-host").join("modules")),
+            .map(|d| CacheDir {
+                path: d.join("cdc-host").join("modules"),
+                origin: CacheOrigin::Default,
+            }),
     }
 }
 
-/// Compiles and links every configured module (in config order).
+/// Compiles and links every configured module (in config order). The cache directory
+/// is opened and checked once, and only when there is a module to load.
 pub fn load_all(
     transforms: &[&TransformConfig],
-    cache: Option<&std::path::Path>,
+    cache: Option<&CacheDir>,
 ) -> Result<Vec<Arc<Module>>, TransformError> {
     if transforms.is_empty() {
         return Ok(Vec::new());
     }
+    let cache = match cache {
+        Some(dir) => cache::ModuleCache::open(dir)?,
+        None => None,
+    };
     let fuel = transforms.iter().any(|t| t.fuel.is_some());
     let runtime = Runtime::new(fuel).map_err(|e| TransformError::Runtime(format!("{e:#}")))?;
     transforms
         .iter()
-        .map(|t| Module::load(&runtime, t, cache).map(Arc::new))
+        .map(|t| Module::load(&runtime, t, cache.as_ref()).map(Arc::new))
         .collect()
 }

@@ -1,16 +1,16 @@
 //! One transform module: compiled once (or loaded from the on-disk cache), linked once
 //! (`InstancePre`), instantiated with its limits, called once per batch.
 
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, Trap};
 
+use super::cache::{compile_cached, ModuleCache};
+use super::chain::Policy;
 use super::config::TransformConfig;
+use super::limits::{LogLimiter, MemoryCap};
 use super::runtime::{wit, HostState, Runtime, TransformPre, EPOCH_TICK, TRANSFORMER_EXPORT};
 use super::TransformError;
 
@@ -21,15 +21,19 @@ pub enum CodeSource {
     Cache,
 }
 
-/// A module ready to instantiate.
+/// A module ready to instantiate, with everything of its config the chain needs.
 pub struct Module {
     pub name: Arc<str>,
+    /// What a batch this module fails on becomes.
+    pub policy: Policy,
     pre: TransformPre<HostState>,
     runtime: Arc<Runtime>,
     timeout: Duration,
     memory_bytes: usize,
     fuel: Option<u64>,
     config: Vec<(String, String)>,
+    /// Shared by every instance: re-instantiating does not reset the budget.
+    log: Arc<LogLimiter>,
     pub source: CodeSource,
 }
 
@@ -39,16 +43,17 @@ impl std::fmt::Debug for Module {
             .field("name", &self.name)
             .field("timeout", &self.timeout)
             .field("memory_bytes", &self.memory_bytes)
+            .field("policy", &self.policy)
             .finish()
     }
 }
 
 impl Module {
-    /// Compiles (or loads from `cache_dir`) and links the module of `cfg`.
-    pub fn load(
+    /// Compiles (or loads from `cache`) and links the module of `cfg`.
+    pub(crate) fn load(
         runtime: &Arc<Runtime>,
         cfg: &TransformConfig,
-        cache_dir: Option<&Path>,
+        cache: Option<&ModuleCache>,
     ) -> Result<Self, TransformError> {
         let name: Arc<str> = cfg.name.get_ref().as_str().into();
         let fail = |reason: String| TransformError::Load {
@@ -56,9 +61,10 @@ impl Module {
             path: cfg.path.clone(),
             reason,
         };
+        let policy = Policy::of(cfg).map_err(fail)?;
         let bytes = std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e}")))?;
         check_is_component(&bytes).map_err(fail)?;
-        let (component, source) = compile_cached(runtime, &bytes, cache_dir).map_err(fail)?;
+        let (component, source) = compile_cached(runtime, &bytes, cache).map_err(fail)?;
         check_exports(runtime, &component).map_err(fail)?;
         let instance_pre = runtime
             .linker
@@ -67,7 +73,9 @@ impl Module {
         let pre = TransformPre::new(instance_pre).map_err(|e| fail(format!("{e:#}")))?;
         tracing::info!(module = %name, path = %cfg.path.display(), cache = match source { CodeSource::Cache => "hit", CodeSource::Compiled => "miss" }, "transform module ready");
         Ok(Module {
+            log: Arc::new(LogLimiter::new(Arc::clone(&name))),
             name,
+            policy,
             pre,
             runtime: Arc::clone(runtime),
             timeout: Duration::from_millis(*cfg.timeout_ms.get_ref()),
@@ -80,13 +88,13 @@ impl Module {
 
     /// A fresh instance, `init` called with the module's config.
     pub fn instantiate(self: &Arc<Self>) -> Result<Instance, TransformError> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
         let mut store = Store::new(
             &self.runtime.engine,
-            HostState::new(Arc::clone(&self.name), limits),
+            HostState::new(
+                Arc::clone(&self.name),
+                MemoryCap::new(self.memory_bytes),
+                Arc::clone(&self.log),
+            ),
         );
         store.limiter(|s| &mut s.limits);
         let mut instance = Instance {
@@ -140,6 +148,7 @@ impl Instance {
         // +1: the tick in progress may be almost over.
         self.store.set_epoch_deadline(ticks + 1);
         self.store.epoch_deadline_trap();
+        self.store.data_mut().limits.reset();
         if self.module.runtime.fuel_enabled() {
             let fuel = self.module.fuel.unwrap_or(u64::MAX);
             self.store
@@ -165,6 +174,7 @@ impl Instance {
         let out = bindings
             .cdc_pipeline_transformer()
             .call_transform(&mut self.store, changes);
+        self.module.log.flush();
         tracing::trace!(module = %self.module.name, changes = changes.len(), micros = started.elapsed().as_micros() as u64, "transform call");
         match out {
             Ok(Ok(changes)) => Ok(changes),
@@ -176,7 +186,8 @@ impl Instance {
         }
     }
 
-    /// Names a failed call: deadline, memory cap, fuel, or another trap.
+    /// Names a failed call: deadline, fuel, memory cap (the store's limiter refused a
+    /// growth during this call), or another trap.
     fn call_error(&self, what: &str, e: wasmtime::Error) -> TransformError {
         let module = self.module.name.to_string();
         match e.downcast_ref::<Trap>() {
@@ -188,22 +199,14 @@ impl Instance {
                 module,
                 reason: format!("{what}: out of fuel"),
             },
-            _ => {
-                let text = format!("{e:#}");
-                if text.contains("forcing trap when growing memory")
-                    || text.contains("forcing a memory growth failure")
-                {
-                    TransformError::MemoryCap {
-                        module,
-                        limit_mb: self.module.memory_bytes >> 20,
-                    }
-                } else {
-                    TransformError::Trap {
-                        module,
-                        reason: format!("{what}: {text}"),
-                    }
-                }
-            }
+            _ if self.store.data().limits.refused() => TransformError::MemoryCap {
+                module,
+                limit_mb: self.module.memory_bytes >> 20,
+            },
+            _ => TransformError::Trap {
+                module,
+                reason: format!("{what}: {e:#}"),
+            },
         }
     }
 }
@@ -219,78 +222,6 @@ fn check_is_component(bytes: &[u8]) -> Result<(), String> {
         ),
         _ => Err("is not a Wasm component (no \\0asm header)".into()),
     }
-}
-
-/// Compiles `bytes`, or loads the compiled code from the cache. The cache key is the
-/// module's SHA-256 plus everything that makes compiled code incompatible (wasmtime's
-/// version and the engine's settings), so an upgraded binary never loads stale code.
-fn compile_cached(
-    runtime: &Runtime,
-    bytes: &[u8],
-    cache_dir: Option<&Path>,
-) -> Result<(Component, CodeSource), String> {
-    let compile =
-        || Component::new(&runtime.engine, bytes).map_err(|e| format!("does not compile: {e:#}"));
-    let Some(dir) = cache_dir else {
-        return Ok((compile()?, CodeSource::Compiled));
-    };
-    let path = cache_path(runtime, bytes, dir);
-    if path.is_file() {
-        // SAFETY: the file was written by `precompile_component` of an engine with the
-        // same compatibility hash (it is in the name), and the cache directory belongs
-        // to cdc-host (documented: keep it writable by cdc-host's user only). wasmtime
-        // also checks the embedded version/settings header and refuses a mismatch.
-        #[allow(unsafe_code)]
-        let loaded = unsafe { Component::deserialize_file(&runtime.engine, &path) };
-        match loaded {
-            Ok(c) => return Ok((c, CodeSource::Cache)),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached module; recompiling")
-            }
-        }
-    }
-    let code = runtime
-        .engine
-        .precompile_component(bytes)
-        .map_err(|e| format!("does not compile: {e:#}"))?;
-    if let Err(e) = write_atomically(dir, &path, &code) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the module cache; compiling at every start");
-        return Ok((compile()?, CodeSource::Compiled));
-    }
-    // SAFETY: as above; we just wrote this file from `precompile_component`.
-    #[allow(unsafe_code)]
-    let c = unsafe { Component::deserialize_file(&runtime.engine, &path) }
-        .map_err(|e| format!("cannot load compiled code: {e:#}"))?;
-    Ok((c, CodeSource::Compiled))
-}
-
-fn cache_path(runtime: &Runtime, bytes: &[u8], dir: &Path) -> PathBuf {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    runtime.engine.precompile_compatibility_hash().hash(&mut h);
-    dir.join(format!(
-        "{hex}-wasmtime-{}-{:016x}.cwasm",
-        WASMTIME_VERSION,
-        h.finish()
-    ))
-}
-
-/// The wasmtime version this binary links (pinned in the workspace).
-const WASMTIME_VERSION: &str = "48.0.8";
-
-fn write_atomically(dir: &Path, path: &Path, code: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::write(&tmp, code)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// The module must export the transformer interface of our WIT version.

@@ -14,8 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, StoreLimits};
+use wasmtime::{Config, Engine};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::limits::{LogLimiter, MemoryCap};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -94,26 +96,36 @@ impl Drop for Runtime {
 }
 
 /// Per-instance state: WASI (empty), the resource table, limits, and the module's name
-/// for its log lines.
+/// and log budget for its log lines.
 #[allow(missing_debug_implementations)] // WasiCtx has no Debug
 pub struct HostState {
     pub(crate) module: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: MemoryCap,
+    log: Arc<LogLimiter>,
 }
 
 impl HostState {
-    pub fn new(module: Arc<str>, limits: StoreLimits) -> Self {
+    pub(crate) fn new(module: Arc<str>, limits: MemoryCap, log: Arc<LogLimiter>) -> Self {
         let wasi = WasiCtx::builder()
-            .stdout(LogPipe::new(Arc::clone(&module), "stdout"))
-            .stderr(LogPipe::new(Arc::clone(&module), "stderr"))
+            .stdout(LogPipe::new(
+                Arc::clone(&module),
+                "stdout",
+                Arc::clone(&log),
+            ))
+            .stderr(LogPipe::new(
+                Arc::clone(&module),
+                "stderr",
+                Arc::clone(&log),
+            ))
             .build();
         HostState {
             module,
             wasi,
             table: ResourceTable::new(),
             limits,
+            log,
         }
     }
 }
@@ -128,7 +140,18 @@ impl WasiView for HostState {
 }
 
 impl cdc::pipeline::host::Host for HostState {
+    /// Lines the subscriber would not print do not count against the module's budget.
     fn log(&mut self, level: Level, message: String) {
+        let enabled = match level {
+            Level::Trace => tracing::enabled!(tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(tracing::Level::WARN),
+            Level::Error => tracing::enabled!(tracing::Level::ERROR),
+        };
+        if !enabled || !self.log.admit() {
+            return;
+        }
         let module = &*self.module;
         match level {
             Level::Trace => tracing::trace!(module = %module, "{message}"),
@@ -143,23 +166,25 @@ impl cdc::pipeline::host::Host for HostState {
 impl cdc::pipeline::types::Host for HostState {}
 
 /// A guest's stdout or stderr: complete lines become log events (`info` for stdout,
-/// `warn` for stderr), tagged with the module. Lines are capped so a guest printing
-/// without newlines cannot grow host memory.
+/// `warn` for stderr), tagged with the module, within the module's log budget. Lines are
+/// capped so a guest printing without newlines cannot grow host memory.
 #[derive(Clone)]
 struct LogPipe {
     module: Arc<str>,
     stream: &'static str,
     buf: Arc<Mutex<Vec<u8>>>,
+    limiter: Arc<LogLimiter>,
 }
 
 const MAX_LINE: usize = 8 << 10;
 
 impl LogPipe {
-    fn new(module: Arc<str>, stream: &'static str) -> Self {
+    fn new(module: Arc<str>, stream: &'static str, limiter: Arc<LogLimiter>) -> Self {
         LogPipe {
             module,
             stream,
             buf: Arc::default(),
+            limiter,
         }
     }
 
@@ -176,6 +201,9 @@ impl LogPipe {
     }
 
     fn emit(&self, line: &[u8]) {
+        if !self.limiter.admit() {
+            return;
+        }
         let text = String::from_utf8_lossy(line);
         let line = text.trim_end_matches('\r');
         let module = &*self.module;

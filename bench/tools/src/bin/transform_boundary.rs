@@ -102,9 +102,9 @@ fn main() -> anyhow::Result<()> {
         let mut cfg = TransformConfig::ad_hoc(&name, path, 60_000, 512, Vec::new());
         cfg.validate(std::path::Path::new("."), &[])
             .map_err(|(_, k, m)| anyhow::anyhow!("{}: {k}: {m}", path.display()))?;
-        let modules = transform::load_all(&[&cfg], transform::cache_dir(None).as_deref())
+        let modules = transform::load_all(&[&cfg], transform::cache_dir(None).as_ref())
             .with_context(|| path.display().to_string())?;
-        let mut chain = transform::Chain::start(&modules, &[&cfg])?;
+        let mut chain = transform::Chain::start(&modules)?;
         for &batch in &args.batches {
             // Batch size 1 pays per-call costs per change: fewer changes keep it short.
             let n = if batch == 1 {

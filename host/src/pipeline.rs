@@ -11,15 +11,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cdc_sinks::http::HttpSink;
-use cdc_sinks::nats::NatsSink;
-use cdc_sinks::{EncodedBatch, Sink, SinkError, StdoutSink};
+use cdc_sinks::{EncodedBatch, Policy, RouteFilter, Sink, SinkConfig, SinkError};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Format, Loaded};
 use crate::encode::{encode_batch, EncodeContext};
 use crate::lsn::Lsn;
-use crate::sink_config::{RejectPolicy, RouteFilter, SinkConfig, SinkSpec};
 use crate::source::{self, Batch, Progress, SourceError};
 use crate::transform::{self, Chain, Module, Outcome, TransformError};
 
@@ -27,8 +24,8 @@ use crate::transform::{self, Chain, Module, Outcome, TransformError};
 pub struct SinkSlot {
     pub sink: Box<dyn Sink>,
     pub format: Format,
-    pub on_reject: RejectPolicy,
-    /// Where rejected batches go with `RejectPolicy::DeadLetter`.
+    pub on_reject: Policy,
+    /// Where rejected batches go with `Policy::DeadLetter`.
     pub dead_letter: Option<SharedSink>,
     /// `routes`: only changes whose transform-set route matches go to this sink.
     pub routes: Option<RouteFilter>,
@@ -136,15 +133,7 @@ pub async fn build_sinks(loaded: &Loaded) -> Result<Sinks, SinkError> {
 }
 
 async fn build_sink(c: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
-    let spec = c.spec().map_err(|(_, key, message)| SinkError::Other {
-        sink: c.display_name(),
-        message: format!("{key}: {message}"),
-    })?;
-    Ok(crate::admin::observed(match spec {
-        SinkSpec::Stdout { name } => Box::new(StdoutSink::new(name)),
-        SinkSpec::Nats(opts) => Box::new(NatsSink::connect(opts).await?),
-        SinkSpec::Http(opts) => Box::new(HttpSink::new(opts)?),
-    }))
+    Ok(crate::admin::observed(c.build().await?))
 }
 
 /// Runs source and sinks until `shutdown` (then drains) or an error. Returns the last
@@ -180,14 +169,16 @@ pub async fn run(loaded: &Loaded, mut shutdown: watch::Receiver<bool>) -> Result
 
 const RESET_BACKOFF_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Exponential backoff from 500 ms, capped at 30 s, with full jitter (so a fleet of
-/// sidecars does not reconnect in lockstep).
+/// Exponential backoff from 500 ms, capped at 30 s, with jitter in the upper half of each
+/// bound (so a fleet of sidecars does not reconnect in lockstep): attempt 1 waits 0.5–1 s.
 fn backoff(attempt: u32) -> std::time::Duration {
-    let cap_ms = 500u64.saturating_mul(1 << attempt.min(6)).min(30_000);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()));
-    std::time::Duration::from_millis(cap_ms / 2 + nanos % (cap_ms / 2 + 1))
+    const RECONNECT: cdc_sinks::retry::Backoff = cdc_sinks::retry::Backoff::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(30),
+    )
+    .half_jitter();
+    // The reconnect loop counts its first retry as 1, with the bound 500 ms · 2.
+    RECONNECT.delay(attempt.saturating_add(1))
 }
 
 /// Compiles (or loads from the cache) and links every configured transform module.
@@ -545,11 +536,11 @@ async fn deliver_one(slot: &mut SinkSlot, batch: &Arc<EncodedBatch>) -> Result<(
         Err(e) => return Err(e),
     };
     match (slot.on_reject, &slot.dead_letter) {
-        (RejectPolicy::Skip, _) => {
+        (Policy::Skip, _) => {
             tracing::error!(sink = slot.sink.name(), seq = batch.seq, changes = batch.messages.len(), error = %err, "batch rejected; skipped (on_reject = \"skip\")");
             Ok(())
         }
-        (RejectPolicy::DeadLetter, Some(dlq)) => {
+        (Policy::DeadLetter, Some(dlq)) => {
             let mut dlq = dlq.lock().await;
             tracing::error!(sink = slot.sink.name(), dead_letter_sink = dlq.name(), seq = batch.seq, changes = batch.messages.len(), error = %err, "batch rejected; sent to the dead-letter sink");
             dlq.deliver(Arc::clone(batch)).await

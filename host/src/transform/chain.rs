@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::config::{OnError, TransformConfig};
+use cdc_sinks::Policy;
+
+use super::config::TransformConfig;
 use super::convert::{to_wit, FromGuest};
 use super::module::{Instance, Module};
 use super::TransformError;
@@ -37,7 +39,7 @@ pub enum Outcome {
 struct Stage {
     module: Arc<Module>,
     instance: Option<Instance>,
-    on_error: OnError,
+    on_error: Policy,
     dead_letter: Option<Arc<str>>,
     from_guest: FromGuest,
 }
@@ -77,7 +79,7 @@ impl Chain {
                 from_guest: FromGuest::default(),
             });
         }
-        let keep_original = stages.iter().any(|s| s.on_error == OnError::DeadLetter);
+        let keep_original = stages.iter().any(|s| s.on_error == Policy::DeadLetter);
         Ok(Chain {
             stages,
             keep_original,
@@ -112,8 +114,8 @@ impl Chain {
                         stage.instance = None;
                     }
                     match stage.on_error {
-                        OnError::Fail => return Err(error),
-                        OnError::Skip => {
+                        Policy::Fail => return Err(error),
+                        Policy::Skip => {
                             for (t, op, n) in counts_in.unwrap_or_default() {
                                 crate::metrics::changes_dropped(&t, op, n);
                             }
@@ -123,7 +125,7 @@ impl Chain {
                                 dropped: total,
                             });
                         }
-                        OnError::DeadLetter => {
+                        Policy::DeadLetter => {
                             let sink = stage
                                 .dead_letter
                                 .clone()

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use chain::{Chain, Outcome};
-pub use config::{OnError, TransformConfig};
+pub use config::TransformConfig;
 pub use module::{CodeSource, Module};
 pub use runtime::Runtime;
 

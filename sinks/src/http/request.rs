@@ -15,6 +15,7 @@ const NDJSON: &str = "application/x-ndjson";
 const JSON: &str = "application/json";
 
 impl HttpSink {
+    /// The requests for `batch`, in order. Deterministic: the same batch and options give
     /// the same requests (bodies, URLs, keys).
     pub(super) fn plan(&self, batch: &EncodedBatch) -> Result<Vec<Request>, SinkError> {
         let msgs = &batch.messages;

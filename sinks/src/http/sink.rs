@@ -131,8 +131,6 @@ impl HttpSink {
         })
     }
 
-    /// The requests for `batch`, in order. Deterministic: the same batch and options give
-
     /// Sends one request until it is answered with a 2xx, retrying transient failures.
     async fn send(&mut self, req: &Request, index: usize, total: usize) -> Result<(), SinkError> {
         let mut attempt: u32 = 0;

@@ -19,6 +19,9 @@
 //! crash and replay: the change id for a request holding one change, `<first id>..<last id>`
 //! for a request holding several (ids are fixed-width and derived from WAL positions, and the
 //! split of a batch depends only on its payloads and the options).
+//!
+//! [`Sink::deliver`]: crate::Sink::deliver
+//! [`SinkError::Rejected`]: crate::SinkError::Rejected
 
 pub mod config;
 mod options;

@@ -37,6 +37,8 @@ pub struct HttpOptions {
     /// The target URL. With `batching = None` it may hold `{schema}`, `{table}` and `{op}`,
     /// and a route set by a transform replaces it entirely ([`Message::route_or`]); in the
     /// batch modes it is used as is.
+    ///
+    /// [`Message::route_or`]: crate::Message::route_or
     pub url: String,
     pub batching: HttpBatching,
     /// Extra headers sent on every request (already `${ENV}`-interpolated). Their values are

@@ -26,6 +26,8 @@
 //! refusals name ids not ours), the check is dropped for the sink with a warning, and order
 //! across reconnects is no longer enforced. Messages whose transform set its own
 //! `Nats-Expected-*` header are left alone.
+//!
+//! [`Sink::deliver`]: crate::Sink::deliver
 
 mod acks;
 pub mod config;

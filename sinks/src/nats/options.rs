@@ -7,6 +7,8 @@ use std::time::Duration;
 /// The subject template used when none is configured.
 pub const DEFAULT_SUBJECT: &str = "cdc.{schema}.{table}";
 /// How long [`NatsSink::connect`] keeps trying before reporting the server unreachable.
+///
+/// [`NatsSink::connect`]: super::NatsSink::connect
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// Default per-publish ack wait.
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);

@@ -2,24 +2,27 @@
 //! sink types' own `config` modules ([`crate::stdout::config`], [`crate::nats::config`],
 //! [`crate::http::config`]), which hold their keys, checks, defaults and construction.
 //!
-//! The wire format is ONE flat struct with `deny_unknown_fields` rather than an enum
-//! tagged by `type` (serde's tagged and flattened enums buffer the table and lose every
-//! position): the flat struct keeps exact line/column spans for every key and for every
-//! error inside a value. Keys that do not apply to the entry's type are then rejected by
-//! [`SinkConfig::check`] with their own position, using each type's `KEYS`.
+//! An entry is one flat table (`[[sinks]]` with `type = "…"` and the type's keys beside
+//! the shared ones), read by a hand-written [`Deserialize`] rather than serde's tagged
+//! enums, which buffer the table and lose every position: each key is read where it
+//! stands, so every error keeps its exact line and column, and unknown keys are refused
+//! with the full list of keys (`deny_unknown_fields`). Each sink type declares its own
+//! keys ([`sink_keys!`]: `NatsKeys`, `HttpKeys`) in its `config.rs`; a key of another type
+//! is then rejected by [`SinkConfig::check`] at its own position.
 //!
-//! Adding a sink type: a folder with its `config.rs` (`KEYS`, `check`, `build`), its keys
-//! as fields here, and one arm in each `match self.kind`.
+//! Adding a sink type: a folder with its `config.rs` (its keys, `SHARED_KEYS`, `check`,
+//! `build`), a field for its keys in [`SinkConfig`], and its arm in each `match self.kind`.
 
-use std::collections::BTreeMap;
+use std::fmt;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::sync::LazyLock;
 
-use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_spanned::Spanned;
 
-use crate::http::config::HttpBatch;
-use crate::nats::config::{JetStreamConfig, NatsTlsConfig};
+use crate::http::config::HttpKeys;
+use crate::nats::config::NatsKeys;
 use crate::{http, nats, stdout, Policy, RouteFilter, Sink, SinkError};
 
 /// Output encodings.
@@ -51,52 +54,28 @@ impl SinkType {
         }
     }
 
-    /// The optional keys (beyond name, type, format and routes) this type accepts.
-    fn keys(self) -> &'static [&'static str] {
+    /// The optional keys every sink may have (url, on_reject, dead_letter_sink) that this
+    /// type accepts.
+    fn shared_keys(self) -> &'static [&'static str] {
         match self {
-            SinkType::Stdout => stdout::config::KEYS,
-            SinkType::Nats => nats::config::KEYS,
-            SinkType::Http => http::config::KEYS,
+            SinkType::Stdout => stdout::config::SHARED_KEYS,
+            SinkType::Nats => nats::config::SHARED_KEYS,
+            SinkType::Http => http::config::SHARED_KEYS,
         }
     }
 }
 
-/// One `[[sinks]]` entry, as written. See the module docs for why it is flat.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [[sinks]] table")]
+/// One `[[sinks]]` entry, as written. See the module docs for how it is read.
+#[derive(Debug)]
 pub struct SinkConfig {
     /// Unique name (default: the type, e.g. `stdout`).
     pub name: Option<String>,
-    #[serde(rename = "type")]
+    /// `type`.
     pub kind: SinkType,
-    #[serde(default)]
     pub format: Format,
-    // Fields in the order serde lists them in "expected one of" messages: keep it.
     /// nats, http: where to send (`${ENV}` allowed).
     pub url: Option<Spanned<String>>,
-    // nats (see `nats::config`).
-    /// Subject template (`{schema}`, `{table}`, `{op}`), default `cdc.{schema}.{table}`.
-    pub subject: Option<Spanned<String>>,
-    /// Publish to JetStream and wait for each PubAck (absent = core NATS, acks on flush).
-    pub jetstream: Option<Spanned<JetStreamConfig>>,
-    pub user: Option<Spanned<String>>,
-    pub password: Option<Spanned<String>>,
-    pub token: Option<Spanned<String>>,
-    pub nkey_seed: Option<Spanned<String>>,
-    pub creds_file: Option<Spanned<PathBuf>>,
-    pub tls: Option<Spanned<NatsTlsConfig>>,
-    pub ack_timeout_ms: Option<Spanned<u64>>,
-    // http (see `http::config`).
-    /// `ndjson` (default), `array`, or `none` (one request per change).
-    pub batch: Option<Spanned<HttpBatch>>,
-    /// Extra request headers (`${ENV}` allowed in values; never logged).
-    pub headers: Option<Spanned<BTreeMap<String, String>>>,
-    pub timeout_ms: Option<Spanned<u64>>,
-    pub max_batch_bytes: Option<Spanned<usize>>,
-    pub ca_file: Option<Spanned<PathBuf>>,
-    pub max_retries: Option<Spanned<u32>>,
-    // Every sink but stdout.
-    /// `fail` (default), `skip` or `dead-letter`.
+    /// nats, http: `fail` (default), `skip` or `dead-letter`.
     pub on_reject: Option<Spanned<Policy>>,
     /// With `on_reject = "dead-letter"`: the name of the sink that receives rejected batches.
     /// That sink then receives nothing else.
@@ -105,6 +84,193 @@ pub struct SinkConfig {
     /// this sink: `.`-separated tokens, `*` matches one token, `>` (last) the rest. Absent:
     /// every change.
     pub routes: Option<Spanned<Vec<String>>>,
+    /// The keys of a NATS sink (any that are present when the type is another are
+    /// rejected by [`SinkConfig::check`]).
+    pub nats: NatsKeys,
+    /// The keys of an HTTP sink (likewise).
+    pub http: HttpKeys,
+}
+
+/// Every key of an entry, in the order serde's "unknown field …, expected one of …" names
+/// them.
+static FIELDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    [
+        &["name", "type", "format", "url"][..],
+        NatsKeys::KEYS,
+        HttpKeys::KEYS,
+        &["on_reject", "dead_letter_sink", "routes"],
+    ]
+    .concat()
+});
+
+impl<'de> Deserialize<'de> for SinkConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_struct("SinkConfig", &FIELDS, EntryVisitor)
+    }
+}
+
+struct EntryVisitor;
+
+impl<'de> Visitor<'de> for EntryVisitor {
+    type Value = SinkConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a [[sinks]] table")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SinkConfig, A::Error> {
+        let mut name = None;
+        let mut kind = None;
+        let mut format = None;
+        let mut url = None;
+        let mut on_reject = None;
+        let mut dead_letter_sink = None;
+        let mut routes = None;
+        let mut nats = NatsKeys::default();
+        let mut http = HttpKeys::default();
+        while let Some(key) = map.next_key_seed(Key)? {
+            match key {
+                "name" => name = Some(map.next_value()?),
+                "type" => kind = Some(map.next_value()?),
+                "format" => format = Some(map.next_value()?),
+                "url" => url = Some(map.next_value()?),
+                "on_reject" => on_reject = Some(map.next_value()?),
+                "dead_letter_sink" => dead_letter_sink = Some(map.next_value()?),
+                "routes" => routes = Some(map.next_value()?),
+                key => {
+                    let taken = nats.take(key, &mut map)? || http.take(key, &mut map)?;
+                    debug_assert!(taken, "{key} is in FIELDS but read by nobody");
+                }
+            }
+        }
+        Ok(SinkConfig {
+            name,
+            kind: kind.ok_or_else(|| de::Error::missing_field("type"))?,
+            format: format.unwrap_or_default(),
+            url,
+            on_reject,
+            dead_letter_sink,
+            routes,
+            nats,
+            http,
+        })
+    }
+
+    /// Serde's derive also reads a struct from an array, field by field, in declaration
+    /// order: kept, so that an array where an entry should be fails with the same message.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SinkConfig, A::Error> {
+        let i = &mut 0;
+        let name = element(&mut seq, i, &self)?;
+        let kind = element(&mut seq, i, &self)?;
+        *i += 1;
+        let format = seq.next_element()?.unwrap_or_default();
+        let url = element(&mut seq, i, &self)?;
+        let nats = NatsKeys::from_seq(&mut seq, i, &self)?;
+        let http = HttpKeys::from_seq(&mut seq, i, &self)?;
+        Ok(SinkConfig {
+            name,
+            kind,
+            format,
+            url,
+            on_reject: element(&mut seq, i, &self)?,
+            dead_letter_sink: element(&mut seq, i, &self)?,
+            routes: element(&mut seq, i, &self)?,
+            nats,
+            http,
+        })
+    }
+}
+
+/// Element `index` of an array read as a struct (then the next index), or serde's
+/// "invalid length" when the array ends.
+pub(crate) fn element<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(
+    seq: &mut A,
+    index: &mut usize,
+    expected: &dyn de::Expected,
+) -> Result<T, A::Error> {
+    *index += 1;
+    seq.next_element()?
+        .ok_or_else(|| de::Error::invalid_length(*index - 1, expected))
+}
+
+/// A key of an entry: one of [`FIELDS`], else "unknown field" at the key's position.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = &'static str;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'static str, D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for Key {
+    type Value = &'static str;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("field identifier")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<&'static str, E> {
+        FIELDS
+            .iter()
+            .find(|f| **f == v)
+            .copied()
+            .ok_or_else(|| E::unknown_field(v, &FIELDS))
+    }
+}
+
+/// Declares a sink type's own keys: a struct of optional spanned values, `KEYS` in
+/// declaration order (the order serde lists them in), and `take`, which reads one of them
+/// from the entry's table.
+macro_rules! sink_keys {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: Option<serde_spanned::Spanned<$ty>>,)*
+        }
+
+        impl $name {
+            pub(crate) const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// Reads the value of `key` if it is one of these keys.
+            pub(crate) fn take<'de, A: serde::de::MapAccess<'de>>(
+                &mut self,
+                key: &str,
+                map: &mut A,
+            ) -> Result<bool, A::Error> {
+                match key {
+                    $(stringify!($field) => self.$field = Some(map.next_value()?),)*
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
+
+            /// The keys read from an array, in declaration order, as serde's derive does;
+            /// `index` is the index of the first, then past the last.
+            pub(crate) fn from_seq<'de, A: serde::de::SeqAccess<'de>>(
+                seq: &mut A,
+                index: &mut usize,
+                expected: &dyn serde::de::Expected,
+            ) -> Result<Self, A::Error> {
+                Ok($name {
+                    $($field: $crate::config::element(seq, index, expected)?,)*
+                })
+            }
+        }
+    };
+}
+pub(crate) use sink_keys;
+
+/// The span of an optional spanned value.
+pub(crate) fn at<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
+    v.as_ref().map(Spanned::span)
 }
 
 /// A problem with one key of a sink entry: its span (`None`: the whole entry), dotted key
@@ -141,12 +307,26 @@ impl SinkConfig {
         if let Some(r) = &self.routes {
             RouteFilter::new(r.get_ref()).map_err(|m| (Some(r.span()), "routes", m))?;
         }
-        let allowed = self.kind.keys();
-        if let Some((key, span)) = self
-            .optional_keys()
+        let shared = [
+            ("url", at(&self.url)),
+            ("on_reject", at(&self.on_reject)),
+            ("dead_letter_sink", at(&self.dead_letter_sink)),
+        ];
+        let nats = self
+            .nats
+            .present()
+            .map(|(k, s)| (k, s, self.kind == SinkType::Nats));
+        let http = self
+            .http
+            .present()
+            .map(|(k, s)| (k, s, self.kind == SinkType::Http));
+        let shared = shared.map(|(k, s)| (k, s, self.kind.shared_keys().contains(&k)));
+        let foreign = nats
             .into_iter()
-            .find(|(key, span)| span.is_some() && !allowed.contains(key))
-        {
+            .chain(http)
+            .chain(shared)
+            .find(|(_, span, allowed)| span.is_some() && !allowed);
+        if let Some((key, span, _)) = foreign {
             return Err((
                 span,
                 key,
@@ -214,34 +394,6 @@ impl SinkConfig {
         let url = env(u, "url")?;
         check(&url).map_err(|m| (Some(u.span()), "url", m))?;
         Ok(url)
-    }
-
-    /// The optional keys that are present, with their spans, in the order a key that does
-    /// not apply is reported.
-    fn optional_keys(&self) -> [(&'static str, Option<Range<usize>>); 18] {
-        fn at<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
-            v.as_ref().map(Spanned::span)
-        }
-        [
-            ("subject", at(&self.subject)),
-            ("jetstream", at(&self.jetstream)),
-            ("user", at(&self.user)),
-            ("password", at(&self.password)),
-            ("token", at(&self.token)),
-            ("nkey_seed", at(&self.nkey_seed)),
-            ("creds_file", at(&self.creds_file)),
-            ("ack_timeout_ms", at(&self.ack_timeout_ms)),
-            ("tls", at(&self.tls)),
-            ("batch", at(&self.batch)),
-            ("headers", at(&self.headers)),
-            ("timeout_ms", at(&self.timeout_ms)),
-            ("max_batch_bytes", at(&self.max_batch_bytes)),
-            ("ca_file", at(&self.ca_file)),
-            ("max_retries", at(&self.max_retries)),
-            ("url", at(&self.url)),
-            ("on_reject", at(&self.on_reject)),
-            ("dead_letter_sink", at(&self.dead_letter_sink)),
-        ]
     }
 
     /// "a {type} sink needs a url" when `url` is missing.
@@ -338,4 +490,108 @@ pub(crate) fn check_authority(rest: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct File {
+        #[allow(dead_code)]
+        sinks: Vec<Spanned<SinkConfig>>,
+    }
+
+    /// Where toml's error for `src` points (the rest of that line) and its message, as
+    /// serde's derive (with `deny_unknown_fields`) gave them for the flat struct this reader
+    /// replaced.
+    fn error(src: &str) -> (&str, String) {
+        let e = toml::from_str::<File>(src).unwrap_err();
+        let at = &src[e.span().unwrap().start..];
+        (at.lines().next().unwrap(), e.message().to_owned())
+    }
+
+    #[test]
+    fn errors_read_like_the_derived_struct() {
+        let all = "`name`, `type`, `format`, `url`, `subject`, `jetstream`, `user`, `password`, \
+                   `token`, `nkey_seed`, `creds_file`, `tls`, `ack_timeout_ms`, `batch`, \
+                   `headers`, `timeout_ms`, `max_batch_bytes`, `ca_file`, `max_retries`, \
+                   `on_reject`, `dead_letter_sink`, `routes`";
+        assert_eq!(
+            error("[[sinks]]\ntype = \"stdout\"\nformats = \"json\"\n"),
+            (
+                "formats = \"json\"",
+                format!("unknown field `formats`, expected one of {all}")
+            )
+        );
+        assert_eq!(
+            error("[[sinks]]\nname = \"x\"\n"),
+            ("[[sinks]]", "missing field `type`".into())
+        );
+        assert_eq!(
+            error("[[sinks]]\ntype = \"nats\"\njetstream = \"CDC\"\n"),
+            (
+                "\"CDC\"",
+                "invalid type: string \"CDC\", expected a [sinks.jetstream] table with stream, \
+                 create_stream, subjects, duplicate_window_secs"
+                    .into()
+            )
+        );
+        assert_eq!(
+            error("[[sinks]]\ntype = \"http\"\nbatch = 1\n"),
+            ("1", "wanted string or table".into())
+        );
+        assert_eq!(
+            error("sinks = [[\"a\", \"stdout\", \"json\"]]\n"),
+            (
+                "[\"a\", \"stdout\", \"json\"]]",
+                "invalid length 3, expected a [[sinks]] table".into()
+            )
+        );
+        assert_eq!(
+            error("sinks = [\"stdout\"]\n"),
+            (
+                "\"stdout\"]",
+                "invalid type: string \"stdout\", expected a [[sinks]] table".into()
+            )
+        );
+    }
+
+    #[test]
+    fn each_key_lands_in_its_type_and_foreign_keys_are_refused_where_they_stand() {
+        let src = "[[sinks]]\ntype = \"nats\"\nurl = \"nats://h:4222\"\nsubject = \"a.{table}\"\n\
+                   ack_timeout_ms = 7\n[sinks.jetstream]\nstream = \"S\"\n";
+        let f: File = toml::from_str(src).unwrap();
+        let c = f.sinks[0].get_ref();
+        assert_eq!(c.kind, SinkType::Nats);
+        assert_eq!(c.nats.subject.as_ref().unwrap().get_ref(), "a.{table}");
+        assert_eq!(c.nats.jetstream.as_ref().unwrap().get_ref().stream, "S");
+        assert_eq!(
+            c.nats
+                .jetstream
+                .as_ref()
+                .unwrap()
+                .get_ref()
+                .duplicate_window_secs,
+            120
+        );
+        assert!(c.check().is_ok());
+        let o = crate::nats::config::options(c).unwrap();
+        assert_eq!(o.ack_timeout, std::time::Duration::from_millis(7));
+        assert_eq!(o.max_in_flight, crate::nats::DEFAULT_MAX_IN_FLIGHT);
+
+        let src = "[[sinks]]\ntype = \"http\"\nurl = \"http://h/\"\ntls = {}\nack_timeout_ms = 1\n";
+        let f: File = toml::from_str(src).unwrap();
+        let (span, key, message) = f.sinks[0].get_ref().check().unwrap_err();
+        // Reported in the order of the checks, not of the file: ack_timeout_ms first.
+        let span = span.unwrap();
+        assert!(
+            src[..span.start].ends_with("\nack_timeout_ms = "),
+            "{span:?}"
+        );
+        assert_eq!(key, "ack_timeout_ms");
+        assert_eq!(message, "does not apply to a http sink");
+        let o = crate::http::config::options(f.sinks[0].get_ref());
+        assert_eq!(o.unwrap().timeout, crate::http::DEFAULT_TIMEOUT);
+    }
 }

@@ -1,25 +1,49 @@
 //! `type = "http"`: its keys, checks and defaults, and building the sink from them.
 
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{HttpBatching, HttpOptions, HttpSink};
-use crate::config::{check_authority, interpolate, safe_scheme, KeyError, SinkConfig};
+use crate::config::{
+    at, check_authority, interpolate, safe_scheme, sink_keys, KeyError, SinkConfig,
+};
 use crate::{Sink, SinkError};
 
-/// Optional keys an HTTP sink accepts (besides name, type, format and routes).
-pub(crate) const KEYS: &[&str] = &[
-    "url",
-    "on_reject",
-    "dead_letter_sink",
-    "batch",
-    "headers",
-    "timeout_ms",
-    "max_batch_bytes",
-    "ca_file",
-    "max_retries",
-];
+/// The keys every sink may have that an HTTP sink accepts.
+pub(crate) const SHARED_KEYS: &[&str] = &["url", "on_reject", "dead_letter_sink"];
+
+sink_keys! {
+    /// The keys of a `[[sinks]]` entry that only an HTTP sink has.
+    pub struct HttpKeys {
+        /// `ndjson` (default), `array`, or `none` (one request per change).
+        pub batch: HttpBatch,
+        /// Extra request headers (`${ENV}` allowed in values; never logged).
+        pub headers: BTreeMap<String, String>,
+        pub timeout_ms: u64,
+        pub max_batch_bytes: usize,
+        pub ca_file: PathBuf,
+        pub max_retries: u32,
+    }
+}
+
+impl HttpKeys {
+    /// The keys present, with their spans, in the order a key that does not apply to the
+    /// entry's type is reported.
+    pub(crate) fn present(&self) -> [(&'static str, Option<Range<usize>>); 6] {
+        [
+            ("batch", at(&self.batch)),
+            ("headers", at(&self.headers)),
+            ("timeout_ms", at(&self.timeout_ms)),
+            ("max_batch_bytes", at(&self.max_batch_bytes)),
+            ("ca_file", at(&self.ca_file)),
+            ("max_retries", at(&self.max_retries)),
+        ]
+    }
+}
 
 /// `batch` of an HTTP sink, as written.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +73,7 @@ pub(crate) fn check(c: &SinkConfig) -> Result<(), KeyError> {
             .iter()
             .any(|p| u.get_ref().contains(p));
         let one_per_change = matches!(
-            c.batch.as_ref().map(|b| *b.get_ref()),
+            c.http.batch.as_ref().map(|b| *b.get_ref()),
             Some(HttpBatch::None)
         );
         if templated && !one_per_change {
@@ -68,7 +92,7 @@ pub(crate) fn check(c: &SinkConfig) -> Result<(), KeyError> {
 pub fn options(c: &SinkConfig) -> Result<HttpOptions, KeyError> {
     let url = c.resolved_url(check_http_url)?;
     let mut headers = Vec::new();
-    if let Some(h) = &c.headers {
+    if let Some(h) = &c.http.headers {
         for (k, v) in h.get_ref() {
             let v = interpolate(v).map_err(|m| (Some(h.span()), "headers", format!("{k}: {m}")))?;
             headers.push((k.clone(), v));
@@ -76,17 +100,17 @@ pub fn options(c: &SinkConfig) -> Result<HttpOptions, KeyError> {
     }
     let mut o = HttpOptions::new(c.display_name(), url);
     o.headers = headers;
-    if let Some(b) = &c.batch {
+    if let Some(b) = &c.http.batch {
         o.batching = (*b.get_ref()).into();
     }
-    if let Some(t) = &c.timeout_ms {
+    if let Some(t) = &c.http.timeout_ms {
         o.timeout = Duration::from_millis(*t.get_ref());
     }
-    if let Some(m) = &c.max_batch_bytes {
+    if let Some(m) = &c.http.max_batch_bytes {
         o.max_batch_bytes = *m.get_ref();
     }
-    o.max_retries = c.max_retries.as_ref().map(|v| *v.get_ref());
-    o.ca_file = c.ca_file.as_ref().map(|f| f.get_ref().clone());
+    o.max_retries = c.http.max_retries.as_ref().map(|v| *v.get_ref());
+    o.ca_file = c.http.ca_file.as_ref().map(|f| f.get_ref().clone());
     Ok(o)
 }
 

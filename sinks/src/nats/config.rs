@@ -1,29 +1,52 @@
 //! `type = "nats"`: its keys, checks and defaults, and building the sink from them.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{JetStreamOptions, NatsAuth, NatsOptions, NatsSink, NatsTls, DEFAULT_DUPLICATE_WINDOW};
-use crate::config::{check_authority, env, safe_scheme, KeyError, SinkConfig};
+use crate::config::{at, check_authority, env, safe_scheme, sink_keys, KeyError, SinkConfig};
 use crate::{Sink, SinkError};
 
-/// Optional keys a NATS sink accepts (besides name, type, format and routes).
-pub(crate) const KEYS: &[&str] = &[
-    "url",
-    "on_reject",
-    "dead_letter_sink",
-    "subject",
-    "jetstream",
-    "user",
-    "password",
-    "token",
-    "nkey_seed",
-    "creds_file",
-    "ack_timeout_ms",
-    "tls",
-];
+/// The keys every sink may have that a NATS sink accepts.
+pub(crate) const SHARED_KEYS: &[&str] = &["url", "on_reject", "dead_letter_sink"];
+
+sink_keys! {
+    /// The keys of a `[[sinks]]` entry that only a NATS sink has.
+    pub struct NatsKeys {
+        /// Subject template (`{schema}`, `{table}`, `{op}`), default `cdc.{schema}.{table}`.
+        pub subject: String,
+        /// Publish to JetStream and wait for each PubAck (absent = core NATS, acks on flush).
+        pub jetstream: JetStreamConfig,
+        pub user: String,
+        pub password: String,
+        pub token: String,
+        pub nkey_seed: String,
+        pub creds_file: PathBuf,
+        pub tls: NatsTlsConfig,
+        pub ack_timeout_ms: u64,
+    }
+}
+
+impl NatsKeys {
+    /// The keys present, with their spans, in the order a key that does not apply to the
+    /// entry's type is reported.
+    pub(crate) fn present(&self) -> [(&'static str, Option<Range<usize>>); 9] {
+        [
+            ("subject", at(&self.subject)),
+            ("jetstream", at(&self.jetstream)),
+            ("user", at(&self.user)),
+            ("password", at(&self.password)),
+            ("token", at(&self.token)),
+            ("nkey_seed", at(&self.nkey_seed)),
+            ("creds_file", at(&self.creds_file)),
+            ("ack_timeout_ms", at(&self.ack_timeout_ms)),
+            ("tls", at(&self.tls)),
+        ]
+    }
+}
 
 /// `[sinks.jetstream]`.
 #[derive(Debug, Deserialize, Clone)]
@@ -62,7 +85,7 @@ pub struct NatsTlsConfig {
 /// What can be checked without the environment: a url, and the subject template.
 pub(crate) fn check(c: &SinkConfig) -> Result<(), KeyError> {
     c.require_url()?;
-    if let Some(s) = &c.subject {
+    if let Some(s) = &c.nats.subject {
         check_template(s.get_ref()).map_err(|m| (Some(s.span()), "subject", m))?;
     }
     Ok(())
@@ -72,11 +95,11 @@ pub(crate) fn check(c: &SinkConfig) -> Result<(), KeyError> {
 pub fn options(c: &SinkConfig) -> Result<NatsOptions, KeyError> {
     let url = c.resolved_url(check_nats_urls)?;
     let mut o = NatsOptions::new(c.display_name(), url);
-    if let Some(s) = &c.subject {
+    if let Some(s) = &c.nats.subject {
         o.subject = s.get_ref().clone();
     }
     o.auth = auth(c)?;
-    o.jetstream = c.jetstream.as_ref().map(|j| {
+    o.jetstream = c.nats.jetstream.as_ref().map(|j| {
         let j = j.get_ref();
         JetStreamOptions {
             stream: j.stream.clone(),
@@ -85,7 +108,7 @@ pub fn options(c: &SinkConfig) -> Result<NatsOptions, KeyError> {
             duplicate_window: Duration::from_secs(j.duplicate_window_secs),
         }
     });
-    o.tls = c.tls.as_ref().map(|t| {
+    o.tls = c.nats.tls.as_ref().map(|t| {
         let t = t.get_ref();
         NatsTls {
             ca_file: t.ca_file.clone(),
@@ -94,7 +117,7 @@ pub fn options(c: &SinkConfig) -> Result<NatsOptions, KeyError> {
             required: true,
         }
     });
-    if let Some(t) = &c.ack_timeout_ms {
+    if let Some(t) = &c.nats.ack_timeout_ms {
         o.ack_timeout = Duration::from_millis(*t.get_ref());
     }
     Ok(o)
@@ -103,7 +126,13 @@ pub fn options(c: &SinkConfig) -> Result<NatsOptions, KeyError> {
 /// At most one way to authenticate.
 fn auth(c: &SinkConfig) -> Result<NatsAuth, KeyError> {
     Ok(
-        match (&c.user, &c.password, &c.token, &c.nkey_seed, &c.creds_file) {
+        match (
+            &c.nats.user,
+            &c.nats.password,
+            &c.nats.token,
+            &c.nats.nkey_seed,
+            &c.nats.creds_file,
+        ) {
             (Some(u), Some(p), None, None, None) => NatsAuth::UserPassword {
                 user: env(u, "user")?,
                 password: env(p, "password")?,

@@ -3,9 +3,9 @@
 use crate::config::{KeyError, SinkConfig};
 use crate::{Sink, SinkError, StdoutSink};
 
-/// Optional keys a stdout sink accepts: none (not even `on_reject`: stdout rejects
-/// nothing).
-pub(crate) const KEYS: &[&str] = &[];
+/// The keys every sink may have that a stdout sink accepts: none of the optional ones
+/// (not even `on_reject`: stdout rejects nothing).
+pub(crate) const SHARED_KEYS: &[&str] = &[];
 
 pub(crate) fn check(_: &SinkConfig) -> Result<(), KeyError> {
     Ok(())

@@ -21,7 +21,6 @@ pub mod lsn;
 pub mod metrics;
 pub mod pgoutput;
 pub mod pipeline;
-pub mod sink_config;
 pub mod source;
 pub mod transform;
 pub mod value;

@@ -13,8 +13,9 @@ use serde_spanned::Spanned;
 
 pub use crate::admin::{AdminConfig, LogConfig, LogFormat};
 use crate::dsn::{ConnParams, DsnError};
-pub use crate::sink_config::{SinkConfig, SinkType};
 pub use crate::transform::TransformConfig;
+pub use cdc_sinks::config::{interpolate, SinkConfig, SinkType};
+pub use cdc_sinks::Format;
 
 /// `source.streaming`: how in-progress transactions are streamed (pgoutput `streaming`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
@@ -202,17 +203,6 @@ impl BatchConfig {
             .saturating_sub(PROCESS_BASE_MB)
             .saturating_mul(1 << 20)
     }
-}
-
-/// Output encodings.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// One native JSON object per change.
-    #[default]
-    Json,
-    /// The Debezium envelope (`before`, `after`, `source`, `op`, `ts_ms`).
-    Debezium,
 }
 
 /// A table (`[admin]`, `[log]`): "expected a table" rather than the Rust type's name when
@@ -464,7 +454,7 @@ impl PipelineConfig {
         }
         let mut names = std::collections::HashSet::new();
         for sink in &config.sinks {
-            let key_err = |(span, key, m): crate::sink_config::KeyError| {
+            let key_err = |(span, key, m): cdc_sinks::config::KeyError| {
                 at(
                     span.unwrap_or_else(|| sink.span()),
                     Some(format!("sinks.{key}")),
@@ -472,7 +462,6 @@ impl PipelineConfig {
                 )
             };
             sink.get_ref().check().map_err(key_err)?;
-            sink.get_ref().spec().map_err(key_err)?;
             let name = sink.get_ref().display_name();
             if !names.insert(name.clone()) {
                 let defaulted = if sink.get_ref().name.is_none() {
@@ -631,35 +620,6 @@ impl RawConfig {
             transforms: self.transforms,
         })
     }
-}
-
-/// Replaces `${NAME}` with the environment variable's value; `$$` is a literal `$`.
-pub fn interpolate(s: &str) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or("unterminated ${ in value")?;
-            let name = &body[..end];
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("invalid environment variable name {name:?}"));
-            }
-            let value = std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set"))?;
-            out.push_str(&value);
-            rest = &body[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 fn validate_slot_name(name: &str) -> Result<(), String> {

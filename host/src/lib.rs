@@ -26,7 +26,6 @@ pub mod metrics;
 pub mod pgoutput;
 pub mod pipeline;
 pub mod progress;
-pub mod sink_config;
 pub mod source;
 pub mod transform;
 pub mod value;

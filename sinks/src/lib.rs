@@ -6,9 +6,18 @@
 //! The acknowledgement contract: [`Sink::deliver`] returns `Ok` only once the destination
 //! holds the whole batch durably (a flushed stdout, a JetStream PubAck, an HTTP 2xx).
 //! The host confirms the replication slot only past batches every sink acknowledged.
+//!
+//! Each sink type lives in its own folder (`stdout/`, `nats/`, `http/`): the sink, and in
+//! its `config.rs` its `[[sinks]]` keys, checks, defaults and construction. The keys all
+//! sinks share, and the dispatch by `type`, are in [`config`]; [`SinkConfig::build`] is
+//! the one way to build a configured sink.
 
+pub mod config;
 pub mod http;
 pub mod nats;
+mod policy;
+pub mod retry;
+mod routes;
 pub mod stdout;
 pub mod tls;
 
@@ -16,6 +25,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use config::{Format, SinkConfig, SinkType};
+pub use policy::Policy;
+pub use routes::RouteFilter;
 pub use stdout::StdoutSink;
 
 /// One encoded change.

@@ -18,7 +18,7 @@ use crate::change::Change;
 use crate::config::Format;
 use crate::encode::{encode_batch, EncodeContext};
 use crate::progress::Progress;
-use crate::sink_config::{RejectPolicy, RouteFilter};
+use cdc_sinks::{Policy, RouteFilter};
 use crate::source::Batch;
 
 /// A sink's verdict on one batch.
@@ -300,11 +300,11 @@ async fn deliver_one(slot: &mut SinkSlot, batch: &Arc<EncodedBatch>) -> Result<(
         Err(e) => return Err(e),
     };
     match (slot.on_reject, &slot.dead_letter) {
-        (RejectPolicy::Skip, _) => {
+        (Policy::Skip, _) => {
             tracing::error!(sink = slot.sink.name(), seq = batch.seq, changes = batch.messages.len(), error = %err, "batch rejected; skipped (on_reject = \"skip\")");
             Ok(())
         }
-        (RejectPolicy::DeadLetter, Some(dlq)) => {
+        (Policy::DeadLetter, Some(dlq)) => {
             let mut dlq = dlq.lock().await;
             tracing::error!(sink = slot.sink.name(), dead_letter_sink = dlq.name(), seq = batch.seq, changes = batch.messages.len(), error = %err, "batch rejected; sent to the dead-letter sink");
             dlq.deliver(Arc::clone(batch)).await

@@ -9,14 +9,14 @@ use cdc_sinks::{Sink, SinkError};
 
 use crate::config::{Format, Loaded};
 use crate::health::{observed, HealthHandle};
-use crate::sink_config::{RejectPolicy, RouteFilter, SinkConfig, SinkSpec};
+use cdc_sinks::{Policy, RouteFilter, SinkConfig};
 
 /// A regular sink with the format it wants and its policies.
 pub struct SinkSlot {
     pub sink: Box<dyn Sink>,
     pub format: Format,
-    pub on_reject: RejectPolicy,
-    /// Where rejected batches go with `RejectPolicy::DeadLetter`.
+    pub on_reject: Policy,
+    /// Where rejected batches go with `Policy::DeadLetter`.
     pub dead_letter: Option<SharedSink>,
     /// `routes`: only changes whose transform-set route matches go to this sink.
     pub routes: Option<RouteFilter>,
@@ -113,14 +113,5 @@ pub async fn build_sinks(loaded: &Loaded, health: &HealthHandle) -> Result<SinkS
 }
 
 async fn build_sink(c: &SinkConfig, health: &HealthHandle) -> Result<Box<dyn Sink>, SinkError> {
-    let spec = c.spec().map_err(|(_, key, message)| SinkError::Other {
-        sink: c.display_name(),
-        message: format!("{key}: {message}"),
-    })?;
-    let sink: Box<dyn Sink> = match spec {
-        SinkSpec::Stdout { name } => Box::new(cdc_sinks::StdoutSink::new(name)),
-        SinkSpec::Nats(opts) => Box::new(cdc_sinks::nats::NatsSink::connect(opts).await?),
-        SinkSpec::Http(opts) => Box::new(cdc_sinks::http::HttpSink::new(opts)?),
-    };
-    Ok(observed(sink, health))
+    Ok(observed(c.build().await?, health))
 }

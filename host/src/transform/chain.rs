@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::config::{OnError, TransformConfig};
+use cdc_sinks::Policy;
+
+use super::config::TransformConfig;
 use super::convert::{to_wit, FromGuest};
 use super::module::{Instance, Module};
 use super::TransformError;
@@ -34,26 +36,27 @@ pub enum Outcome {
     },
 }
 
-/// What a batch a module fails on becomes: `on_error` with, for `dead-letter`, the sink
-/// (so a dead-letter policy without a sink cannot exist).
+/// What a batch a module fails on becomes: the configured [`Policy`] (`on_error`, shared
+/// with the sinks' `on_reject`) resolved with its `dead_letter_sink`, so a dead-letter
+/// action without a sink cannot exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Policy {
+pub enum OnFailure {
     Fail,
     Skip,
     DeadLetter(Arc<str>),
 }
 
-impl Policy {
+impl OnFailure {
     /// `on_error` and `dead_letter_sink` of an entry (validation already paired them;
     /// an entry built in code that did not gets an error, not a made-up sink name).
     pub fn of(cfg: &TransformConfig) -> Result<Self, String> {
         match (cfg.on_error, &cfg.dead_letter_sink) {
-            (OnError::Fail, _) => Ok(Policy::Fail),
-            (OnError::Skip, _) => Ok(Policy::Skip),
-            (OnError::DeadLetter, Some(sink)) => {
-                Ok(Policy::DeadLetter(sink.get_ref().as_str().into()))
+            (Policy::Fail, _) => Ok(OnFailure::Fail),
+            (Policy::Skip, _) => Ok(OnFailure::Skip),
+            (Policy::DeadLetter, Some(sink)) => {
+                Ok(OnFailure::DeadLetter(sink.get_ref().as_str().into()))
             }
-            (OnError::DeadLetter, None) => {
+            (Policy::DeadLetter, None) => {
                 Err("on_error = \"dead-letter\" needs dead_letter_sink = \"<sink name>\"".into())
             }
         }
@@ -97,7 +100,7 @@ impl Chain {
         }
         let last_dead_letter = stages
             .iter()
-            .rposition(|s| matches!(s.module.policy, Policy::DeadLetter(_)));
+            .rposition(|s| matches!(s.module.policy, OnFailure::DeadLetter(_)));
         Ok(Chain {
             stages,
             last_dead_letter,
@@ -142,8 +145,8 @@ impl Chain {
                         stage.instance = None;
                     }
                     match &stage.module.policy {
-                        Policy::Fail => return Err(error),
-                        Policy::Skip => {
+                        OnFailure::Fail => return Err(error),
+                        OnFailure::Skip => {
                             for (t, op, n) in counts_in.unwrap_or_default() {
                                 crate::metrics::changes_dropped(&t, op, n);
                             }
@@ -153,7 +156,7 @@ impl Chain {
                                 dropped: total,
                             });
                         }
-                        Policy::DeadLetter(sink) => {
+                        OnFailure::DeadLetter(sink) => {
                             let sink = Arc::clone(sink);
                             tracing::error!(module = %stage.module.name, dead_letter_sink = %sink, changes = total, error = %error, "transform failed; batch sent to the dead-letter sink");
                             return Ok(Outcome::DeadLetter {

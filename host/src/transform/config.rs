@@ -6,18 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-/// What happens to a batch a module fails on (trap, deadline, memory cap, returned error).
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnError {
-    /// Stop the pipeline; nothing past the last acknowledged batch is confirmed.
-    #[default]
-    Fail,
-    /// Drop the batch's changes (counted and logged) and go on.
-    Skip,
-    /// Send the batch's original changes to `dead_letter_sink` and go on.
-    DeadLetter,
-}
+use cdc_sinks::Policy;
 
 /// One `[[transforms]]` entry.
 #[derive(Debug, Deserialize)]
@@ -36,8 +25,11 @@ pub struct TransformConfig {
     /// Optional instruction budget per call (wasmtime fuel); unset = unmetered.
     #[serde(default)]
     pub fuel: Option<Spanned<u64>>,
+    /// What happens to a batch the module fails on (trap, deadline, memory cap, returned
+    /// error): `fail` (default), `skip` (drop its changes, counted and logged) or
+    /// `dead-letter` (send its original changes to `dead_letter_sink`).
     #[serde(default)]
-    pub on_error: OnError,
+    pub on_error: Policy,
     /// The `[[sinks]]` entry that receives failed batches with `on_error = "dead-letter"`.
     #[serde(default)]
     pub dead_letter_sink: Option<Spanned<String>>,
@@ -76,7 +68,7 @@ impl TransformConfig {
             timeout_ms: Spanned::new(0..0, timeout_ms),
             memory_mb: Spanned::new(0..0, memory_mb),
             fuel: None,
-            on_error: OnError::Fail,
+            on_error: Policy::Fail,
             dead_letter_sink: None,
             config: config
                 .into_iter()
@@ -134,21 +126,21 @@ impl TransformConfig {
             }
         }
         match (&self.on_error, &self.dead_letter_sink) {
-            (OnError::DeadLetter, None) => {
+            (Policy::DeadLetter, None) => {
                 return Err((
                     self.name.span(),
                     "dead_letter_sink".into(),
                     "on_error = \"dead-letter\" needs dead_letter_sink = \"<sink name>\"".into(),
                 ))
             }
-            (OnError::DeadLetter, Some(d)) if !sinks.contains(d.get_ref()) => {
+            (Policy::DeadLetter, Some(d)) if !sinks.contains(d.get_ref()) => {
                 return Err((
                     d.span(),
                     "dead_letter_sink".into(),
                     format!("no sink is named {:?}", d.get_ref()),
                 ))
             }
-            (OnError::Fail | OnError::Skip, Some(d)) => {
+            (Policy::Fail | Policy::Skip, Some(d)) => {
                 return Err((
                     d.span(),
                     "dead_letter_sink".into(),

@@ -25,8 +25,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use cache::{CacheDir, CacheOrigin};
-pub use chain::{Chain, Outcome, Policy};
-pub use config::{OnError, TransformConfig};
+pub use chain::{Chain, OnFailure, Outcome};
+pub use config::TransformConfig;
 pub use limits::GUEST_LOG_LINES_PER_SEC;
 pub use module::{CodeSource, Module};
 pub use runtime::Runtime;

@@ -8,7 +8,7 @@ use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
 use super::cache::{compile_cached, ModuleCache};
-use super::chain::Policy;
+use super::chain::OnFailure;
 use super::config::TransformConfig;
 use super::limits::{LogLimiter, MemoryCap};
 use super::runtime::{wit, HostState, Runtime, TransformPre, EPOCH_TICK, TRANSFORMER_EXPORT};
@@ -25,7 +25,7 @@ pub enum CodeSource {
 pub struct Module {
     pub name: Arc<str>,
     /// What a batch this module fails on becomes.
-    pub policy: Policy,
+    pub policy: OnFailure,
     pre: TransformPre<HostState>,
     runtime: Arc<Runtime>,
     timeout: Duration,
@@ -61,7 +61,7 @@ impl Module {
             path: cfg.path.clone(),
             reason,
         };
-        let policy = Policy::of(cfg).map_err(fail)?;
+        let policy = OnFailure::of(cfg).map_err(fail)?;
         let bytes = std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e}")))?;
         check_is_component(&bytes).map_err(fail)?;
         let (component, source) = compile_cached(runtime, &bytes, cache).map_err(fail)?;

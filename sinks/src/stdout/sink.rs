@@ -1,4 +1,4 @@
-//! Standard output: one encoded change per line. Acknowledged once flushed.
+//! The stdout sink itself.
 
 use std::io::Write;
 use std::sync::Arc;

@@ -1,0 +1,262 @@
+//! Reading an entry key by key: the hand-written [`Deserialize`] of [`SinkConfig`], and
+//! `sink_keys!`, which declares a sink type's own keys.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::LazyLock;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_spanned::Spanned;
+
+use super::SinkConfig;
+use crate::http::config::HttpKeys;
+use crate::nats::config::NatsKeys;
+
+/// Every key of an entry, in the order serde's "unknown field …, expected one of …" names
+/// them.
+static FIELDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    [
+        &["name", "type", "format", "url"][..],
+        NatsKeys::KEYS,
+        HttpKeys::KEYS,
+        &["on_reject", "dead_letter_sink", "routes"],
+    ]
+    .concat()
+});
+
+impl<'de> Deserialize<'de> for SinkConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_struct("SinkConfig", &FIELDS, EntryVisitor)
+    }
+}
+
+struct EntryVisitor;
+
+impl<'de> Visitor<'de> for EntryVisitor {
+    type Value = SinkConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a [[sinks]] table")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SinkConfig, A::Error> {
+        let mut name = None;
+        let mut kind = None;
+        let mut format = None;
+        let mut url = None;
+        let mut on_reject = None;
+        let mut dead_letter_sink = None;
+        let mut routes = None;
+        let mut nats = NatsKeys::default();
+        let mut http = HttpKeys::default();
+        while let Some(key) = map.next_key_seed(Key)? {
+            match key {
+                "name" => name = Some(map.next_value()?),
+                "type" => kind = Some(map.next_value()?),
+                "format" => format = Some(map.next_value()?),
+                "url" => url = Some(map.next_value()?),
+                "on_reject" => on_reject = Some(map.next_value()?),
+                "dead_letter_sink" => dead_letter_sink = Some(map.next_value()?),
+                "routes" => routes = Some(map.next_value()?),
+                key => {
+                    let taken = nats.take(key, &mut map)? || http.take(key, &mut map)?;
+                    debug_assert!(taken, "{key} is in FIELDS but read by nobody");
+                }
+            }
+        }
+        Ok(SinkConfig {
+            name,
+            kind: kind.ok_or_else(|| de::Error::missing_field("type"))?,
+            format: format.unwrap_or_default(),
+            url,
+            on_reject,
+            dead_letter_sink,
+            routes,
+            nats,
+            http,
+        })
+    }
+
+    /// Serde's derive also reads a struct from an array, field by field, in declaration
+    /// order: kept, so that an array where an entry should be fails with the same message.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SinkConfig, A::Error> {
+        let i = &mut 0;
+        let name = element(&mut seq, i, &self)?;
+        let kind = element(&mut seq, i, &self)?;
+        *i += 1;
+        let format = seq.next_element()?.unwrap_or_default();
+        let url = element(&mut seq, i, &self)?;
+        let nats = NatsKeys::from_seq(&mut seq, i, &self)?;
+        let http = HttpKeys::from_seq(&mut seq, i, &self)?;
+        Ok(SinkConfig {
+            name,
+            kind,
+            format,
+            url,
+            on_reject: element(&mut seq, i, &self)?,
+            dead_letter_sink: element(&mut seq, i, &self)?,
+            routes: element(&mut seq, i, &self)?,
+            nats,
+            http,
+        })
+    }
+}
+
+/// Element `index` of an array read as a struct (then the next index), or serde's
+/// "invalid length" when the array ends.
+pub(crate) fn element<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(
+    seq: &mut A,
+    index: &mut usize,
+    expected: &dyn de::Expected,
+) -> Result<T, A::Error> {
+    *index += 1;
+    seq.next_element()?
+        .ok_or_else(|| de::Error::invalid_length(*index - 1, expected))
+}
+
+/// A key of an entry: one of [`FIELDS`], else "unknown field" at the key's position.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = &'static str;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'static str, D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for Key {
+    type Value = &'static str;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("field identifier")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<&'static str, E> {
+        FIELDS
+            .iter()
+            .find(|f| **f == v)
+            .copied()
+            .ok_or_else(|| E::unknown_field(v, &FIELDS))
+    }
+}
+
+/// Declares a sink type's own keys: a struct of optional spanned values, `KEYS` in
+/// declaration order (the order serde lists them in), and `take`, which reads one of them
+/// from the entry's table.
+macro_rules! sink_keys {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: Option<serde_spanned::Spanned<$ty>>,)*
+        }
+
+        impl $name {
+            pub(crate) const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// Reads the value of `key` if it is one of these keys.
+            pub(crate) fn take<'de, A: serde::de::MapAccess<'de>>(
+                &mut self,
+                key: &str,
+                map: &mut A,
+            ) -> Result<bool, A::Error> {
+                match key {
+                    $(stringify!($field) => self.$field = Some(map.next_value()?),)*
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
+
+            /// The keys read from an array, in declaration order, as serde's derive does;
+            /// `index` is the index of the first, then past the last.
+            pub(crate) fn from_seq<'de, A: serde::de::SeqAccess<'de>>(
+                seq: &mut A,
+                index: &mut usize,
+                expected: &dyn serde::de::Expected,
+            ) -> Result<Self, A::Error> {
+                Ok($name {
+                    $($field: $crate::config::element(seq, index, expected)?,)*
+                })
+            }
+        }
+    };
+}
+pub(crate) use sink_keys;
+
+/// The span of an optional spanned value.
+pub(crate) fn at<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
+    v.as_ref().map(Spanned::span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct File {
+        #[allow(dead_code)]
+        sinks: Vec<Spanned<SinkConfig>>,
+    }
+
+    /// Where toml's error for `src` points (the rest of that line) and its message, as
+    /// serde's derive (with `deny_unknown_fields`) gave them for the flat struct this reader
+    /// replaced.
+    fn error(src: &str) -> (&str, String) {
+        let e = toml::from_str::<File>(src).unwrap_err();
+        let at = &src[e.span().unwrap().start..];
+        (at.lines().next().unwrap(), e.message().to_owned())
+    }
+
+    #[test]
+    fn errors_read_like_the_derived_struct() {
+        let all = "`name`, `type`, `format`, `url`, `subject`, `jetstream`, `user`, `password`, \
+                   `token`, `nkey_seed`, `creds_file`, `tls`, `ack_timeout_ms`, `batch`, \
+                   `headers`, `timeout_ms`, `max_batch_bytes`, `ca_file`, `max_retries`, \
+                   `on_reject`, `dead_letter_sink`, `routes`";
+        assert_eq!(
+            error("[[sinks]]\ntype = \"stdout\"\nformats = \"json\"\n"),
+            (
+                "formats = \"json\"",
+                format!("unknown field `formats`, expected one of {all}")
+            )
+        );
+        assert_eq!(
+            error("[[sinks]]\nname = \"x\"\n"),
+            ("[[sinks]]", "missing field `type`".into())
+        );
+        assert_eq!(
+            error("[[sinks]]\ntype = \"nats\"\njetstream = \"CDC\"\n"),
+            (
+                "\"CDC\"",
+                "invalid type: string \"CDC\", expected a [sinks.jetstream] table with stream, \
+                 create_stream, subjects, duplicate_window_secs"
+                    .into()
+            )
+        );
+        assert_eq!(
+            error("[[sinks]]\ntype = \"http\"\nbatch = 1\n"),
+            ("1", "wanted string or table".into())
+        );
+        assert_eq!(
+            error("sinks = [[\"a\", \"stdout\", \"json\"]]\n"),
+            (
+                "[\"a\", \"stdout\", \"json\"]]",
+                "invalid length 3, expected a [[sinks]] table".into()
+            )
+        );
+        assert_eq!(
+            error("sinks = [\"stdout\"]\n"),
+            (
+                "\"stdout\"]",
+                "invalid type: string \"stdout\", expected a [[sinks]] table".into()
+            )
+        );
+    }
+}

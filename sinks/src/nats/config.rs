@@ -1,0 +1,225 @@
+//! `type = "nats"`: its keys, checks and defaults, and building the sink from them.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{JetStreamOptions, NatsAuth, NatsOptions, NatsSink, NatsTls, DEFAULT_DUPLICATE_WINDOW};
+use crate::config::{at, check_authority, env, safe_scheme, sink_keys, KeyError, SinkConfig};
+use crate::{Sink, SinkError};
+
+/// The keys every sink may have that a NATS sink accepts.
+pub(crate) const SHARED_KEYS: &[&str] = &["url", "on_reject", "dead_letter_sink"];
+
+sink_keys! {
+    /// The keys of a `[[sinks]]` entry that only a NATS sink has.
+    pub struct NatsKeys {
+        /// Subject template (`{schema}`, `{table}`, `{op}`), default `cdc.{schema}.{table}`.
+        pub subject: String,
+        /// Publish to JetStream and wait for each PubAck (absent = core NATS, acks on flush).
+        pub jetstream: JetStreamConfig,
+        pub user: String,
+        pub password: String,
+        pub token: String,
+        pub nkey_seed: String,
+        pub creds_file: PathBuf,
+        pub tls: NatsTlsConfig,
+        pub ack_timeout_ms: u64,
+    }
+}
+
+impl NatsKeys {
+    /// The keys present, with their spans, in the order a key that does not apply to the
+    /// entry's type is reported.
+    pub(crate) fn present(&self) -> [(&'static str, Option<Range<usize>>); 9] {
+        [
+            ("subject", at(&self.subject)),
+            ("jetstream", at(&self.jetstream)),
+            ("user", at(&self.user)),
+            ("password", at(&self.password)),
+            ("token", at(&self.token)),
+            ("nkey_seed", at(&self.nkey_seed)),
+            ("creds_file", at(&self.creds_file)),
+            ("ack_timeout_ms", at(&self.ack_timeout_ms)),
+            ("tls", at(&self.tls)),
+        ]
+    }
+}
+
+/// `[sinks.jetstream]`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a [sinks.jetstream] table with stream, create_stream, subjects, duplicate_window_secs"
+)]
+pub struct JetStreamConfig {
+    pub stream: String,
+    #[serde(default)]
+    pub create_stream: bool,
+    /// Subjects of a created stream (default: the subject template with `{…}` as wildcards).
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Duplicate-detection window of a created stream (default 120 s).
+    #[serde(default = "default_duplicate_window_secs")]
+    pub duplicate_window_secs: u64,
+}
+
+fn default_duplicate_window_secs() -> u64 {
+    DEFAULT_DUPLICATE_WINDOW.as_secs()
+}
+
+/// `[sinks.tls]` of a NATS sink.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a [sinks.tls] table with ca_file, client_cert, client_key"
+)]
+pub struct NatsTlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// What can be checked without the environment: a url, and the subject template.
+pub(crate) fn check(c: &SinkConfig) -> Result<(), KeyError> {
+    c.require_url()?;
+    if let Some(s) = &c.nats.subject {
+        check_template(s.get_ref()).map_err(|m| (Some(s.span()), "subject", m))?;
+    }
+    Ok(())
+}
+
+/// The entry's options: `${ENV}` filled in, defaults from [`NatsOptions::new`].
+pub fn options(c: &SinkConfig) -> Result<NatsOptions, KeyError> {
+    let url = c.resolved_url(check_nats_urls)?;
+    let mut o = NatsOptions::new(c.display_name(), url);
+    if let Some(s) = &c.nats.subject {
+        o.subject = s.get_ref().clone();
+    }
+    o.auth = auth(c)?;
+    o.jetstream = c.nats.jetstream.as_ref().map(|j| {
+        let j = j.get_ref();
+        JetStreamOptions {
+            stream: j.stream.clone(),
+            create_stream: j.create_stream,
+            subjects: j.subjects.clone(),
+            duplicate_window: Duration::from_secs(j.duplicate_window_secs),
+        }
+    });
+    o.tls = c.nats.tls.as_ref().map(|t| {
+        let t = t.get_ref();
+        NatsTls {
+            ca_file: t.ca_file.clone(),
+            client_cert: t.client_cert.clone(),
+            client_key: t.client_key.clone(),
+            required: true,
+        }
+    });
+    if let Some(t) = &c.nats.ack_timeout_ms {
+        o.ack_timeout = Duration::from_millis(*t.get_ref());
+    }
+    Ok(o)
+}
+
+/// At most one way to authenticate.
+fn auth(c: &SinkConfig) -> Result<NatsAuth, KeyError> {
+    Ok(
+        match (
+            &c.nats.user,
+            &c.nats.password,
+            &c.nats.token,
+            &c.nats.nkey_seed,
+            &c.nats.creds_file,
+        ) {
+            (Some(u), Some(p), None, None, None) => NatsAuth::UserPassword {
+                user: env(u, "user")?,
+                password: env(p, "password")?,
+            },
+            (None, None, Some(t), None, None) => NatsAuth::Token(env(t, "token")?),
+            (None, None, None, Some(s), None) => NatsAuth::NkeySeed(env(s, "nkey_seed")?),
+            (None, None, None, None, Some(f)) => NatsAuth::CredsFile(f.get_ref().clone()),
+            (None, None, None, None, None) => NatsAuth::None,
+            _ => return Err((
+                None,
+                "user",
+                "choose one NATS authentication: user + password, token, nkey_seed or creds_file"
+                    .into(),
+            )),
+        },
+    )
+}
+
+/// Connects the sink. The files it reads (credentials, certificates) are read by the
+/// client off the async workers (`tokio::fs`, `spawn_blocking`).
+pub(crate) async fn build(c: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
+    let opts = options(c).map_err(|e| c.build_error(e))?;
+    Ok(Box::new(NatsSink::connect(opts).await?))
+}
+
+/// Subject templates: NATS tokens, with `{schema}`, `{table}` and `{op}` placeholders only.
+fn check_template(t: &str) -> Result<(), String> {
+    let mut rest = t;
+    while let Some(i) = rest.find('{') {
+        if rest[..i].contains('}') {
+            return Err(format!("unmatched '}}' in {t:?}"));
+        }
+        let end = rest[i..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed '{{' in {t:?}"))?;
+        let name = &rest[i + 1..i + end];
+        if !matches!(name, "schema" | "table" | "op") {
+            return Err(format!(
+                "unknown placeholder {{{name}}} in {t:?}: use {{schema}}, {{table}} or {{op}}"
+            ));
+        }
+        rest = &rest[i + end + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("unmatched '}}' in {t:?}"));
+    }
+    if t.is_empty()
+        || t.contains(|c: char| c.is_whitespace() || c.is_control())
+        || t.split('.').any(str::is_empty)
+    {
+        return Err(format!(
+            "invalid subject {t:?}: no spaces and no empty tokens"
+        ));
+    }
+    if t.split('.').any(|token| token == "*" || token == ">") {
+        return Err(format!(
+            "invalid subject {t:?}: wildcards ('*', '>') cannot be published to"
+        ));
+    }
+    Ok(())
+}
+
+/// A NATS server list: `nats://host:port`, `tls://…`, `ws://…`, `wss://…` or `host:port`,
+/// comma-separated.
+fn check_nats_urls(urls: &str) -> Result<(), String> {
+    let mut any = false;
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        any = true;
+        let rest = match url.split_once("://") {
+            Some((scheme, rest)) => {
+                if !matches!(
+                    scheme.to_ascii_lowercase().as_str(),
+                    "nats" | "tls" | "ws" | "wss"
+                ) {
+                    return Err(format!(
+                        "unsupported scheme {:?} for a NATS server: use nats://, tls://, ws:// or wss://",
+                        safe_scheme(scheme)
+                    ));
+                }
+                rest
+            }
+            None => url,
+        };
+        check_authority(rest)?;
+    }
+    if !any {
+        return Err("is empty: name a NATS server, e.g. nats://127.0.0.1:4222".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! NATS sink: JetStream (durable, acknowledged) or core NATS (fire-and-forget plus flush).
+//!
+//! With JetStream, [`Sink::deliver`] returns `Ok` once the stream acknowledged (PubAck) every
+//! message of the batch. Each message carries `Nats-Msg-Id` = its stable change id, so a
+//! batch replayed after a crash (or republished after a lost ack) within the stream's
+//! duplicate window is dropped by the server: a PubAck with `duplicate: true` counts as
+//! delivered.
+//!
+//! Publishes are pipelined: up to `max_in_flight` messages are sent before the oldest ack is
+//! awaited, and acks are awaited in batch order. When an ack fails or times out, that message
+//! and every later one are published again with the same ids. Transient failures (server
+//! down, timeouts, JetStream not answering while the server restarts) are retried inside
+//! `deliver` with capped exponential backoff and jitter, forever: the pipeline stalls rather
+//! than loses data. Only problems retrying cannot cure surface as errors: a missing stream,
+//! a subject no stream listens on, an invalid subject or header, an oversized message, an
+//! authentication or permission failure.
+//!
+//! Ordering across outages: when the connection drops mid-batch, the client sends the
+//! publishes it still had queued once it reconnects, while some sent before the drop were
+//! lost; those would land ahead of the lost ones' republication. To prevent that, each
+//! message but the first of an attempt also carries `Nats-Expected-Last-Msg-Id` = the id of
+//! the previous message bound for the same stream: the server stores it only right after
+//! that one (duplicates are recognised before that check), and refuses it otherwise; the
+//! refusal is retried from the first unacknowledged message. Streams are learned per subject
+//! (a lookup, then the PubAcks). If the stream turns out to have other publishers (the
+//! refusals name ids not ours), the check is dropped for the sink with a warning, and order
+//! across reconnects is no longer enforced. Messages whose transform set its own
+//! `Nats-Expected-*` header are left alone.
+//!
+//! [`Sink::deliver`]: crate::Sink::deliver
+
+mod acks;
+pub mod config;
+mod connect;
+mod events;
+mod fence;
+mod options;
+mod prepare;
+mod publish;
+mod sink;
+mod stream;
+
+pub use options::{
+    JetStreamOptions, NatsAuth, NatsOptions, NatsTls, CONNECT_DEADLINE, DEFAULT_ACK_TIMEOUT,
+    DEFAULT_DUPLICATE_WINDOW, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SUBJECT,
+};
+pub use sink::NatsSink;

@@ -36,9 +36,15 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-use super::module::CodeSource;
 use super::runtime::Runtime;
 use super::TransformError;
+
+/// How a module's code was obtained (reported in logs; tests look for the cache hit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeSource {
+    Compiled,
+    Cache,
+}
 
 /// Who chose the cache directory: that decides whether an unsafe one is an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cdc_sinks::Policy;
-
-use super::config::TransformConfig;
+use super::config::OnFailure;
 use super::convert::{to_wit, FromGuest};
 use super::module::{Instance, Module};
 use super::TransformError;
@@ -34,33 +32,6 @@ pub enum Outcome {
         sink: Arc<str>,
         changes: Vec<Change>,
     },
-}
-
-/// What a batch a module fails on becomes: the configured [`Policy`] (`on_error`, shared
-/// with the sinks' `on_reject`) resolved with its `dead_letter_sink`, so a dead-letter
-/// action without a sink cannot exist.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OnFailure {
-    Fail,
-    Skip,
-    DeadLetter(Arc<str>),
-}
-
-impl OnFailure {
-    /// `on_error` and `dead_letter_sink` of an entry (validation already paired them;
-    /// an entry built in code that did not gets an error, not a made-up sink name).
-    pub fn of(cfg: &TransformConfig) -> Result<Self, String> {
-        match (cfg.on_error, &cfg.dead_letter_sink) {
-            (Policy::Fail, _) => Ok(OnFailure::Fail),
-            (Policy::Skip, _) => Ok(OnFailure::Skip),
-            (Policy::DeadLetter, Some(sink)) => {
-                Ok(OnFailure::DeadLetter(sink.get_ref().as_str().into()))
-            }
-            (Policy::DeadLetter, None) => {
-                Err("on_error = \"dead-letter\" needs dead_letter_sink = \"<sink name>\"".into())
-            }
-        }
-    }
 }
 
 struct Stage {

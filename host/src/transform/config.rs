@@ -1,5 +1,7 @@
 //! `[[transforms]]`: the modules a pipeline runs, in order.
 
+use std::sync::Arc;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -188,4 +190,31 @@ fn config_value(v: &toml::Value) -> Result<String, &'static str> {
             )
         }
     })
+}
+
+/// What a batch a module fails on becomes: the configured [`Policy`] (`on_error`, shared
+/// with the sinks' `on_reject`) resolved with its `dead_letter_sink`, so a dead-letter
+/// action without a sink cannot exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnFailure {
+    Fail,
+    Skip,
+    DeadLetter(Arc<str>),
+}
+
+impl OnFailure {
+    /// `on_error` and `dead_letter_sink` of an entry (validation already paired them;
+    /// an entry built in code that did not gets an error, not a made-up sink name).
+    pub fn of(cfg: &TransformConfig) -> Result<Self, String> {
+        match (cfg.on_error, &cfg.dead_letter_sink) {
+            (Policy::Fail, _) => Ok(OnFailure::Fail),
+            (Policy::Skip, _) => Ok(OnFailure::Skip),
+            (Policy::DeadLetter, Some(sink)) => {
+                Ok(OnFailure::DeadLetter(sink.get_ref().as_str().into()))
+            }
+            (Policy::DeadLetter, None) => {
+                Err("on_error = \"dead-letter\" needs dead_letter_sink = \"<sink name>\"".into())
+            }
+        }
+    }
 }

@@ -24,11 +24,12 @@ mod testlog;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use cache::CodeSource;
 pub use cache::{CacheDir, CacheOrigin};
-pub use chain::{Chain, OnFailure, Outcome};
-pub use config::TransformConfig;
+pub use chain::{Chain, Outcome};
+pub use config::{OnFailure, TransformConfig};
 pub use limits::GUEST_LOG_LINES_PER_SEC;
-pub use module::{CodeSource, Module};
+pub use module::Module;
 pub use runtime::Runtime;
 
 /// Why a module could not be loaded or a call failed.

@@ -7,19 +7,12 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
-use super::cache::{compile_cached, ModuleCache};
-use super::chain::OnFailure;
+use super::cache::{compile_cached, CodeSource, ModuleCache};
+use super::config::OnFailure;
 use super::config::TransformConfig;
 use super::limits::{LogLimiter, MemoryCap};
 use super::runtime::{wit, HostState, Runtime, TransformPre, EPOCH_TICK, TRANSFORMER_EXPORT};
 use super::TransformError;
-
-/// How a module's code was obtained (reported in logs; tests look for the cache hit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodeSource {
-    Compiled,
-    Cache,
-}
 
 /// A module ready to instantiate, with everything of its config the chain needs.
 pub struct Module {

@@ -1,9 +1,8 @@
 //! `[[transforms]]`: the modules a pipeline runs, in order.
 
-use std::sync::Arc;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_spanned::Spanned;

@@ -1,0 +1,131 @@
+use super::*;
+
+fn parse(src: &str) -> Result<Loaded, ConfigError> {
+    PipelineConfig::parse(Path::new("p.toml"), src)
+}
+
+const GOOD: &str = r#"
+[source]
+dsn = "postgres://cdc@127.0.0.1:5432/app?sslmode=prefer"
+slot = "cdc_host"
+publication = "cdc_pub"
+[[sinks]]
+type = "stdout"
+format = "json"
+"#;
+
+#[test]
+fn minimal_contract_parses() {
+    let l = parse(GOOD).unwrap();
+    assert_eq!(l.config.source.slot.get_ref(), "cdc_host");
+    assert_eq!(l.publication.name, "cdc_pub");
+    assert!(!l.publication.create);
+    assert!(l.config.source.create_slot);
+    assert_eq!(l.conn.dbname, "app");
+    assert_eq!(l.config.sinks.len(), 1);
+}
+
+#[test]
+fn the_memory_budget_sets_the_byte_limits() {
+    let b = parse(GOOD).unwrap().config.pipeline;
+    assert_eq!(b.memory_budget_mb, 256);
+    assert_eq!(b.max_inflight_bytes(), 56 << 20);
+    assert_eq!(b.max_batch_bytes(), (56 << 20) / 11);
+    let b = parse(&format!(
+        "{GOOD}[pipeline]\nmemory_budget_mb = 96\nmax_inflight = 1\n"
+    ))
+    .unwrap()
+    .config
+    .pipeline;
+    assert_eq!(b.max_inflight_bytes(), 16 << 20);
+    assert_eq!(b.max_batch_bytes(), (16 << 20) / 4);
+    let b = parse(&format!(
+        "{GOOD}[pipeline]\nmax_inflight_bytes = 1000\nmax_batch_bytes = 100\n"
+    ))
+    .unwrap()
+    .config
+    .pipeline;
+    assert_eq!((b.max_inflight_bytes(), b.max_batch_bytes()), (1000, 100));
+    let e = err(&format!("{GOOD}[pipeline]\nmemory_budget_mb = 48\n"));
+    assert!(
+        e.contains("p.toml:10:20: pipeline.memory_budget_mb:") && e.contains("at least 64"),
+        "{e}"
+    );
+    let e = err(&format!("{GOOD}[pipeline]\nmax_batch_bytes = 0\n"));
+    assert!(
+        e.contains("p.toml:10:19:") && e.contains("at least 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn publication_table_form() {
+    let src = GOOD.replace(
+        "publication = \"cdc_pub\"",
+        "[source.publication]\nname = \"p\"\ncreate = true\ntables = [\"public.orders\"]",
+    );
+    let l = parse(&src).unwrap();
+    assert!(l.publication.create);
+    assert_eq!(
+        l.publication.tables.as_deref(),
+        Some(&["public.orders".to_owned()][..])
+    );
+}
+
+fn err(src: &str) -> String {
+    parse(src).unwrap_err().to_string()
+}
+
+#[test]
+fn unknown_key_names_file_line_column_and_key() {
+    let e = err(&GOOD.replace("slot = \"cdc_host\"", "slot = \"cdc_host\"\nslott = 1"));
+    assert!(
+        e.starts_with("p.toml:5:1: source.slott: unknown field `slott`"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("format = \"json\"", "format = \"json\"\ncolour = 1"));
+    assert!(
+        e.contains("p.toml:9:1: sinks.colour: unknown field `colour`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_types_and_values() {
+    let e = err(&GOOD.replace("format = \"json\"", "format = \"xml\""));
+    assert!(
+        e.contains("p.toml:8:10: sinks.format:") && e.contains("unknown variant `xml`"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("slot = \"cdc_host\"", "slot = \"Bad-Slot\""));
+    assert!(
+        e.starts_with("p.toml:4:8: source.slot: invalid slot name"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("?sslmode=prefer", "?sslmode=sometimes"));
+    assert!(
+        e.starts_with("p.toml:3:7: source.dsn: invalid sslmode"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("slot = \"cdc_host\"\n", ""));
+    assert!(
+        e.starts_with("p.toml:2:1: source: missing field `slot`"),
+        "{e}"
+    );
+    let e = err(&format!("{GOOD}\n[[sinks]]\ntype = \"stdout\"\n"));
+    assert!(e.contains("duplicate sink name \"stdout\""), "{e}");
+}
+
+#[test]
+fn env_interpolation() {
+    std::env::set_var("CDC_TEST_PW_1", "s3cret");
+    assert_eq!(
+        interpolate("a:${CDC_TEST_PW_1}@b $$ $x").unwrap(),
+        "a:s3cret@b $ $x"
+    );
+    let e = err(&GOOD.replace("cdc@", "cdc:${CDC_TEST_MISSING_VAR}@"));
+    assert!(
+        e.contains("source.dsn: environment variable CDC_TEST_MISSING_VAR is not set"),
+        "{e}"
+    );
+}

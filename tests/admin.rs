@@ -3,8 +3,7 @@
 //! shutdown contract (drain within the grace period; a second signal exits at once).
 
 mod common;
-#[path = "harness/mod.rs"]
-mod harness;
+use cdc_test_harness as harness;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

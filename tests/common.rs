@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests (included next to the harness).
+//! Helpers shared by the integration tests (a module of each test binary).
 #![allow(dead_code)]
 
 use std::path::PathBuf;

@@ -6,8 +6,7 @@
 //! Run with `--nocapture` to print the table (case, position, message).
 
 mod common;
-#[path = "harness/mod.rs"]
-mod harness;
+use cdc_test_harness as harness;
 
 use std::path::Path;
 use std::process::Command;

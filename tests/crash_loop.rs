@@ -6,8 +6,7 @@
 //! Seeded: set CDC_CRASH_SEED to replay a run; the seed is printed.
 
 mod common;
-#[path = "harness/mod.rs"]
-mod harness;
+use cdc_test_harness as harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

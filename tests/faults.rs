@@ -8,8 +8,7 @@
 //! grow by about as much as the rows written meanwhile; one that stops reading stays flat.
 
 mod common;
-#[path = "harness/mod.rs"]
-mod harness;
+use cdc_test_harness as harness;
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};

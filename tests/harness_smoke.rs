@@ -1,7 +1,6 @@
 //! Exercises the integration-test harness itself (no cdc-host logic).
 
-#[path = "harness/mod.rs"]
-mod harness;
+use cdc_test_harness as harness;
 
 use std::process::Command;
 use std::time::Duration;

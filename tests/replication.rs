@@ -2,8 +2,7 @@
 
 mod common;
 mod fixtures;
-#[path = "harness/mod.rs"]
-mod harness;
+use cdc_test_harness as harness;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,8 +2,7 @@
 //! scriptable receiver), fan-out, and a checkpoint that waits for every sink.
 
 mod common;
-#[path = "harness/mod.rs"]
-mod harness;
+use cdc_test_harness as harness;
 
 use std::collections::HashSet;
 use std::path::PathBuf;

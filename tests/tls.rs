@@ -1,8 +1,7 @@
 //! TLS with libpq's sslmode semantics, against a private Postgres with a test CA.
 
 mod common;
-#[path = "harness/mod.rs"]
-mod harness;
+use cdc_test_harness as harness;
 
 use std::time::Duration;
 

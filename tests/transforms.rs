@@ -3,8 +3,7 @@
 
 mod common;
 mod fixtures;
-#[path = "harness/mod.rs"]
-mod harness;
+use cdc_test_harness as harness;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

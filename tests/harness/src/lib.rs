@@ -1,11 +1,5 @@
-//! Integration-test harness for `cdc-host`.
-//!
-//! Include it from a file in `tests/` with
-//!
-//! ```ignore
-//! #[path = "harness/mod.rs"]
-//! mod harness;
-//! ```
+//! Integration-test harness for `cdc-host` and `cdc-sinks` (crate `cdc-test-harness`, a
+//! dev-dependency of both; not published).
 //!
 //! What it gives:
 //!
@@ -17,6 +11,8 @@
 //!   stdout/stderr captured to files.
 //! * [`write_config`], [`confirmed_flush_lsn`], [`current_wal_lsn`],
 //!   [`wait_for_confirmed_flush`], [`wait_confirmed_to_now`].
+//! * [`http_receiver`], [`nats_server`], [`proxy`] — the servers sink and
+//!   fault tests talk to.
 //!
 //! Which Postgres: `/usr/lib/postgresql/15/bin`, or the folder named by the
 //! env var `CDC_TEST_PG_BIN` (it must hold `initdb`, `postgres`, `psql`).
@@ -30,7 +26,6 @@
 //!    in any way (SIGKILL, abort, Ctrl-C) the kernel closes the pipe, the
 //!    watchdog reads EOF, SIGQUITs the postmaster and removes the temp dir.
 //! 3. a private [`PgServer`] is stopped on `Drop`.
-#![allow(dead_code, unreachable_pub, unused_imports)]
 
 mod host;
 pub mod http_receiver;
@@ -44,6 +39,7 @@ pub use pg::{
     confirmed_flush_lsn, current_wal_lsn, pg_err, server, try_connect, wait_confirmed_to_now,
     wait_for_confirmed_flush, PgServer, TestDb,
 };
+pub use util::process_alive;
 
 /// Superuser; `trust` on 127.0.0.1 for normal and replication connections.
 pub const SUPERUSER: &str = "postgres";

@@ -4,13 +4,16 @@
 //! What it gives:
 //!
 //! * [`server()`] — one throwaway Postgres per test binary (lazily started,
-//!   shared by all tests of that binary). [`PgServer::start()`] gives a
-//!   private one (e.g. for restart tests) that is stopped when dropped.
+//!   shared by all tests of that binary: every module of `host/tests/it`).
+//!   [`PgServer::start()`] gives a private one (e.g. for restart tests) that
+//!   is stopped when dropped.
 //! * [`PgServer::fresh_db`] — a uniquely named database per test ([`TestDb`]).
 //! * [`HostProcess`] — the `cdc-host` binary running `run <config>` with its
 //!   stdout/stderr captured to files.
 //! * [`write_config`], [`confirmed_flush_lsn`], [`current_wal_lsn`],
 //!   [`wait_for_confirmed_flush`], [`wait_confirmed_to_now`].
+//! * [`heavy()`] — a lock that keeps the long, machine-loading tests from
+//!   running at the same time as each other.
 //! * [`http_receiver`], [`nats_server`], [`proxy`] — the servers sink and
 //!   fault tests talk to.
 //!
@@ -27,6 +30,7 @@
 //!    watchdog reads EOF, SIGQUITs the postmaster and removes the temp dir.
 //! 3. a private [`PgServer`] is stopped on `Drop`.
 
+mod heavy;
 mod host;
 pub mod http_receiver;
 pub mod nats_server;
@@ -34,6 +38,7 @@ mod pg;
 pub mod proxy;
 mod util;
 
+pub use heavy::heavy;
 pub use host::{write_config, HostProcess};
 pub use pg::{
     confirmed_flush_lsn, current_wal_lsn, pg_err, server, try_connect, wait_confirmed_to_now,

@@ -25,6 +25,3 @@ pub mod sink_config;
 pub mod source;
 pub mod transform;
 pub mod value;
-
-#[cfg(test)]
-mod fuzz_tests;

@@ -29,6 +29,3 @@ pub mod progress;
 pub mod source;
 pub mod transform;
 pub mod value;
-
-#[cfg(test)]
-mod fuzz_tests;

@@ -1,6 +1,5 @@
 //! A `nats-server -js` for tests: a free 127.0.0.1 port, its own store directory (kept
 //! across restarts, so JetStream data survives a kill + start), killed on drop.
-#![allow(dead_code)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -8,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `nats-server -js` child process on 127.0.0.1, killed on drop (also when a test panics).
+#[derive(Debug)]
 pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,

@@ -5,18 +5,15 @@
 //! once (replays dropped by `Nats-Msg-Id`), exactly the changes of the stdout union.
 //! Seeded: set CDC_CRASH_SEED to replay a run; the seed is printed.
 
-mod common;
-#[path = "harness/mod.rs"]
-mod harness;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value as Json};
 
-use common::*;
-use harness::nats_server::{self, NatsServer};
-use harness::HostProcess;
+use crate::common::*;
+use cdc_test_harness as harness;
+use cdc_test_harness::nats_server::{self, NatsServer};
+use cdc_test_harness::HostProcess;
 
 struct Rng(u64);
 impl Rng {
@@ -55,6 +52,8 @@ async fn read_stream(url: &str) -> (u64, Duration, Vec<(String, Json)>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_kill9_loop_loses_nothing() {
+    // Long and machine-loading: never beside another such test (see `heavy`).
+    let _heavy = harness::heavy().await;
     let seed = std::env::var("CDC_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -1,18 +1,14 @@
 //! End to end: a real Postgres, the real binary, JSON lines on stdout.
 
-mod common;
-mod fixtures;
-#[path = "harness/mod.rs"]
-mod harness;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 
-use common::*;
-use fixtures::{TYPES_DDL, TYPES_ROWS};
-use harness::{confirmed_flush_lsn, HostProcess};
+use crate::common::*;
+use crate::fixtures::{TYPES_DDL, TYPES_ROWS};
+use cdc_test_harness as harness;
+use cdc_test_harness::{confirmed_flush_lsn, HostProcess};
 
 fn ops(v: &[Json]) -> Vec<&str> {
     v.iter().map(|c| c["op"].as_str().unwrap()).collect()

@@ -1,15 +1,12 @@
 //! TLS with libpq's sslmode semantics, against a private Postgres with a test CA.
 
-mod common;
-#[path = "harness/mod.rs"]
-mod harness;
-
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
-use common::*;
-use harness::{HostProcess, PgServer};
+use crate::common::*;
+use cdc_test_harness as harness;
+use cdc_test_harness::{HostProcess, PgServer};
 
 struct Pki {
     ca_pem: String,

@@ -16,7 +16,6 @@
 //!
 //! Everything runs on the current tokio runtime. Dropping the proxy stops the listener and
 //! closes every connection it still forwards.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

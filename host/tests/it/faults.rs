@@ -7,10 +7,6 @@
 //! (`CAPS`), a host that keeps reading the replication socket while its sink is down would
 //! grow by about as much as the rows written meanwhile; one that stops reading stays flat.
 
-mod common;
-#[path = "harness/mod.rs"]
-mod harness;
-
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
@@ -21,11 +17,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 use tokio_postgres::Client;
 
-use common::*;
-use harness::http_receiver::{status, Receiver, Recorded, Reply};
-use harness::nats_server::{self, stream_len, NatsServer};
-use harness::proxy::{BackendMessage, Proxy};
-use harness::{confirmed_flush_lsn, current_wal_lsn, HostProcess, TestDb};
+use crate::common::*;
+use cdc_test_harness as harness;
+use cdc_test_harness::http_receiver::{status, Receiver, Recorded, Reply};
+use cdc_test_harness::nats_server::{self, stream_len, NatsServer};
+use cdc_test_harness::proxy::{BackendMessage, Proxy};
+use cdc_test_harness::{confirmed_flush_lsn, current_wal_lsn, HostProcess, TestDb};
 
 /// What the host logs on every reconnection attempt (`pipeline::run`).
 const RECONNECT_LOG: &str = "replication interrupted; reconnecting";
@@ -500,6 +497,8 @@ async fn read_stream(
 /// slot is confirmed to the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_down_for_60s_holds_the_slot_keeps_memory_flat_and_loses_nothing() {
+    // Long and machine-loading: never beside another such test (see `heavy`).
+    let _heavy = harness::heavy().await;
     let started = Instant::now();
     let mut nats = NatsServer::start(&[]);
     let db = table_db("nats_outage", true).await;
@@ -617,6 +616,8 @@ fn parse_request(r: Recorded) -> Req {
 /// is confirmed to the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_failing_for_60s_holds_the_slot_keeps_memory_flat_and_loses_nothing() {
+    // Long and machine-loading: never beside another such test (see `heavy`).
+    let _heavy = harness::heavy().await;
     const FAIL_500_FOR: u64 = 20;
     let started = Instant::now();
     let mut hook = Receiver::start().await;

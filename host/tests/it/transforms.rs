@@ -1,20 +1,16 @@
 //! Wasm transforms end to end: real Postgres, the real binary, modules built by
 //! `scripts/build-guests` (the test command builds them first).
 
-mod common;
-mod fixtures;
-#[path = "harness/mod.rs"]
-mod harness;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 
-use common::*;
-use fixtures::{TYPES_DDL, TYPES_ROWS};
-use harness::http_receiver::Receiver;
-use harness::{HostProcess, TestDb};
+use crate::common::*;
+use crate::fixtures::{TYPES_DDL, TYPES_ROWS};
+use cdc_test_harness as harness;
+use cdc_test_harness::http_receiver::Receiver;
+use cdc_test_harness::{HostProcess, TestDb};
 
 /// `guests/<lang>/<name>/<name with _>.wasm`, which `scripts/build-guests` writes.
 fn guest(lang: &str, name: &str) -> PathBuf {

@@ -13,8 +13,8 @@ use proptest::sample::Index;
 use proptest::strategy::{BoxedStrategy, Union};
 
 use super::fuzz;
-use crate::lsn::Lsn;
-use crate::pgoutput::*;
+use cdc_host::lsn::Lsn;
+use cdc_host::pgoutput::*;
 
 // ---------------------------------------------------------------------------
 // The encoder (the inverse of `decode`)

@@ -1,6 +1,5 @@
 //! A scriptable HTTP/1.1 receiver on 127.0.0.1 for sink tests: records every request and
 //! answers from a script (status codes, Retry-After, hangs), 200 otherwise.
-#![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -64,13 +63,14 @@ pub fn status(code: u16) -> Reply {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Shared {
     script: Mutex<VecDeque<Reply>>,
     /// Answer when the script is empty (None = 200).
     default: Mutex<Option<Reply>>,
 }
 
+#[derive(Debug)]
 pub struct Receiver {
     pub addr: SocketAddr,
     shared: Arc<Shared>,

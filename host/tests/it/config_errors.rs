@@ -5,14 +5,11 @@
 //!
 //! Run with `--nocapture` to print the table (case, position, message).
 
-mod common;
-#[path = "harness/mod.rs"]
-mod harness;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
+use cdc_test_harness as harness;
 
 /// Lines 1–4 of most cases.
 const HEAD: &str = "[source]

@@ -115,7 +115,7 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
 }
 
 /// True while `/proc/<pid>` exists and is not a zombie.
-pub(crate) fn process_alive(pid: u32) -> bool {
+pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // "pid (comm) S ..." — state follows the last ')'
         Ok(s) => match s.rfind(')') {

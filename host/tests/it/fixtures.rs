@@ -1,5 +1,4 @@
-//! Fixtures shared by several integration test binaries.
-#![allow(dead_code)]
+//! Fixtures shared by several integration test modules.
 
 /// A table with a column of every type the decoder knows (and a few it does not).
 pub const TYPES_DDL: &str = "

@@ -1,12 +1,9 @@
 //! Exercises the integration-test harness itself (no cdc-host logic).
 
-#[path = "harness/mod.rs"]
-mod harness;
-
 use std::process::Command;
 use std::time::Duration;
 
-use harness::*;
+use cdc_test_harness::*;
 
 async fn show(client: &tokio_postgres::Client, setting: &str) -> String {
     client

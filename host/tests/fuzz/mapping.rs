@@ -12,10 +12,10 @@ use proptest::prelude::*;
 
 use super::fuzz;
 use super::value::{valid_case, Expect};
-use crate::change::{Column, Table};
-use crate::pgoutput::{ColumnData, Relation, RelationColumn, ReplicaIdentity, TupleData};
-use crate::source::mapping::{row_from_tuple, table_from_relation, MapError};
-use crate::value::{builtin_type, parse_text, TypeInfo, Value};
+use cdc_host::change::{Column, Table};
+use cdc_host::pgoutput::{ColumnData, Relation, RelationColumn, ReplicaIdentity, TupleData};
+use cdc_host::source::mapping::{row_from_tuple, table_from_relation, MapError};
+use cdc_host::value::{builtin_type, parse_text, TypeInfo, Value};
 
 /// What one tuple column carries.
 #[derive(Debug, Clone)]

@@ -12,9 +12,13 @@
 //!
 //! Each target runs `CDC_FUZZ_CASES` cases (default [`DEFAULT_CASES`], sized so the whole
 //! set stays far below a minute in a debug `cargo test` on two busy cores). `scripts/fuzz`
-//! runs them in release mode with many more cases. A failure is shrunk by proptest, its
-//! seed saved under `host/proptest-regressions/` (replayed first on every later run), and
-//! the shrunk input should become a plain regression test next to the code it broke.
+//! runs this test binary (`cargo test -p cdc-host --test fuzz`) in release mode with many
+//! more cases. A failure is shrunk by proptest, its seed saved under
+//! `host/tests/proptest-regressions/` (replayed first on every later run), and the shrunk
+//! input should become a plain regression test next to the code it broke.
+//!
+//! The targets drive the library through its public API (`cdc_host::pgoutput`,
+//! `cdc_host::value`, `cdc_host::source::mapping`), as any other consumer would.
 
 mod mapping;
 mod pgoutput;

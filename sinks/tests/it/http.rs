@@ -6,13 +6,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cdc_sinks::http::{HttpBatching, HttpOptions, HttpSink};
 use cdc_sinks::{EncodedBatch, Message, Sink, SinkError};
+use cdc_test_harness::http_receiver::{status, Receiver, Reply};
 
 /// Upper bound for any single test.
 const TEST_LIMIT: Duration = Duration::from_secs(30);
-
-#[path = "../../tests/harness/http_receiver.rs"]
-mod http_receiver;
-use http_receiver::{status, Receiver, Reply};
 
 // ---------------------------------------------------------------------------------------
 // Helpers

@@ -11,14 +11,11 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use cdc_sinks::nats::{JetStreamOptions, NatsAuth, NatsOptions, NatsSink, NatsTls};
 use cdc_sinks::{EncodedBatch, Message, Sink, SinkError};
+use cdc_test_harness::nats_server::{free_port, NatsServer};
 use futures_util::StreamExt;
 
 /// Upper bound for any single step of a test.
 const STEP: Duration = Duration::from_secs(60);
-
-#[path = "../../tests/harness/nats_server.rs"]
-mod nats_server;
-use nats_server::{free_port, NatsServer};
 
 fn message(i: u64, schema: &str, table: &str) -> Message {
     Message {

@@ -1,20 +1,17 @@
 //! End to end through the real sinks: NATS JetStream (a real nats-server) and HTTP (a
 //! scriptable receiver), fan-out, and a checkpoint that waits for every sink.
 
-mod common;
-#[path = "harness/mod.rs"]
-mod harness;
-
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value as Json;
 
-use common::*;
-use harness::http_receiver::{status, Receiver, Reply};
-use harness::nats_server::{self, stream_len, NatsServer};
-use harness::{confirmed_flush_lsn, HostProcess, PgServer, TestDb};
+use crate::common::*;
+use cdc_test_harness as harness;
+use cdc_test_harness::http_receiver::{status, Receiver, Reply};
+use cdc_test_harness::nats_server::{self, stream_len, NatsServer};
+use cdc_test_harness::{confirmed_flush_lsn, HostProcess, PgServer, TestDb};
 
 fn write(dir: &tempfile::TempDir, db: &TestDb, slot: &str, sinks: &str, extra: &str) -> PathBuf {
     let path = dir.path().join("pipeline.toml");

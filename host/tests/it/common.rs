@@ -1,12 +1,11 @@
-//! Helpers shared by the integration tests (included next to the harness).
-#![allow(dead_code)]
+//! Helpers shared by the integration test modules.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value as Json;
 
-use crate::harness::{self, HostProcess, TestDb};
+use cdc_test_harness::{self as harness, HostProcess, TestDb};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cdc-host");
 pub const WAIT: Duration = Duration::from_secs(60);

@@ -16,7 +16,7 @@ use proptest::sample::Index;
 use proptest::strategy::BoxedStrategy;
 
 use super::fuzz;
-use crate::value::*;
+use cdc_host::value::*;
 
 const USECS_PER_SEC: i64 = 1_000_000;
 const USECS_PER_DAY: i64 = 86_400 * USECS_PER_SEC;

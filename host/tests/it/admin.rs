@@ -2,10 +2,6 @@
 //! healthy), `/metrics` (the counts a run produced), JSON logs from the config, and the
 //! shutdown contract (drain within the grace period; a second signal exits at once).
 
-mod common;
-#[path = "harness/mod.rs"]
-mod harness;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,10 +9,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use common::*;
-use harness::http_receiver::{status, Receiver};
-use harness::nats_server::{free_port, NatsServer};
-use harness::{confirmed_flush_lsn, HostProcess};
+use crate::common::*;
+use cdc_test_harness as harness;
+use cdc_test_harness::http_receiver::{status, Receiver};
+use cdc_test_harness::nats_server::{free_port, NatsServer};
+use cdc_test_harness::{confirmed_flush_lsn, HostProcess};
 
 /// `GET path` on the admin endpoint: (status, body); `None` while nothing listens.
 async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {

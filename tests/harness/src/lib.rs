@@ -1,22 +1,21 @@
-//! Integration-test harness for `cdc-host`.
-//!
-//! Include it from a file in `tests/` with
-//!
-//! ```ignore
-//! #[path = "harness/mod.rs"]
-//! mod harness;
-//! ```
+//! Integration-test harness for `cdc-host` and `cdc-sinks` (crate `cdc-test-harness`, a
+//! dev-dependency of both; not published).
 //!
 //! What it gives:
 //!
 //! * [`server()`] — one throwaway Postgres per test binary (lazily started,
-//!   shared by all tests of that binary). [`PgServer::start()`] gives a
-//!   private one (e.g. for restart tests) that is stopped when dropped.
+//!   shared by all tests of that binary: every module of `host/tests/it`).
+//!   [`PgServer::start()`] gives a private one (e.g. for restart tests) that
+//!   is stopped when dropped.
 //! * [`PgServer::fresh_db`] — a uniquely named database per test ([`TestDb`]).
 //! * [`HostProcess`] — the `cdc-host` binary running `run <config>` with its
 //!   stdout/stderr captured to files.
 //! * [`write_config`], [`confirmed_flush_lsn`], [`current_wal_lsn`],
 //!   [`wait_for_confirmed_flush`], [`wait_confirmed_to_now`].
+//! * [`heavy()`] — a lock that keeps the long, machine-loading tests from
+//!   running at the same time as each other.
+//! * [`http_receiver`], [`nats_server`], [`proxy`] — the servers sink and
+//!   fault tests talk to.
 //!
 //! Which Postgres: `/usr/lib/postgresql/15/bin`, or the folder named by the
 //! env var `CDC_TEST_PG_BIN` (it must hold `initdb`, `postgres`, `psql`).
@@ -30,8 +29,8 @@
 //!    in any way (SIGKILL, abort, Ctrl-C) the kernel closes the pipe, the
 //!    watchdog reads EOF, SIGQUITs the postmaster and removes the temp dir.
 //! 3. a private [`PgServer`] is stopped on `Drop`.
-#![allow(dead_code, unreachable_pub, unused_imports)]
 
+mod heavy;
 mod host;
 pub mod http_receiver;
 pub mod nats_server;
@@ -39,11 +38,13 @@ mod pg;
 pub mod proxy;
 mod util;
 
+pub use heavy::heavy;
 pub use host::{write_config, HostProcess};
 pub use pg::{
     confirmed_flush_lsn, current_wal_lsn, pg_err, server, try_connect, wait_confirmed_to_now,
     wait_for_confirmed_flush, PgServer, TestDb,
 };
+pub use util::process_alive;
 
 /// Superuser; `trust` on 127.0.0.1 for normal and replication connections.
 pub const SUPERUSER: &str = "postgres";

@@ -9,6 +9,11 @@ use cdc_test_harness::{self as harness, HostProcess, TestDb};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cdc-host");
 pub const WAIT: Duration = Duration::from_secs(60);
+/// How long a host may take to start streaming while it is still compiling its transform
+/// modules (it logs "replication started" once it has): a cold Cranelift compile of the
+/// JavaScript and Python components (SpiderMonkey, CPython inside) takes minutes on two
+/// busy cores, and every test starts with an empty module cache.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(600);
 
 /// A database with a publication over `tables` (already created by `setup_sql`).
 pub async fn db_with(hint: &str, setup_sql: &str, publication_sql: &str) -> TestDb {
@@ -74,7 +79,8 @@ pub async fn start_host_env(
 
 pub async fn wait_slot_active(db: &TestDb, slot: &str, host: &mut HostProcess) {
     let client = db.client().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let started = tokio::time::Instant::now();
+    let mut deadline = started + WAIT;
     loop {
         let row = client
             // `active` is true as soon as CREATE_REPLICATION_SLOT starts, while the walsender
@@ -96,8 +102,16 @@ pub async fn wait_slot_active(db: &TestDb, slot: &str, host: &mut HostProcess) {
                 host.stderr_tail(30)
             );
         }
+        // Still loading modules: the wait for the slot starts once the host connects.
+        let now = tokio::time::Instant::now();
+        if now >= deadline
+            && now < started + STARTUP_WAIT
+            && !host.stderr().contains("replication started")
+        {
+            deadline = now + WAIT;
+        }
         assert!(
-            tokio::time::Instant::now() < deadline,
+            now < deadline,
             "slot {slot} never became active:\n{}",
             host.stderr_tail(30)
         );

@@ -18,8 +18,8 @@ use crate::change::Change;
 use crate::config::Format;
 use crate::encode::{encode_batch, EncodeContext};
 use crate::progress::Progress;
-use cdc_sinks::{Policy, RouteFilter};
 use crate::source::Batch;
+use cdc_sinks::{Policy, RouteFilter};
 
 /// A sink's verdict on one batch.
 struct Ack {

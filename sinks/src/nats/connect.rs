@@ -15,7 +15,7 @@ use super::options::{
     JetStreamOptions, NatsAuth, NatsOptions, CONNECT_DEADLINE, DEFAULT_ACK_TIMEOUT,
 };
 use super::prepare::check_subject;
-use super::sink::{Js, RETRY};
+use super::state::{Js, RETRY};
 use super::stream::ensure_stream_until;
 use super::NatsSink;
 use crate::SinkError;

@@ -38,6 +38,7 @@ mod options;
 mod prepare;
 mod publish;
 mod sink;
+mod state;
 mod stream;
 
 pub use options::{

@@ -129,28 +129,28 @@ impl NatsSink {
         });
         Ok(subject)
     }
+}
 
-    /// The headers of one publish of `m`: the change id, op, table and LSNs, then those a
-    /// transform set.
-    pub(super) fn headers(m: &Message, p: &Prepared) -> HeaderMap {
-        let mut table = String::with_capacity(
-            m.schema.as_deref().map_or(1, str::len) + m.table.as_deref().map_or(1, str::len) + 1,
-        );
-        table.push_str(m.schema.as_deref().unwrap_or("_"));
-        table.push('.');
-        table.push_str(m.table.as_deref().unwrap_or("_"));
-        let mut headers = HeaderMap::new();
-        // `prepare` rejected values with line breaks: `HeaderValue::from` cannot panic.
-        headers.insert(MSG_ID, m.id.clone());
-        headers.insert(CDC_OP, m.op);
-        headers.insert(CDC_TABLE, table);
-        headers.insert(CDC_LSN, m.lsn.clone());
-        headers.insert(CDC_COMMIT_LSN, m.commit_lsn.clone());
-        for (name, value) in &p.extra {
-            headers.insert(name.clone(), value.clone());
-        }
-        headers
+/// The headers of one publish of `m`: the change id, op, table and LSNs, then those a
+/// transform set.
+pub(super) fn headers(m: &Message, p: &Prepared) -> HeaderMap {
+    let mut table = String::with_capacity(
+        m.schema.as_deref().map_or(1, str::len) + m.table.as_deref().map_or(1, str::len) + 1,
+    );
+    table.push_str(m.schema.as_deref().unwrap_or("_"));
+    table.push('.');
+    table.push_str(m.table.as_deref().unwrap_or("_"));
+    let mut headers = HeaderMap::new();
+    // `prepare` rejected values with line breaks: `HeaderValue::from` cannot panic.
+    headers.insert(MSG_ID, m.id.clone());
+    headers.insert(CDC_OP, m.op);
+    headers.insert(CDC_TABLE, table);
+    headers.insert(CDC_LSN, m.lsn.clone());
+    headers.insert(CDC_COMMIT_LSN, m.commit_lsn.clone());
+    for (name, value) in &p.extra {
+        headers.insert(name.clone(), value.clone());
     }
+    headers
 }
 
 /// A subject one can publish to: non-empty tokens, no whitespace or control characters,

@@ -7,7 +7,7 @@ use async_nats::connection::State;
 use async_nats::jetstream;
 
 use super::events::ConnEvents;
-use super::prepare::{CachedSubject, Prepared};
+use super::prepare::{prepare, Prepared, Subjects};
 use super::publish::Publisher;
 use super::state::{sink_error, Failure, FailureKind, Js, Strikes, Verdict, RETRY};
 use crate::{EncodedBatch, Sink, SinkError, SinkObserver};
@@ -20,12 +20,11 @@ pub struct NatsSink {
     pub(super) url: String,
     pub(super) client: async_nats::Client,
     pub(super) js: Option<Js>,
-    pub(super) subject: String,
     pub(super) ack_timeout: Duration,
     pub(super) max_in_flight: usize,
     pub(super) events: Arc<ConnEvents>,
-    /// Recently rendered subjects (see [`NatsSink::subject_for`]).
-    pub(super) subjects: Vec<CachedSubject>,
+    /// The subject template, and its recently rendered subjects.
+    pub(super) subjects: Subjects,
     /// Reused by every `deliver` (empty between calls).
     pub(super) prepared: Vec<Prepared>,
 }
@@ -56,7 +55,7 @@ impl Sink for NatsSink {
         let mut prepared = std::mem::take(&mut self.prepared);
         prepared.clear();
         for m in &batch.messages {
-            prepared.push(self.prepare(m)?);
+            prepared.push(prepare(&self.name, &mut self.subjects, m)?);
         }
         let result = self.deliver_prepared(&batch, &prepared).await;
         prepared.clear();

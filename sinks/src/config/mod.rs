@@ -10,8 +10,14 @@
 //! keys (`sink_keys!`: `NatsKeys`, `HttpKeys`) in its `config.rs`; a key of another type
 //! is then rejected by [`SinkConfig::check`] at its own position.
 //!
+//! This is the one module that knows every sink type. A type's `config.rs` never sees a
+//! [`SinkConfig`]: it gets an [`Entry`] (the sink's name, type and `url`, and its own keys)
+//! and builds on the leaf `keys` module (`${ENV}`, URL checks, `sink_keys!`, [`KeyError`]),
+//! so dependencies run one way: `config` → each type's `config` → `keys`.
+//!
 //! Adding a sink type: a folder with its `config.rs` (its keys, `SHARED_KEYS`, `check`,
-//! `build`), a field for its keys in [`SinkConfig`], and its arm in each `match self.kind`.
+//! `build`, each taking an [`Entry`] of its keys), a field for its keys in [`SinkConfig`],
+//! its `From<&SinkConfig> for Entry<…>`, and its arm in each `match self.kind`.
 
 mod read;
 

@@ -10,22 +10,24 @@
 //! keys (`sink_keys!`: `NatsKeys`, `HttpKeys`) in its `config.rs`; a key of another type
 //! is then rejected by [`SinkConfig::check`] at its own position.
 //!
+//! This is the one module that knows every sink type. A type's `config.rs` never sees a
+//! [`SinkConfig`]: it gets an [`Entry`] (the sink's name, type and `url`, and its own keys)
+//! and builds on the leaf `keys` module (`${ENV}`, URL checks, `sink_keys!`, [`KeyError`]),
+//! so dependencies run one way: `config` → each type's `config` → `keys`.
+//!
 //! Adding a sink type: a folder with its `config.rs` (its keys, `SHARED_KEYS`, `check`,
-//! `build`), a field for its keys in [`SinkConfig`], and its arm in each `match self.kind`.
+//! `build`, each taking an [`Entry`] of its keys), a field for its keys in [`SinkConfig`],
+//! its `From<&SinkConfig> for Entry<…>`, and its arm in each `match self.kind`.
 
 mod read;
-mod values;
-
-use std::ops::Range;
 
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-pub(crate) use read::{at, element, sink_keys};
-pub use values::interpolate;
-pub(crate) use values::{check_authority, safe_scheme};
+pub use crate::keys::{interpolate, Entry, KeyError};
 
 use crate::http::config::HttpKeys;
+use crate::keys::at;
 use crate::nats::config::NatsKeys;
 use crate::{http, nats, stdout, Policy, RouteFilter, Sink, SinkError};
 
@@ -95,10 +97,6 @@ pub struct SinkConfig {
     pub http: HttpKeys,
 }
 
-/// A problem with one key of a sink entry: its span (`None`: the whole entry), dotted key
-/// and message.
-pub type KeyError = (Option<Range<usize>>, &'static str, String);
-
 impl SinkConfig {
     /// The route filter, if `routes` is set (validated by [`SinkConfig::check`]).
     pub fn route_filter(&self) -> Option<RouteFilter> {
@@ -156,9 +154,9 @@ impl SinkConfig {
             ));
         }
         match self.kind {
-            SinkType::Stdout => stdout::config::check(self)?,
-            SinkType::Nats => nats::config::check(self)?,
-            SinkType::Http => http::config::check(self)?,
+            SinkType::Stdout => stdout::config::check(&self.into())?,
+            SinkType::Nats => nats::config::check(&self.into())?,
+            SinkType::Http => http::config::check(&self.into())?,
         }
         let dead_letter = self.reject_policy() == Policy::DeadLetter;
         match (&self.dead_letter_sink, dead_letter) {
@@ -190,50 +188,39 @@ impl SinkConfig {
     /// never kept in the config.
     pub async fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
         match self.kind {
-            SinkType::Stdout => stdout::config::build(self),
-            SinkType::Nats => nats::config::build(self).await,
-            SinkType::Http => http::config::build(self).await,
+            SinkType::Stdout => stdout::config::build(self.into()),
+            SinkType::Nats => nats::config::build(self.into()).await,
+            SinkType::Http => http::config::build(self.into()).await,
         }
     }
 
-    /// A [`KeyError`] found while building, as the sink's error.
-    pub(crate) fn build_error(&self, (_, key, message): KeyError) -> SinkError {
-        SinkError::Other {
-            sink: self.display_name(),
-            message: format!("{key}: {message}"),
-        }
-    }
-
-    /// `url`, `${ENV}` filled in, checked by the type's `check` (whose message must not
-    /// quote the URL: it may hold a secret).
-    pub(crate) fn resolved_url(
-        &self,
-        check: fn(&str) -> Result<(), String>,
-    ) -> Result<String, KeyError> {
-        let Some(u) = &self.url else {
-            return Ok(String::new());
-        };
-        let url = env(u, "url")?;
-        check(&url).map_err(|m| (Some(u.span()), "url", m))?;
-        Ok(url)
-    }
-
-    /// "a {type} sink needs a url" when `url` is missing.
-    pub(crate) fn require_url(&self) -> Result<(), KeyError> {
-        match self.url {
-            Some(_) => Ok(()),
-            None => Err((
-                None,
-                "url",
-                format!("a {} sink needs a url", self.kind.as_str()),
-            )),
+    /// What a sink type's `config` sees of the entry: its name, type and `url`, and `keys`.
+    fn entry<'a, K>(&'a self, keys: &'a K) -> Entry<'a, K> {
+        Entry {
+            name: self.display_name(),
+            kind: self.kind.as_str(),
+            url: self.url.as_ref(),
+            keys,
         }
     }
 }
 
-/// A string value with `${ENV}` filled in; errors point at the value.
-pub(crate) fn env(v: &Spanned<String>, key: &'static str) -> Result<String, KeyError> {
-    interpolate(v.get_ref()).map_err(|m| (Some(v.span()), key, m))
+impl<'a> From<&'a SinkConfig> for Entry<'a, ()> {
+    fn from(c: &'a SinkConfig) -> Self {
+        c.entry(&())
+    }
+}
+
+impl<'a> From<&'a SinkConfig> for Entry<'a, NatsKeys> {
+    fn from(c: &'a SinkConfig) -> Self {
+        c.entry(&c.nats)
+    }
+}
+
+impl<'a> From<&'a SinkConfig> for Entry<'a, HttpKeys> {
+    fn from(c: &'a SinkConfig) -> Self {
+        c.entry(&c.http)
+    }
 }
 
 #[cfg(test)]

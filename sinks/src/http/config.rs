@@ -8,9 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{HttpBatching, HttpOptions, HttpSink};
-use crate::config::{
-    at, check_authority, interpolate, safe_scheme, sink_keys, KeyError, SinkConfig,
-};
+use crate::keys::{at, check_authority, interpolate, safe_scheme, sink_keys, Entry, KeyError};
 use crate::{Sink, SinkError};
 
 /// The keys every sink may have that an HTTP sink accepts.
@@ -66,14 +64,14 @@ impl From<HttpBatch> for HttpBatching {
 
 /// What can be checked without the environment: a url, and placeholders in it only with
 /// one request per change.
-pub(crate) fn check(c: &SinkConfig) -> Result<(), KeyError> {
+pub(crate) fn check(c: &Entry<'_, HttpKeys>) -> Result<(), KeyError> {
     c.require_url()?;
-    if let Some(u) = &c.url {
+    if let Some(u) = c.url {
         let templated = ["{schema}", "{table}", "{op}"]
             .iter()
             .any(|p| u.get_ref().contains(p));
         let one_per_change = matches!(
-            c.http.batch.as_ref().map(|b| *b.get_ref()),
+            c.keys.batch.as_ref().map(|b| *b.get_ref()),
             Some(HttpBatch::None)
         );
         if templated && !one_per_change {
@@ -88,39 +86,44 @@ pub(crate) fn check(c: &SinkConfig) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// The entry's options: `${ENV}` filled in, defaults from [`HttpOptions::new`].
-pub fn options(c: &SinkConfig) -> Result<HttpOptions, KeyError> {
+/// The entry's options (`c`: a `&SinkConfig`, or its [`Entry`]): `${ENV}` filled in,
+/// defaults from [`HttpOptions::new`].
+pub fn options<'a>(c: impl Into<Entry<'a, HttpKeys>>) -> Result<HttpOptions, KeyError> {
+    resolve(&c.into())
+}
+
+fn resolve(c: &Entry<'_, HttpKeys>) -> Result<HttpOptions, KeyError> {
     let url = c.resolved_url(check_http_url)?;
     let mut headers = Vec::new();
-    if let Some(h) = &c.http.headers {
+    if let Some(h) = &c.keys.headers {
         for (k, v) in h.get_ref() {
             let v = interpolate(v).map_err(|m| (Some(h.span()), "headers", format!("{k}: {m}")))?;
             headers.push((k.clone(), v));
         }
     }
-    let mut o = HttpOptions::new(c.display_name(), url);
+    let mut o = HttpOptions::new(c.name.clone(), url);
     o.headers = headers;
-    if let Some(b) = &c.http.batch {
+    if let Some(b) = &c.keys.batch {
         o.batching = (*b.get_ref()).into();
     }
-    if let Some(t) = &c.http.timeout_ms {
+    if let Some(t) = &c.keys.timeout_ms {
         o.timeout = Duration::from_millis(*t.get_ref());
     }
-    if let Some(m) = &c.http.max_batch_bytes {
+    if let Some(m) = &c.keys.max_batch_bytes {
         o.max_batch_bytes = *m.get_ref();
     }
-    o.max_retries = c.http.max_retries.as_ref().map(|v| *v.get_ref());
-    o.ca_file = c.http.ca_file.as_ref().map(|f| f.get_ref().clone());
+    o.max_retries = c.keys.max_retries.as_ref().map(|v| *v.get_ref());
+    o.ca_file = c.keys.ca_file.as_ref().map(|f| f.get_ref().clone());
     Ok(o)
 }
 
 /// Builds the sink off the async workers: it reads CA certificates from disk.
-pub(crate) async fn build(c: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
-    let opts = options(c).map_err(|e| c.build_error(e))?;
+pub(crate) async fn build(c: Entry<'_, HttpKeys>) -> Result<Box<dyn Sink>, SinkError> {
+    let opts = resolve(&c).map_err(|e| c.build_error(e))?;
     let sink = tokio::task::spawn_blocking(move || HttpSink::new(opts))
         .await
         .map_err(|e| SinkError::Other {
-            sink: c.display_name(),
+            sink: c.name.clone(),
             message: format!("building the sink failed: {e}"),
         })??;
     Ok(Box::new(sink))

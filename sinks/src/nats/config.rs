@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{JetStreamOptions, NatsAuth, NatsOptions, NatsSink, NatsTls, DEFAULT_DUPLICATE_WINDOW};
-use crate::config::{at, check_authority, env, safe_scheme, sink_keys, KeyError, SinkConfig};
+use crate::keys::{at, check_authority, env, safe_scheme, sink_keys, Entry, KeyError};
 use crate::{Sink, SinkError};
 
 /// The keys every sink may have that a NATS sink accepts.
@@ -83,23 +83,28 @@ pub struct NatsTlsConfig {
 }
 
 /// What can be checked without the environment: a url, and the subject template.
-pub(crate) fn check(c: &SinkConfig) -> Result<(), KeyError> {
+pub(crate) fn check(c: &Entry<'_, NatsKeys>) -> Result<(), KeyError> {
     c.require_url()?;
-    if let Some(s) = &c.nats.subject {
+    if let Some(s) = &c.keys.subject {
         check_template(s.get_ref()).map_err(|m| (Some(s.span()), "subject", m))?;
     }
     Ok(())
 }
 
-/// The entry's options: `${ENV}` filled in, defaults from [`NatsOptions::new`].
-pub fn options(c: &SinkConfig) -> Result<NatsOptions, KeyError> {
+/// The entry's options (`c`: a `&SinkConfig`, or its [`Entry`]): `${ENV}` filled in,
+/// defaults from [`NatsOptions::new`].
+pub fn options<'a>(c: impl Into<Entry<'a, NatsKeys>>) -> Result<NatsOptions, KeyError> {
+    resolve(&c.into())
+}
+
+fn resolve(c: &Entry<'_, NatsKeys>) -> Result<NatsOptions, KeyError> {
     let url = c.resolved_url(check_nats_urls)?;
-    let mut o = NatsOptions::new(c.display_name(), url);
-    if let Some(s) = &c.nats.subject {
+    let mut o = NatsOptions::new(c.name.clone(), url);
+    if let Some(s) = &c.keys.subject {
         o.subject = s.get_ref().clone();
     }
-    o.auth = auth(c)?;
-    o.jetstream = c.nats.jetstream.as_ref().map(|j| {
+    o.auth = auth(c.keys)?;
+    o.jetstream = c.keys.jetstream.as_ref().map(|j| {
         let j = j.get_ref();
         JetStreamOptions {
             stream: j.stream.clone(),
@@ -108,7 +113,7 @@ pub fn options(c: &SinkConfig) -> Result<NatsOptions, KeyError> {
             duplicate_window: Duration::from_secs(j.duplicate_window_secs),
         }
     });
-    o.tls = c.nats.tls.as_ref().map(|t| {
+    o.tls = c.keys.tls.as_ref().map(|t| {
         let t = t.get_ref();
         NatsTls {
             ca_file: t.ca_file.clone(),
@@ -117,22 +122,16 @@ pub fn options(c: &SinkConfig) -> Result<NatsOptions, KeyError> {
             required: true,
         }
     });
-    if let Some(t) = &c.nats.ack_timeout_ms {
+    if let Some(t) = &c.keys.ack_timeout_ms {
         o.ack_timeout = Duration::from_millis(*t.get_ref());
     }
     Ok(o)
 }
 
 /// At most one way to authenticate.
-fn auth(c: &SinkConfig) -> Result<NatsAuth, KeyError> {
+fn auth(k: &NatsKeys) -> Result<NatsAuth, KeyError> {
     Ok(
-        match (
-            &c.nats.user,
-            &c.nats.password,
-            &c.nats.token,
-            &c.nats.nkey_seed,
-            &c.nats.creds_file,
-        ) {
+        match (&k.user, &k.password, &k.token, &k.nkey_seed, &k.creds_file) {
             (Some(u), Some(p), None, None, None) => NatsAuth::UserPassword {
                 user: env(u, "user")?,
                 password: env(p, "password")?,
@@ -153,8 +152,8 @@ fn auth(c: &SinkConfig) -> Result<NatsAuth, KeyError> {
 
 /// Connects the sink. The files it reads (credentials, certificates) are read by the
 /// client off the async workers (`tokio::fs`, `spawn_blocking`).
-pub(crate) async fn build(c: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
-    let opts = options(c).map_err(|e| c.build_error(e))?;
+pub(crate) async fn build(c: Entry<'_, NatsKeys>) -> Result<Box<dyn Sink>, SinkError> {
+    let opts = resolve(&c).map_err(|e| c.build_error(e))?;
     Ok(Box::new(NatsSink::connect(opts).await?))
 }
 

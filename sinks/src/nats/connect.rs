@@ -14,8 +14,8 @@ use super::events::ConnEvents;
 use super::options::{
     JetStreamOptions, NatsAuth, NatsOptions, CONNECT_DEADLINE, DEFAULT_ACK_TIMEOUT,
 };
-use super::prepare::check_subject;
-use super::sink::{Js, RETRY};
+use super::prepare::{check_subject, Subjects};
+use super::state::{Js, RETRY};
 use super::stream::ensure_stream_until;
 use super::NatsSink;
 use crate::SinkError;
@@ -147,11 +147,10 @@ impl NatsSink {
             url,
             client,
             js,
-            subject: opts.subject,
             ack_timeout,
             max_in_flight,
             events,
-            subjects: Vec::new(),
+            subjects: Subjects::new(opts.subject),
             prepared: Vec::new(),
         })
     }

@@ -1,15 +1,13 @@
 //! The ordering fence: `Nats-Expected-Last-Msg-Id` on every message of an attempt but the
 //! first, naming the previous message bound for the same stream (see the module docs).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_nats::jetstream;
 use async_nats::Subject;
 
 use super::prepare::Prepared;
-use super::sink::{Js, Strikes, Verdict};
-use super::NatsSink;
+use super::state::{Js, Strikes, Verdict};
 use crate::EncodedBatch;
 
 /// Stream lookups per batch for subjects not seen before; the rest are assumed to go to the
@@ -18,45 +16,7 @@ pub(super) const MAX_LOOKUPS_PER_BATCH: usize = 64;
 /// Refusals naming an id outside the batch, within one `deliver`, before the order check is
 /// dropped as the stream evidently has other publishers.
 const FOREIGN_REFUSALS: u32 = 3;
-/// Bound on the subjects remembered (per-key routes could otherwise grow it without end).
-pub(super) const SEEN_CAP: usize = 100_000;
-
-/// State of the `Nats-Expected-Last-Msg-Id` ordering check.
-#[derive(Debug, Default)]
-pub(super) struct Fence {
-    /// Subjects stored by another stream than the configured one (from lookups, PubAcks).
-    pub(super) streams: HashMap<String, Arc<str>>,
-    /// Subjects whose stream is known (looked up or acknowledged); bounded by `SEEN_CAP`.
-    pub(super) seen: HashSet<String>,
-    /// Dropped once the stream turned out to have other publishers.
-    pub(super) disabled: bool,
-}
-
-impl Fence {
-    /// The stream of `subject` (the configured one unless known otherwise), and whether
-    /// that is known rather than assumed.
-    pub(super) fn stream_of(&self, subject: &str, default: &Arc<str>) -> (Arc<str>, bool) {
-        let stream = self.streams.get(subject).unwrap_or(default).clone();
-        (stream, self.seen.contains(subject))
-    }
-
-    pub(super) fn learn(&mut self, subject: &str, stream: &str, default: &Arc<str>) {
-        if stream == &**default {
-            self.streams.remove(subject);
-        } else if self.streams.len() < SEEN_CAP {
-            self.streams.insert(subject.to_string(), Arc::from(stream));
-        }
-        if self.seen.len() < SEEN_CAP && !self.seen.contains(subject) {
-            self.seen.insert(subject.to_string());
-        }
-    }
-}
-
 impl Js {
-    pub(super) fn fence(&self) -> std::sync::MutexGuard<'_, Fence> {
-        self.fence.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The stream of each message of `prepared` (known, or assumed to be the configured
     /// one), for the ordering check; empty when the check is off.
     pub(super) fn streams_of(&self, prepared: &[Prepared]) -> Vec<(Arc<str>, bool)> {
@@ -110,12 +70,12 @@ impl<'a> Chain<'a> {
     }
 }
 
-impl NatsSink {
-    /// Our `Nats-Expected-Last-Msg-Id` check refused a message: retry at once; drop the
-    /// check when the stream evidently has other publishers.
+impl Js {
+    /// Our `Nats-Expected-Last-Msg-Id` check refused a message (of sink `sink`): retry at
+    /// once; drop the check when the stream evidently has other publishers.
     pub(super) fn fence_refused(
         &self,
-        js: &Js,
+        sink: &str,
         batch: &EncodedBatch,
         prepared: &[Prepared],
         subject: &str,
@@ -131,7 +91,7 @@ impl NatsSink {
             .map(|(_, rest)| rest.split(" (code").next().unwrap_or(rest));
         // Only a refusal by a stream known to store the subject says something about the
         // stream's publishers (an assumed stream may simply be the wrong one).
-        let known = js.fence().seen.contains(subject);
+        let known = self.fence().seen.contains(subject);
         let ours = match last {
             Some(last) => {
                 batch.messages.iter().any(|m| m.id == last)
@@ -142,10 +102,10 @@ impl NatsSink {
         if !ours && known {
             strikes.foreign += 1;
             if strikes.foreign >= FOREIGN_REFUSALS {
-                js.fence().disabled = true;
+                self.fence().disabled = true;
                 tracing::warn!(
-                    sink = %self.name,
-                    stream = %js.opts.stream,
+                    sink = %sink,
+                    stream = %self.opts.stream,
                     "the stream holds messages from other publishers (last id {:?} is not \
                      ours): no longer checking Nats-Expected-Last-Msg-Id, so after a \
                      reconnect messages may land out of order",

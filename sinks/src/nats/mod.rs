@@ -27,6 +27,12 @@
 //! across reconnects is no longer enforced. Messages whose transform set its own
 //! `Nats-Expected-*` header are left alone.
 //!
+//! Layers, each using only those below it: `sink` (the [`NatsSink`] and its `deliver`
+//! loop) and `connect` at the top; `publish` (one attempt, through a `Publisher` of the
+//! sink's client and limits); `stream` (stream lookups); `fence` (the ordering check);
+//! `prepare` (subjects, headers); `state` (the JetStream side `Js`, the fence's memory,
+//! `Failure`, `Verdict`), `acks`, `events` and `options` at the bottom.
+//!
 //! [`Sink::deliver`]: crate::Sink::deliver
 
 mod acks;
@@ -38,6 +44,7 @@ mod options;
 mod prepare;
 mod publish;
 mod sink;
+mod state;
 mod stream;
 
 pub use options::{

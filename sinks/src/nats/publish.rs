@@ -2,9 +2,10 @@
 //! or core NATS (publish, then flush).
 
 use std::collections::VecDeque;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishError};
 use async_nats::{HeaderValue, Subject};
@@ -13,37 +14,22 @@ use tokio::time::Instant;
 
 use super::acks::{parse_pub_ack, AckInbox, AckSlot};
 use super::fence::Chain;
-use super::prepare::{Prepared, EXPECTED_LAST_MSG_ID};
-use super::sink::Js;
-use super::NatsSink;
+use super::prepare::{headers, Prepared, EXPECTED_LAST_MSG_ID};
+use super::state::{Failure, FailureKind, Js};
 use crate::EncodedBatch;
 
-/// Why a publish attempt stopped; `acked` messages from the batch start are durable.
-pub(super) struct Failure {
-    pub(super) acked: usize,
-    pub(super) index: usize,
-    pub(super) kind: FailureKind,
+/// What publishing an attempt needs of the sink: its name (for logs), its client, and its
+/// limits.
+pub(super) struct Publisher<'a> {
+    pub(super) name: &'a str,
+    pub(super) client: &'a async_nats::Client,
+    pub(super) ack_timeout: Duration,
+    pub(super) max_in_flight: usize,
 }
 
-pub(super) enum FailureKind {
-    Publish(jetstream::context::PublishError),
-    Core(String),
-    /// Core NATS refused the message itself (too large, bad subject).
-    CoreRejected(String),
-}
-
-impl fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FailureKind::Publish(e) => write!(f, "{e}"),
-            FailureKind::Core(e) | FailureKind::CoreRejected(e) => f.write_str(e),
-        }
-    }
-}
-
-impl NatsSink {
+impl Publisher<'_> {
     /// JetStream: publishes `batch[start..]` pipelined, awaiting acks in order.
-    pub(super) async fn publish_js(
+    pub(super) async fn jetstream(
         &self,
         js: &Js,
         batch: &EncodedBatch,
@@ -72,7 +58,7 @@ impl NatsSink {
                     last_progress = Instant::now();
                 }
                 attempt
-                    .publish_next(&self.client, &inbox.prefix, &mut reply)
+                    .publish_next(self.client, &inbox.prefix, &mut reply)
                     .await?;
             }
             // Wait for acks; settle the ones at the front.
@@ -114,7 +100,7 @@ impl NatsSink {
     }
 
     /// Core NATS: publishes the whole batch, then flushes.
-    pub(super) async fn publish_core(
+    pub(super) async fn core(
         &self,
         batch: &EncodedBatch,
         prepared: &[Prepared],
@@ -127,7 +113,7 @@ impl NatsSink {
         for (i, (p, m)) in prepared.iter().zip(&batch.messages).enumerate() {
             let publish = self.client.publish_with_headers(
                 p.subject.clone(),
-                Self::headers(m, p),
+                headers(m, p),
                 m.payload.clone(),
             );
             match tokio::time::timeout(self.ack_timeout, publish).await {
@@ -235,7 +221,7 @@ impl<'a> Attempt<'a> {
         let p = &prepared[index];
         let m = &batch.messages[index];
         let id = p.msg_id.as_deref().unwrap_or(&m.id);
-        let mut headers = NatsSink::headers(m, p);
+        let mut headers = headers(m, p);
         if self.fenced() {
             let stream = &self.streams[index - self.start].0;
             if let Some(previous) = self.chain.follow(stream, id) {

@@ -1,23 +1,16 @@
 //! [`NatsSink`]: the sink, and delivery of a batch until it is durable.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream;
 
-use super::acks::AckInbox;
 use super::events::ConnEvents;
-use super::fence::Fence;
-use super::options::JetStreamOptions;
-use super::prepare::{CachedSubject, Prepared};
-use super::publish::{Failure, FailureKind};
-use crate::retry::Backoff;
+use super::prepare::{prepare, Prepared, Subjects};
+use super::publish::Publisher;
+use super::state::{sink_error, Failure, FailureKind, Js, Strikes, Verdict, RETRY};
 use crate::{EncodedBatch, Sink, SinkError, SinkObserver};
-
-/// Transient failures: attempt 1 waits 50–100 ms, doubling to 2.5–5 s.
-pub(super) const RETRY: Backoff =
-    Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).half_jitter();
 
 /// Publishes encoded batches to NATS; see the module docs for the guarantees.
 #[derive(Debug)]
@@ -27,54 +20,18 @@ pub struct NatsSink {
     pub(super) url: String,
     pub(super) client: async_nats::Client,
     pub(super) js: Option<Js>,
-    pub(super) subject: String,
     pub(super) ack_timeout: Duration,
     pub(super) max_in_flight: usize,
     pub(super) events: Arc<ConnEvents>,
-    /// Recently rendered subjects (see [`NatsSink::subject_for`]).
-    pub(super) subjects: Vec<CachedSubject>,
+    /// The subject template, and its recently rendered subjects.
+    pub(super) subjects: Subjects,
     /// Reused by every `deliver` (empty between calls).
     pub(super) prepared: Vec<Prepared>,
 }
 
-#[derive(Debug)]
-pub(super) struct Js {
-    pub(super) context: jetstream::Context,
-    pub(super) opts: JetStreamOptions,
-    /// The subjects a created stream gets.
-    pub(super) subjects: Vec<String>,
-    /// `opts.stream`, the assumed stream of a subject not looked up yet.
-    pub(super) default_stream: Arc<str>,
-    pub(super) fence: Mutex<Fence>,
-    /// Where the PubAcks of our publishes arrive (one `deliver` at a time uses it).
-    pub(super) acks: tokio::sync::Mutex<AckInbox>,
-}
-
-/// Counters across the attempts of one `deliver`.
-#[derive(Default)]
-pub(super) struct Strikes {
-    /// "No stream matches the subject" answers in a row.
-    pub(super) no_stream: u32,
-    /// Ordering-check refusals naming an id outside the batch.
-    pub(super) foreign: u32,
-}
-
-/// What to do after a failed attempt.
-pub(super) enum Verdict {
-    /// Transient: back off, then retry from the first unacknowledged message.
-    Retry,
-    /// Our ordering check refused a message: retry at once (the retry's first message
-    /// carries no check, so every retry makes progress).
-    RetryNow,
-    Fatal(SinkError),
-}
-
 impl NatsSink {
     pub(super) fn err(&self, message: String) -> SinkError {
-        SinkError::Other {
-            sink: self.name.clone(),
-            message,
-        }
+        sink_error(&self.name, message)
     }
 }
 
@@ -98,7 +55,7 @@ impl Sink for NatsSink {
         let mut prepared = std::mem::take(&mut self.prepared);
         prepared.clear();
         for m in &batch.messages {
-            prepared.push(self.prepare(m)?);
+            prepared.push(prepare(&self.name, &mut self.subjects, m)?);
         }
         let result = self.deliver_prepared(&batch, &prepared).await;
         prepared.clear();
@@ -118,15 +75,21 @@ impl NatsSink {
             return Ok(());
         }
         if let Some(js) = &self.js {
-            self.resolve_streams(js, prepared).await;
+            js.resolve_streams(prepared).await;
         }
+        let publisher = Publisher {
+            name: &self.name,
+            client: &self.client,
+            ack_timeout: self.ack_timeout,
+            max_in_flight: self.max_in_flight,
+        };
         let mut start = 0usize;
         let mut attempt = 0u32;
         let mut strikes = Strikes::default();
         loop {
             let result = match &self.js {
-                Some(js) => self.publish_js(js, batch, prepared, start).await,
-                None => self.publish_core(batch, prepared).await,
+                Some(js) => publisher.jetstream(js, batch, prepared, start).await,
+                None => publisher.core(batch, prepared).await,
             };
             let failure = match result {
                 Ok(()) => return Ok(()),
@@ -226,13 +189,13 @@ impl NatsSink {
             )),
             K::WrongLastMessageId if !prepared[failure.index].user_expectation => {
                 let subject = prepared[failure.index].subject.as_str();
-                self.fence_refused(js, batch, prepared, subject, e, strikes)
+                js.fence_refused(&self.name, batch, prepared, subject, e, strikes)
             }
             K::WrongLastMessageId | K::WrongLastSequence => rejected(format!(
                 "{e} (an expectation header set by a transform failed)"
             )),
             K::StreamNotFound if connected => {
-                self.check_subject_bound(js, &subject(), &mut strikes.no_stream)
+                js.check_subject_bound(&self.name, &subject(), &mut strikes.no_stream)
                     .await
             }
             K::Other => {
@@ -244,7 +207,7 @@ impl NatsSink {
                         | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT,
                     ) => rejected(e.to_string()),
                     Some(ErrorCode::STREAM_NOT_FOUND) => {
-                        self.check_subject_bound(js, &subject(), &mut strikes.no_stream)
+                        js.check_subject_bound(&self.name, &subject(), &mut strikes.no_stream)
                             .await
                     }
                     _ => Verdict::Retry,

@@ -6,11 +6,10 @@ use std::collections::HashSet;
 use async_nats::jetstream::{self, stream};
 use tokio::time::Instant;
 
-use super::fence::{MAX_LOOKUPS_PER_BATCH, SEEN_CAP};
+use super::fence::MAX_LOOKUPS_PER_BATCH;
 use super::options::JetStreamOptions;
 use super::prepare::Prepared;
-use super::sink::{Js, Verdict, RETRY};
-use super::NatsSink;
+use super::state::{sink_error, Js, Verdict, RETRY, SEEN_CAP};
 use crate::SinkError;
 
 /// What to do after a failed stream check.
@@ -149,11 +148,11 @@ pub(super) async fn ensure_stream_until(
     }
 }
 
-impl NatsSink {
+impl Js {
     /// Learns the streams of subjects not seen before (a bounded number of lookups).
-    pub(super) async fn resolve_streams(&self, js: &Js, prepared: &[Prepared]) {
+    pub(super) async fn resolve_streams(&self, prepared: &[Prepared]) {
         let unknown: Vec<&str> = {
-            let fence = js.fence();
+            let fence = self.fence();
             if fence.disabled {
                 return;
             }
@@ -170,8 +169,8 @@ impl NatsSink {
         };
         for subject in unknown {
             use jetstream::context::GetStreamByNameErrorKind as K;
-            match js.context.stream_by_subject(subject).await {
-                Ok(stream) => js.fence().learn(subject, &stream, &js.default_stream),
+            match self.context.stream_by_subject(subject).await {
+                Ok(stream) => self.fence().learn(subject, &stream, &self.default_stream),
                 Err(e) if e.kind() == K::NotFound => {}
                 // JetStream not answering: assume the configured stream for now.
                 Err(_) => break,
@@ -179,29 +178,32 @@ impl NatsSink {
         }
     }
 
-    /// After "no responders" on a publish: is there a stream for the subject at all?
+    /// After "no responders" on a publish of sink `sink`: is there a stream for the
+    /// subject at all?
     pub(super) async fn check_subject_bound(
         &self,
-        js: &Js,
+        sink: &str,
         subject: &str,
         strikes: &mut u32,
     ) -> Verdict {
         use jetstream::context::GetStreamByNameErrorKind as K;
-        match js.context.stream_by_subject(subject).await {
+        match self.context.stream_by_subject(subject).await {
             Ok(_) => {
                 *strikes = 0;
                 Verdict::Retry
             }
             Err(e) if e.kind() == K::NotFound => {
                 *strikes += 1;
-                if js.opts.create_stream {
+                if self.opts.create_stream {
                     // Deleted while we run? Recreate it; if it exists, it does not cover
                     // the subject.
-                    match ensure_stream(&js.context, &js.opts, &js.subjects, &self.name).await {
+                    match ensure_stream(&self.context, &self.opts, &self.subjects, sink).await {
                         Ok(true) => return Verdict::RetryNow,
                         Ok(false) => {}
                         Err(Step::Retry(_)) => return Verdict::Retry,
-                        Err(Step::Fatal(message)) => return Verdict::Fatal(self.err(message)),
+                        Err(Step::Fatal(message)) => {
+                            return Verdict::Fatal(sink_error(sink, message))
+                        }
                     }
                 }
                 // Ask twice (a backoff apart) before giving up: a restarting cluster may
@@ -209,21 +211,21 @@ impl NatsSink {
                 if *strikes < 2 {
                     return Verdict::Retry;
                 }
-                let message = if js.opts.create_stream {
+                let message = if self.opts.create_stream {
                     format!(
                         "no stream matches subject {subject}: add it to the subjects of stream \
                          {} (it exists, so create_stream leaves it as it is) or change the \
                          subject template or route",
-                        js.opts.stream
+                        self.opts.stream
                     )
                 } else {
                     format!(
                         "no stream matches subject {subject}: add it to the stream's subjects \
                          or set create_stream (stream {})",
-                        js.opts.stream
+                        self.opts.stream
                     )
                 };
-                Verdict::Fatal(self.err(message))
+                Verdict::Fatal(sink_error(sink, message))
             }
             Err(_) => Verdict::Retry,
         }

@@ -1,16 +1,16 @@
 //! `type = "stdout"`: no keys of its own.
 
-use crate::config::{KeyError, SinkConfig};
+use crate::keys::{Entry, KeyError};
 use crate::{Sink, SinkError, StdoutSink};
 
 /// The keys every sink may have that a stdout sink accepts: none of the optional ones
 /// (not even `on_reject`: stdout rejects nothing).
 pub(crate) const SHARED_KEYS: &[&str] = &[];
 
-pub(crate) fn check(_: &SinkConfig) -> Result<(), KeyError> {
+pub(crate) fn check(_: &Entry<'_, ()>) -> Result<(), KeyError> {
     Ok(())
 }
 
-pub(crate) fn build(c: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
-    Ok(Box::new(StdoutSink::new(c.display_name())))
+pub(crate) fn build(c: Entry<'_, ()>) -> Result<Box<dyn Sink>, SinkError> {
+    Ok(Box::new(StdoutSink::new(c.name)))
 }

@@ -118,10 +118,15 @@ fn wrong_types_and_values() {
 
 #[test]
 fn env_interpolation() {
-    std::env::set_var("CDC_TEST_PW_1", "s3cret");
+    // No set_var: tests run in parallel threads sharing one environment.
+    let vars = |name: &str| (name == "CDC_TEST_PW_1").then(|| "s3cret".to_owned());
     assert_eq!(
-        interpolate("a:${CDC_TEST_PW_1}@b $$ $x").unwrap(),
+        cdc_sinks::config::interpolate_with("a:${CDC_TEST_PW_1}@b $$ $x", vars).unwrap(),
         "a:s3cret@b $ $x"
+    );
+    assert_eq!(
+        cdc_sinks::config::interpolate_with("${CDC_TEST_PW_2}", vars).unwrap_err(),
+        "environment variable CDC_TEST_PW_2 is not set"
     );
     let e = err(&GOOD.replace("cdc@", "cdc:${CDC_TEST_MISSING_VAR}@"));
     assert!(

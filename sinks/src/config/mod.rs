@@ -24,7 +24,7 @@ mod read;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-pub use crate::keys::{interpolate, Entry, KeyError};
+pub use crate::keys::{interpolate, interpolate_with, Entry, KeyError};
 
 use crate::http::config::HttpKeys;
 use crate::keys::at;

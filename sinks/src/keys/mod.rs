@@ -11,8 +11,8 @@ use std::ops::Range;
 use serde_spanned::Spanned;
 
 pub(crate) use macros::{element, sink_keys};
-pub use values::interpolate;
 pub(crate) use values::{check_authority, safe_scheme};
+pub use values::{interpolate, interpolate_with};
 
 use crate::SinkError;
 

@@ -2,6 +2,12 @@
 
 /// Replaces `${NAME}` with the environment variable's value; `$$` is a literal `$`.
 pub fn interpolate(s: &str) -> Result<String, String> {
+    interpolate_with(s, |name| std::env::var(name).ok())
+}
+
+/// [`interpolate`] with the variables looked up by `var` (tests pass their own, so that none
+/// of them changes the process environment while others run).
+pub fn interpolate_with(s: &str, var: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -16,8 +22,8 @@ pub fn interpolate(s: &str) -> Result<String, String> {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("invalid environment variable name {name:?}"));
             }
-            let value = std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set"))?;
+            let value =
+                var(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
             out.push_str(&value);
             rest = &body[end + 1..];
         } else {

@@ -21,7 +21,6 @@ mod policy;
 pub mod retry;
 mod routes;
 pub mod stdout;
-pub mod tls;
 
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rustls::{ClientConfig, RootCertStore};
 
 use super::HttpOptions;
-use crate::tls::AcceptAnyCert;
+use cdc_tls::AcceptAnyCert;
 
 /// The TLS configuration: ring, system roots plus `ca_file`, HTTP/1.1 ALPN.
 pub(super) struct Tls {

@@ -1,4 +1,5 @@
-//! TLS pieces shared by the sinks and the host's Postgres connections.
+//! TLS pieces shared by the host's Postgres connections and the sinks: a crate of its own so
+//! that neither depends on the other for them.
 
 use std::sync::Arc;
 

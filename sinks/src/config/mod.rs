@@ -7,29 +7,44 @@
 //! enums, which buffer the table and lose every position: each key is read where it
 //! stands, so every error keeps its exact line and column, and unknown keys are refused
 //! with the full list of keys (`deny_unknown_fields`). Each sink type declares its own
-//! keys (`sink_keys!`: `NatsKeys`, `HttpKeys`) in its `config.rs`; a key of another type
-//! is then rejected by [`SinkConfig::check`] at its own position.
+//! keys (`sink_keys!`: `StdoutKeys`, `NatsKeys`, `HttpKeys`) in its `config.rs`; a key
+//! of another type is then rejected by [`SinkConfig::check`] at its own position.
 //!
-//! This is the one module that knows every sink type. A type's `config.rs` never sees a
-//! [`SinkConfig`]: it gets an [`Entry`] (the sink's name, type and `url`, and its own keys)
-//! and builds on the leaf `keys` module (`${ENV}`, URL checks, `sink_keys!`, [`KeyError`]),
-//! so dependencies run one way: `config` → each type's `config` → `keys`.
+//! This is the one module that knows every sink type, and it names them once: in the
+//! `sink_types!` list below, which writes everything that differs by type ([`SinkType`],
+//! [`TypeKeys`], their reading and the dispatch of `check` and `build`; see `types.rs`).
+//! A type's `config.rs` never sees a [`SinkConfig`]: it gets an [`Entry`] (the sink's
+//! name, type and `url`, and its own keys) and builds on the leaf `keys` module (`${ENV}`,
+//! URL checks, `sink_keys!`, [`KeyError`]), so dependencies run one way: `config` → each
+//! type's `config` → `keys`.
 //!
-//! Adding a sink type: a folder with its `config.rs` (its keys, `SHARED_KEYS`, `check`,
-//! `build`, each taking an [`Entry`] of its keys), a field for its keys in [`SinkConfig`],
-//! its `From<&SinkConfig> for Entry<…>`, and its arm in each `match self.kind`.
+//! Adding a sink type:
+//! 1. a folder `src/<type>/` (declared in `lib.rs`) with the sink and a `config.rs` that
+//!    declares its keys with `sink_keys!` and provides `SHARED_KEYS`, `check`,
+//!    `check_resolved` and `async fn build`, each taking an [`Entry`] of its keys (see
+//!    `types.rs` for their signatures; `stdout/config.rs` is the smallest example);
+//! 2. one line in `sink_types!` below: `"<type>" => <Variant>(<folder>, <keys type>),`.
+//!
+//! Its keys are then listed in "expected one of" after those of the types above it.
 
 mod read;
+mod types;
 
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
 pub use crate::keys::{interpolate, interpolate_with, Entry, KeyError};
 
-use crate::http::config::HttpKeys;
 use crate::keys::at;
-use crate::nats::config::NatsKeys;
-use crate::{http, nats, stdout, Policy, RouteFilter, Sink, SinkError};
+use crate::{Policy, RouteFilter, Sink, SinkError};
+use types::sink_types;
+
+sink_types! {
+    // `type = "…"` => `SinkType` variant(its folder, its keys declared by `sink_keys!`)
+    "stdout" => Stdout(stdout, StdoutKeys),
+    "nats" => Nats(nats, NatsKeys),
+    "http" => Http(http, HttpKeys),
+}
 
 /// Output encodings.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,35 +55,6 @@ pub enum Format {
     Json,
     /// The Debezium envelope (`before`, `after`, `source`, `op`, `ts_ms`).
     Debezium,
-}
-
-/// The kinds of sink.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkType {
-    Stdout,
-    Nats,
-    Http,
-}
-
-impl SinkType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SinkType::Stdout => "stdout",
-            SinkType::Nats => "nats",
-            SinkType::Http => "http",
-        }
-    }
-
-    /// The optional keys every sink may have (url, on_reject, dead_letter_sink) that this
-    /// type accepts.
-    fn shared_keys(self) -> &'static [&'static str] {
-        match self {
-            SinkType::Stdout => stdout::config::SHARED_KEYS,
-            SinkType::Nats => nats::config::SHARED_KEYS,
-            SinkType::Http => http::config::SHARED_KEYS,
-        }
-    }
 }
 
 /// One `[[sinks]]` entry, as written. See the module docs for how it is read.
@@ -90,11 +76,8 @@ pub struct SinkConfig {
     /// this sink: `.`-separated tokens, `*` matches one token, `>` (last) the rest. Absent:
     /// every change.
     pub routes: Option<Spanned<Vec<String>>>,
-    /// The keys of a NATS sink (any that are present when the type is another are
-    /// rejected by [`SinkConfig::check`]).
-    pub nats: NatsKeys,
-    /// The keys of an HTTP sink (likewise).
-    pub http: HttpKeys,
+    /// The keys of each sink type (`keys.nats.subject`, …).
+    pub keys: TypeKeys,
 }
 
 impl SinkConfig {
@@ -132,32 +115,18 @@ impl SinkConfig {
             ("on_reject", at(&self.on_reject)),
             ("dead_letter_sink", at(&self.dead_letter_sink)),
         ];
-        let nats = self
-            .nats
-            .present()
-            .map(|(k, s)| (k, s, self.kind == SinkType::Nats));
-        let http = self
-            .http
-            .present()
-            .map(|(k, s)| (k, s, self.kind == SinkType::Http));
-        let shared = shared.map(|(k, s)| (k, s, self.kind.shared_keys().contains(&k)));
-        let foreign = nats
+        let accepted = self.kind.shared_keys();
+        let shared = shared
             .into_iter()
-            .chain(http)
-            .chain(shared)
-            .find(|(_, span, allowed)| span.is_some() && !allowed);
-        if let Some((key, span, _)) = foreign {
+            .find_map(|(k, s)| Some((k, s.filter(|_| !accepted.contains(&k))?)));
+        if let Some((key, span)) = self.keys.foreign(self.kind).or(shared) {
             return Err((
-                span,
+                Some(span),
                 key,
                 format!("does not apply to a {} sink", self.kind.as_str()),
             ));
         }
-        match self.kind {
-            SinkType::Stdout => stdout::config::check(&self.into())?,
-            SinkType::Nats => nats::config::check(&self.into())?,
-            SinkType::Http => http::config::check(&self.into())?,
-        }
+        self.check_type()?;
         let dead_letter = self.reject_policy() == Policy::DeadLetter;
         match (&self.dead_letter_sink, dead_letter) {
             (None, true) => {
@@ -177,21 +146,13 @@ impl SinkConfig {
             }
             _ => {}
         }
-        match self.kind {
-            SinkType::Stdout => Ok(()),
-            SinkType::Nats => nats::config::options(self).map(drop),
-            SinkType::Http => http::config::options(self).map(drop),
-        }
+        self.check_type_resolved()
     }
 
     /// Builds (for NATS: connects) the sink. `${ENV}` is read again here, so a secret is
     /// never kept in the config.
     pub async fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
-        match self.kind {
-            SinkType::Stdout => stdout::config::build(self.into()),
-            SinkType::Nats => nats::config::build(self.into()).await,
-            SinkType::Http => http::config::build(self.into()).await,
-        }
+        self.build_type().await
     }
 
     /// What a sink type's `config` sees of the entry: its name, type and `url`, and `keys`.
@@ -202,24 +163,6 @@ impl SinkConfig {
             url: self.url.as_ref(),
             keys,
         }
-    }
-}
-
-impl<'a> From<&'a SinkConfig> for Entry<'a, ()> {
-    fn from(c: &'a SinkConfig) -> Self {
-        c.entry(&())
-    }
-}
-
-impl<'a> From<&'a SinkConfig> for Entry<'a, NatsKeys> {
-    fn from(c: &'a SinkConfig) -> Self {
-        c.entry(&c.nats)
-    }
-}
-
-impl<'a> From<&'a SinkConfig> for Entry<'a, HttpKeys> {
-    fn from(c: &'a SinkConfig) -> Self {
-        c.entry(&c.http)
     }
 }
 
@@ -240,10 +183,14 @@ mod tests {
         let f: File = toml::from_str(src).unwrap();
         let c = f.sinks[0].get_ref();
         assert_eq!(c.kind, SinkType::Nats);
-        assert_eq!(c.nats.subject.as_ref().unwrap().get_ref(), "a.{table}");
-        assert_eq!(c.nats.jetstream.as_ref().unwrap().get_ref().stream, "S");
+        assert_eq!(c.keys.nats.subject.as_ref().unwrap().get_ref(), "a.{table}");
         assert_eq!(
-            c.nats
+            c.keys.nats.jetstream.as_ref().unwrap().get_ref().stream,
+            "S"
+        );
+        assert_eq!(
+            c.keys
+                .nats
                 .jetstream
                 .as_ref()
                 .unwrap()

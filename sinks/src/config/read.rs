@@ -9,18 +9,15 @@ use serde::{Deserialize, Deserializer};
 #[cfg(test)]
 use serde_spanned::Spanned;
 
-use super::SinkConfig;
-use crate::http::config::HttpKeys;
+use super::{SinkConfig, TypeKeys};
 use crate::keys::element;
-use crate::nats::config::NatsKeys;
 
 /// Every key of an entry, in the order serde's "unknown field …, expected one of …" names
 /// them.
 static FIELDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     [
         &["name", "type", "format", "url"][..],
-        NatsKeys::KEYS,
-        HttpKeys::KEYS,
+        &TypeKeys::KEYS.concat(),
         &["on_reject", "dead_letter_sink", "routes"],
     ]
     .concat()
@@ -49,8 +46,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
         let mut on_reject = None;
         let mut dead_letter_sink = None;
         let mut routes = None;
-        let mut nats = NatsKeys::default();
-        let mut http = HttpKeys::default();
+        let mut keys = TypeKeys::default();
         while let Some(key) = map.next_key_seed(Key)? {
             match key {
                 "name" => name = Some(map.next_value()?),
@@ -61,7 +57,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
                 "dead_letter_sink" => dead_letter_sink = Some(map.next_value()?),
                 "routes" => routes = Some(map.next_value()?),
                 key => {
-                    let taken = nats.take(key, &mut map)? || http.take(key, &mut map)?;
+                    let taken = keys.take(key, &mut map)?;
                     debug_assert!(taken, "{key} is in FIELDS but read by nobody");
                 }
             }
@@ -74,8 +70,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
             on_reject,
             dead_letter_sink,
             routes,
-            nats,
-            http,
+            keys,
         })
     }
 
@@ -88,8 +83,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
         *i += 1;
         let format = seq.next_element()?.unwrap_or_default();
         let url = element(&mut seq, i, &self)?;
-        let nats = NatsKeys::from_seq(&mut seq, i, &self)?;
-        let http = HttpKeys::from_seq(&mut seq, i, &self)?;
+        let keys = TypeKeys::from_seq(&mut seq, i, &self)?;
         Ok(SinkConfig {
             name,
             kind,
@@ -98,8 +92,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
             on_reject: element(&mut seq, i, &self)?,
             dead_letter_sink: element(&mut seq, i, &self)?,
             routes: element(&mut seq, i, &self)?,
-            nats,
-            http,
+            keys,
         })
     }
 }

@@ -1,14 +1,13 @@
 //! `type = "http"`: its keys, checks and defaults, and building the sink from them.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{HttpBatching, HttpOptions, HttpSink};
-use crate::keys::{at, check_authority, interpolate, safe_scheme, sink_keys, Entry, KeyError};
+use crate::keys::{check_authority, interpolate, safe_scheme, sink_keys, Entry, KeyError};
 use crate::{Sink, SinkError};
 
 /// The keys every sink may have that an HTTP sink accepts.
@@ -25,21 +24,6 @@ sink_keys! {
         pub max_batch_bytes: usize,
         pub ca_file: PathBuf,
         pub max_retries: u32,
-    }
-}
-
-impl HttpKeys {
-    /// The keys present, with their spans, in the order a key that does not apply to the
-    /// entry's type is reported.
-    pub(crate) fn present(&self) -> [(&'static str, Option<Range<usize>>); 6] {
-        [
-            ("batch", at(&self.batch)),
-            ("headers", at(&self.headers)),
-            ("timeout_ms", at(&self.timeout_ms)),
-            ("max_batch_bytes", at(&self.max_batch_bytes)),
-            ("ca_file", at(&self.ca_file)),
-            ("max_retries", at(&self.max_retries)),
-        ]
     }
 }
 
@@ -84,6 +68,11 @@ pub(crate) fn check(c: &Entry<'_, HttpKeys>) -> Result<(), KeyError> {
         }
     }
     Ok(())
+}
+
+/// What [`build`] resolves, checked: `${ENV}` in the url and headers, the url's shape.
+pub(crate) fn check_resolved(c: &Entry<'_, HttpKeys>) -> Result<(), KeyError> {
+    resolve(c).map(drop)
 }
 
 /// The entry's options (`c`: a `&SinkConfig`, or its [`Entry`]): `${ENV}` filled in,

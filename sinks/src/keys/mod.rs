@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use serde_spanned::Spanned;
 
-pub(crate) use macros::{element, sink_keys};
+pub(crate) use macros::{element, same_keys, sink_keys};
 pub(crate) use values::{check_authority, safe_scheme};
 pub use values::{interpolate, interpolate_with};
 
@@ -21,7 +21,8 @@ use crate::SinkError;
 pub type KeyError = (Option<Range<usize>>, &'static str, String);
 
 /// What a sink type's `config` reads of a `[[sinks]]` entry: its name, its type, the shared
-/// keys it may use, and its own keys `K` (`NatsKeys`, `HttpKeys`; `()` for none).
+/// keys it may use, and its own keys `K` (`StdoutKeys`, `NatsKeys`, `HttpKeys`: each
+/// declared by `sink_keys!`).
 #[derive(Debug)]
 pub struct Entry<'a, K> {
     /// The sink's name, defaulting to its type.

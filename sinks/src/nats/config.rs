@@ -1,13 +1,12 @@
 //! `type = "nats"`: its keys, checks and defaults, and building the sink from them.
 
-use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{JetStreamOptions, NatsAuth, NatsOptions, NatsSink, NatsTls, DEFAULT_DUPLICATE_WINDOW};
-use crate::keys::{at, check_authority, env, safe_scheme, sink_keys, Entry, KeyError};
+use crate::keys::{check_authority, env, safe_scheme, sink_keys, Entry, KeyError};
 use crate::{Sink, SinkError};
 
 /// The keys every sink may have that a NATS sink accepts.
@@ -28,24 +27,9 @@ sink_keys! {
         pub tls: NatsTlsConfig,
         pub ack_timeout_ms: u64,
     }
-}
-
-impl NatsKeys {
-    /// The keys present, with their spans, in the order a key that does not apply to the
-    /// entry's type is reported.
-    pub(crate) fn present(&self) -> [(&'static str, Option<Range<usize>>); 9] {
-        [
-            ("subject", at(&self.subject)),
-            ("jetstream", at(&self.jetstream)),
-            ("user", at(&self.user)),
-            ("password", at(&self.password)),
-            ("token", at(&self.token)),
-            ("nkey_seed", at(&self.nkey_seed)),
-            ("creds_file", at(&self.creds_file)),
-            ("ack_timeout_ms", at(&self.ack_timeout_ms)),
-            ("tls", at(&self.tls)),
-        ]
-    }
+    // A key that does not apply to the entry's type is reported in this order, as before
+    // `sink_keys!` listed them (`ack_timeout_ms` before `tls`, unlike `KEYS`).
+    report_order: [subject, jetstream, user, password, token, nkey_seed, creds_file, ack_timeout_ms, tls]
 }
 
 /// `[sinks.jetstream]`.
@@ -89,6 +73,11 @@ pub(crate) fn check(c: &Entry<'_, NatsKeys>) -> Result<(), KeyError> {
         check_template(s.get_ref()).map_err(|m| (Some(s.span()), "subject", m))?;
     }
     Ok(())
+}
+
+/// What [`build`] resolves, checked: `${ENV}`, the server list, one way to authenticate.
+pub(crate) fn check_resolved(c: &Entry<'_, NatsKeys>) -> Result<(), KeyError> {
+    resolve(c).map(drop)
 }
 
 /// The entry's options (`c`: a `&SinkConfig`, or its [`Entry`]): `${ENV}` filled in,

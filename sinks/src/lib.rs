@@ -10,8 +10,9 @@
 //! Each sink type lives in its own folder (`stdout/`, `nats/`, `http/`): the sink, and in
 //! its `config.rs` its `[[sinks]]` keys, checks, defaults and construction, built on the
 //! leaf `keys` (`${ENV}`, URL checks, `sink_keys!`). The keys all sinks share, and the
-//! dispatch by `type`, are in [`config`], the one module that knows every type;
-//! [`SinkConfig::build`] is the one way to build a configured sink.
+//! dispatch by `type`, are in [`config`], the one module that knows every type (listed
+//! once, in its `sink_types!`); [`SinkConfig::build`] is the one way to build a
+//! configured sink.
 
 pub mod config;
 pub mod http;

@@ -25,7 +25,8 @@
 //!    `types.rs` for their signatures; `stdout/config.rs` is the smallest example);
 //! 2. one line in `sink_types!` below: `"<type>" => <Variant>(<folder>, <keys type>),`.
 //!
-//! Its keys are then listed in "expected one of" after those of the types above it.
+//! Its keys are then listed in "expected one of" after those of the types above it; a key
+//! name may belong to one type only (`read` tests that).
 
 mod read;
 mod types;

@@ -143,6 +143,16 @@ mod tests {
         (at.lines().next().unwrap(), e.message().to_owned())
     }
 
+    /// A key two sink types (or a type and the shared keys) both declared would be read
+    /// by the first only.
+    #[test]
+    fn every_key_is_declared_once() {
+        let mut seen = std::collections::HashSet::new();
+        for key in FIELDS.iter() {
+            assert!(seen.insert(key), "{key} is declared twice");
+        }
+    }
+
     #[test]
     fn errors_read_like_the_derived_struct() {
         let all = "`name`, `type`, `format`, `url`, `subject`, `jetstream`, `user`, `password`, \

@@ -7,11 +7,13 @@
 //! A macro rather than a trait: the list must also give an enum, a struct with a field
 //! per type and `match` arms, which only a macro can write from one list.
 //!
-//! Each type's folder provides, in its `config.rs`: its keys (`sink_keys!`), named in the
-//! list, and
-//! - `SHARED_KEYS`: which of `url`, `on_reject`, `dead_letter_sink` it accepts;
-//! - `check(&Entry<Keys>)`: what can be checked without the environment;
-//! - `check_resolved(&Entry<Keys>)`: the values as `build` resolves them (`${ENV}`, …);
+//! Each type's folder provides, in its `config.rs`: its keys `Keys` (a `sink_keys!`
+//! struct, named in the list), and
+//! - `SHARED_KEYS: &[&str]`: which of `url`, `on_reject`, `dead_letter_sink` it accepts;
+//! - `check(&Entry<Keys>) -> Result<(), KeyError>`: what can be checked without the
+//!   environment (run before the dead-letter checks);
+//! - `check_resolved(&Entry<Keys>) -> Result<(), KeyError>`: the values as `build` will
+//!   resolve them (`${ENV}`, URLs, credentials; run last);
 //! - `async fn build(Entry<Keys>) -> Result<Box<dyn Sink>, SinkError>`.
 
 /// See the module docs. Each line: `"<type>" => <SinkType variant>(<folder>, <keys type>)`;

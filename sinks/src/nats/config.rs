@@ -27,9 +27,11 @@ sink_keys! {
         pub tls: NatsTlsConfig,
         pub ack_timeout_ms: u64,
     }
-    // A key that does not apply to the entry's type is reported in this order, as before
-    // `sink_keys!` listed them (`ack_timeout_ms` before `tls`, unlike `KEYS`).
-    report_order: [subject, jetstream, user, password, token, nkey_seed, creds_file, ack_timeout_ms, tls]
+    // A key that does not apply to the entry's type is reported in this order, as it was
+    // before `sink_keys!` listed them (`ack_timeout_ms` before `tls`, unlike `KEYS`).
+    report_order: [
+        subject, jetstream, user, password, token, nkey_seed, creds_file, ack_timeout_ms, tls
+    ]
 }
 
 /// `[sinks.jetstream]`.

@@ -251,12 +251,43 @@ impl PipelineConfig {
                 ));
             }
         }
+        // A dead-letter sink receives failed batches only: with nothing else left, every
+        // change would count as delivered without going anywhere.
+        let targets: std::collections::HashSet<&String> = config
+            .sinks
+            .iter()
+            .filter_map(|s| s.get_ref().dead_letter_sink.as_ref().map(|d| d.get_ref()))
+            .chain(
+                config
+                    .transforms
+                    .iter()
+                    .filter_map(|t| t.get_ref().dead_letter_sink.as_ref().map(|d| d.get_ref())),
+            )
+            .collect();
+        if let Some(first) = config.sinks.first() {
+            if sink_names.iter().all(|n| targets.contains(n)) {
+                return Err(at(
+                    first.span(),
+                    Some("sinks".into()),
+                    "every sink is a dead-letter sink (named by a dead_letter_sink), and those \
+                     receive failed batches only: add a sink that receives the stream"
+                        .into(),
+                ));
+            }
+        }
         let b = &config.pipeline;
         if b.max_changes == 0 || b.max_inflight == 0 {
             return Err(at(
                 0..0,
                 Some("pipeline".into()),
                 "max_changes and max_inflight must be at least 1".into(),
+            ));
+        }
+        if b.max_inflight > MAX_INFLIGHT {
+            return Err(at(
+                0..0,
+                Some("pipeline.max_inflight".into()),
+                format!("at most {MAX_INFLIGHT} batches can be in flight"),
             ));
         }
         Ok(Loaded {
@@ -266,6 +297,10 @@ impl PipelineConfig {
         })
     }
 }
+
+/// The most batches `[pipeline] max_inflight` may allow: queues are sized from it (one
+/// verdict per batch per sink), and more than this buys nothing but memory.
+pub const MAX_INFLIGHT: usize = 65_536;
 
 /// 1-based line and column of a byte offset.
 fn line_col(src: &str, offset: usize) -> (usize, usize) {

@@ -134,3 +134,32 @@ fn env_interpolation() {
         "{e}"
     );
 }
+
+#[test]
+fn a_pipeline_whose_every_sink_is_a_dead_letter_sink_is_refused() {
+    // Two sinks dead-lettering into each other: nothing would receive the stream.
+    let src = GOOD.replace(
+        "[[sinks]]\ntype = \"stdout\"\n",
+        "[[sinks]]\nname = \"a\"\ntype = \"http\"\nurl = \"http://127.0.0.1:1/\"\non_reject = \"dead-letter\"\ndead_letter_sink = \"b\"\n\
+         [[sinks]]\nname = \"b\"\ntype = \"http\"\nurl = \"http://127.0.0.1:2/\"\non_reject = \"dead-letter\"\ndead_letter_sink = \"a\"\n",
+    );
+    assert_ne!(src, GOOD, "the test's config must change");
+    let e = err(&src);
+    assert!(e.contains("sinks: every sink is a dead-letter sink"), "{e}");
+    // One of them receiving the stream is fine.
+    let ok = src.replace(
+        "on_reject = \"dead-letter\"\ndead_letter_sink = \"a\"\n",
+        "",
+    );
+    PipelineConfig::parse(Path::new("p.toml"), &ok).unwrap();
+}
+
+#[test]
+fn max_inflight_is_bounded() {
+    let e = err(&format!("{GOOD}[pipeline]\nmax_inflight = 1000000000000\n"));
+    assert!(
+        e.contains("pipeline.max_inflight: at most 65536 batches can be in flight"),
+        "{e}"
+    );
+    parse(&format!("{GOOD}[pipeline]\nmax_inflight = 65536\n")).unwrap();
+}

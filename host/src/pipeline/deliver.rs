@@ -59,6 +59,7 @@ pub async fn deliver(
     let regular = sinks.slots.len();
     let lane_count = regular + sinks.dead_letters.len();
     // At most `max_inflight` batches are out, each owing one verdict per lane.
+    // (`max_inflight` is at most MAX_INFLIGHT, so this stays far below tokio's limit.)
     let (ack_tx, mut ack_rx) = mpsc::channel::<Ack>(limits.max_inflight * lane_count.max(1));
     let mut lanes: Vec<Lane> = Vec::with_capacity(lane_count);
     let mut tasks: JoinSet<Returned> = JoinSet::new();

@@ -90,6 +90,10 @@ pub async fn run(
 
 const RESET_BACKOFF_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How long a shutdown waits for the delivery stage after the source has drained (its
+/// grace period already spent): enough for acknowledgements already on their way.
+const SHUTDOWN_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Exponential backoff from 500 ms, capped at 30 s, with full jitter (so a fleet of
 /// sidecars does not reconnect in lockstep).
 fn backoff(attempt: u32) -> std::time::Duration {
@@ -147,8 +151,30 @@ async fn run_once(
             tokio::task::spawn_blocking(move || transform_stage::transform_stage(chain, rx, t_tx));
         (t_rx, Some(stage))
     };
-    let delivery = tokio::spawn(deliver(rx, sinks, progress_tx, ctx, limits));
+    let mut delivery = tokio::spawn(deliver(rx, sinks, progress_tx, ctx, limits));
+    let stopping = shutdown.clone();
     let source_result = replicator.run(tx, progress_rx, shutdown).await;
+    // The source has stopped: not ready until the next connection streams.
+    drop(_stream_up);
+    let stopping = *stopping.borrow();
+    let mut settled = None;
+    if stopping {
+        // Shutting down: the source waited up to the grace period for acknowledgements and
+        // sent its last status update, so nothing more can be confirmed in this session. A
+        // sink still retrying (its destination down) must not hold the process: stop it;
+        // what it had not delivered is streamed again on the next start.
+        match tokio::time::timeout(SHUTDOWN_SETTLE, &mut delivery).await {
+            Ok(done) => settled = Some(done),
+            Err(_) => {
+                delivery.abort();
+                tracing::warn!("a sink was still delivering at shutdown; its unacknowledged changes will be sent again on restart");
+                if let Some(stage) = stage {
+                    let _ = stage.await;
+                }
+                return (source_result.map_err(RunError::from), None);
+            }
+        }
+    }
     // A transform failure is the root cause of everything stopping after it.
     if let Some(stage) = stage {
         let result = stage.await.unwrap_or_else(|e| {
@@ -162,7 +188,11 @@ async fn run_once(
         }
     }
     // The source dropped its sender; the delivery task ends once everything is acked.
-    let delivered = delivery.await.unwrap_or_else(|e| Delivered {
+    let joined = match settled {
+        Some(done) => done,
+        None => delivery.await,
+    };
+    let delivered = joined.unwrap_or_else(|e| Delivered {
         result: Err(SinkError::Other {
             sink: "pipeline".into(),
             message: format!("delivery task panicked: {e}"),

@@ -536,3 +536,50 @@ async fn a_postgres_restart_keeps_the_nats_connection() {
         .collect();
     assert_eq!(ids, (1..=1000).collect::<HashSet<_>>());
 }
+
+/// SIGTERM while a sink's destination is down: the host drains for `shutdown_grace_secs`,
+/// then stops that sink and exits 0 instead of retrying forever; nothing undelivered is
+/// confirmed, so a restart sends it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_a_sink_is_down_exits_after_the_grace_period() {
+    let mut hook = Receiver::start().await;
+    hook.set_default(Some(status(500)));
+    let db = db_with(
+        "stuckstop",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"{}\"\n",
+        hook.url("/down")
+    );
+    let cfg = write(
+        &dir,
+        &db,
+        "s_stuckstop",
+        &sink,
+        "status_interval_secs = 1\n[pipeline]\nshutdown_grace_secs = 2\n",
+    );
+    let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
+    wait_slot_active(&db, "s_stuckstop", &mut host).await;
+    let before = harness::current_wal_lsn(&client).await;
+    db.exec("INSERT INTO t SELECT generate_series(1, 5)").await;
+    // The sink is retrying: the batch reached it at least once.
+    hook.next().await;
+    host.sigterm().unwrap();
+    let st = host.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(st.success(), "host exit {st}:\n{}", host.stderr_tail(40));
+    assert!(
+        host.stderr().contains("still delivering at shutdown"),
+        "{}",
+        host.stderr_tail(20)
+    );
+    let confirmed = confirmed_flush_lsn(&client, "s_stuckstop").await.unwrap();
+    assert!(
+        lsn(&confirmed) <= lsn(&before),
+        "confirmed {confirmed} past the undelivered insert (WAL was at {before})"
+    );
+}

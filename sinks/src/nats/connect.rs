@@ -157,8 +157,8 @@ impl NatsSink {
 }
 
 /// Whether core NATS has not been warned about for sink `name` yet in this process: the
-/// host builds its sinks again after each Postgres reconnect, and the warning is about the
-/// configuration, not about the connection.
+/// warning is about the configuration, not about a connection, so reconnects (or an
+/// embedder building the sink again) do not repeat it.
 fn first_time_core(name: &str) -> bool {
     static WARNED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
     let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
@@ -258,7 +258,10 @@ pub(super) fn mask_url(url: &str) -> String {
         .map(|u| {
             let u = u.trim();
             let rest_at = u.find("://").map(|i| i + 3).unwrap_or(0);
-            match u[rest_at..].find('@') {
+            // The last '@' before the path ends the userinfo, as URL parsers read it (a
+            // password may itself hold an '@').
+            let authority_end = u[rest_at..].find('/').map_or(u.len(), |i| rest_at + i);
+            match u[rest_at..authority_end].rfind('@') {
                 Some(at) => format!("{}***@{}", &u[..rest_at], &u[rest_at + at + 1..]),
                 None => u.to_string(),
             }
@@ -278,5 +281,8 @@ mod tests {
             "nats://***@h:4222,nats://h2"
         );
         assert_eq!(mask_url("h:4222"), "h:4222");
+        // A password holding '@': everything up to the last '@' of the authority is masked.
+        assert_eq!(mask_url("nats://u:p@ss@h:4222"), "nats://***@h:4222");
+        assert_eq!(mask_url("nats://h:4222/x@y"), "nats://h:4222/x@y");
     }
 }

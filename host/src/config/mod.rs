@@ -275,6 +275,32 @@ impl PipelineConfig {
                 ));
             }
         }
+        // A dead-letter sink gets failed batches as they are, from its lane alone: routes and
+        // a rejection policy of its own would be silently ignored.
+        for sink in &config.sinks {
+            let c = sink.get_ref();
+            if !targets.contains(&c.display_name()) {
+                continue;
+            }
+            let own = [
+                ("routes", c.routes.as_ref().map(|r| r.span())),
+                ("on_reject", c.on_reject.as_ref().map(|r| r.span())),
+                (
+                    "dead_letter_sink",
+                    c.dead_letter_sink.as_ref().map(|r| r.span()),
+                ),
+            ];
+            if let Some((key, Some(span))) = own.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(at(
+                    span,
+                    Some(format!("sinks.{key}")),
+                    format!(
+                        "does not apply to {:?}: it is a dead-letter sink, which receives failed batches as they are",
+                        c.display_name()
+                    ),
+                ));
+            }
+        }
         let b = &config.pipeline;
         if b.max_changes == 0 || b.max_inflight == 0 {
             return Err(at(

@@ -163,3 +163,21 @@ fn max_inflight_is_bounded() {
     );
     parse(&format!("{GOOD}[pipeline]\nmax_inflight = 65536\n")).unwrap();
 }
+
+#[test]
+fn a_dead_letter_sink_takes_no_routes_or_policy_of_its_own() {
+    let base = GOOD.replace(
+        "[[sinks]]\ntype = \"stdout\"\n",
+        "[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"http://127.0.0.1:1/\"\non_reject = \"dead-letter\"\ndead_letter_sink = \"dlq\"\n\
+         [[sinks]]\nname = \"dlq\"\ntype = \"stdout\"\n",
+    );
+    PipelineConfig::parse(Path::new("p.toml"), &base).unwrap();
+    let e = err(&base.replace(
+        "name = \"dlq\"\ntype = \"stdout\"\n",
+        "name = \"dlq\"\ntype = \"stdout\"\nroutes = [\"audit.>\"]\n",
+    ));
+    assert!(
+        e.contains("sinks.routes: does not apply to \"dlq\": it is a dead-letter sink"),
+        "{e}"
+    );
+}

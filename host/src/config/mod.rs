@@ -87,6 +87,20 @@ impl Loaded {
 }
 
 impl PipelineConfig {
+    /// The sinks named by a `dead_letter_sink` (of a sink or a transform): they receive
+    /// failed batches only.
+    pub fn dead_letter_targets(&self) -> std::collections::HashSet<&str> {
+        let of_sinks = self.sinks.iter().map(|s| &s.get_ref().dead_letter_sink);
+        let of_transforms = self
+            .transforms
+            .iter()
+            .map(|t| &t.get_ref().dead_letter_sink);
+        of_sinks
+            .chain(of_transforms)
+            .filter_map(|d| d.as_ref().map(|d| d.get_ref().as_str()))
+            .collect()
+    }
+
     /// Reads, parses and validates a pipeline file.
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         let error = |line, column, message| ConfigError {
@@ -253,19 +267,9 @@ impl PipelineConfig {
         }
         // A dead-letter sink receives failed batches only: with nothing else left, every
         // change would count as delivered without going anywhere.
-        let targets: std::collections::HashSet<&String> = config
-            .sinks
-            .iter()
-            .filter_map(|s| s.get_ref().dead_letter_sink.as_ref().map(|d| d.get_ref()))
-            .chain(
-                config
-                    .transforms
-                    .iter()
-                    .filter_map(|t| t.get_ref().dead_letter_sink.as_ref().map(|d| d.get_ref())),
-            )
-            .collect();
+        let targets = config.dead_letter_targets();
         if let Some(first) = config.sinks.first() {
-            if sink_names.iter().all(|n| targets.contains(n)) {
+            if sink_names.iter().all(|n| targets.contains(n.as_str())) {
                 return Err(at(
                     first.span(),
                     Some("sinks".into()),
@@ -279,7 +283,7 @@ impl PipelineConfig {
         // a rejection policy of its own would be silently ignored.
         for sink in &config.sinks {
             let c = sink.get_ref();
-            if !targets.contains(&c.display_name()) {
+            if !targets.contains(c.display_name().as_str()) {
                 continue;
             }
             let own = [

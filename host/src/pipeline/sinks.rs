@@ -58,22 +58,11 @@ impl std::fmt::Debug for SinkSet {
 /// everything that uses them, and receive no regular batches.
 pub async fn build_sinks(loaded: &Loaded, health: &HealthHandle) -> Result<SinkSet, SinkError> {
     let configs: Vec<&SinkConfig> = loaded.config.sinks.iter().map(|s| s.get_ref()).collect();
-    let targets: Vec<String> = configs
-        .iter()
-        .filter_map(|c| c.dead_letter_sink.as_ref().map(|d| d.get_ref().clone()))
-        .chain(
-            loaded
-                .config
-                .transforms
-                .iter()
-                .filter_map(|t| t.get_ref().dead_letter_sink.as_ref())
-                .map(|d| d.get_ref().clone()),
-        )
-        .collect();
+    let targets = loaded.config.dead_letter_targets();
     let mut shared: BTreeMap<String, SharedSink> = BTreeMap::new();
     for c in configs
         .iter()
-        .filter(|c| targets.contains(&c.display_name()))
+        .filter(|c| targets.contains(c.display_name().as_str()))
     {
         shared.insert(
             c.display_name(),
@@ -83,7 +72,7 @@ pub async fn build_sinks(loaded: &Loaded, health: &HealthHandle) -> Result<SinkS
     let mut out = Vec::with_capacity(configs.len());
     for c in configs
         .iter()
-        .filter(|c| !targets.contains(&c.display_name()))
+        .filter(|c| !targets.contains(c.display_name().as_str()))
     {
         out.push(SinkSlot {
             sink: build_sink(c, health).await?,

@@ -17,6 +17,8 @@ pub enum Op {
     Delete,
     Truncate,
     Message,
+    /// A row as it already existed, copied by an initial snapshot or a backfill.
+    Read,
 }
 
 impl Op {
@@ -28,6 +30,7 @@ impl Op {
             Op::Delete => "delete",
             Op::Truncate => "truncate",
             Op::Message => "message",
+            Op::Read => "read",
         }
     }
 }
@@ -100,6 +103,27 @@ pub struct Change {
     pub split: u32,
     /// Route and headers a transform set (boxed: most changes have none).
     pub routing: Option<Box<Routing>>,
+    /// For `Op::Read`: which snapshot copied the row, and the row's identity in it.
+    pub read: Option<SnapshotRead>,
+}
+
+/// What identifies a read: the snapshot (or backfill) it belongs to and a hash of its
+/// table and key values, so a row re-sent after a crash carries the same id, and the
+/// same row copied by a later backfill does not (consumers asked for it again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReadKey {
+    /// The snapshot's number (`cdc_host.snapshots.id`).
+    pub snapshot: u32,
+    /// 128-bit hash of the table's name and the row's key values.
+    pub key: u128,
+}
+
+/// A read's place in its snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRead {
+    pub key: ReadKey,
+    /// The last row the snapshot delivers (Debezium's `source.snapshot = "last"`).
+    pub last: bool,
 }
 
 /// Where sinks send a change and what they attach, as set by a transform.
@@ -114,10 +138,20 @@ impl Change {
     /// The stable id: derived from WAL positions only, so a change replayed after a crash
     /// carries the same id (sinks deduplicate on it).
     pub fn id(&self) -> ChangeId {
-        ChangeId {
-            commit_lsn: self.commit_lsn,
-            ordinal: self.ordinal,
-            split: self.split,
+        match self.read {
+            // A read's id does not depend on where in the WAL its chunk was delivered.
+            Some(r) => ChangeId {
+                commit_lsn: Lsn(0),
+                ordinal: 0,
+                split: self.split,
+                read: Some(r.key),
+            },
+            None => ChangeId {
+                commit_lsn: self.commit_lsn,
+                ordinal: self.ordinal,
+                split: self.split,
+                read: None,
+            },
         }
     }
 }
@@ -125,11 +159,16 @@ impl Change {
 /// `<commit LSN as 16 hex digits>-<ordinal as 8 hex digits>`: fixed width, so ids sort
 /// in commit order as plain strings. A change a transform split off another carries
 /// `.<n>` after it (`…-00000003.1`), which still sorts right after its origin.
+///
+/// A read (snapshot row) is `r<snapshot as 8 hex digits>-<key hash as 32 hex digits>`:
+/// never confused with a stream id (those start with a hex digit); `commit_lsn` and
+/// `ordinal` are then 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChangeId {
     pub commit_lsn: Lsn,
     pub ordinal: u32,
     pub split: u32,
+    pub read: Option<ReadKey>,
 }
 
 impl ChangeId {
@@ -144,9 +183,17 @@ impl ChangeId {
     /// Appends the id's text.
     pub fn write_text(&self, out: &mut Vec<u8>) {
         use crate::lsn::Hex;
-        out.extend_from_slice(Hex::new(self.commit_lsn.0, 16).as_bytes());
-        out.push(b'-');
-        out.extend_from_slice(Hex::new(u64::from(self.ordinal), 8).as_bytes());
+        if let Some(r) = self.read {
+            out.push(b'r');
+            out.extend_from_slice(Hex::new(u64::from(r.snapshot), 8).as_bytes());
+            out.push(b'-');
+            out.extend_from_slice(Hex::new((r.key >> 64) as u64, 16).as_bytes());
+            out.extend_from_slice(Hex::new(r.key as u64, 16).as_bytes());
+        } else {
+            out.extend_from_slice(Hex::new(self.commit_lsn.0, 16).as_bytes());
+            out.push(b'-');
+            out.extend_from_slice(Hex::new(u64::from(self.ordinal), 8).as_bytes());
+        }
         if self.split > 0 {
             // Split suffixes are rare: the formatting machinery is fine here.
             out.push(b'.');
@@ -157,7 +204,10 @@ impl ChangeId {
 
 impl fmt::Display for ChangeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016X}-{:08X}", self.commit_lsn.0, self.ordinal)?;
+        match self.read {
+            Some(r) => write!(f, "r{:08X}-{:032X}", r.snapshot, r.key)?,
+            None => write!(f, "{:016X}-{:08X}", self.commit_lsn.0, self.ordinal)?,
+        }
         if self.split > 0 {
             write!(f, ".{}", self.split)?;
         }
@@ -169,11 +219,30 @@ impl std::str::FromStr for ChangeId {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("invalid change id {s:?} (expected <16 hex>-<8 hex>[.<n>])");
+        let bad = || {
+            format!(
+                "invalid change id {s:?} (expected <16 hex>-<8 hex>[.<n>], or r<8 hex>-<32 hex>[.<n>] for a read)"
+            )
+        };
         let (main, split) = match s.split_once('.') {
             Some((m, n)) => (m, n.parse::<u32>().map_err(|_| bad())?),
             None => (s, 0),
         };
+        if let Some(read) = main.strip_prefix('r') {
+            let (snapshot, key) = read.split_once('-').ok_or_else(bad)?;
+            if snapshot.len() != 8 || key.len() != 32 {
+                return Err(bad());
+            }
+            return Ok(ChangeId {
+                commit_lsn: Lsn(0),
+                ordinal: 0,
+                split,
+                read: Some(ReadKey {
+                    snapshot: u32::from_str_radix(snapshot, 16).map_err(|_| bad())?,
+                    key: u128::from_str_radix(key, 16).map_err(|_| bad())?,
+                }),
+            });
+        }
         let (lsn, ordinal) = main.split_once('-').ok_or_else(bad)?;
         if lsn.len() != 16 || ordinal.len() != 8 {
             return Err(bad());
@@ -182,6 +251,7 @@ impl std::str::FromStr for ChangeId {
             commit_lsn: Lsn(u64::from_str_radix(lsn, 16).map_err(|_| bad())?),
             ordinal: u32::from_str_radix(ordinal, 16).map_err(|_| bad())?,
             split,
+            read: None,
         })
     }
 }
@@ -196,11 +266,13 @@ mod tests {
             commit_lsn: Lsn(0x16B3748),
             ordinal: 3,
             split: 0,
+            read: None,
         };
         let b = ChangeId {
             commit_lsn: Lsn(0x1_0000_0000),
             ordinal: 0,
             split: 0,
+            read: None,
         };
         assert_eq!(a.to_string(), "00000000016B3748-00000003");
         for id in [
@@ -210,6 +282,7 @@ mod tests {
                 commit_lsn: Lsn(u64::MAX),
                 ordinal: u32::MAX,
                 split: 17,
+                read: None,
             },
         ] {
             assert_eq!(id.to_text(), id.to_string());
@@ -222,5 +295,25 @@ mod tests {
             assert_eq!(id.to_string().parse::<ChangeId>(), Ok(id));
         }
         assert!("16B3748-3".parse::<ChangeId>().is_err());
+    }
+
+    #[test]
+    fn read_ids_are_distinct_and_round_trip() {
+        let r = ChangeId {
+            commit_lsn: Lsn(0),
+            ordinal: 0,
+            split: 0,
+            read: Some(ReadKey {
+                snapshot: 3,
+                key: 0x0123_4567_89AB_CDEF_0011_2233_4455_6677,
+            }),
+        };
+        assert_eq!(r.to_string(), "r00000003-0123456789ABCDEF0011223344556677");
+        assert_eq!(r.to_text(), r.to_string());
+        assert_eq!(r.to_string().parse::<ChangeId>(), Ok(r));
+        let s = ChangeId { split: 1, ..r };
+        assert_eq!(s.to_text(), format!("{r}.1"));
+        assert_eq!(s.to_string().parse::<ChangeId>(), Ok(s));
+        assert!("r3-12".parse::<ChangeId>().is_err());
     }
 }

@@ -29,7 +29,16 @@ pub fn write_change(c: &Change, ctx: &EncodeContext, now_ms: i64, out: &mut Vec<
     out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
     out.extend_from_slice(b"\",\"connector\":\"postgresql\",\"name\":");
     write_json_str(&ctx.server_name, out);
-    let _ = write!(out, ",\"ts_ms\":{commit_ms},\"snapshot\":\"false\",\"db\":");
+    // As Debezium writes it: "true" for snapshot rows, "last" for the final one.
+    let snapshot = match c.read {
+        Some(r) if r.last => "last",
+        Some(_) => "true",
+        None => "false",
+    };
+    let _ = write!(
+        out,
+        ",\"ts_ms\":{commit_ms},\"snapshot\":\"{snapshot}\",\"db\":"
+    );
     write_json_str(&ctx.database, out);
     out.extend_from_slice(b",\"schema\":");
     match &c.table {
@@ -51,6 +60,7 @@ pub fn write_change(c: &Change, ctx: &EncodeContext, now_ms: i64, out: &mut Vec<
         Op::Delete => "d",
         Op::Truncate => "t",
         Op::Message => "m",
+        Op::Read => "r",
     };
     let _ = write!(
         out,

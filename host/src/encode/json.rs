@@ -60,6 +60,14 @@ pub fn write_change(c: &Change, out: &mut Vec<u8>) {
         }
         let _ = write!(out, ",\"transactional\":{}", m.transactional);
     }
+    if let Some(r) = &c.read {
+        // Which snapshot (or backfill) the row belongs to; `last` marks its final row.
+        let _ = write!(
+            out,
+            ",\"snapshot\":{{\"id\":{},\"last\":{}}}",
+            r.key.snapshot, r.last
+        );
+    }
     if let Some(r) = &c.routing {
         write_routing(r, out);
     }

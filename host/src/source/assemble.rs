@@ -353,6 +353,7 @@ impl Assembler {
             message: Some(body),
             split: 0,
             routing: None,
+            read: None,
         };
         self.pending.push(change, &self.limits);
         self.pending.bytes += CHANGE_OVERHEAD;
@@ -406,6 +407,7 @@ impl Assembler {
             message: None,
             split: 0,
             routing: None,
+            read: None,
         };
         self.pending.push(change, &self.limits);
     }

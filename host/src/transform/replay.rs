@@ -12,7 +12,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value as Json;
 
-use crate::change::{Before, Change, ChangeId, Column, DecodingMessage, Op, Routing, Row, Table};
+use crate::change::{
+    Before, Change, ChangeId, Column, DecodingMessage, Op, Routing, Row, SnapshotRead, Table,
+};
 use crate::lsn::Lsn;
 use crate::pgoutput::ReplicaIdentity;
 use crate::value::{builtin_type, oid, parse_text, Numeric, PgText, TypeInfo, Value};
@@ -29,6 +31,7 @@ pub fn parse_line(line: &str) -> Result<Change, String> {
         "delete" => Op::Delete,
         "truncate" => Op::Truncate,
         "message" => Op::Message,
+        "read" => Op::Read,
         other => return Err(format!("unknown op {other:?}")),
     };
     let lsn = |k: &str| -> Result<Lsn, String> {
@@ -179,6 +182,14 @@ pub fn parse_line(line: &str) -> Result<Change, String> {
         truncate,
         message,
         routing,
+        read: id.read.map(|key| SnapshotRead {
+            key,
+            last: obj
+                .get("snapshot")
+                .and_then(|s| s.get("last"))
+                .and_then(Json::as_bool)
+                .unwrap_or(false),
+        }),
     })
 }
 

@@ -264,6 +264,7 @@ fn change(ordinal: u32) -> Change {
         message: None,
         split: 0,
         routing: None,
+        read: None,
     }
 }
 

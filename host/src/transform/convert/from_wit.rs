@@ -6,7 +6,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{date_from_unix, ts_from_unix, ConvertError};
-use crate::change::{Before, Change, ChangeId, Column, DecodingMessage, Op, Routing, Row, Table};
+use crate::change::{
+    Before, Change, ChangeId, Column, DecodingMessage, Op, ReadKey, Routing, Row, SnapshotRead,
+    Table,
+};
 use crate::lsn::Lsn;
 use crate::pgoutput::ReplicaIdentity;
 use crate::transform::runtime::wit;
@@ -49,6 +52,10 @@ impl FromGuest {
                 }
             }
         }
+        // The batch's last snapshot read, if it holds it: the flag survives the guest.
+        let last_read = inputs
+            .iter()
+            .find_map(|c| c.read.filter(|r| r.last).map(|r| r.key));
         let mut seen: HashMap<ChangeId, u32> = HashMap::new();
         let mut result = Vec::with_capacity(out.len());
         for (index, w) in out.into_iter().enumerate() {
@@ -65,7 +72,7 @@ impl FromGuest {
                 id.split = *next;
             }
             *next = id.split + 1;
-            let change = self.change(w, id).map_err(|m| ConvertError {
+            let change = self.change(w, id, last_read).map_err(|m| ConvertError {
                 index,
                 id: id.to_string(),
                 message: m,
@@ -109,8 +116,15 @@ impl FromGuest {
         shapes.truncate(MAX_SHAPES);
     }
 
-    fn change(&mut self, w: wit::Change, id: ChangeId) -> Result<Change, String> {
+    fn change(
+        &mut self,
+        w: wit::Change,
+        id: ChangeId,
+        last_read: Option<ReadKey>,
+    ) -> Result<Change, String> {
         let op = match w.op {
+            // A read reaches a WIT 0.1 module as an insert with a read id.
+            wit::Op::Insert if id.read.is_some() => Op::Read,
             wit::Op::Insert => Op::Insert,
             wit::Op::Update => Op::Update,
             wit::Op::Delete => Op::Delete,
@@ -132,7 +146,11 @@ impl FromGuest {
             };
             Some(self.table_for(&w.schema, &w.table, shape, key_only)?)
         };
-        if matches!(op, Op::Insert | Op::Update | Op::Delete | Op::Truncate) && table.is_none() {
+        if matches!(
+            op,
+            Op::Insert | Op::Update | Op::Delete | Op::Truncate | Op::Read
+        ) && table.is_none()
+        {
             return Err(format!(
                 "a {} change needs a schema and a table",
                 op.as_str()
@@ -174,7 +192,12 @@ impl FromGuest {
         }
         Ok(Change {
             op,
-            commit_lsn: id.commit_lsn,
+            // A read's id names no WAL position: it keeps the one it was delivered at.
+            commit_lsn: if id.read.is_some() {
+                Lsn(w.commit_lsn)
+            } else {
+                id.commit_lsn
+            },
             ordinal: id.ordinal,
             split: id.split,
             lsn: Lsn(w.lsn),
@@ -186,6 +209,10 @@ impl FromGuest {
             truncate: w.truncate.map(|o| (o.cascade, o.restart_identity)),
             message,
             routing,
+            read: id.read.map(|key| SnapshotRead {
+                key,
+                last: Some(key) == last_read,
+            }),
         })
     }
 

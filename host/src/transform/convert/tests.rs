@@ -47,6 +47,7 @@ fn change(values: Vec<Value>) -> Change {
         truncate: None,
         message: None,
         routing: None,
+        read: None,
     }
 }
 

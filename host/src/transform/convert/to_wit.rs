@@ -33,6 +33,9 @@ pub fn to_wit(c: &Change) -> wit::Change {
             Op::Delete => wit::Op::Delete,
             Op::Truncate => wit::Op::Truncate,
             Op::Message => wit::Op::Message,
+            // WIT 0.1 has no `read`: a read reaches a 0.1 module as an insert whose id
+            // starts with `r`, and `from_wit` makes it a read again.
+            Op::Read => wit::Op::Insert,
         },
         schema,
         table,

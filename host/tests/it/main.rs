@@ -21,5 +21,6 @@ mod faults;
 mod harness_smoke;
 mod replication;
 mod sinks;
+mod snapshot;
 mod tls;
 mod transforms;

@@ -97,7 +97,11 @@ pub async fn describe(
     };
     let oid: u32 = rel.get(0);
     let replident: String = rel.get(1);
-    let estimate: i64 = rel.get(3);
+    let mut estimate: i64 = rel.get(3);
+    if estimate <= 0 {
+        // Never analysed: the planner's estimate from the table's pages.
+        estimate = planner_rows(client, &name, None).await.unwrap_or(0);
+    }
     let major = control.server_major().await?;
     // Published? With which columns and row filter (Postgres ≥ 15)?
     let pub_sql = if major >= 15 {
@@ -212,6 +216,32 @@ pub async fn describe(
         row_filter,
         estimate,
     })
+}
+
+/// The planner's row estimate for a scan of `name` (`EXPLAIN`, nothing runs), filtered by
+/// `filter` when given.
+pub async fn planner_rows(
+    client: &tokio_postgres::Client,
+    name: &str,
+    filter: Option<&str>,
+) -> Option<i64> {
+    let filter = filter.map(|f| format!(" WHERE ({f})")).unwrap_or_default();
+    let messages = client
+        .simple_query(&format!(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM {name}{filter}"
+        ))
+        .await
+        .ok()?;
+    let text = messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    })?;
+    let plan: serde_json::Value = serde_json::from_str(&text).ok()?;
+    plan.get(0)?
+        .get("Plan")?
+        .get("Plan Rows")?
+        .as_f64()
+        .map(|r| r as i64)
 }
 
 impl Described {

@@ -67,6 +67,14 @@ pub async fn backfill(
             });
         }
     }
+    let estimate = match filter {
+        Some(f) => {
+            catalog::planner_rows(control.client(), &catalog::qualified(schema, name), Some(f))
+                .await
+                .unwrap_or(desc.estimate)
+        }
+        None => desc.estimate,
+    };
     state::ensure_schema(control.client(), &loaded.conn.user, &loaded.conn.dbname).await?;
     let number = state::request(
         control.client_mut(),
@@ -75,7 +83,7 @@ pub async fn backfill(
         &[state::Request {
             schema: schema.to_owned(),
             table: name.to_owned(),
-            rows_estimated: desc.estimate,
+            rows_estimated: estimate,
         }],
         filter,
         false,

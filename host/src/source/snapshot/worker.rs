@@ -377,7 +377,12 @@ impl Worker {
                 return Ok(Outcome::Cancelled);
             }
         };
-        let estimate = desc.estimate.max(job.rows_done);
+        // A filtered backfill keeps the estimate made for its filter.
+        let estimate = match (&job.filter, job.rows_estimated) {
+            (Some(_), Some(e)) => e,
+            _ => desc.estimate,
+        }
+        .max(job.rows_done);
         self.progress
             .estimate
             .store(estimate as u64, Ordering::Relaxed);

@@ -418,12 +418,8 @@ impl Replicator {
                 let closed = self.assembler.close_window(seq);
                 let delivered = match (chunk, closed) {
                     (Some(chunk), Some(closed)) if self.assembler.in_live_txn() => {
-                        let mut rows = chunk.rows;
-                        if closed.truncated {
-                            rows.clear();
-                        } else if !closed.changed.is_empty() {
-                            rows.retain(|(h, _)| !closed.changed.contains(h));
-                        }
+                        let changed = closed.changed.len();
+                        let rows = closed.reconcile(chunk.rows);
                         let emitted = self.assembler.push_reads(
                             &chunk.table,
                             chunk.snapshot,
@@ -432,12 +428,7 @@ impl Replicator {
                             lsn,
                             chunk.bytes,
                         );
-                        tracing::debug!(
-                            chunk = seq,
-                            emitted,
-                            dropped = closed.changed.len(),
-                            "snapshot chunk reconciled"
-                        );
+                        tracing::debug!(chunk = seq, emitted, changed, "snapshot chunk reconciled");
                         Delivered {
                             seq,
                             commit_lsn: self.assembler.current_commit_lsn(),

@@ -47,7 +47,7 @@ fn transform(name: &str, module: &Path, extra: &str, config: &[(&str, &str)]) ->
 /// has sinks of its own.
 fn pipeline(dir: &Path, db: &TestDb, slot: &str, body: &str) -> PathBuf {
     let mut s = format!(
-        "[source]\ndsn = \"{}\"\nslot = \"{slot}\"\npublication = \"p\"\n\n[pipeline]\nmodule_cache = \"{}\"\n\n{body}\n",
+        "[source]\ndsn = \"{}\"\nslot = \"{slot}\"\npublication = \"p\"\n[source.snapshot]\nmode = \"never\"\n\n[pipeline]\nmodule_cache = \"{}\"\n\n{body}\n",
         db.dsn(),
         dir.join("cache").display()
     );

@@ -245,11 +245,71 @@ pub async fn planner_rows(
 }
 
 impl Described {
+    /// Key values (COPY text) as typed SQL literals: `'42'::integer, 'a'::text`.
+    fn key_literal(&self, key: &[String]) -> String {
+        key.iter()
+            .zip(&self.key_types)
+            .map(|(v, ty)| format!("{}::{ty}", quote_literal(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The key columns, quoted, comma-separated.
+    pub fn key_list(&self) -> String {
+        self.key
+            .iter()
+            .map(|&i| quote_ident(&self.table.columns[i].name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Up to `n - 1` keys (COPY text) that cut the table into `n` ranges of about equal
+    /// size, from a sample of about `200 n` rows (`TABLESAMPLE SYSTEM`: whole pages, cheap).
+    pub async fn split_points(
+        &self,
+        client: &tokio_postgres::Client,
+        estimate: i64,
+        n: usize,
+    ) -> Result<Vec<Vec<String>>, tokio_postgres::Error> {
+        use futures_util::TryStreamExt;
+        let want = (200 * n) as f64;
+        let percent = (want * 100.0 / estimate.max(1) as f64).clamp(0.01, 100.0);
+        let keys = self.key_list();
+        let sql = format!(
+            "COPY (SELECT {keys} FROM {} TABLESAMPLE SYSTEM ({percent:.4}) ORDER BY {keys}) TO STDOUT",
+            qualified(&self.table.schema, &self.table.name)
+        );
+        let stream = client.copy_out(sql.as_str()).await?;
+        futures_util::pin_mut!(stream);
+        let mut sample = Vec::new();
+        while let Some(line) = stream.try_next().await? {
+            sample.push(line);
+        }
+        let mut out: Vec<Vec<String>> = Vec::new();
+        for i in 1..n {
+            let Some(line) = sample.get(sample.len() * i / n) else {
+                break;
+            };
+            let key: Vec<String> = super::copy::fields(line)
+                .into_iter()
+                .map(|f| {
+                    f.map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default()
+                })
+                .collect();
+            if out.last() != Some(&key) {
+                out.push(key);
+            }
+        }
+        Ok(out)
+    }
+
     /// The COPY of the next chunk: rows after `after` (the previous chunk's upper key),
     /// matching `filter` and the publication's row filter, in key order, `limit` rows.
     pub fn chunk_sql(
         &self,
         after: Option<&[String]>,
+        upto: Option<&[String]>,
         filter: Option<&str>,
         limit: usize,
     ) -> String {
@@ -268,13 +328,10 @@ impl Described {
             .join(", ");
         let mut conds = Vec::new();
         if let Some(after) = after {
-            let bound = after
-                .iter()
-                .zip(&self.key_types)
-                .map(|(v, ty)| format!("{}::{ty}", quote_literal(v)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            conds.push(format!("({keys}) > ({bound})"));
+            conds.push(format!("({keys}) > ({})", self.key_literal(after)));
+        }
+        if let Some(upto) = upto {
+            conds.push(format!("({keys}) <= ({})", self.key_literal(upto)));
         }
         if let Some(f) = filter {
             conds.push(format!("({f})"));

@@ -8,12 +8,20 @@
 //! changed are dropped — the stream already delivered a change at least as new — and the
 //! rest are delivered as reads right there, in the stream's order. A read therefore never
 //! overwrites a newer change, and the stream never pauses.
+//!
+//! One refinement over the paper: an UPDATE that leaves a TOASTed column unchanged does not
+//! carry its value, so a consumer that never saw the row could not complete it from the
+//! stream. For such keys the window keeps the latest row image; at the high watermark the
+//! read is *that image* with the missing values taken from the chunk — correct because a
+//! value no change in the window carried was constant throughout the window, and the copy
+//! was made inside it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::key::key_hash;
-use crate::change::{Change, Op, Table};
+use crate::change::{Change, Op, Row, Table};
+use crate::value::Value;
 
 /// Open windows, at most [`MAX_OPEN`] (a worker that died between its watermarks must not
 /// make the stream collect keys forever).
@@ -34,15 +42,67 @@ struct Window {
     /// Key column indexes in the stream's description of the table (resolved on first use,
     /// again if the relation changes shape).
     resolved: Option<(usize, Vec<usize>)>,
-    changed: HashSet<u128>,
+    changed: HashMap<u128, Latest>,
     truncated: bool,
+}
+
+/// The last thing the window saw of a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Latest {
+    /// Deleted, or its key changed to another: the chunk's row is gone.
+    Gone,
+    /// Its latest image was complete (kept to complete a later partial one): the stream
+    /// delivered all of it.
+    Complete(Row),
+    /// Its latest image, with columns no change in the window carried
+    /// (`Value::UnchangedToast`) still to be taken from the copy.
+    Partial(Row),
+    /// Its key changed (to the key hashed `to`) by a change whose new image lacks TOASTed
+    /// values: those are the copy's values of this row.
+    Moved { to: u128, image: Row },
 }
 
 /// What the stream saw while a chunk was being copied.
 #[derive(Debug, Default)]
 pub struct Closed {
-    pub changed: HashSet<u128>,
+    pub changed: HashMap<u128, Latest>,
     pub truncated: bool,
+}
+
+impl Closed {
+    /// The rows of a chunk that may still be delivered: untouched ones as copied, and for
+    /// keys whose latest change lacked TOASTed values, that change's image completed from
+    /// the copy.
+    pub fn reconcile(self, rows: Vec<(u128, Row)>) -> Vec<(u128, Row)> {
+        if self.truncated {
+            return Vec::new();
+        }
+        if self.changed.is_empty() {
+            return rows;
+        }
+        let mut changed = self.changed;
+        let in_chunk: std::collections::HashSet<u128> = rows.iter().map(|(h, _)| *h).collect();
+        let fill = |mut latest: Row, copied: Row| {
+            for (v, c) in latest.0.iter_mut().zip(copied.0) {
+                if matches!(v, Value::UnchangedToast) {
+                    *v = c;
+                }
+            }
+            latest
+        };
+        rows.into_iter()
+            .filter_map(|(h, copied)| match changed.remove(&h) {
+                None => Some((h, copied)),
+                Some(Latest::Gone | Latest::Complete(_)) => None,
+                Some(Latest::Partial(latest)) => Some((h, fill(latest, copied))),
+                // The row lives on under its new key, which this chunk does not hold.
+                Some(Latest::Moved { to, image }) if !in_chunk.contains(&to) => {
+                    Some((to, fill(image, copied)))
+                }
+                Some(Latest::Moved { .. }) => None,
+            })
+            .collect()
+    }
 }
 
 impl Windows {
@@ -64,7 +124,7 @@ impl Windows {
             table_oid,
             key_names,
             resolved: None,
-            changed: HashSet::new(),
+            changed: HashMap::new(),
             truncated: false,
         });
     }
@@ -105,10 +165,57 @@ impl Windows {
                     }
                 },
             };
-            for row in c.after.iter().chain(c.before.as_ref().map(|(_, r)| r)) {
-                if let Some(h) = key_hash(table, key, row, &mut self.scratch) {
-                    w.changed.insert(h);
+            let after = c
+                .after
+                .as_ref()
+                .and_then(|r| Some((key_hash(table, key, r, &mut self.scratch)?, r)));
+            // A key change: the old key's last image (if the window saw one) is the
+            // new key's previous image.
+            let mut moved_from = None;
+            if let Some((_, before)) = &c.before {
+                if let Some(h) = key_hash(table, key, before, &mut self.scratch) {
+                    if after.is_none_or(|(a, _)| a != h) {
+                        moved_from = Some((h, w.changed.insert(h, Latest::Gone)));
+                    }
                 }
+            }
+            if let Some((h, row)) = after {
+                let mut row = row.clone();
+                if row.0.iter().any(|v| matches!(v, Value::UnchangedToast)) {
+                    // Fill what an earlier change in the window carried.
+                    let prev = match &moved_from {
+                        Some((_, Some(Latest::Partial(p) | Latest::Complete(p)))) => Some(p),
+                        Some(_) => None,
+                        None => match w.changed.get(&h) {
+                            Some(Latest::Partial(p) | Latest::Complete(p)) => Some(p),
+                            _ => None,
+                        },
+                    };
+                    if let Some(prev) = prev {
+                        for (v, p) in row.0.iter_mut().zip(&prev.0) {
+                            if matches!(v, Value::UnchangedToast) {
+                                *v = p.clone();
+                            }
+                        }
+                    }
+                }
+                let partial = row.0.iter().any(|v| matches!(v, Value::UnchangedToast));
+                if let (true, Some((old, _))) = (partial, &moved_from) {
+                    // The copy of the old row holds the values this image still lacks.
+                    w.changed.insert(
+                        *old,
+                        Latest::Moved {
+                            to: h,
+                            image: row.clone(),
+                        },
+                    );
+                }
+                let latest = if partial {
+                    Latest::Partial(row)
+                } else {
+                    Latest::Complete(row)
+                };
+                w.changed.insert(h, latest);
             }
         }
     }
@@ -185,10 +292,56 @@ mod tests {
         w.observe(&change(Op::Delete, Some(5), None));
         let closed = w.close(7).unwrap();
         assert!(!closed.truncated);
-        let want: HashSet<u128> = [2, 3, 4, 5].into_iter().map(hash).collect();
+        let row = |k: i32| Row(vec![Value::Int4(k), Value::Int4(0)]);
+        let want: HashMap<u128, Latest> = [
+            (2, Latest::Complete(row(2))),
+            (3, Latest::Gone),
+            (4, Latest::Complete(row(4))),
+            (5, Latest::Gone),
+        ]
+        .into_iter()
+        .map(|(k, l)| (hash(k), l))
+        .collect();
         assert_eq!(closed.changed, want);
         assert!(w.is_empty());
         assert!(w.close(7).is_none(), "closed once");
+    }
+
+    #[test]
+    fn an_update_without_its_toasted_value_is_completed_from_the_copy() {
+        let mut w = Windows::default();
+        w.open(1, 42, Arc::from(vec![Arc::<str>::from("id")]));
+        // id 1: v left unchanged (TOAST) by the only change in the window.
+        let mut u = change(Op::Update, None, Some(1));
+        u.after = Some(Row(vec![Value::Int4(1), Value::UnchangedToast]));
+        w.observe(&u);
+        // id 2: a first change carried v fully, a second left it unchanged.
+        let mut full = change(Op::Update, None, Some(2));
+        full.after = Some(Row(vec![Value::Int4(2), Value::Int4(20)]));
+        let mut partial = change(Op::Update, None, Some(2));
+        partial.after = Some(Row(vec![Value::Int4(2), Value::UnchangedToast]));
+        w.observe(&full);
+        w.observe(&partial);
+        let copied = |k: i32, v: i32| (hash(k), Row(vec![Value::Int4(k), Value::Int4(v)]));
+        let rows = w
+            .close(1)
+            .unwrap()
+            .reconcile(vec![copied(1, 10), copied(2, 99), copied(3, 30)]);
+        assert_eq!(rows, vec![copied(1, 10), copied(3, 30)]);
+    }
+
+    #[test]
+    fn a_key_change_without_its_toasted_value_takes_it_from_the_old_rows_copy() {
+        let mut w = Windows::default();
+        w.open(1, 42, Arc::from(vec![Arc::<str>::from("id")]));
+        let mut u = change(Op::Update, Some(1), Some(5));
+        u.after = Some(Row(vec![Value::Int4(5), Value::UnchangedToast]));
+        w.observe(&u);
+        let copied = |k: i32, v: i32| (hash(k), Row(vec![Value::Int4(k), Value::Int4(v)]));
+        // The copy has the old key (made before the change): the row goes out under its
+        // new key with the old row's value.
+        let closed = w.close(1).unwrap();
+        assert_eq!(closed.reconcile(vec![copied(1, 10)]), vec![copied(5, 10)]);
     }
 
     #[test]

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS cdc_host.snapshots (
     table_name     text NOT NULL,
     filter         text,
     last_key       text[],
+    range_hi       text[],
     state          text NOT NULL DEFAULT 'pending'
                    CHECK (state IN ('pending', 'running', 'done', 'cancelled', 'failed')),
     rows_done      bigint NOT NULL DEFAULT 0,
@@ -140,11 +141,51 @@ pub struct Job {
     pub schema: String,
     pub table: String,
     pub filter: Option<String>,
-    /// The upper key of the last chunk every sink acknowledged.
+    /// The upper key of the last chunk every sink acknowledged (or, for a key range of a
+    /// split table, the range's exclusive lower bound until then).
     pub last_key: Option<Vec<String>>,
+    /// The range's inclusive upper key; `None`: to the table's end.
+    pub range_hi: Option<Vec<String>>,
     pub rows_done: i64,
     pub chunks_done: i64,
     pub rows_estimated: Option<i64>,
+    /// Never started (may still be split into key ranges).
+    pub pending: bool,
+}
+
+/// Splits a pending job into key ranges at `bounds` (ascending key texts): the job keeps
+/// the first range, new jobs take the others, each with its share of the estimate. Only
+/// once: `false` when the job was started or split meanwhile.
+pub async fn split(
+    client: &mut Client,
+    job: &Job,
+    bounds: &[Vec<String>],
+) -> Result<bool, StateError> {
+    let tx = client.transaction().await.map_err(sql("split"))?;
+    let share = job.rows_estimated.unwrap_or(0) / (bounds.len() as i64 + 1);
+    let n = tx
+        .execute(
+            "UPDATE cdc_host.snapshots SET range_hi = $2, rows_estimated = $3, updated_at = now()
+              WHERE id = $1 AND state = 'pending' AND last_key IS NULL AND range_hi IS NULL",
+            &[&job.id, &bounds[0], &share],
+        )
+        .await
+        .map_err(sql("split"))?;
+    if n == 0 {
+        return Ok(false);
+    }
+    for (i, lo) in bounds.iter().enumerate() {
+        let hi = bounds.get(i + 1);
+        tx.execute(
+            "INSERT INTO cdc_host.snapshots (snapshot, slot, kind, schema_name, table_name, filter, last_key, range_hi, rows_estimated, requested_at)
+             SELECT snapshot, slot, kind, schema_name, table_name, filter, $2, $3, $4, requested_at FROM cdc_host.snapshots WHERE id = $1",
+            &[&job.id, lo, &hi, &share],
+        )
+        .await
+        .map_err(sql("split"))?;
+    }
+    tx.commit().await.map_err(sql("split"))?;
+    Ok(true)
 }
 
 /// Pending and running jobs of `slot`, oldest first.
@@ -154,7 +195,7 @@ pub async fn runnable(client: &Client, slot: &str) -> Result<Vec<Job>, StateErro
     }
     let rows = client
         .query(
-            "SELECT id, snapshot, kind, schema_name, table_name, filter, last_key, rows_done, chunks_done, rows_estimated
+            "SELECT id, snapshot, kind, schema_name, table_name, filter, last_key, rows_done, chunks_done, rows_estimated, range_hi, state
                FROM cdc_host.snapshots WHERE slot = $1 AND state IN ('pending', 'running') ORDER BY id",
             &[&slot],
         )
@@ -173,6 +214,8 @@ pub async fn runnable(client: &Client, slot: &str) -> Result<Vec<Job>, StateErro
             rows_done: r.get(7),
             chunks_done: r.get(8),
             rows_estimated: r.get(9),
+            range_hi: r.get(10),
+            pending: r.get::<_, String>(11) == "pending",
         })
         .collect())
 }
@@ -237,21 +280,25 @@ pub async fn finish(
 }
 
 /// Cancels the pending/running jobs of `slot` (of one snapshot number, or all); returns
-/// how many.
+/// how many tables they copied.
 pub async fn cancel(
     client: &mut Client,
     slot: &str,
     snapshot: Option<i64>,
 ) -> Result<u64, StateError> {
     let tx = client.transaction().await.map_err(sql("cancel"))?;
-    let n = tx
-        .execute(
-            "UPDATE cdc_host.snapshots SET state = 'cancelled', updated_at = now(), finished_at = now()
-              WHERE slot = $1 AND state IN ('pending', 'running') AND ($2::bigint IS NULL OR snapshot = $2)",
+    let n: i64 = tx
+        .query_one(
+            "WITH c AS (
+                UPDATE cdc_host.snapshots SET state = 'cancelled', updated_at = now(), finished_at = now()
+                 WHERE slot = $1 AND state IN ('pending', 'running') AND ($2::bigint IS NULL OR snapshot = $2)
+                RETURNING snapshot, schema_name, table_name)
+             SELECT count(DISTINCT (snapshot, schema_name, table_name)) FROM c",
             &[&slot, &snapshot],
         )
         .await
-        .map_err(sql("cancel"))?;
+        .map_err(sql("cancel"))?
+        .get(0);
     tx.execute(
         "SELECT pg_logical_emit_message(true, 'cdc-host.signal', $1::text)",
         &[&slot],
@@ -259,7 +306,7 @@ pub async fn cancel(
     .await
     .map_err(sql("cancel"))?;
     tx.commit().await.map_err(sql("cancel"))?;
-    Ok(n)
+    Ok(n as u64)
 }
 
 /// One line of `--status`.
@@ -283,10 +330,17 @@ pub async fn status(client: &Client, slot: &str) -> Result<Vec<Status>, StateErr
     }
     let rows = client
         .query(
-            "SELECT snapshot, kind, format('%I.%I', schema_name, table_name), state, rows_done, rows_estimated,
-                    chunks_done, rows_done / NULLIF(extract(epoch FROM (COALESCE(finished_at, updated_at) - requested_at)), 0)::float8,
-                    error, filter
-               FROM cdc_host.snapshots WHERE slot = $1 ORDER BY id",
+            "SELECT snapshot, min(kind), format('%I.%I', schema_name, table_name),
+                    CASE WHEN bool_or(state = 'failed') THEN 'failed'
+                         WHEN bool_or(state = 'cancelled') THEN 'cancelled'
+                         WHEN bool_or(state = 'running') THEN 'running'
+                         WHEN bool_or(state = 'pending') THEN 'pending'
+                         ELSE 'done' END,
+                    sum(rows_done)::bigint, sum(rows_estimated)::bigint, sum(chunks_done)::bigint,
+                    sum(rows_done) / NULLIF(extract(epoch FROM (max(COALESCE(finished_at, updated_at)) - min(requested_at))), 0)::float8,
+                    string_agg(error, '; '), min(filter)
+               FROM cdc_host.snapshots WHERE slot = $1
+              GROUP BY snapshot, schema_name, table_name ORDER BY min(id)",
             &[&slot],
         )
         .await

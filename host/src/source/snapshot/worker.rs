@@ -129,7 +129,7 @@ impl Coordinator {
             slot: &self.setup.slot,
             publication: &self.setup.publication,
         };
-        let control = Control::connect(&self.setup.conn, &ctx)
+        let mut control = Control::connect(&self.setup.conn, &ctx)
             .await
             .map_err(|e| e.to_string())?;
         let (reg_tx, mut reg_rx) = mpsc::unbounded_channel::<Registered>();
@@ -149,6 +149,7 @@ impl Coordinator {
                 let jobs = state::runnable(control.client(), &self.setup.slot)
                     .await
                     .map_err(|e| e.to_string())?;
+                let mut split_any = false;
                 for job in jobs {
                     if running.len() >= self.setup.config.workers() {
                         break;
@@ -159,6 +160,11 @@ impl Coordinator {
                             .is_some_and(|t| *t > Instant::now())
                     {
                         continue;
+                    }
+                    if self.split(&mut control, &job).await {
+                        // The list is stale now: look again.
+                        split_any = true;
+                        break;
                     }
                     let p = Arc::new(JobProgress {
                         id: job.id,
@@ -180,6 +186,10 @@ impl Coordinator {
                     };
                     let id = job.id;
                     workers.spawn(async move { (id, worker.run(job).await) });
+                }
+                if split_any {
+                    scan = true;
+                    continue;
                 }
             }
             tokio::select! {
@@ -222,6 +232,56 @@ impl Coordinator {
                         log_retained_wal(control.client(), &self.setup.slot).await;
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Coordinator {
+    /// A large table not started yet, with more than one worker: cut it into key ranges
+    /// (recorded, so a restart keeps them), one job each. `true` when it was split.
+    async fn split(&self, control: &mut Control, job: &Job) -> bool {
+        let workers = self.setup.config.workers();
+        let chunk = self.setup.config.chunk_rows() as i64;
+        let estimate = job.rows_estimated.unwrap_or(0);
+        if workers < 2 || !job.pending || job.last_key.is_some() || job.range_hi.is_some() {
+            return false;
+        }
+        let n = (estimate / (4 * chunk)).clamp(1, workers as i64) as usize;
+        if n < 2 {
+            return false;
+        }
+        let mut types = TypeRegistry::default();
+        let desc = match catalog::describe(
+            control,
+            &mut types,
+            &self.setup.publication,
+            &job.schema,
+            &job.table,
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(_) => return false, // the worker reports it
+        };
+        let bounds = match desc.split_points(control.client(), estimate, n).await {
+            Ok(b) if !b.is_empty() => b,
+            Ok(_) => return false,
+            Err(e) => {
+                tracing::debug!(error = %e, "sampling split points failed; one range");
+                return false;
+            }
+        };
+        match state::split(control.client_mut(), job, &bounds).await {
+            Ok(done) => {
+                if done {
+                    tracing::info!(table = %catalog::qualified(&job.schema, &job.table), ranges = bounds.len() + 1, "snapshot of table split into key ranges, one worker each");
+                }
+                done
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not split the table into key ranges");
+                false
             }
         }
     }
@@ -476,7 +536,12 @@ impl Worker {
         });
         self.watermark(client, Watermark::Low(seq)).await?;
         // One more row than the chunk: tells whether this is the table's last chunk.
-        let sql = desc.chunk_sql(after, job.filter.as_deref(), limit + 1);
+        let sql = desc.chunk_sql(
+            after,
+            job.range_hi.as_deref(),
+            job.filter.as_deref(),
+            limit + 1,
+        );
         client
             .batch_execute("BEGIN READ ONLY")
             .await
@@ -529,7 +594,8 @@ impl Worker {
                 .ok_or_else(|| format!("{}: a key value is missing", self.progress.table))?;
             rows.push((h, row));
         }
-        let last = if more {
+        // The table's last row is in the range that runs to the table's end.
+        let last = if more || job.range_hi.is_some() {
             None
         } else {
             rows.last().map(|(h, _)| *h)

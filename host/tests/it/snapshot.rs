@@ -300,11 +300,12 @@ async fn backfill_on_demand_while_the_stream_runs() {
         "CREATE PUBLICATION p FOR TABLE t, marker",
     )
     .await;
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], harness::nats_server::free_port()));
     let (_dir, cfg) = config(
         &db.dsn(),
         "snap_backfill",
         "p",
-        "[source.snapshot]\nmode = \"never\"\nchunk_rows = 200\n",
+        &format!("[source.snapshot]\nmode = \"never\"\nchunk_rows = 200\n\n[admin]\nlisten = \"{admin}\"\n"),
     );
     let mut host = start_host(&db, &cfg, "snap_backfill").await;
     // mode = "never": nothing of the 3000 rows, and no state schema was needed.
@@ -392,6 +393,17 @@ async fn backfill_on_demand_while_the_stream_runs() {
         );
     }
     assert!(out.contains("where id % 3 = 0"), "{out}");
+    // The metrics count what every sink acknowledged.
+    let (_, metrics) = crate::admin::get(admin, "/metrics")
+        .await
+        .expect("/metrics answers");
+    for want in [
+        "cdc_snapshot_rows_total{table=\"public.t\"} 1000",
+        "cdc_snapshot_remaining_rows{table=\"public.t\"} 0",
+        "cdc_snapshot_running 0",
+    ] {
+        assert!(metrics.contains(want), "{want:?} missing:\n{metrics}");
+    }
     stop_clean(&mut host).await;
 }
 
@@ -874,4 +886,52 @@ async fn debezium_reads_are_op_r_with_snapshot_true_and_last() {
         out.iter().all(|c| c["op"] == "r" && c["before"].is_null()),
         "{out:?}"
     );
+}
+
+/// Without the right to create the state schema, the start stops with the GRANT to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_cannot_create_the_state_schema_is_told_what_to_grant() {
+    let db = db_with(
+        "snap_priv",
+        // CREATE on a database is not granted to PUBLIC: the role has only SELECT.
+        &format!(
+            "CREATE TABLE t (id int PRIMARY KEY); GRANT SELECT ON t TO {}",
+            harness::SCRAM_USER
+        ),
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let dsn = db.dsn_for(harness::SCRAM_USER, harness::SCRAM_PASSWORD);
+    let (_dir, cfg) = config(
+        &dsn,
+        "snap_priv",
+        "p",
+        "[source.snapshot]\nmode = \"initial\"\n",
+    );
+    let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
+    let st = host.wait_exit(WAIT).await.unwrap();
+    assert!(!st.success());
+    let err = host.stderr();
+    assert!(
+        err.contains("cannot create the schema cdc_host")
+            && err.contains(&format!(
+                "GRANT CREATE ON DATABASE {} TO {}",
+                db.name,
+                harness::SCRAM_USER
+            ))
+            && err.contains("mode = \"never\""),
+        "{err}"
+    );
+    // Granted: it starts, and snapshots.
+    db.exec(&format!(
+        "GRANT CREATE ON DATABASE {} TO {}",
+        db.name,
+        harness::SCRAM_USER
+    ))
+    .await;
+    db.exec("INSERT INTO t VALUES (1)").await;
+    let mut host = start_host(&db, &cfg, "snap_priv").await;
+    let out = wait_json(&mut host, 1).await;
+    assert_eq!(out[0]["op"], "read");
+    stop_clean(&mut host).await;
 }

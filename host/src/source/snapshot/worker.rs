@@ -129,6 +129,10 @@ impl Coordinator {
             slot: &self.setup.slot,
             publication: &self.setup.publication,
         };
+        // Nothing before the stream is open (the pipeline wakes us): a watermark written
+        // before would never come through it, and a connection that cannot stream needs
+        // no second one.
+        wake.notified().await;
         let mut control = Control::connect(&self.setup.conn, &ctx)
             .await
             .map_err(|e| e.to_string())?;
@@ -139,9 +143,6 @@ impl Coordinator {
         let mut retry_after: HashMap<i64, Instant> = HashMap::new();
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
         tick.reset();
-        // The first look waits for the stream to be open (the pipeline wakes us): a
-        // watermark written before would never come through it.
-        wake.notified().await;
         let mut scan = true;
         loop {
             if scan {
@@ -168,7 +169,8 @@ impl Coordinator {
                     }
                     let p = Arc::new(JobProgress {
                         id: job.id,
-                        table: catalog::qualified(&job.schema, &job.table),
+                        // As the metrics label tables: `schema.table`.
+                        table: format!("{}.{}", job.schema, job.table),
                         estimate: AtomicU64::new(job.rows_estimated.unwrap_or(0).max(0) as u64),
                         done: AtomicU64::new(job.rows_done.max(0) as u64),
                         started: Instant::now(),
@@ -195,7 +197,13 @@ impl Coordinator {
             tokio::select! {
                 _ = wake.notified() => scan = true,
                 Some(r) = reg_rx.recv() => self.acks.register(r),
-                Some(d) = delivered.recv() => self.acks.delivered(d),
+                Some(d) = delivered.recv() => {
+                    self.acks.delivered(d);
+                    // Its batch may be acknowledged already (progress moved before this
+                    // message was read): with an idle stream, nothing else would record it.
+                    let checkpoint = progress.borrow().checkpoint;
+                    self.acks.acknowledged(checkpoint, control.client()).await.map_err(|e| e.to_string())?;
+                }
                 changed = progress.changed() => {
                     if changed.is_err() {
                         return Ok(());

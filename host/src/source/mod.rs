@@ -120,6 +120,11 @@ pub async fn open(
         None if src.create_slot => {
             if src.snapshot.mode == SnapshotMode::Initial {
                 request_initial_snapshot(&mut control, src, publication, conn).await?;
+            } else {
+                // Requests recorded for an earlier slot of this name are not this slot's.
+                snapshot::state::forget_slot(control.client(), slot)
+                    .await
+                    .map_err(|e| SourceError::Setup(e.to_string()))?;
             }
             let rows = wire
                 .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT", quote_ident(slot)), &ctx)

@@ -400,9 +400,21 @@ impl Replicator {
                     table_oid,
                     key,
                 } => {
+                    if self.chunks_open.len() >= 64 {
+                        if let Some(oldest) = self.chunks_open.keys().min().copied() {
+                            self.chunks_open.remove(&oldest);
+                        }
+                    }
                     self.chunks_open.insert(seq, (table_oid, key));
                 }
                 Event::Rows(chunk) => {
+                    // Chunks of a worker that died before their high watermark would stay
+                    // here forever: keep the newest few.
+                    if self.chunks_copied.len() >= 64 {
+                        if let Some(oldest) = self.chunks_copied.keys().min().copied() {
+                            self.chunks_copied.remove(&oldest);
+                        }
+                    }
                     self.chunks_copied.insert(chunk.seq, chunk);
                 }
             }

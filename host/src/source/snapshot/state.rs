@@ -132,6 +132,17 @@ pub async fn request(
     Ok(number)
 }
 
+/// Forgets every request of `slot` (a new slot of that name is being created).
+pub async fn forget_slot(client: &Client, slot: &str) -> Result<(), StateError> {
+    if exists(client).await? {
+        client
+            .execute("DELETE FROM cdc_host.snapshots WHERE slot = $1", &[&slot])
+            .await
+            .map_err(sql("forget"))?;
+    }
+    Ok(())
+}
+
 /// One table of a snapshot, as the workers see it.
 #[derive(Debug, Clone)]
 pub struct Job {

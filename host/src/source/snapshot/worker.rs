@@ -73,8 +73,22 @@ pub fn start(
             acks: Acks::default(),
             register: None,
         };
-        if let Err(e) = c.run(delivered_rx, wake, progress).await {
-            tracing::error!(error = %e, "snapshot coordinator stopped; snapshots resume on the next start");
+        let (mut delivered, mut progress) = (delivered_rx, progress);
+        // Nothing before the stream is open (the pipeline wakes us): a watermark written
+        // before would never come through it, and a connection that cannot stream needs
+        // no second one.
+        wake.notified().await;
+        loop {
+            match c.run(&mut delivered, &wake, &mut progress).await {
+                Ok(()) => return, // the pipeline is gone
+                Err(e) => {
+                    // Its workers are gone with it; their jobs resume from what was
+                    // recorded, on a new connection.
+                    tracing::warn!(error = %e, "snapshot coordinator interrupted; retrying in 5 s");
+                    c.acks = Acks::default();
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
         }
     });
     (link, task)
@@ -120,19 +134,15 @@ struct Acks {
 impl Coordinator {
     async fn run(
         &mut self,
-        mut delivered: mpsc::UnboundedReceiver<Delivered>,
-        wake: Arc<Notify>,
-        mut progress: watch::Receiver<Progress>,
+        delivered: &mut mpsc::UnboundedReceiver<Delivered>,
+        wake: &Notify,
+        progress: &mut watch::Receiver<Progress>,
     ) -> Result<(), String> {
         let ctx = Context {
             user: &self.setup.conn.user,
             slot: &self.setup.slot,
             publication: &self.setup.publication,
         };
-        // Nothing before the stream is open (the pipeline wakes us): a watermark written
-        // before would never come through it, and a connection that cannot stream needs
-        // no second one.
-        wake.notified().await;
         let mut control = Control::connect(&self.setup.conn, &ctx)
             .await
             .map_err(|e| e.to_string())?;

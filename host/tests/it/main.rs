@@ -24,3 +24,4 @@ mod sinks;
 mod snapshot;
 mod tls;
 mod transforms;
+mod transforms_wit;

@@ -13,7 +13,7 @@ use cdc_test_harness::http_receiver::Receiver;
 use cdc_test_harness::{HostProcess, TestDb};
 
 /// `guests/<lang>/<name>/<name with _>.wasm`, which `scripts/build-guests` writes.
-fn guest(lang: &str, name: &str) -> PathBuf {
+pub(crate) fn guest(lang: &str, name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let p = root
         .join("guests")
@@ -629,7 +629,7 @@ fn check_explains_modules_that_are_not_transforms() {
     std::fs::write(&text, b"hello").unwrap();
     for (file, needle) in [
         (&core, "is a core Wasm module, not a component"),
-        (&empty, "does not implement the transform world (no export cdc:pipeline/transformer@0.1.0): it exports nothing"),
+        (&empty, "does not implement the transform world (no export cdc:pipeline/transformer@0.2.0): it exports nothing"),
         (&text, "is not a Wasm component"),
     ] {
         let cfg = dir.path().join("p.toml");

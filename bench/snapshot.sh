@@ -45,7 +45,7 @@ HOST_PID=
 cleanup() {
   local rc=$?
   set +e
-  [[ -n $HOST_PID ]] && kill -KILL "$HOST_PID" 2>/dev/null
+  [[ -n $HOST_PID ]] && { pkill -KILL -P "$HOST_PID"; kill -KILL "$HOST_PID"; } 2>/dev/null
   pg_stop
   exit "$rc"
 }
@@ -113,14 +113,21 @@ TOML
     [[ $total -gt 0 && $pending -eq 0 ]] && break
   done
   wall=$(calc "$(now) - $t0")
-  kill -TERM "$HOST_PID"
+  # HOST_PID is /usr/bin/time: signal cdc-host, its child.
+  pkill -TERM -P "$HOST_PID" || true
   wait "$HOST_PID" || true
   HOST_PID=
   read -r cpu rss _ < <(parse_time "$DIR/host_$w.time")
   rows=$(sql "SELECT sum(rows_done) FROM cdc_host.snapshots WHERE slot = '$slot'")
   [[ $rows -ge $ROWS ]] || die "only $rows of $ROWS rows delivered"
   ranges=$(sql "SELECT count(*) FROM cdc_host.snapshots WHERE slot = '$slot'")
+  # The walsender outlives the client by a moment.
+  for _ in $(seq 100); do
+    [[ $(sql "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot' AND active") == 0 ]] && break
+    sleep 0.1
+  done
   sql "SELECT pg_drop_replication_slot('$slot')" >/dev/null
+  log "cdc-host, $w worker(s): $(printf '%.2f' "$wall") s, $ranges range(s)"
   RESULTS+=("$w $ranges $wall $cpu $rss")
 done
 

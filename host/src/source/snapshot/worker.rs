@@ -29,7 +29,7 @@ use crate::source::wire::quote_literal;
 /// Chunks of one table copied but not yet acknowledged, at most (memory: this many chunks
 /// per worker; speed: the next chunk is copied while the previous one waits for its high
 /// watermark and the sinks).
-const CHUNKS_IN_FLIGHT: u32 = 2;
+const CHUNKS_IN_FLIGHT: u32 = 3;
 
 /// How often progress is logged (and requests are looked for without a signal).
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -43,6 +43,14 @@ pub struct Setup {
     pub config: SnapshotConfig,
     /// Rows per chunk are also capped so a chunk stays near this many bytes.
     pub max_chunk_bytes: usize,
+}
+
+impl Setup {
+    /// `job`'s table as the publication publishes it.
+    async fn describe(&self, control: &Control, job: &Job) -> Result<Described, CatalogError> {
+        let mut types = TypeRegistry::default();
+        catalog::describe(control, &mut types, &self.publication, &job.schema, &job.table).await
+    }
 }
 
 /// Starts the coordinator; returns the stream loop's end and the task (abort it when the
@@ -269,16 +277,7 @@ impl Coordinator {
         if n < 2 {
             return false;
         }
-        let mut types = TypeRegistry::default();
-        let desc = match catalog::describe(
-            control,
-            &mut types,
-            &self.setup.publication,
-            &job.schema,
-            &job.table,
-        )
-        .await
-        {
+        let desc = match self.setup.describe(control, job).await {
             Ok(d) => d,
             Err(_) => return false, // the worker reports it
         };
@@ -435,16 +434,7 @@ impl Worker {
             )
             .await
             .map_err(|e| e.to_string())?;
-        let mut types = TypeRegistry::default();
-        let desc = match catalog::describe(
-            &control,
-            &mut types,
-            &self.setup.publication,
-            &job.schema,
-            &job.table,
-        )
-        .await
-        {
+        let desc = match self.setup.describe(&control, &job).await {
             Ok(d) => d,
             Err(e @ CatalogError::Source(_)) => return Err(e.to_string()),
             Err(e) => {
@@ -635,10 +625,12 @@ impl Worker {
 
     async fn watermark(&self, client: &tokio_postgres::Client, w: Watermark) -> Result<(), String> {
         let content = w.content(&self.setup.slot, self.nonce);
-        // Its own transaction (the session's copies are read-only).
+        // Its own transaction, flushed at once: a walsender sends only flushed WAL, and with
+        // synchronous_commit = off the WAL writer would flush it up to 200 ms later (the
+        // chunk would wait that long for its high watermark).
         client
             .batch_execute(&format!(
-                "BEGIN; SELECT pg_logical_emit_message(true, {}, {}); COMMIT",
+                "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_logical_emit_message(true, {}, {}); COMMIT",
                 quote_literal(WATERMARK_PREFIX),
                 quote_literal(&content)
             ))

@@ -209,7 +209,7 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
     let started = std::time::Instant::now();
     let err = wait_failure(&mut host).await;
     assert!(
-        err.contains("transform spin: deadline of 200 ms exceeded"),
+        err.contains("transform spin: deadline of 200 ms exceeded on a batch of 1 change (the call was interrupted): raise `timeout_ms` in its [[transforms]] entry"),
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -272,7 +272,7 @@ async fn memory_bomb_is_stopped_by_the_cap() {
     )
     .await;
     assert!(
-        err.contains("transform bad: memory cap of 24 MiB exceeded"),
+        err.contains("transform bad: memory cap of 24 MiB exceeded on a batch of 1 change: raise `memory_mb` in its [[transforms]] entry, or send smaller batches with `[pipeline] max_changes`"),
         "{err}"
     );
     assert!(host.stdout_lines().is_empty());

@@ -179,7 +179,14 @@ fn a_batch_too_large_for_the_cap_is_split() {
     let (ok, lines, err) = replay_generated(
         &guest("js", "identity"),
         30_000,
-        &["--batch", "30000", "--memory-mb", "32", "--timeout-ms", "60000"],
+        &[
+            "--batch",
+            "30000",
+            "--memory-mb",
+            "32",
+            "--timeout-ms",
+            "60000",
+        ],
     );
     assert!(ok, "{err}");
     assert_eq!(lines, 30_000);
@@ -188,4 +195,64 @@ fn a_batch_too_large_for_the_cap_is_split() {
         "{err}"
     );
     assert!(err.contains("memory cap of 32 MiB exceeded on a batch of 30000 changes: raise `memory_mb` in its [[transforms]] entry, or send smaller batches with `[pipeline] max_changes`"), "{err}");
+}
+
+/// `guests/new-transform` starts a transform outside the repository that builds and
+/// passes its offline test: JavaScript (async, crypto.subtle) and Python (hashlib) hash
+/// `email` the same way, drop the delete and route by table.
+#[test]
+fn new_transform_templates_build_outside_the_repo() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let venv = std::env::var("CDC_GUEST_CACHE")
+        .unwrap_or_else(|_| "/var/tmp/cdc-host-guests".into())
+        + "/py-venv/bin";
+    let path = format!("{venv}:{}", std::env::var("PATH").unwrap_or_default());
+    let mut outputs = Vec::new();
+    for (lang, build) in [("js", "node build.mjs"), ("python", "./build.sh")] {
+        let project = dir.path().join(format!("h-{lang}"));
+        let run = |cmd: &str, cwd: &Path| {
+            let out = std::process::Command::new("bash")
+                .args(["-c", cmd])
+                .current_dir(cwd)
+                .env("PATH", &path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(
+            &format!(
+                "{}/guests/new-transform --lang {lang} h-{lang}",
+                root.display()
+            ),
+            dir.path(),
+        );
+        if lang == "js" {
+            // The toolchain this repository installed (npm install would fetch the same).
+            std::os::unix::fs::symlink(
+                root.join("guests/js/node_modules"),
+                project.join("node_modules"),
+            )
+            .unwrap();
+            assert!(project
+                .join("types/interfaces/cdc-pipeline-types.d.ts")
+                .is_file());
+        } else {
+            assert!(project.join("wit_world/imports/types.py").is_file());
+        }
+        run(build, &project);
+        let module = project.join(format!("h_{lang}.wasm"));
+        let out = lines(&replay(&module, &project.join("changes.jsonl"), &[]));
+        assert_eq!(out.len(), 1, "{lang}: the delete is dropped");
+        assert_eq!(out[0]["route"], "cdc.public.users", "{lang}");
+        outputs.push(out[0]["after"]["email"].clone());
+    }
+    // sha256("a@example.com")
+    let want = "08168cd80dfd534ab0f10af10f1303fe00af2d43ab5c1432360d137f8197e17a";
+    assert!(outputs.iter().all(|e| e == want), "{outputs:?}");
 }

@@ -17,6 +17,13 @@ const READ_AND_INSERT: &str = concat!(
     "\n"
 );
 
+/// One module cache for this file's tests (each replay would otherwise compile the
+/// JavaScript and Python runtimes again, a few seconds each).
+fn cache() -> &'static Path {
+    static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
 fn replay(module: &Path, input: &Path, args: &[&str]) -> Output {
     std::process::Command::new(BIN)
         .arg("transform")
@@ -24,7 +31,7 @@ fn replay(module: &Path, input: &Path, args: &[&str]) -> Output {
         .arg("--input")
         .arg(input)
         .args(args)
-        .env("CDC_HOST_MODULE_CACHE", "off")
+        .env("CDC_HOST_MODULE_CACHE", cache())
         .output()
         .unwrap()
 }
@@ -120,7 +127,7 @@ fn replay_generated(module: &Path, n: usize, args: &[&str]) -> (bool, usize, Str
         .arg(module)
         .args(["--input", "-"])
         .args(args)
-        .env("CDC_HOST_MODULE_CACHE", "off")
+        .env("CDC_HOST_MODULE_CACHE", cache())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -255,4 +262,36 @@ fn new_transform_templates_build_outside_the_repo() {
     // sha256("a@example.com")
     let want = "08168cd80dfd534ab0f10af10f1303fe00af2d43ab5c1432360d137f8197e17a";
     assert!(outputs.iter().all(|e| e == want), "{outputs:?}");
+}
+
+/// A typed recording (`--typed` output) replays with the exact types in every language:
+/// a JS module sees int4/timestamptz/numeric/uuid, not int8/text; two replays of one
+/// recording are byte-identical, and an identity module gives the recording back.
+#[test]
+fn typed_recordings_replay_exact_types_deterministically() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rec.jsonl");
+    let line = r#"{"id":"0000000001000000-00000002","op":"insert","schema":"public","table":"orders","before":null,"after":{"id":7,"created_at":"2024-05-06T07:08:09.123456+00:00","total":0,"ref":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11","tags":[1, 2, null],"note":"0"},"lsn":"0/FFFFF0","commit_lsn":"0/1000000","xid":77,"commit_ts":"2024-05-06T07:08:09.123456+00:00","types":{"id":23,"created_at":1184,"total":1700,"ref":2950,"tags":1007,"note":25},"key":["id"]}"#;
+    std::fs::write(&input, format!("{line}\n")).unwrap();
+    for lang in ["rust", "c", "js", "python"] {
+        let module = guest(lang, "identity");
+        let a = replay(&module, &input, &["--typed"]);
+        let b = replay(&module, &input, &["--typed"]);
+        assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+        assert_eq!(a.stdout, b.stdout, "{lang}: two replays differ");
+        assert_eq!(
+            String::from_utf8_lossy(&a.stdout).trim_end(),
+            line,
+            "{lang}"
+        );
+    }
+    // mask-columns (JS) sees the typed values and masks them to text: the types say so.
+    let out = lines(&replay(
+        &guest("js", "mask-columns"),
+        &input,
+        &["--typed", "--config", "columns=created_at,total"],
+    ));
+    assert_eq!(out[0]["after"]["created_at"], "***");
+    assert_eq!(out[0]["types"]["created_at"], 25);
+    assert_eq!(out[0]["types"]["id"], 23);
 }

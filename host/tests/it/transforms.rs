@@ -834,3 +834,41 @@ async fn sinks_with_routes_get_only_matching_changes() {
     assert_eq!(got[0]["after"]["id"], 2);
     assert_eq!(all.len(), 4);
 }
+
+/// On a real slot: a transaction of 5,000 rows through the JavaScript identity module with
+/// a cap too small for a whole batch (the host halves the batch and learns a smaller
+/// one), chained with a module built against WIT 0.1.0 (still loads; tags what it saw).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batch_under_a_small_cap_and_a_wit_0_1_module_on_a_real_slot() {
+    let _heavy = harness::heavy().await;
+    let mut body = transform(
+        "js-small",
+        &guest("js", "identity"),
+        "memory_mb = 16\ntimeout_ms = 30000",
+        &[],
+    );
+    body.push_str(&transform("old", &guest("rust", "identity-v01"), "", &[]));
+    let case = Case::users("tx_bigbatch", &body).await;
+    let (db, mut host) = (&case.db, case.start().await);
+    db.exec(
+        "INSERT INTO users SELECT g, 'u' || g || '@x', NULL, NULL FROM generate_series(1, 5000) g",
+    )
+    .await;
+    let lines = host
+        .wait_for_lines(5000, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", host.stderr_tail(30)));
+    let out = parse_lines(&lines);
+    assert_eq!(out[4999]["after"]["id"], 5000);
+    assert!(out
+        .iter()
+        .all(|c| c["op"] == "insert" && c["headers"]["x-seen-op"] == "insert"));
+    case.wait_confirmed_to_now().await;
+    let err = host.stderr();
+    assert!(
+        err.contains("handing this transform smaller batches from now on"),
+        "{err}"
+    );
+    assert!(err.contains("built against cdc:pipeline@0.1.0"), "{err}");
+    stop_clean(&mut host).await;
+}

@@ -86,6 +86,10 @@ enum Command {
         /// Linear memory cap.
         #[arg(long, default_value_t = 64)]
         memory_mb: u64,
+        /// Write each change with its columns' types ("types", "key"), so replaying the
+        /// output gives the module exactly these types again.
+        #[arg(long)]
+        typed: bool,
     },
 }
 
@@ -118,7 +122,8 @@ fn main() -> ExitCode {
             batch,
             timeout_ms,
             memory_mb,
-        } => transform(&module, &input, config, batch, timeout_ms, memory_mb),
+            typed,
+        } => transform(&module, &input, config, batch, timeout_ms, memory_mb, typed),
         Command::Run { config } => run(&config),
         Command::Backfill {
             config,
@@ -176,6 +181,7 @@ fn transform(
     batch: usize,
     timeout_ms: u64,
     memory_mb: u64,
+    typed: bool,
 ) -> anyhow::Result<()> {
     use std::io::{BufRead, Write};
     let name = module
@@ -231,7 +237,11 @@ fn transform(
             };
             for c in &changes {
                 let mut buf = Vec::with_capacity(256);
-                cdc_host::encode::json::write_change(c, &mut buf);
+                if typed {
+                    cdc_host::transform::replay::write_typed(c, &mut buf);
+                } else {
+                    cdc_host::encode::json::write_change(c, &mut buf);
+                }
                 buf.push(b'\n');
                 out.write_all(&buf)?;
             }

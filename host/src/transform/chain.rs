@@ -38,7 +38,23 @@ struct Stage {
     module: Arc<Module>,
     instance: Option<Instance>,
     from_guest: FromGuest,
+    /// The most changes handed to the module in one call, learned when a call ran out
+    /// of memory or time; `None`: whole batches.
+    max_batch: Option<usize>,
+    /// Instances replaced because their memory passed [`RECYCLE_SHARE`] of the cap.
+    recycled: u64,
 }
+
+/// A batch that exhausts a module's memory or time is halved and retried at most this
+/// many times (4096 changes → 64) before the error applies the module's policy.
+const MAX_SPLITS: u32 = 6;
+
+/// After a call, an instance whose linear memory passed this share of its cap is replaced
+/// by a fresh one before the next call. Linear memory never shrinks, and garbage-collected
+/// guest runtimes (SpiderMonkey in componentize-js, CPython in componentize-py) collect
+/// lazily and fragment it, so a module that needs a few MiB per batch would otherwise
+/// creep up to its cap over thousands of calls.
+const RECYCLE_SHARE: (usize, usize) = (3, 4);
 
 /// The transform chain of one pipeline run.
 pub struct Chain {
@@ -67,6 +83,8 @@ impl Chain {
                 module: Arc::clone(module),
                 instance: Some(module.instantiate()?),
                 from_guest: FromGuest::default(),
+                max_batch: None,
+                recycled: 0,
             });
         }
         let last_dead_letter = stages
@@ -174,16 +192,68 @@ fn count_dropped(mut ins: Vec<(String, &'static str, u64)>, after: &[Change], to
 }
 
 impl Stage {
+    /// The batch through this module, in calls of at most `max_batch` changes.
     fn call(&mut self, changes: &[Change]) -> Result<Vec<Change>, TransformError> {
+        match self.max_batch {
+            Some(max) if changes.len() > max => {
+                let mut out = Vec::with_capacity(changes.len());
+                for chunk in changes.chunks(max.max(1)) {
+                    out.extend(self.call_split(chunk, 0)?);
+                }
+                Ok(out)
+            }
+            _ => self.call_split(changes, 0),
+        }
+    }
+
+    /// One call; when it runs out of memory or time, the two halves of the batch on a
+    /// fresh instance (and at most half as many changes per call from then on).
+    fn call_split(
+        &mut self,
+        changes: &[Change],
+        depth: u32,
+    ) -> Result<Vec<Change>, TransformError> {
+        match self.call_once(changes) {
+            Err(error) if error.is_exhaustion() && changes.len() > 1 && depth < MAX_SPLITS => {
+                self.instance = None;
+                let half = changes.len().div_ceil(2);
+                self.shrink_batch(half, &error.to_string());
+                let (a, b) = changes.split_at(half);
+                let mut out = self.call_split(a, depth + 1)?;
+                out.extend(self.call_split(b, depth + 1)?);
+                Ok(out)
+            }
+            other => other,
+        }
+    }
+
+    fn shrink_batch(&mut self, to: usize, why: &str) {
+        if self.max_batch.is_none_or(|m| m > to) {
+            self.max_batch = Some(to);
+            tracing::warn!(module = %self.module.name, max_changes_per_call = to, reason = why, "handing this transform smaller batches from now on (raise its memory_mb or timeout_ms to avoid it)");
+        }
+    }
+
+    fn call_once(&mut self, changes: &[Change]) -> Result<Vec<Change>, TransformError> {
         let instance = match &mut self.instance {
             Some(i) => i,
-            None => {
-                tracing::info!(module = %self.module.name, "re-instantiating after a trap");
-                self.instance.insert(self.module.instantiate()?)
-            }
+            None => self.instance.insert(self.module.instantiate()?),
         };
         let input: Vec<_> = changes.iter().map(to_wit).collect();
         let output = instance.transform(input)?;
+        let memory = instance.memory_bytes();
+        let cap = self.module.memory_cap();
+        if memory > cap / RECYCLE_SHARE.1 * RECYCLE_SHARE.0 {
+            // Replaced before the next call (the output is already out of its memory).
+            self.instance = None;
+            self.recycled += 1;
+            let (module, mib, cap_mib) = (&self.module.name, memory >> 20, cap >> 20);
+            if self.recycled == 1 {
+                tracing::info!(module = %module, memory_mib = mib, cap_mib, "transform instance replaced by a fresh one (init runs again): its memory passed 3/4 of its cap");
+            } else {
+                tracing::debug!(module = %module, memory_mib = mib, cap_mib, recycled = self.recycled, "transform instance replaced");
+            }
+        }
         self.from_guest
             .convert(changes, output)
             .map_err(|source| TransformError::BadOutput {

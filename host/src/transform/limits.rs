@@ -12,6 +12,8 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 pub(crate) struct MemoryCap {
     limits: StoreLimits,
     refused: bool,
+    /// The linear memory's size after the last allowed growth (bytes).
+    size: usize,
 }
 
 impl MemoryCap {
@@ -22,7 +24,13 @@ impl MemoryCap {
                 .trap_on_grow_failure(true)
                 .build(),
             refused: false,
+            size: 0,
         }
+    }
+
+    /// The module's linear memory size (the largest memory's, in bytes).
+    pub(crate) fn size(&self) -> usize {
+        self.size
     }
 
     /// Whether a memory growth was refused since the last [`MemoryCap::reset`].
@@ -44,7 +52,10 @@ impl ResourceLimiter for MemoryCap {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum);
-        if !matches!(allowed, Ok(true)) {
+        if matches!(allowed, Ok(true)) {
+            self.size = self.size.max(desired);
+            tracing::trace!(current, desired, "guest memory grows");
+        } else {
             self.refused = true;
         }
         allowed

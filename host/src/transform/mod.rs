@@ -46,10 +46,18 @@ pub enum TransformError {
     InitRejected { module: String, message: String },
     #[error("transform {module}: returned an error: {message}")]
     Returned { module: String, message: String },
-    #[error("transform {module}: deadline of {timeout_ms} ms exceeded (the call was interrupted)")]
-    Deadline { module: String, timeout_ms: u64 },
-    #[error("transform {module}: memory cap of {limit_mb} MiB exceeded")]
-    MemoryCap { module: String, limit_mb: usize },
+    #[error("transform {module}: deadline of {timeout_ms} ms exceeded{} (the call was interrupted): raise `timeout_ms` in its [[transforms]] entry, or send smaller batches with `[pipeline] max_changes`", on_batch(*batch))]
+    Deadline {
+        module: String,
+        timeout_ms: u64,
+        batch: usize,
+    },
+    #[error("transform {module}: memory cap of {limit_mb} MiB exceeded{}: raise `memory_mb` in its [[transforms]] entry, or send smaller batches with `[pipeline] max_changes`", on_batch(*batch))]
+    MemoryCap {
+        module: String,
+        limit_mb: usize,
+        batch: usize,
+    },
     #[error("transform {module}: trapped: {reason}")]
     Trap { module: String, reason: String },
     #[error("transform {module}: returned an invalid change: {source}")]
@@ -63,7 +71,24 @@ pub enum TransformError {
     Runtime(String),
 }
 
+/// Where a call ran out: " on a batch of N changes", or nothing outside `transform`.
+fn on_batch(batch: usize) -> String {
+    match batch {
+        0 => String::new(),
+        1 => " on a batch of 1 change".into(),
+        n => format!(" on a batch of {n} changes"),
+    }
+}
+
 impl TransformError {
+    /// The module ran out of memory or time: a smaller batch may pass.
+    pub fn is_exhaustion(&self) -> bool {
+        matches!(
+            self,
+            TransformError::Deadline { .. } | TransformError::MemoryCap { .. }
+        )
+    }
+
     /// The instance may be half-updated and must be replaced (a trap of any kind).
     pub fn poisons_instance(&self) -> bool {
         matches!(

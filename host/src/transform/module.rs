@@ -57,6 +57,11 @@ impl std::fmt::Debug for Module {
 }
 
 impl Module {
+    /// The module's memory cap in bytes.
+    pub fn memory_cap(&self) -> usize {
+        self.memory_bytes
+    }
+
     /// Compiles (or loads from `cache`) and links the module of `cfg`.
     pub(crate) fn load(
         runtime: &Arc<Runtime>,
@@ -205,25 +210,36 @@ impl Instance {
             }
         };
         self.module.log.flush();
-        tracing::trace!(module = %self.module.name, changes = n, micros = started.elapsed().as_micros() as u64, "transform call");
+        tracing::trace!(module = %self.module.name, changes = n, micros = started.elapsed().as_micros() as u64, memory_bytes = self.store.data().limits.size(), "transform call");
         match out {
             Ok(Ok(changes)) => Ok(changes),
             Ok(Err(message)) => Err(TransformError::Returned {
                 module: self.module.name.to_string(),
                 message,
             }),
-            Err(e) => Err(self.call_error("transform", e)),
+            Err(e) => Err(self.call_error_batch("transform", e, n)),
         }
+    }
+
+    /// The size of the instance's linear memory (it never shrinks).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limits.size()
     }
 
     /// Names a failed call: deadline, fuel, memory cap (the store's limiter refused a
     /// growth during this call), or another trap.
     fn call_error(&self, what: &str, e: wasmtime::Error) -> TransformError {
+        self.call_error_batch(what, e, 0)
+    }
+
+    /// [`Instance::call_error`] for a call with `batch` changes.
+    fn call_error_batch(&self, what: &str, e: wasmtime::Error, batch: usize) -> TransformError {
         let module = self.module.name.to_string();
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => TransformError::Deadline {
                 module,
                 timeout_ms: self.module.timeout.as_millis() as u64,
+                batch,
             },
             Some(Trap::OutOfFuel) => TransformError::Trap {
                 module,
@@ -232,6 +248,7 @@ impl Instance {
             _ if self.store.data().limits.refused() => TransformError::MemoryCap {
                 module,
                 limit_mb: self.module.memory_bytes >> 20,
+                batch,
             },
             _ => TransformError::Trap {
                 module,

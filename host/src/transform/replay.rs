@@ -6,6 +6,13 @@
 //! `text`, an object or array `jsonb`, `true`/`false` `bool`. That is enough to test
 //! filtering, masking and routing logic; a module that depends on exact column types is
 //! best tested on a real slot.
+//!
+//! Unless the line carries its types: `"types": {"column": oid, ...}` (an object
+//! `{"oid": o, "base": b, "enum": true}` for a domain over `b` or an enum) and `"key":
+//! ["column", ...]`, as [`write_typed`] writes them (`cdc-host transform --typed`). Then
+//! every column gets exactly that type, and its value is parsed as that type from its
+//! JSON form, so a module sees offline what it sees live (int4, timestamptz, numeric,
+//! uuid, arrays...). Replaying a typed recording twice gives byte-identical output.
 
 use std::sync::Arc;
 
@@ -17,7 +24,7 @@ use crate::change::{
 };
 use crate::lsn::Lsn;
 use crate::pgoutput::ReplicaIdentity;
-use crate::value::{builtin_type, oid, parse_text, Numeric, PgText, TypeInfo, Value};
+use crate::value::{builtin_type, oid, parse_text, Numeric, PgText, TypeInfo, TypeKind, Value};
 
 /// Parses one line of native JSON.
 pub fn parse_line(line: &str) -> Result<Change, String> {
@@ -45,6 +52,7 @@ pub fn parse_line(line: &str) -> Result<Change, String> {
         .and_then(Json::as_array)
         .map(|a| a.iter().filter_map(Json::as_str).collect())
         .unwrap_or_default();
+    let types = obj.get("types").and_then(Json::as_object);
     let after = obj.get("after").and_then(Json::as_object);
     let before = obj.get("before").and_then(Json::as_object);
     let table = match (s("schema"), s("table")) {
@@ -68,19 +76,32 @@ pub fn parse_line(line: &str) -> Result<Change, String> {
                 (Some(b), None) => b.keys().map(String::as_str).collect(),
                 _ => Vec::new(),
             };
+            let recorded_keys: Option<Vec<&str>> = obj
+                .get("key")
+                .and_then(Json::as_array)
+                .map(|a| a.iter().filter_map(Json::as_str).collect());
             let columns = names
                 .iter()
                 .map(|(n, v)| {
-                    let type_oid = json_oid(v);
-                    Column {
+                    let (type_oid, type_info) = match types.and_then(|t| t.get(*n)) {
+                        Some(t) => recorded_type(t).map_err(|e| format!("types.{n}: {e}"))?,
+                        None => {
+                            let o = json_oid(v);
+                            (o, builtin_type(o).unwrap_or_else(|| TypeInfo::other(o)))
+                        }
+                    };
+                    let is_key = match &recorded_keys {
+                        Some(k) => k.contains(n),
+                        None => key_cols.contains(n),
+                    };
+                    Ok(Column {
                         name: (*n).into(),
                         type_oid,
-                        type_info: builtin_type(type_oid)
-                            .unwrap_or_else(|| TypeInfo::other(type_oid)),
-                        is_key: key_cols.contains(n),
-                    }
+                        type_info,
+                        is_key,
+                    })
                 })
-                .collect();
+                .collect::<Result<_, String>>()?;
             Some(Arc::new(Table {
                 id: 0,
                 schema: schema.into(),
@@ -95,6 +116,9 @@ pub fn parse_line(line: &str) -> Result<Change, String> {
         t.columns
             .iter()
             .map(|c| match img.get(&*c.name) {
+                Some(v) if types.is_some_and(|t| t.contains_key(&*c.name)) => {
+                    typed_value(&c.type_info, v).map_err(|e| format!("{}: {e}", c.name))
+                }
                 Some(v) => json_value(v),
                 None if toast.contains(&&*c.name) => Ok(Value::UnchangedToast),
                 None => Ok(Value::Null),
@@ -193,6 +217,106 @@ pub fn parse_line(line: &str) -> Result<Change, String> {
     })
 }
 
+/// A recorded type: an oid, or `{"oid", "base", "enum"}`.
+fn recorded_type(t: &Json) -> Result<(u32, TypeInfo), String> {
+    let num = |v: Option<&Json>| v.and_then(Json::as_u64).map(|o| o as u32);
+    match t {
+        Json::Number(_) => {
+            let o = num(Some(t)).ok_or("not an oid")?;
+            Ok((o, builtin_type(o).unwrap_or_else(|| TypeInfo::other(o))))
+        }
+        Json::Object(m) => {
+            let o = num(m.get("oid")).ok_or("no oid")?;
+            if m.get("enum").and_then(Json::as_bool).unwrap_or(false) {
+                return Ok((o, TypeInfo::enumeration(o)));
+            }
+            let base = num(m.get("base")).unwrap_or(o);
+            Ok((
+                o,
+                builtin_type(base).unwrap_or_else(|| TypeInfo::other(base)),
+            ))
+        }
+        _ => Err("want an oid or {\"oid\", \"base\", \"enum\"}".into()),
+    }
+}
+
+/// A value of a known type from its JSON form (what `to_jsonb` prints), through the
+/// Postgres text form `parse_text` reads.
+fn typed_value(ty: &TypeInfo, v: &Json) -> Result<Value, String> {
+    if v.is_null() {
+        return Ok(Value::Null);
+    }
+    let text = match (&ty.kind, v) {
+        (TypeKind::Json | TypeKind::Jsonb, v) => v.to_string(),
+        (TypeKind::Array(_), Json::Array(_)) => array_literal(v),
+        (TypeKind::Timestamp | TypeKind::TimestampTz | TypeKind::Date, Json::String(s)) => {
+            s.replacen('T', " ", 1)
+        }
+        (_, Json::String(s)) => s.clone(),
+        (_, Json::Bool(b)) => if *b { "t" } else { "f" }.to_owned(),
+        (_, other) => other.to_string(),
+    };
+    parse_text(ty, Bytes::from(text)).map_err(|e| format!("not a {}: {e}", ty.kind.name()))
+}
+
+/// A JSON array as a Postgres array literal (`{1,"a b",NULL,{2,3}}`).
+fn array_literal(v: &Json) -> String {
+    match v {
+        Json::Array(items) => {
+            let inner: Vec<String> = items.iter().map(array_literal).collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        Json::Null => "NULL".into(),
+        Json::Bool(b) => if *b { "t" } else { "f" }.into(),
+        Json::String(s) => {
+            let s = s.replacen('T', " ", usize::from(looks_like_timestamp(s)));
+            format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `2024-05-06T07:08:09...`: to_jsonb's form of a timestamp element.
+fn looks_like_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 19 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':'
+}
+
+/// One native-JSON line with its columns' types (`"types"`, `"key"`), as
+/// [`parse_line`] replays them exactly.
+pub fn write_typed(c: &Change, out: &mut Vec<u8>) {
+    crate::encode::json::write_change(c, out);
+    let Some(t) = &c.table else { return };
+    if t.columns.is_empty() || out.last() != Some(&b'}') {
+        return;
+    }
+    out.pop();
+    let mut types = serde_json::Map::new();
+    for col in &t.columns {
+        let simple = col.type_info.oid == col.type_oid
+            && builtin_type(col.type_oid).is_some_and(|b| b.kind == col.type_info.kind);
+        let v = if simple {
+            Json::from(col.type_oid)
+        } else if col.type_info.kind == TypeKind::Enum {
+            serde_json::json!({"oid": col.type_oid, "enum": true})
+        } else {
+            serde_json::json!({"oid": col.type_oid, "base": col.type_info.oid})
+        };
+        types.insert(col.name.to_string(), v);
+    }
+    let keys: Vec<&str> = t
+        .columns
+        .iter()
+        .filter(|c| c.is_key)
+        .map(|c| &*c.name)
+        .collect();
+    out.extend_from_slice(b",\"types\":");
+    out.extend_from_slice(Json::Object(types).to_string().as_bytes());
+    out.extend_from_slice(b",\"key\":");
+    out.extend_from_slice(serde_json::to_string(&keys).unwrap_or_default().as_bytes());
+    out.push(b'}');
+}
+
 fn json_oid(v: &Json) -> u32 {
     match v {
         Json::Null | Json::String(_) => oid::TEXT,
@@ -233,6 +357,31 @@ mod tests {
             write_change(&c, &mut out);
             assert_eq!(String::from_utf8(out).unwrap(), line);
         }
+    }
+
+    /// With recorded types, columns get exactly those types (not int8/text/numeric by
+    /// inference), and writing them back with their types gives the same line.
+    #[test]
+    fn typed_lines_replay_exact_types_byte_for_byte() {
+        let line = r#"{"id":"0000000001000000-00000002","op":"insert","schema":"public","table":"orders","before":null,"after":{"id":7,"created_at":"2024-05-06T07:08:09.123456+00:00","total":0,"ref":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11","tags":[1, 2, null],"note":"0","day":"2024-05-06"},"lsn":"0/FFFFF0","commit_lsn":"0/1000000","xid":77,"commit_ts":"2024-05-06T07:08:09.123456+00:00","types":{"id":23,"created_at":1184,"total":1700,"ref":2950,"tags":1007,"note":25,"day":1082},"key":["id"]}"#;
+        let c = parse_line(line).unwrap();
+        let t = c.table.as_deref().unwrap();
+        let oids: Vec<u32> = t.columns.iter().map(|c| c.type_oid).collect();
+        assert_eq!(oids, [23, 1184, 1700, 2950, 1007, 25, 1082]);
+        let row = &c.after.as_ref().unwrap().0;
+        assert!(matches!(row[0], Value::Int4(7)));
+        assert!(matches!(row[1], Value::TimestampTz(_)));
+        assert!(matches!(row[2], Value::Numeric(_)));
+        assert!(matches!(row[3], Value::Uuid(_)));
+        assert!(matches!(row[4], Value::Array(_)));
+        assert!(matches!(row[5], Value::Text(_)));
+        assert!(t.columns[0].is_key && !t.columns[1].is_key);
+        let mut out = Vec::new();
+        write_typed(&c, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), line);
+        // A value that is not of its recorded type is an error naming the column.
+        let bad = line.replace(r#""id":7,"#, r#""id":"x","#);
+        assert!(parse_line(&bad).unwrap_err().contains("id: not a int4"));
     }
 
     #[test]

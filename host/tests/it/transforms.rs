@@ -209,7 +209,7 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
     let started = std::time::Instant::now();
     let err = wait_failure(&mut host).await;
     assert!(
-        err.contains("transform spin: deadline of 200 ms exceeded"),
+        err.contains("transform spin: deadline of 200 ms exceeded on a batch of 1 change (the call was interrupted): raise `timeout_ms` in its [[transforms]] entry"),
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -272,7 +272,7 @@ async fn memory_bomb_is_stopped_by_the_cap() {
     )
     .await;
     assert!(
-        err.contains("transform bad: memory cap of 24 MiB exceeded"),
+        err.contains("transform bad: memory cap of 24 MiB exceeded on a batch of 1 change: raise `memory_mb` in its [[transforms]] entry, or send smaller batches with `[pipeline] max_changes`"),
         "{err}"
     );
     assert!(host.stdout_lines().is_empty());
@@ -833,4 +833,42 @@ async fn sinks_with_routes_get_only_matching_changes() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["after"]["id"], 2);
     assert_eq!(all.len(), 4);
+}
+
+/// On a real slot: a transaction of 5,000 rows through the JavaScript identity module with
+/// a cap too small for a whole batch (the host halves the batch and learns a smaller
+/// one), chained with a module built against WIT 0.1.0 (still loads; tags what it saw).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batch_under_a_small_cap_and_a_wit_0_1_module_on_a_real_slot() {
+    let _heavy = harness::heavy().await;
+    let mut body = transform(
+        "js-small",
+        &guest("js", "identity"),
+        "memory_mb = 16\ntimeout_ms = 30000",
+        &[],
+    );
+    body.push_str(&transform("old", &guest("rust", "identity-v01"), "", &[]));
+    let case = Case::users("tx_bigbatch", &body).await;
+    let (db, mut host) = (&case.db, case.start().await);
+    db.exec(
+        "INSERT INTO users SELECT g, 'u' || g || '@x', NULL, NULL FROM generate_series(1, 5000) g",
+    )
+    .await;
+    let lines = host
+        .wait_for_lines(5000, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", host.stderr_tail(30)));
+    let out = parse_lines(&lines);
+    assert_eq!(out[4999]["after"]["id"], 5000);
+    assert!(out
+        .iter()
+        .all(|c| c["op"] == "insert" && c["headers"]["x-seen-op"] == "insert"));
+    case.wait_confirmed_to_now().await;
+    let err = host.stderr();
+    assert!(
+        err.contains("handing this transform smaller batches from now on"),
+        "{err}"
+    );
+    assert!(err.contains("built against cdc:pipeline@0.1.0"), "{err}");
+    stop_clean(&mut host).await;
 }

@@ -33,6 +33,9 @@ struct Args {
     /// Batch sizes, comma separated.
     #[arg(long, default_value = "1,100,1000", value_delimiter = ',')]
     batches: Vec<usize>,
+    /// A config entry for every module's init (repeatable), e.g. `columns=email`.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
     /// Components implementing cdc:pipeline/transform (identity modules, typically).
     #[arg(required = true)]
     modules: Vec<std::path::PathBuf>,
@@ -100,7 +103,16 @@ fn main() -> anyhow::Result<()> {
         let name = path
             .file_stem()
             .map_or("m".into(), |s| s.to_string_lossy().replace('.', "_"));
-        let mut cfg = TransformConfig::ad_hoc(&name, path, 60_000, 512, Vec::new());
+        let config = args
+            .config
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| anyhow::anyhow!("--config {kv}: want KEY=VALUE"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut cfg = TransformConfig::ad_hoc(&name, path, 60_000, 512, config);
         cfg.validate(std::path::Path::new("."), &[])
             .map_err(|(_, k, m)| anyhow::anyhow!("{}: {k}: {m}", path.display()))?;
         let modules = transform::load_all(&[&cfg], transform::cache_dir(None).as_ref())

@@ -138,7 +138,8 @@ async fn wait_snapshots_done(
 /// Writes a marker row and waits for it on stdout: everything committed before it has
 /// been delivered.
 async fn wait_marker(db: &TestDb, host: &mut HostProcess, marker: i64) -> Vec<Json> {
-    db.exec(&format!("INSERT INTO marker VALUES ({marker})")).await;
+    db.exec(&format!("INSERT INTO marker VALUES ({marker})"))
+        .await;
     let out = host.stdout_path().to_owned();
     poll(host, WAIT, "marker never arrived", || {
         let out = out.clone();
@@ -146,7 +147,10 @@ async fn wait_marker(db: &TestDb, host: &mut HostProcess, marker: i64) -> Vec<Js
             let text = std::fs::read_to_string(&out).unwrap_or_default();
             let lines: Vec<String> = text.lines().map(str::to_owned).collect();
             let lines = parse_lines(&lines);
-            if lines.iter().any(|c| c["table"] == "marker" && c["after"]["id"] == marker) {
+            if lines
+                .iter()
+                .any(|c| c["table"] == "marker" && c["after"]["id"] == marker)
+            {
                 Ok(lines)
             } else {
                 Err(format!("{} lines so far", lines.len()))

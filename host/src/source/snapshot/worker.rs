@@ -45,11 +45,28 @@ pub struct Setup {
     pub max_chunk_bytes: usize,
 }
 
+/// `copying "schema"."table": <server message>`.
+fn db_message(table: &str, e: &tokio_postgres::Error) -> String {
+    format!(
+        "copying {table}: {}",
+        e.as_db_error()
+            .map(|d| d.message().to_owned())
+            .unwrap_or_else(|| e.to_string())
+    )
+}
+
 impl Setup {
     /// `job`'s table as the publication publishes it.
     async fn describe(&self, control: &Control, job: &Job) -> Result<Described, CatalogError> {
         let mut types = TypeRegistry::default();
-        catalog::describe(control, &mut types, &self.publication, &job.schema, &job.table).await
+        catalog::describe(
+            control,
+            &mut types,
+            &self.publication,
+            &job.schema,
+            &job.table,
+        )
+        .await
     }
 }
 
@@ -554,54 +571,52 @@ impl Worker {
             .batch_execute("BEGIN READ ONLY")
             .await
             .map_err(|e| e.to_string())?;
+        // Rows are typed as they arrive, so the server keeps sending while we parse.
+        let table = &self.progress.table;
+        let mut rows = Vec::with_capacity(limit.min(65_536));
+        let mut upper: Option<Vec<String>> = None;
+        let mut more = false;
+        let mut bytes = 0usize;
+        let mut last_key = Vec::new();
         let copied = async {
-            let stream = client.copy_out(sql.as_str()).await?;
+            let stream = client
+                .copy_out(sql.as_str())
+                .await
+                .map_err(|e| db_message(table, &e))?;
             pin_mut!(stream);
-            let mut lines = Vec::with_capacity(limit + 1);
-            while let Some(line) = stream.try_next().await? {
-                lines.push(line);
+            let mut scratch = Vec::new();
+            while let Some(line) = stream.try_next().await.map_err(|e| db_message(table, &e))? {
+                if rows.len() == limit {
+                    more = true; // the one extra row: not delivered, the next chunk starts at it
+                    continue;
+                }
+                bytes += line.len();
+                let (row, key_text) = typed_row(&desc.table, &desc.key, &line)
+                    .map_err(|e| format!("{table}: {e}"))?;
+                let h = key_hash(&desc.table, &desc.key, &row, &mut scratch)
+                    .ok_or_else(|| format!("{table}: a key value is missing"))?;
+                rows.push((h, row));
+                last_key = key_text;
             }
-            Ok::<_, tokio_postgres::Error>(lines)
+            Ok::<_, String>(())
         }
         .await;
+        if !rows.is_empty() {
+            upper = Some(
+                last_key
+                    .into_iter()
+                    .map(|k| {
+                        k.map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+            );
+        }
         let end = client
             .batch_execute(if copied.is_ok() { "COMMIT" } else { "ROLLBACK" })
             .await;
-        let mut lines = copied.map_err(|e| {
-            format!(
-                "copying {}: {}",
-                self.progress.table,
-                e.as_db_error()
-                    .map(|d| d.message().to_owned())
-                    .unwrap_or_else(|| e.to_string())
-            )
-        })?;
+        copied?;
         end.map_err(|e| e.to_string())?;
-        let more = lines.len() > limit;
-        lines.truncate(limit);
-        let bytes: usize = lines.iter().map(|l| l.len()).sum();
-        let mut rows = Vec::with_capacity(lines.len());
-        let mut scratch = Vec::new();
-        let mut upper = None;
-        let n = lines.len();
-        for (i, line) in lines.iter().enumerate() {
-            let (row, key_text) = typed_row(&desc.table, &desc.key, line)
-                .map_err(|e| format!("{}: {e}", self.progress.table))?;
-            if i + 1 == n {
-                upper = Some(
-                    key_text
-                        .into_iter()
-                        .map(|k| {
-                            k.map(|b| String::from_utf8_lossy(&b).into_owned())
-                                .unwrap_or_default()
-                        })
-                        .collect(),
-                );
-            }
-            let h = key_hash(&desc.table, &desc.key, &row, &mut scratch)
-                .ok_or_else(|| format!("{}: a key value is missing", self.progress.table))?;
-            rows.push((h, row));
-        }
         // The table's last row is in the range that runs to the table's end.
         let last = if more || job.range_hi.is_some() {
             None

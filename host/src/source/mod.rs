@@ -165,6 +165,7 @@ pub async fn open(
         snapshot,
         chunks_open: Default::default(),
         chunks_copied: Default::default(),
+        ranges_finished: Default::default(),
     })
 }
 

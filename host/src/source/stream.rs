@@ -94,6 +94,8 @@ pub struct Replicator {
     /// watermarks come through the stream.
     pub(super) chunks_open: HashMap<u64, (u32, KeyNames)>,
     pub(super) chunks_copied: HashMap<u64, Chunk>,
+    /// Key ranges whose final chunk this connection delivered, by snapshot and table.
+    pub(super) ranges_finished: HashMap<(u32, u32), i64>,
 }
 
 impl Replicator {
@@ -431,12 +433,20 @@ impl Replicator {
                 let delivered = match (chunk, closed) {
                     (Some(chunk), Some(closed)) if self.assembler.in_live_txn() => {
                         let changed = closed.changed.len();
+                        let last = chunk.last.and_then(|(hash, open)| {
+                            let done = self
+                                .ranges_finished
+                                .entry((chunk.snapshot, chunk.table.id))
+                                .or_default();
+                            *done += 1;
+                            (*done >= open).then_some(hash)
+                        });
                         let rows = closed.reconcile(chunk.rows);
                         let emitted = self.assembler.push_reads(
                             &chunk.table,
                             chunk.snapshot,
                             rows,
-                            chunk.last,
+                            last,
                             lsn,
                             chunk.bytes,
                         );

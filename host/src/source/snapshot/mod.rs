@@ -68,8 +68,11 @@ pub struct Chunk {
     pub table: Arc<Table>,
     /// Each row with its key hash.
     pub rows: Vec<(u128, Row)>,
-    /// The key hash of the table's very last row, when this chunk holds it.
-    pub last: Option<u128>,
+    /// The key hash of its range's last row, when this is the range's final chunk, and
+    /// how many ranges of the table's snapshot were unfinished when it was copied (itself
+    /// included). The stream loop marks the row `last` only on the range that finishes
+    /// last (ranges run in parallel).
+    pub last: Option<(u128, i64)>,
     /// COPY bytes the rows point into.
     pub bytes: usize,
 }

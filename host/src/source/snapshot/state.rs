@@ -231,6 +231,20 @@ pub async fn runnable(client: &Client, slot: &str) -> Result<Vec<Job>, StateErro
         .collect())
 }
 
+/// Ranges of `job`'s table in its snapshot not finished yet (itself included).
+pub async fn open_ranges(client: &Client, job: &Job) -> Result<i64, StateError> {
+    Ok(client
+        .query_one(
+            "SELECT count(*) FROM cdc_host.snapshots
+              WHERE snapshot = $1 AND slot = (SELECT slot FROM cdc_host.snapshots WHERE id = $2)
+                AND schema_name = $3 AND table_name = $4 AND state IN ('pending', 'running')",
+            &[&job.snapshot, &job.id, &job.schema, &job.table],
+        )
+        .await
+        .map_err(sql("count ranges"))?
+        .get(0))
+}
+
 /// The job's current state (`cancelled` is how `--cancel` reaches a running job).
 pub async fn job_state(client: &Client, id: i64) -> Result<Option<String>, StateError> {
     Ok(client

@@ -617,11 +617,16 @@ impl Worker {
             .await;
         copied?;
         end.map_err(|e| e.to_string())?;
-        // The table's last row is in the range that runs to the table's end.
-        let last = if more || job.range_hi.is_some() {
-            None
-        } else {
-            rows.last().map(|(h, _)| *h)
+        // A range's final chunk: its last row is the table's last if no other range is
+        // still to finish (the stream loop decides, it sees them in order).
+        let last = match (more, rows.last()) {
+            (false, Some((h, _))) => Some((
+                *h,
+                state::open_ranges(client, job)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )),
+            _ => None,
         };
         Ok((
             Chunk {

@@ -454,7 +454,7 @@ async fn actionable_errors() {
 async fn check_validates_without_connecting() {
     let dir = tempfile::tempdir().unwrap();
     let good = harness::write_config(dir.path(), "postgres://u@127.0.0.1:1/db", "s", "p", "");
-    let out = std::process::Command::new(BIN)
+    let out = cdc_test_harness::host_command(BIN)
         .args(["check".as_ref(), good.as_os_str()])
         .output()
         .unwrap();
@@ -473,7 +473,7 @@ async fn check_validates_without_connecting() {
             .replace("slot = ", "slots = "),
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = cdc_test_harness::host_command(BIN)
         .args(["check".as_ref(), bad.as_os_str()])
         .output()
         .unwrap();

@@ -344,7 +344,7 @@ async fn sink_config_errors_point_at_the_key() {
     ];
     for (sinks, want) in cases {
         std::fs::write(&path, format!("[source]\ndsn = \"postgres://u@127.0.0.1/db\"\nslot = \"s\"\npublication = \"p\"\n{sinks}")).unwrap();
-        let out = std::process::Command::new(BIN)
+        let out = cdc_test_harness::host_command(BIN)
             .args(["check".as_ref(), path.as_os_str()])
             .output()
             .unwrap();

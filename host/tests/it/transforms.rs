@@ -380,7 +380,7 @@ async fn init_rejection_stops_check_and_run() {
         &[("mode", "reject-init")],
     );
     let case = Case::users("tx_init", &body).await;
-    let out = std::process::Command::new(BIN)
+    let out = cdc_test_harness::host_command(BIN)
         .arg("check")
         .arg(&case.cfg)
         .output()
@@ -641,7 +641,7 @@ fn check_explains_modules_that_are_not_transforms() {
             ),
         )
         .unwrap();
-        let out = std::process::Command::new(BIN)
+        let out = cdc_test_harness::host_command(BIN)
             .arg("check")
             .arg(&cfg)
             .output()
@@ -678,7 +678,7 @@ fn check_refuses_a_named_cache_others_can_write_and_skips_an_unsafe_default() {
         .unwrap();
     };
     let check = |env: &[(&str, &Path)]| {
-        let mut cmd = std::process::Command::new(BIN);
+        let mut cmd = cdc_test_harness::host_command(BIN);
         cmd.arg("check")
             .arg(&cfg)
             .env_remove("CDC_HOST_MODULE_CACHE")
@@ -742,7 +742,7 @@ fn transform_cli_replays_recorded_changes() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = cdc_test_harness::host_command(BIN)
         .args(["transform"])
         .arg(guest("rust", "mask-columns"))
         .arg("--input")
@@ -774,7 +774,7 @@ fn transform_cli_replays_recorded_changes() {
     assert_eq!(lines[1]["after"], json!({"id": 1, "email": "kept"}));
     assert_eq!(lines[0]["commit_ts"], "2024-05-06T07:08:09.123456+00:00");
     // A module that rejects its config: one clear line, non-zero exit.
-    let out = std::process::Command::new(BIN)
+    let out = cdc_test_harness::host_command(BIN)
         .args(["transform"])
         .arg(guest("rust", "mask-columns"))
         .arg("--input")

@@ -87,6 +87,7 @@ fn change(t: &Arc<Table>, i: u64) -> Change {
         truncate: None,
         message: None,
         routing: None,
+        read: None,
     }
 }
 

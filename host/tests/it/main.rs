@@ -23,3 +23,4 @@ mod replication;
 mod sinks;
 mod tls;
 mod transforms;
+mod windows;

@@ -16,7 +16,7 @@ use cdc_test_harness::nats_server::{free_port, NatsServer};
 use cdc_test_harness::{confirmed_flush_lsn, HostProcess};
 
 /// `GET path` on the admin endpoint: (status, body); `None` while nothing listens.
-async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
@@ -32,7 +32,12 @@ async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 }
 
 /// Polls `path` until it answers `code` (deadline: WAIT); returns the body.
-async fn wait_status(addr: SocketAddr, path: &str, code: u16, host: &mut HostProcess) -> String {
+pub(crate) async fn wait_status(
+    addr: SocketAddr,
+    path: &str,
+    code: u16,
+    host: &mut HostProcess,
+) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
         let got = get(addr, path).await;

@@ -18,6 +18,7 @@ mod admin;
 mod config_errors;
 mod crash_loop;
 mod faults;
+mod guarantees;
 mod harness_smoke;
 mod replication;
 mod sinks;

@@ -2,7 +2,6 @@
 //! `scripts/build-guests` (the test command builds them first).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 
@@ -204,30 +203,42 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
         .await;
     wait_json(&mut host, 1).await;
     case.wait_confirmed_to_now().await;
-    db.exec("INSERT INTO users VALUES (2, 'b@x', '2', 'boom')")
-        .await;
-    let started = std::time::Instant::now();
+    // The poison's own position: read inside its transaction, after its insert and before
+    // its commit (not the moving end of WAL, which background records push on).
+    let poison: String = {
+        let mut c = db.client().await;
+        let tx = c.transaction().await.unwrap();
+        tx.batch_execute("INSERT INTO users VALUES (2, 'b@x', '2', 'boom')")
+            .await
+            .unwrap();
+        let at = tx
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        tx.commit().await.unwrap();
+        at
+    };
     let err = wait_failure(&mut host).await;
     assert!(
         err.contains("transform spin: deadline of 200 ms exceeded"),
         "{err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(20));
     // Only the first change was emitted, and the slot is not confirmed past the poison.
     assert_eq!(host.stdout_lines().len(), 1);
     let below: bool = db
         .client()
         .await
         .query_one(
-            "SELECT confirmed_flush_lsn < pg_current_wal_insert_lsn() FROM pg_replication_slots WHERE slot_name = $1",
-            &[&case.slot],
+            "SELECT confirmed_flush_lsn < $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+            &[&case.slot, &poison],
         )
         .await
         .unwrap()
         .get(0);
     assert!(
         below,
-        "the slot must not be confirmed past the poisoned batch"
+        "the slot must not be confirmed past the poisoned change (at {poison})"
     );
 }
 

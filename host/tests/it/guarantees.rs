@@ -389,3 +389,75 @@ async fn readyz_is_503_while_reconnecting() {
     wait_json(&mut host, 1).await;
     stop_clean(&mut host).await;
 }
+
+// ---------------------------------------------------------------------------------------
+// The guest sandbox.
+// ---------------------------------------------------------------------------------------
+
+/// A module that tries to reach outside its batch (misbehave `mode = "sandbox"`) gets
+/// nothing: no directory or file (not even one the host can read), no writes, no
+/// environment (the host has a secret in its own), no arguments, no TCP
+/// connection (to a port the test listens on, which sees no one), no UDP socket, no name
+/// lookup. Clocks work (README: clocks and random numbers are the only other WASI calls
+/// that do anything).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_reaches_no_file_environment_or_network() {
+    let slot = "s_sandbox";
+    let db = t_db("sandbox").await;
+    let dir = tempfile::tempdir().unwrap();
+    let readable = dir.path().join("readable.txt");
+    std::fs::write(&readable, "the host can read this").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../guests/rust/misbehave/misbehave.wasm")
+        .canonicalize()
+        .expect("run ./scripts/build-guests");
+    let body = format!(
+        "[pipeline]\nmodule_cache = \"{}\"\n\n[[transforms]]\nname = \"probe\"\nmodule = \"{}\"\n[transforms.config]\nmode = \"sandbox\"\nfile = \"{}\"\nconnect = \"{}\"\n\n[[sinks]]\ntype = \"stdout\"\nformat = \"json\"\n",
+        dir.path().join("cache").display(),
+        module.display(),
+        readable.display(),
+        listener.local_addr().unwrap()
+    );
+    let cfg = write_cfg(&dir, &db.dsn(), slot, &body);
+    let mut host = HostProcess::spawn_with(
+        BIN,
+        &["run".as_ref(), cfg.as_os_str()],
+        &[("CDC_TEST_SECRET", "must-not-reach-the-guest")],
+    )
+    .unwrap();
+    wait_slot_active(&db, slot, &mut host).await;
+    db.exec("INSERT INTO t VALUES (1)").await;
+    let out = wait_json(&mut host, 1).await;
+    stop_clean(&mut host).await;
+    let h = &out[0]["headers"];
+    let probe = |k: &str| {
+        h[format!("x-probe-{k}")]
+            .as_str()
+            .unwrap_or_else(|| panic!("no x-probe-{k} in {h}"))
+            .to_owned()
+    };
+    for k in [
+        "fs-root", "fs-cwd", "fs-read", "fs-write", "tcp", "udp", "dns",
+    ] {
+        assert!(probe(k).starts_with("err"), "{k}: {} ({h})", probe(k));
+    }
+    assert_eq!(probe("env"), "0", "{h}");
+    assert_eq!(probe("args"), "0", "{h}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the guest connected to the test's port"
+    );
+    let clock: u64 = probe("clock").parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        clock.abs_diff(now) < 3600,
+        "guest clock {clock}, host {now}"
+    );
+    assert!(!dir.path().join("misbehave-probe").exists());
+    eprintln!("sandbox probes: {h}");
+}

@@ -203,21 +203,34 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
         .await;
     wait_json(&mut host, 1).await;
     case.wait_confirmed_to_now().await;
-    // The poison's own position: read inside its transaction, after its insert and before
-    // its commit (not the moving end of WAL, which background records push on).
-    let poison: String = {
-        let mut c = db.client().await;
-        let tx = c.transaction().await.unwrap();
-        tx.batch_execute("INSERT INTO users VALUES (2, 'b@x', '2', 'boom')")
+    // Where the poison's commit ends, exactly: read back through a second slot (created
+    // before it) rather than from the end of WAL, which other work moves on. A host that
+    // confirmed the poison would confirm at least there; while the poison was still being
+    // written, the host was idle and may legitimately confirm keepalive positions inside it.
+    db.exec("SELECT pg_create_logical_replication_slot('peek_loop', 'pgoutput')")
+        .await;
+    db.exec("INSERT INTO users VALUES (2, 'b@x', '2', 'boom')")
+        .await;
+    // (Decoded up to the flushed WAL only: the commit is asynchronous, so poll.)
+    let peek = db.client().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let poison: String = loop {
+        let row = peek
+            .query_opt(
+                "SELECT lsn::text FROM pg_logical_slot_peek_binary_changes('peek_loop', NULL, NULL, \
+                 'proto_version', '1', 'publication_names', 'p') WHERE get_byte(data, 0) = 67 LIMIT 1",
+                &[],
+            )
             .await
             .unwrap();
-        let at = tx
-            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-            .await
-            .unwrap()
-            .get(0);
-        tx.commit().await.unwrap();
-        at
+        if let Some(row) = row {
+            break row.get(0);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poison never decoded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     let err = wait_failure(&mut host).await;
     assert!(
@@ -238,7 +251,7 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
         .get(0);
     assert!(
         below,
-        "the slot must not be confirmed past the poisoned change (at {poison})"
+        "the slot must not be confirmed past the poisoned transaction (its commit ends at {poison})"
     );
 }
 

@@ -45,6 +45,27 @@ enum Command {
         /// Path to pipeline.toml.
         config: PathBuf,
     },
+    /// Ask the running instance to re-send a table's rows (op `read`) while the stream
+    /// keeps flowing; or show (`--status`) or cancel (`--cancel`) snapshots and backfills.
+    /// The request travels through the database (a row in cdc_host.snapshots and a
+    /// message in the WAL): no port to open.
+    #[command(group(clap::ArgGroup::new("action").required(true).args(["table", "status", "cancel"])))]
+    Backfill {
+        /// Path to pipeline.toml (for the DSN, slot and publication).
+        config: PathBuf,
+        /// The table to re-send, as schema.table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Only the rows matching this SQL condition (e.g. "created_at > now() - interval '1 day'").
+        #[arg(long = "where", value_name = "SQL", requires = "table")]
+        filter: Option<String>,
+        /// Print every snapshot and backfill of the slot with its progress.
+        #[arg(long)]
+        status: bool,
+        /// Cancel a snapshot by its number (as --status shows it), or all pending ones.
+        #[arg(long, value_name = "NUMBER", num_args = 0..=1, default_missing_value = "all")]
+        cancel: Option<String>,
+    },
     /// Run one transform module over recorded changes (native JSON lines, the stdout
     /// sink's format) and print what it returns, in the same format.
     Transform {
@@ -99,6 +120,13 @@ fn main() -> ExitCode {
             memory_mb,
         } => transform(&module, &input, config, batch, timeout_ms, memory_mb),
         Command::Run { config } => run(&config),
+        Command::Backfill {
+            config,
+            table,
+            filter,
+            status,
+            cancel,
+        } => backfill(&config, table, filter, status, cancel),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -214,6 +242,88 @@ fn transform(
     }
     out.flush()?;
     Ok(())
+}
+
+/// `cdc-host backfill`: request, status or cancel.
+fn backfill(
+    path: &std::path::Path,
+    table: Option<String>,
+    filter: Option<String>,
+    status: bool,
+    cancel: Option<String>,
+) -> anyhow::Result<()> {
+    use cdc_host::source::snapshot::request;
+    let loaded = PipelineConfig::load(path)?;
+    let slot = loaded.config.source.slot.get_ref().clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        if let Some(table) = table {
+            let n = request::backfill(&loaded, &table, filter.as_deref())
+                .await
+                .with_context(|| format!("requesting a backfill of {table}"))?;
+            println!("backfill {n} of {table} requested for slot {slot}; follow it with `cdc-host backfill {} --status`", path.display());
+        } else if status {
+            let rows = request::status(&loaded).await.context("reading snapshot status")?;
+            print!("{}", status_table(&rows));
+        } else if let Some(which) = cancel {
+            let number = match which.as_str() {
+                "all" => None,
+                n => Some(n.parse::<i64>().map_err(|_| {
+                    anyhow::anyhow!("--cancel {n:?}: expected a snapshot number (see --status)")
+                })?),
+            };
+            let n = request::cancel(&loaded, number).await.context("cancelling")?;
+            println!("cancelled {n} table(s) of slot {slot}");
+        }
+        Ok(())
+    })
+}
+
+/// `--status` as a table a person reads.
+fn status_table(rows: &[cdc_host::source::snapshot::state::Status]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>8}  {:<8}  {:<32}  {:<9}  {:>12}  {:>12}  {:>6}  {:>10}  {:>7}",
+        "SNAPSHOT", "KIND", "TABLE", "STATE", "ROWS", "ESTIMATED", "%", "ROWS/S", "CHUNKS"
+    );
+    for r in rows {
+        let est = r.rows_estimated.unwrap_or(0).max(r.rows_done);
+        let pct = if r.state == "done" {
+            100.0
+        } else if est > 0 {
+            r.rows_done as f64 * 100.0 / est as f64
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "{:>8}  {:<8}  {:<32}  {:<9}  {:>12}  {:>12}  {:>6.1}  {:>10.0}  {:>7}",
+            r.snapshot,
+            r.kind,
+            r.table,
+            r.state,
+            r.rows_done,
+            est,
+            pct,
+            r.rows_per_sec.unwrap_or(0.0),
+            r.chunks_done
+        );
+        if let Some(f) = &r.filter {
+            let _ = writeln!(out, "{:>8}  where {f}", "");
+        }
+        if let Some(e) = &r.error {
+            let _ = writeln!(out, "{:>8}  error: {e}", "");
+        }
+    }
+    if rows.is_empty() {
+        out.push_str("(no snapshots or backfills for this slot)\n");
+    }
+    out
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {

@@ -29,6 +29,9 @@
 //! | `cdc_transform_call_seconds` | histogram | `module` — one transform call |
 //! | `cdc_transform_errors_total` | counter | `module` — failed transform calls |
 //! | `cdc_reconnects_total` | counter | — replication restarts after a transient failure |
+//! | `cdc_snapshot_rows_total` | counter | `table` — snapshot/backfill rows every sink acknowledged |
+//! | `cdc_snapshot_remaining_rows` | gauge | `table` — estimated rows still to copy |
+//! | `cdc_snapshot_running` | gauge | — tables being copied now |
 //! | `cdc_build_info` | gauge | `version` — always 1 |
 //!
 //! LSNs are exported as numbers (`X/Y` = `X·2³² + Y`); Prometheus stores float64, exact up
@@ -64,6 +67,9 @@ pub mod names {
     pub const TRANSFORM_CALL: &str = "cdc_transform_call_seconds";
     pub const TRANSFORM_ERRORS: &str = "cdc_transform_errors_total";
     pub const RECONNECTS: &str = "cdc_reconnects_total";
+    pub const SNAPSHOT_ROWS: &str = "cdc_snapshot_rows_total";
+    pub const SNAPSHOT_REMAINING: &str = "cdc_snapshot_remaining_rows";
+    pub const SNAPSHOT_RUNNING: &str = "cdc_snapshot_running";
     pub const BUILD_INFO: &str = "cdc_build_info";
 }
 
@@ -203,6 +209,16 @@ fn describe() {
         Unit::Count,
         "Replication restarts after a transient failure."
     );
+    describe_counter!(
+        names::SNAPSHOT_ROWS,
+        Unit::Count,
+        "Snapshot and backfill rows every sink acknowledged."
+    );
+    describe_gauge!(
+        names::SNAPSHOT_REMAINING,
+        "Estimated rows of a table still to copy (pg_class.reltuples minus rows done)."
+    );
+    describe_gauge!(names::SNAPSHOT_RUNNING, "Tables being copied now.");
     describe_gauge!(
         names::BUILD_INFO,
         "Always 1; the version label names the build."
@@ -387,6 +403,27 @@ pub fn commits_acked(commit_ts: impl IntoIterator<Item = i64>) {
 pub fn reconnect() {
     if enabled() {
         counter!(names::RECONNECTS).increment(1);
+    }
+}
+
+/// `rows` snapshot rows of `table` were acknowledged by every sink.
+pub fn snapshot_rows(table: &str, rows: u64) {
+    if enabled() {
+        counter!(names::SNAPSHOT_ROWS, "table" => table.to_owned()).increment(rows);
+    }
+}
+
+/// Estimated rows of `table` still to copy.
+pub fn snapshot_remaining(table: &str, rows: u64) {
+    if enabled() {
+        gauge!(names::SNAPSHOT_REMAINING, "table" => table.to_owned()).set(rows as f64);
+    }
+}
+
+/// Tables being copied now.
+pub fn snapshot_running(tables: usize) {
+    if enabled() {
+        gauge!(names::SNAPSHOT_RUNNING).set(tables as f64);
     }
 }
 

@@ -14,6 +14,7 @@
 mod admin;
 mod pipeline;
 mod raw;
+mod snapshot;
 mod source;
 
 use std::fmt;
@@ -28,6 +29,7 @@ pub use cdc_sinks::config::{interpolate, SinkConfig, SinkType};
 pub use cdc_sinks::Format;
 pub use pipeline::BatchConfig;
 use raw::RawConfig;
+pub use snapshot::{SnapshotConfig, SnapshotMode};
 use source::{validate_publication_name, validate_slot_name};
 pub use source::{OriginFilter, Publication, SourceConfig, Streaming};
 
@@ -184,6 +186,9 @@ impl PipelineConfig {
                 "only proto_version = 1 with text values and streaming = \"off\" is implemented so far".into(),
             ));
         }
+        s.snapshot
+            .validate()
+            .map_err(|(span, key, m)| at(span, Some(key.into()), m))?;
         if config.sinks.is_empty() {
             return Err(at(
                 0..0,

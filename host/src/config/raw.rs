@@ -58,6 +58,8 @@ struct RawSource {
     heartbeat_secs: Option<u64>,
     #[serde(default = "gibibyte_in_mb")]
     max_retained_wal_mb: u64,
+    #[serde(default, deserialize_with = "table")]
+    snapshot: super::SnapshotConfig,
 }
 
 impl RawConfig {
@@ -79,6 +81,7 @@ impl RawConfig {
                 status_interval_secs: s.status_interval_secs,
                 heartbeat_secs: s.heartbeat_secs,
                 max_retained_wal_mb: s.max_retained_wal_mb,
+                snapshot: s.snapshot,
             },
             pipeline: self.pipeline,
             sinks: self.sinks,

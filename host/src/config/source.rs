@@ -56,6 +56,8 @@ pub struct SourceConfig {
     pub heartbeat_secs: Option<u64>,
     /// Warn when the slot retains more WAL than this (default 1024 MiB).
     pub max_retained_wal_mb: u64,
+    /// `[source.snapshot]`: the initial snapshot and backfills.
+    pub snapshot: super::SnapshotConfig,
 }
 
 /// The publication to read, and whether cdc-host may create it.

@@ -28,7 +28,7 @@ use crate::encode::EncodeContext;
 use crate::health::{HealthHandle, StreamUp};
 use crate::lsn::Lsn;
 use crate::progress::Progress;
-use crate::source::{self, SourceError};
+use crate::source::{self, snapshot, SourceError};
 use crate::transform::{Chain, Module, TransformError};
 
 pub use acks::{AckTracker, Limits};
@@ -119,22 +119,38 @@ async fn run_once(
         Err(e) => return (Err(e.into()), Some(sinks)),
     };
     let settings = source::StreamSettings::new(&loaded.config.source, &loaded.config.pipeline);
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    // Snapshots and backfills: their coordinator lives as long as this connection.
+    let (link, coordinator) = snapshot::worker::start(
+        snapshot::worker::Setup {
+            conn: loaded.conn.clone(),
+            slot: loaded.config.source.slot.get_ref().clone(),
+            publication: loaded.publication.name.clone(),
+            config: loaded.config.source.snapshot.clone(),
+            max_chunk_bytes: loaded.config.pipeline.max_batch_bytes(),
+        },
+        progress_rx.clone(),
+    );
+    let _coordinator = AbortOnDrop(coordinator);
+    let snapshot_wake = Arc::clone(&link.wake);
     let opened = source::open(
         &loaded.config.source,
         &loaded.publication,
         &loaded.conn,
         settings,
+        Some(link),
     )
     .await;
     let replicator = match opened {
         Ok(r) => r,
         Err(e) => return (Err(e.into()), Some(sinks)),
     };
+    // The stream is open: watermarks written from now on will come through it.
+    snapshot_wake.notify_one();
     // Ready (with healthy sinks) from here until this connection's pipeline is over.
     let _stream_up = StreamUp::mark(health);
     let b = &loaded.config.pipeline;
     let (tx, rx) = mpsc::channel(b.max_inflight);
-    let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let ctx = EncodeContext {
         database: loaded.conn.dbname.as_str().into(),
         server_name: loaded.config.source.slot.get_ref().as_str().into(),
@@ -204,6 +220,15 @@ async fn run_once(
         return (Err(e.into()), None);
     }
     (source_result.map_err(RunError::from), delivered.sinks)
+}
+
+/// Aborts a task when dropped (the snapshot coordinator ends with its connection).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use super::error::SourceError;
 use super::mapping::{row_from_tuple, table_from_relation, MapError};
-use crate::change::{Before, Change, DecodingMessage, Op, Row, Table};
+use super::snapshot::reconcile::{Closed, Windows};
+use super::snapshot::STATE_SCHEMA;
+use crate::change::{Before, Change, DecodingMessage, Op, ReadKey, Row, SnapshotRead, Table};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, LogicalMessage, OldTuple, Relation};
 use crate::value::TypeInfo;
@@ -157,6 +159,8 @@ pub(super) struct Assembler {
     relations: HashMap<u32, Arc<Table>>,
     txn: Option<Txn>,
     pending: Pending,
+    /// Snapshot chunks being reconciled against the stream.
+    windows: Windows,
 }
 
 impl Assembler {
@@ -171,7 +175,79 @@ impl Assembler {
             relations: HashMap::new(),
             txn: None,
             pending: Pending::default(),
+            windows: Windows::default(),
         }
+    }
+
+    /// A snapshot chunk's low watermark (see `snapshot::reconcile`).
+    pub(super) fn open_window(&mut self, seq: u64, table_oid: u32, key: Arc<[Arc<str>]>) {
+        self.windows.open(seq, table_oid, key);
+    }
+
+    /// A chunk's high watermark: what the stream changed while it was copied.
+    pub(super) fn close_window(&mut self, seq: u64) -> Option<Closed> {
+        self.windows.close(seq)
+    }
+
+    /// A chunk given up before its high watermark.
+    pub(super) fn abort_window(&mut self, seq: u64) {
+        self.windows.abort(seq);
+    }
+
+    /// The open transaction's commit LSN.
+    pub(super) fn current_commit_lsn(&self) -> Option<Lsn> {
+        self.txn.as_ref().map(|t| t.commit_lsn)
+    }
+
+    /// Whether a transaction is open and not skipped (reads can join it).
+    pub(super) fn in_live_txn(&self) -> bool {
+        self.txn.as_ref().is_some_and(|t| !t.skip)
+    }
+
+    /// Delivers a chunk's rows as reads, inside the current transaction (the high
+    /// watermark's): they share its commit LSN and time and take the next ordinals, so
+    /// the batch holding them carries that transaction's checkpoint. `bytes` is the
+    /// chunk's COPY size (the rows' values point into it). Returns how many were added.
+    pub(super) fn push_reads(
+        &mut self,
+        table: &Arc<Table>,
+        snapshot: u32,
+        rows: Vec<(u128, Row)>,
+        last: Option<u128>,
+        lsn: Lsn,
+        bytes: usize,
+    ) -> usize {
+        let Some(txn) = self.txn.as_mut() else {
+            return 0;
+        };
+        let n = rows.len();
+        self.pending.bytes += bytes;
+        for (key, row) in rows {
+            let ordinal = txn.next_ordinal;
+            txn.next_ordinal += 1;
+            self.pending.bytes += CHANGE_OVERHEAD + row.0.len() * VALUE_OVERHEAD;
+            let change = Change {
+                op: Op::Read,
+                commit_lsn: txn.commit_lsn,
+                ordinal,
+                lsn,
+                xid: txn.xid,
+                commit_ts: txn.commit_ts,
+                table: Some(Arc::clone(table)),
+                before: None,
+                after: Some(row),
+                truncate: None,
+                message: None,
+                split: 0,
+                routing: None,
+                read: Some(SnapshotRead {
+                    key: ReadKey { snapshot, key },
+                    last: last == Some(key),
+                }),
+            };
+            self.pending.push(change, &self.limits);
+        }
+        n
     }
 
     /// A `Relation` message, with its columns' types resolved by the caller (that needs the
@@ -372,11 +448,16 @@ impl Assembler {
         if txn.skip {
             return Ok(None);
         }
-        self.relations
+        let table = self
+            .relations
             .get(&relation_id)
-            .cloned()
-            .map(Some)
-            .ok_or(SourceError::UnknownRelation { relation_id, lsn })
+            .ok_or(SourceError::UnknownRelation { relation_id, lsn })?;
+        // cdc-host's own bookkeeping (snapshot progress) is never delivered, even when
+        // the publication is FOR ALL TABLES.
+        if &*table.schema == STATE_SCHEMA {
+            return Ok(None);
+        }
+        Ok(Some(Arc::clone(table)))
     }
 
     fn push(
@@ -409,6 +490,9 @@ impl Assembler {
             routing: None,
             read: None,
         };
+        if !self.windows.is_empty() {
+            self.windows.observe(&change);
+        }
         self.pending.push(change, &self.limits);
     }
 }

@@ -125,6 +125,11 @@ impl Control {
         &self.client
     }
 
+    /// The raw client, for transactions.
+    pub fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
     /// `server_version_num` divided down to the major version (e.g. 15).
     pub async fn server_major(&self) -> Result<u32, SourceError> {
         let row = self

@@ -8,12 +8,15 @@
 //! - [`assemble`]: decoded messages → batches of whole transactions (pure, no socket).
 //! - [`stream`]: the loop that reads the socket, feeds the assembler, hands batches over
 //!   and reports acknowledged positions.
+//! - [`snapshot`]: existing rows (initial snapshot, backfills), copied in chunks on their
+//!   own connections and reconciled with the stream by watermarks.
 
 pub mod assemble;
 pub mod control;
 pub mod error;
 pub mod mapping;
 pub mod options;
+pub mod snapshot;
 pub mod stream;
 pub mod tls;
 pub mod types;
@@ -27,7 +30,7 @@ pub use assemble::Batch;
 pub use error::SourceError;
 pub use stream::{Replicator, StreamSettings};
 
-use crate::config::{Publication, SourceConfig};
+use crate::config::{Publication, SnapshotMode, SourceConfig};
 use crate::dsn::ConnParams;
 use crate::lsn::Lsn;
 use assemble::Assembler;
@@ -48,6 +51,7 @@ pub async fn open(
     publication: &Publication,
     conn: &ConnParams,
     settings: StreamSettings,
+    snapshot: Option<snapshot::Link>,
 ) -> Result<Replicator, SourceError> {
     let create_publication = publication.create;
     let tables = publication.tables.as_deref();
@@ -59,14 +63,16 @@ pub async fn open(
         publication,
     };
 
-    let control = Control::connect(conn, &ctx).await?;
+    let mut control = Control::connect(conn, &ctx).await?;
     control.check_wal_level().await?;
     control.check_encoding().await?;
     let major = control.server_major().await?;
     let opts = StartOptions {
         proto_version: *src.proto_version.get_ref(),
         publications: vec![publication.to_owned()],
-        messages: src.messages,
+        // Always: snapshot watermarks and backfill signals travel as messages; those the
+        // user did not ask for are consumed, not delivered (`StreamSettings::deliver_messages`).
+        messages: true,
         binary: *src.binary.get_ref(),
         streaming: *src.streaming.get_ref(),
         origin: src.origin,
@@ -112,6 +118,14 @@ pub async fn open(
             info.confirmed_flush_lsn.unwrap_or(Lsn::ZERO)
         }
         None if src.create_slot => {
+            if src.snapshot.mode == SnapshotMode::Initial {
+                request_initial_snapshot(&mut control, src, publication, conn).await?;
+            } else {
+                // Requests recorded for an earlier slot of this name are not this slot's.
+                snapshot::state::forget_slot(control.client(), slot)
+                    .await
+                    .map_err(|e| SourceError::Setup(e.to_string()))?;
+            }
             let rows = wire
                 .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT", quote_ident(slot)), &ctx)
                 .await?;
@@ -148,5 +162,68 @@ pub async fn open(
         idle_flush: Lsn::ZERO,
         reported: start_lsn,
         last_report: Instant::now(),
+        snapshot,
+        chunks_open: Default::default(),
+        chunks_copied: Default::default(),
     })
+}
+
+/// Records the initial snapshot of a slot about to be created: every table of the
+/// publication (or `[source.snapshot] tables`). Checked first, so a table that cannot be
+/// copied stops the start with its reason rather than halfway through. Recorded before
+/// the slot exists: a crash in between simply records it again on the next start.
+async fn request_initial_snapshot(
+    control: &mut Control,
+    src: &SourceConfig,
+    publication: &str,
+    conn: &ConnParams,
+) -> Result<(), SourceError> {
+    use snapshot::{catalog, state};
+    let setup = |e: catalog::CatalogError| match e {
+        catalog::CatalogError::Source(s) => s,
+        other => SourceError::Setup(format!("initial snapshot: {other}")),
+    };
+    let tables = match &src.snapshot.tables {
+        Some(t) => t
+            .get_ref()
+            .iter()
+            .filter_map(|n| n.split_once('.'))
+            .map(|(s, t)| (s.to_owned(), t.to_owned()))
+            .collect(),
+        None => catalog::published_tables(control, publication)
+            .await
+            .map_err(setup)?,
+    };
+    let mut types = types::TypeRegistry::default();
+    let mut requests = Vec::with_capacity(tables.len());
+    for (schema, table) in tables {
+        let d = catalog::describe(control, &mut types, publication, &schema, &table)
+            .await
+            .map_err(setup)?;
+        requests.push(state::Request {
+            schema,
+            table,
+            rows_estimated: d.estimate,
+        });
+    }
+    let state_err = |e: state::StateError| SourceError::Setup(e.to_string());
+    state::ensure_schema(control.client(), &conn.user, &conn.dbname)
+        .await
+        .map_err(state_err)?;
+    let number = state::request(
+        control.client_mut(),
+        src.slot.get_ref(),
+        "initial",
+        &requests,
+        None,
+        true,
+    )
+    .await
+    .map_err(state_err)?;
+    tracing::info!(
+        snapshot = number,
+        tables = requests.len(),
+        "initial snapshot requested: existing rows are delivered as reads while the stream runs"
+    );
+    Ok(())
 }

@@ -12,9 +12,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use std::collections::HashMap;
+
 use super::assemble::{Assembler, Batch};
 use super::control::Control;
 use super::error::{Context, SourceError};
+use super::snapshot::{
+    Chunk, Delivered, Event, KeyNames, Link, Watermark, SIGNAL_PREFIX, WATERMARK_PREFIX,
+};
 use super::types::TypeRegistry;
 use super::wire::{Frame, WireConn};
 use crate::config::{BatchConfig, SourceConfig};
@@ -39,6 +44,9 @@ pub struct StreamSettings {
     pub heartbeat: Option<Duration>,
     /// Warn above this many bytes of WAL retained by the slot.
     pub max_retained_wal: u64,
+    /// Deliver logical decoding messages (`[source] messages`). pgoutput always sends them:
+    /// snapshot watermarks travel as messages.
+    pub deliver_messages: bool,
 }
 
 impl StreamSettings {
@@ -54,6 +62,7 @@ impl StreamSettings {
                 .filter(|s| *s > 0)
                 .map(Duration::from_secs),
             max_retained_wal: source.max_retained_wal_mb.saturating_mul(1 << 20),
+            deliver_messages: source.messages,
         }
     }
 }
@@ -79,6 +88,12 @@ pub struct Replicator {
     /// The flush position last reported to Postgres.
     pub(super) reported: Lsn,
     pub(super) last_report: Instant,
+    /// The snapshot machinery's end (None: no snapshots in this run).
+    pub(super) snapshot: Option<Link>,
+    /// Chunk announcements and rows received from the workers, by chunk seq, until their
+    /// watermarks come through the stream.
+    pub(super) chunks_open: HashMap<u64, (u32, KeyNames)>,
+    pub(super) chunks_copied: HashMap<u64, Chunk>,
 }
 
 impl Replicator {
@@ -341,6 +356,22 @@ impl Replicator {
                 tracing::debug!(lsn = %m.lsn, "heartbeat came back through the stream");
                 self.assembler.ignore(size);
             }
+            LogicalMessage::Message(m) if m.prefix == WATERMARK_PREFIX => {
+                self.assembler.ignore(size);
+                self.watermark(&m.content, lsn);
+            }
+            LogicalMessage::Message(m) if m.prefix == SIGNAL_PREFIX => {
+                self.assembler.ignore(size);
+                if let Some(link) = &self.snapshot {
+                    if &m.content[..] == link.slot.as_bytes() {
+                        tracing::debug!("snapshot request signal");
+                        link.wake.notify_one();
+                    }
+                }
+            }
+            LogicalMessage::Message(_) if !self.settings.deliver_messages => {
+                self.assembler.ignore(size);
+            }
             other => {
                 if let LogicalMessage::Type(t) = &other {
                     self.types.invalidate(t.id);
@@ -349,6 +380,87 @@ impl Replicator {
             }
         }
         Ok(())
+    }
+}
+
+impl Replicator {
+    /// A snapshot watermark of ours (others' — another slot's, an earlier run's — are
+    /// consumed and ignored). See `snapshot::reconcile`.
+    fn watermark(&mut self, content: &[u8], lsn: Lsn) {
+        let Some(link) = &mut self.snapshot else {
+            return;
+        };
+        let Some(w) = Watermark::parse(content, &link.slot, link.nonce) else {
+            return;
+        };
+        while let Ok(ev) = link.events.try_recv() {
+            match ev {
+                Event::Open {
+                    seq,
+                    table_oid,
+                    key,
+                } => {
+                    if self.chunks_open.len() >= 64 {
+                        if let Some(oldest) = self.chunks_open.keys().min().copied() {
+                            self.chunks_open.remove(&oldest);
+                        }
+                    }
+                    self.chunks_open.insert(seq, (table_oid, key));
+                }
+                Event::Rows(chunk) => {
+                    // Chunks of a worker that died before their high watermark would stay
+                    // here forever: keep the newest few.
+                    if self.chunks_copied.len() >= 64 {
+                        if let Some(oldest) = self.chunks_copied.keys().min().copied() {
+                            self.chunks_copied.remove(&oldest);
+                        }
+                    }
+                    self.chunks_copied.insert(chunk.seq, chunk);
+                }
+            }
+        }
+        match w {
+            Watermark::Low(seq) => {
+                if let Some((oid, key)) = self.chunks_open.remove(&seq) {
+                    self.assembler.open_window(seq, oid, key);
+                }
+            }
+            Watermark::High(seq) => {
+                let chunk = self.chunks_copied.remove(&seq);
+                let closed = self.assembler.close_window(seq);
+                let delivered = match (chunk, closed) {
+                    (Some(chunk), Some(closed)) if self.assembler.in_live_txn() => {
+                        let changed = closed.changed.len();
+                        let rows = closed.reconcile(chunk.rows);
+                        let emitted = self.assembler.push_reads(
+                            &chunk.table,
+                            chunk.snapshot,
+                            rows,
+                            chunk.last,
+                            lsn,
+                            chunk.bytes,
+                        );
+                        tracing::debug!(chunk = seq, emitted, changed, "snapshot chunk reconciled");
+                        Delivered {
+                            seq,
+                            commit_lsn: self.assembler.current_commit_lsn(),
+                            emitted,
+                        }
+                    }
+                    _ => Delivered {
+                        seq,
+                        commit_lsn: None,
+                        emitted: 0,
+                    },
+                };
+                let _ = link.delivered.send(delivered);
+            }
+            Watermark::Abort(seq) => {
+                self.assembler.abort_window(seq);
+                self.chunks_open.remove(&seq);
+                self.chunks_copied.remove(&seq);
+            }
+        }
     }
 }
 

@@ -183,8 +183,7 @@ impl Stage {
             }
         };
         let input: Vec<_> = changes.iter().map(to_wit).collect();
-        let output = instance.transform(&input)?;
-        drop(input);
+        let output = instance.transform(input)?;
         self.from_guest
             .convert(changes, output)
             .map_err(|source| TransformError::BadOutput {

@@ -20,6 +20,7 @@ pub mod replay;
 pub mod runtime;
 #[cfg(test)]
 mod testlog;
+mod type_names;
 
 use std::path::PathBuf;
 use std::sync::Arc;

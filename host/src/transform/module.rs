@@ -10,8 +10,23 @@ use wasmtime::{Store, Trap};
 use super::cache::{compile_cached, CodeSource, ModuleCache};
 use super::config::OnFailure;
 use super::config::TransformConfig;
+use super::convert::compat;
 use super::limits::{LogLimiter, MemoryCap};
-use super::runtime::{wit, HostState, Runtime, TransformPre, EPOCH_TICK, TRANSFORMER_EXPORT};
+use super::runtime::{
+    v01, v02, wit, HostState, Runtime, EPOCH_TICK, TRANSFORMER_EXPORT, TRANSFORMER_EXPORT_V01,
+};
+
+/// A linked module of either WIT version.
+enum Pre {
+    V02(v02::TransformPre<HostState>),
+    V01(v01::TransformPre<HostState>),
+}
+
+/// An instance's exports, of its WIT version.
+enum Bindings {
+    V02(v02::Transform),
+    V01(v01::Transform),
+}
 use super::TransformError;
 
 /// A module ready to instantiate, with everything of its config the chain needs.
@@ -19,7 +34,7 @@ pub struct Module {
     pub name: Arc<str>,
     /// What a batch this module fails on becomes.
     pub policy: OnFailure,
-    pre: TransformPre<HostState>,
+    pre: Pre,
     runtime: Arc<Runtime>,
     timeout: Duration,
     memory_bytes: usize,
@@ -58,13 +73,20 @@ impl Module {
         let bytes = std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e}")))?;
         check_is_component(&bytes).map_err(fail)?;
         let (component, source) = compile_cached(runtime, &bytes, cache).map_err(fail)?;
-        check_exports(runtime, &component).map_err(fail)?;
+        let version = check_exports(runtime, &component).map_err(fail)?;
         let instance_pre = runtime
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail(import_error(&e)))?;
-        let pre = TransformPre::new(instance_pre).map_err(|e| fail(format!("{e:#}")))?;
-        tracing::info!(module = %name, path = %cfg.path.display(), cache = match source { CodeSource::Cache => "hit", CodeSource::Compiled => "miss" }, "transform module ready");
+        let pre = match version {
+            WitVersion::V02 => v02::TransformPre::new(instance_pre).map(Pre::V02),
+            WitVersion::V01 => v01::TransformPre::new(instance_pre).map(Pre::V01),
+        }
+        .map_err(|e| fail(format!("{e:#}")))?;
+        tracing::info!(module = %name, path = %cfg.path.display(), wit = version.as_str(), cache = match source { CodeSource::Cache => "hit", CodeSource::Compiled => "miss" }, "transform module ready");
+        if version == WitVersion::V01 {
+            tracing::info!(module = %name, "built against cdc:pipeline@0.1.0: reads reach it as inserts with a read id; rebuild it against wit/ (0.2.0) to see op read");
+        }
         Ok(Module {
             log: Arc::new(LogLimiter::new(Arc::clone(&name))),
             name,
@@ -96,15 +118,21 @@ impl Module {
             bindings: None,
         };
         instance.arm()?;
-        let bindings = self
-            .pre
-            .instantiate(&mut instance.store)
-            .map_err(|e| instance.call_error("instantiate", e))?;
+        let bindings = match &self.pre {
+            Pre::V02(pre) => pre.instantiate(&mut instance.store).map(Bindings::V02),
+            Pre::V01(pre) => pre.instantiate(&mut instance.store).map(Bindings::V01),
+        }
+        .map_err(|e| instance.call_error("instantiate", e))?;
         instance.arm()?;
-        let result = bindings
-            .cdc_pipeline_transformer()
-            .call_init(&mut instance.store, &self.config)
-            .map_err(|e| instance.call_error("init", e))?;
+        let result = match &bindings {
+            Bindings::V02(b) => b
+                .cdc_pipeline_transformer()
+                .call_init(&mut instance.store, &self.config),
+            Bindings::V01(b) => b
+                .cdc_pipeline_transformer()
+                .call_init(&mut instance.store, &self.config),
+        }
+        .map_err(|e| instance.call_error("init", e))?;
         result.map_err(|message| TransformError::InitRejected {
             module: self.name.to_string(),
             message,
@@ -119,7 +147,7 @@ impl Module {
 pub struct Instance {
     module: Arc<Module>,
     store: Store<HostState>,
-    bindings: Option<super::runtime::Transform>,
+    bindings: Option<Bindings>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -154,7 +182,7 @@ impl Instance {
     /// One batch through the module.
     pub fn transform(
         &mut self,
-        changes: &[wit::Change],
+        changes: Vec<wit::Change>,
     ) -> Result<Vec<wit::Change>, TransformError> {
         self.arm()?;
         let Some(bindings) = &self.bindings else {
@@ -164,11 +192,20 @@ impl Instance {
             });
         };
         let started = Instant::now();
-        let out = bindings
-            .cdc_pipeline_transformer()
-            .call_transform(&mut self.store, changes);
+        let n = changes.len();
+        let out = match bindings {
+            Bindings::V02(b) => b
+                .cdc_pipeline_transformer()
+                .call_transform(&mut self.store, &changes),
+            Bindings::V01(b) => {
+                let old: Vec<_> = changes.into_iter().map(compat::down).collect();
+                b.cdc_pipeline_transformer()
+                    .call_transform(&mut self.store, &old)
+                    .map(|r| r.map(|out| out.into_iter().map(compat::up).collect()))
+            }
+        };
         self.module.log.flush();
-        tracing::trace!(module = %self.module.name, changes = changes.len(), micros = started.elapsed().as_micros() as u64, "transform call");
+        tracing::trace!(module = %self.module.name, changes = n, micros = started.elapsed().as_micros() as u64, "transform call");
         match out {
             Ok(Ok(changes)) => Ok(changes),
             Ok(Err(message)) => Err(TransformError::Returned {
@@ -217,22 +254,41 @@ fn check_is_component(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-/// The module must export the transformer interface of our WIT version.
-fn check_exports(runtime: &Runtime, component: &Component) -> Result<(), String> {
+/// The WIT version a module was built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WitVersion {
+    V02,
+    V01,
+}
+
+impl WitVersion {
+    fn as_str(self) -> &'static str {
+        match self {
+            WitVersion::V02 => "0.2.0",
+            WitVersion::V01 => "0.1.0",
+        }
+    }
+}
+
+/// The module must export the transformer interface of a WIT version we implement.
+fn check_exports(runtime: &Runtime, component: &Component) -> Result<WitVersion, String> {
     let ty = component.component_type();
     let exports: Vec<String> = ty
         .exports(&runtime.engine)
         .map(|(name, _)| name.to_string())
         .collect();
     if exports.iter().any(|e| e == TRANSFORMER_EXPORT) {
-        return Ok(());
+        return Ok(WitVersion::V02);
+    }
+    if exports.iter().any(|e| e == TRANSFORMER_EXPORT_V01) {
+        return Ok(WitVersion::V01);
     }
     let hint = match exports
         .iter()
         .find(|e| e.starts_with("cdc:pipeline/transformer@"))
     {
         Some(other) => format!(
-            "it was built against another WIT version ({other}); this cdc-host implements {TRANSFORMER_EXPORT}: rebuild it against wit/ of this release"
+            "it was built against {other}, which this cdc-host does not implement (it implements {TRANSFORMER_EXPORT} and {TRANSFORMER_EXPORT_V01}): rebuild it against wit/ of this release (cdc:pipeline@0.2.0)"
         ),
         None if exports.is_empty() => "it exports nothing".into(),
         None => format!("it exports {}", exports.join(", ")),

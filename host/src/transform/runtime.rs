@@ -19,20 +19,36 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limits::{LogLimiter, MemoryCap};
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "transform",
-});
+/// `cdc:pipeline@0.2.0` (`wit/`): what modules are built against today.
+pub mod v02 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "transform",
+    });
+}
 
-pub use cdc::pipeline::host::Level;
-pub use cdc::pipeline::types as wit;
-pub use exports::cdc::pipeline::transformer::Guest as TransformerExports;
+/// `cdc:pipeline@0.1.0` (`transform/wit-0.1.0/`), kept so modules built against it
+/// still load: they get 0.2 changes converted down (a read becomes an insert with a
+/// read id) and their output converted back up ([`super::convert::compat`]).
+pub mod v01 {
+    wasmtime::component::bindgen!({
+        path: "src/transform/wit-0.1.0",
+        world: "transform",
+    });
+}
+
+pub use v02::cdc::pipeline::host::Level;
+pub use v02::cdc::pipeline::types as wit;
+pub use v02::exports::cdc::pipeline::transformer::Guest as TransformerExports;
 
 /// How often the epoch advances: the granularity of per-call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// The WIT interface a module must export (the `transform` world's export).
-pub const TRANSFORMER_EXPORT: &str = "cdc:pipeline/transformer@0.1.0";
+pub const TRANSFORMER_EXPORT: &str = "cdc:pipeline/transformer@0.2.0";
+
+/// The previous version's export, still accepted.
+pub const TRANSFORMER_EXPORT_V01: &str = "cdc:pipeline/transformer@0.1.0";
 
 /// One per process: the engine, the linker with WASI and the host interface, and the
 /// thread that drives epoch deadlines.
@@ -60,7 +76,8 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        Transform::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        v02::Transform::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        v01::Transform::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
         let stop = Arc::clone(&ticker_stop);
@@ -139,9 +156,36 @@ impl WasiView for HostState {
     }
 }
 
-impl cdc::pipeline::host::Host for HostState {
-    /// Lines the subscriber would not print do not count against the module's budget.
+impl v02::cdc::pipeline::host::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
+        self.guest_log(level, message);
+    }
+
+    fn type_name(&mut self, oid: u32) -> Option<String> {
+        super::type_names::type_name(oid).map(str::to_owned)
+    }
+}
+
+impl v01::cdc::pipeline::host::Host for HostState {
+    fn log(&mut self, level: v01::cdc::pipeline::host::Level, message: String) {
+        use v01::cdc::pipeline::host::Level as L;
+        let level = match level {
+            L::Trace => Level::Trace,
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+        };
+        self.guest_log(level, message);
+    }
+}
+
+impl v02::cdc::pipeline::types::Host for HostState {}
+impl v01::cdc::pipeline::types::Host for HostState {}
+
+impl HostState {
+    /// Lines the subscriber would not print do not count against the module's budget.
+    fn guest_log(&mut self, level: Level, message: String) {
         let enabled = match level {
             Level::Trace => tracing::enabled!(tracing::Level::TRACE),
             Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
@@ -162,8 +206,6 @@ impl cdc::pipeline::host::Host for HostState {
         }
     }
 }
-
-impl cdc::pipeline::types::Host for HostState {}
 
 /// A guest's stdout or stderr: complete lines become log events (`info` for stdout,
 /// `warn` for stderr), tagged with the module, within the module's log budget. Lines are

@@ -152,7 +152,7 @@ fn write_cfg(
     std::fs::write(
         &path,
         format!(
-            "[source]\ndsn = \"{dsn}\"\nslot = \"{slot}\"\npublication = \"p\"\n{extra}\n{sinks}"
+            "[source]\ndsn = \"{dsn}\"\nslot = \"{slot}\"\npublication = \"p\"\n{extra}\n[source.snapshot]\nmode = \"never\"\n{sinks}"
         ),
     )
     .unwrap();

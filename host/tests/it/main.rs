@@ -22,6 +22,8 @@ mod guarantees;
 mod harness_smoke;
 mod replication;
 mod sinks;
+mod snapshot;
 mod tls;
 mod transforms;
+mod transforms_wit;
 mod windows;

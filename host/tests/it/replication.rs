@@ -375,7 +375,7 @@ async fn creates_publication_and_slot_when_asked() {
     std::fs::write(
         &cfg,
         format!(
-            "[source]\ndsn = \"{}\"\nslot = \"s_create\"\n[source.publication]\nname = \"made_by_host\"\ncreate = true\ntables = [\"public.orders\"]\n[[sinks]]\ntype = \"stdout\"\n",
+            "[source]\ndsn = \"{}\"\nslot = \"s_create\"\n[source.publication]\nname = \"made_by_host\"\ncreate = true\ntables = [\"public.orders\"]\n[source.snapshot]\nmode = \"never\"\n[[sinks]]\ntype = \"stdout\"\n",
             db.dsn()
         ),
     )

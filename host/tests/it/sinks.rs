@@ -18,7 +18,7 @@ fn write(dir: &tempfile::TempDir, db: &TestDb, slot: &str, sinks: &str, extra: &
     std::fs::write(
         &path,
         format!(
-            "[source]\ndsn = \"{}\"\nslot = \"{slot}\"\npublication = \"p\"\n{extra}\n{sinks}",
+            "[source]\ndsn = \"{}\"\nslot = \"{slot}\"\npublication = \"p\"\n{extra}\n[source.snapshot]\nmode = \"never\"\n{sinks}",
             db.dsn()
         ),
     )

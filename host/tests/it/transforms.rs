@@ -12,7 +12,7 @@ use cdc_test_harness::http_receiver::Receiver;
 use cdc_test_harness::{HostProcess, TestDb};
 
 /// `guests/<lang>/<name>/<name with _>.wasm`, which `scripts/build-guests` writes.
-fn guest(lang: &str, name: &str) -> PathBuf {
+pub(crate) fn guest(lang: &str, name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let p = root
         .join("guests")
@@ -46,7 +46,7 @@ fn transform(name: &str, module: &Path, extra: &str, config: &[(&str, &str)]) ->
 /// has sinks of its own.
 fn pipeline(dir: &Path, db: &TestDb, slot: &str, body: &str) -> PathBuf {
     let mut s = format!(
-        "[source]\ndsn = \"{}\"\nslot = \"{slot}\"\npublication = \"p\"\n\n[pipeline]\nmodule_cache = \"{}\"\n\n{body}\n",
+        "[source]\ndsn = \"{}\"\nslot = \"{slot}\"\npublication = \"p\"\n[source.snapshot]\nmode = \"never\"\n\n[pipeline]\nmodule_cache = \"{}\"\n\n{body}\n",
         db.dsn(),
         dir.join("cache").display()
     );
@@ -653,7 +653,7 @@ fn check_explains_modules_that_are_not_transforms() {
     std::fs::write(&text, b"hello").unwrap();
     for (file, needle) in [
         (&core, "is a core Wasm module, not a component"),
-        (&empty, "does not implement the transform world (no export cdc:pipeline/transformer@0.1.0): it exports nothing"),
+        (&empty, "does not implement the transform world (no export cdc:pipeline/transformer@0.2.0): it exports nothing"),
         (&text, "is not a Wasm component"),
     ] {
         let cfg = dir.path().join("p.toml");

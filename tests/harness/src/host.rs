@@ -300,10 +300,16 @@ fn toml_str(s: &str) -> String {
 /// publication = "..."
 /// <extra_toml verbatim — keys here land in [source] unless it opens a table>
 ///
+/// [source.snapshot]            # unless extra_toml has its own
+/// mode = "never"
+///
 /// [[sinks]]
 /// type = "stdout"
 /// format = "json"
 /// ```
+///
+/// Tests see only the changes they make: no initial snapshot of the rows a test wrote
+/// before starting the host, unless it asks for one (the snapshot tests do).
 ///
 /// Panics on I/O errors.
 pub fn write_config(
@@ -324,6 +330,9 @@ pub fn write_config(
         if !extra_toml.ends_with('\n') {
             s.push('\n');
         }
+    }
+    if !extra_toml.contains("[source.snapshot]") {
+        s.push_str("\n[source.snapshot]\nmode = \"never\"\n");
     }
     s.push_str("\n[[sinks]]\ntype = \"stdout\"\nformat = \"json\"\n");
     let path = dir.join("pipeline.toml");

@@ -89,7 +89,7 @@ fn find<'a>(row: Option<&'a Row>, name: &str) -> Option<&'a Value> {
 }
 
 impl Op {
-    /// The WIT name: `insert`, `update`, `delete`, `truncate`, `message`.
+    /// The WIT name: `insert`, `update`, `delete`, `truncate`, `message`, `read`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Op::Insert => "insert",
@@ -97,6 +97,7 @@ impl Op {
             Op::Delete => "delete",
             Op::Truncate => "truncate",
             Op::Message => "message",
+            Op::Read => "read",
         }
     }
 }

@@ -159,6 +159,13 @@ pub mod __private {
     }
 }
 
+/// The server's name of a builtin type oid (`integer`, `timestamp with time zone`,
+/// `text[]`, ...), `None` for other oids. Asks the host: call it from a transform,
+/// not from a native unit test.
+pub fn type_name(oid: u32) -> Option<String> {
+    bindings::cdc::pipeline::host::type_name(oid)
+}
+
 /// Writes `message` to the host's log at `level`, tagged with the module's
 /// name. Prefer the macros ([`info!`], ...).
 ///

@@ -21,6 +21,7 @@ pub fn change(op: Op, schema: &str, table: &str) -> Change {
         message: None,
         route: None,
         headers: Vec::new(),
+        snapshot: None,
     }
 }
 

@@ -123,8 +123,15 @@ impl FromGuest {
         last_read: Option<ReadKey>,
     ) -> Result<Change, String> {
         let op = match w.op {
-            // A read reaches a WIT 0.1 module as an insert with a read id.
+            // A read reaches a WIT 0.1 module as an insert with a read id (and a 0.2
+            // module that turns a read into an insert keeps the row's read id).
             wit::Op::Insert if id.read.is_some() => Op::Read,
+            wit::Op::Read if id.read.is_none() => {
+                return Err(
+                    "a read needs a read id (`r<snapshot>-<key hash>`, as it came in)".into(),
+                )
+            }
+            wit::Op::Read => Op::Read,
             wit::Op::Insert => Op::Insert,
             wit::Op::Update => Op::Update,
             wit::Op::Delete => Op::Delete,

@@ -9,6 +9,7 @@
 //! - `to_wit` — host change → WIT record (infallible).
 //! - `from_wit` — WIT record → host change, with validation ([`FromGuest`]).
 
+pub(crate) mod compat;
 mod from_wit;
 mod to_wit;
 

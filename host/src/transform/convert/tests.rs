@@ -160,3 +160,51 @@ fn uuid_text_round_trips() {
     assert_eq!(s, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
     assert_eq!(uuid(&s).unwrap(), u);
 }
+
+/// A 0.1 module sees a read as an insert with the same id and values, and what it hands
+/// back converts up unchanged (but for `snapshot`, which 0.1 does not have).
+#[test]
+fn wit_0_1_compat_moves_every_field() {
+    use crate::change::{ReadKey, SnapshotRead};
+    let mut c = change(vec![
+        Value::Int8(5),
+        Value::Text(PgText::from("x".to_string())),
+    ]);
+    c.op = Op::Read;
+    c.read = Some(SnapshotRead {
+        key: ReadKey {
+            snapshot: 3,
+            key: 0xabc,
+        },
+        last: true,
+    });
+    let w = to_wit(&c);
+    assert_eq!(w.op, wit::Op::Read);
+    assert_eq!(w.snapshot.map(|s| (s.id, s.last)), Some((3, true)));
+    let old = compat::down(w.clone());
+    assert_eq!(
+        old.op,
+        crate::transform::runtime::v01::cdc::pipeline::types::Op::Insert
+    );
+    assert_eq!(old.id, w.id);
+    let back = compat::up(old);
+    assert_eq!(back.op, wit::Op::Insert);
+    assert_eq!(format!("{:?}", back.after), format!("{:?}", w.after));
+    assert!(back.snapshot.is_none());
+    let out = FromGuest::default().convert(&[c], vec![back]).unwrap();
+    assert_eq!(out[0].op, Op::Read);
+    assert_eq!(
+        out[0].read.map(|r| (r.key.snapshot, r.last)),
+        Some((3, true))
+    );
+}
+
+/// A read whose id is not a read id is refused.
+#[test]
+fn a_read_needs_a_read_id() {
+    let c = change(vec![Value::Int8(5), Value::Null]);
+    let mut w = to_wit(&c);
+    w.op = wit::Op::Read;
+    let err = FromGuest::default().convert(&[c], vec![w]).unwrap_err();
+    assert!(err.message.contains("needs a read id"), "{err}");
+}

@@ -33,9 +33,7 @@ pub fn to_wit(c: &Change) -> wit::Change {
             Op::Delete => wit::Op::Delete,
             Op::Truncate => wit::Op::Truncate,
             Op::Message => wit::Op::Message,
-            // WIT 0.1 has no `read`: a read reaches a 0.1 module as an insert whose id
-            // starts with `r`, and `from_wit` makes it a read again.
-            Op::Read => wit::Op::Insert,
+            Op::Read => wit::Op::Read,
         },
         schema,
         table,
@@ -59,6 +57,10 @@ pub fn to_wit(c: &Change) -> wit::Change {
         }),
         route,
         headers,
+        snapshot: c.read.map(|r| wit::SnapshotRead {
+            id: r.key.snapshot,
+            last: r.last,
+        }),
     }
 }
 

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Snapshot benchmark: how fast does cdc-host copy a table that already exists (its initial
+# snapshot, op `read`, to the stdout sink into /dev/null), compared with
+# `COPY (SELECT * FROM t) TO STDOUT` read by psql on one connection — the per-connection
+# ceiling — on the same table in the same run? A benchmark: run it on demand, it prints
+# figures; it is not a test.
+#
+#   bench/snapshot.sh                       # 5,000,000 rows (~1 GB), workers 1, 2 and 4
+#   ROWS=500000 WORKERS="1 2" bench/snapshot.sh
+#
+# Steps: build cdc-host (release) -> throwaway Postgres (scripts/pg-throwaway.sh) -> table
+# `bench` (the drain benchmark's shape, ~200 B/row) filled with ROWS rows, VACUUM ANALYZE
+# -> COPY reference (timed with /usr/bin/time -v around psql) -> for each W in WORKERS:
+# cdc-host with a new slot and `[source.snapshot] workers = W`, from start until every
+# row of cdc_host.snapshots is done, then SIGTERM; wall time, CPU and peak RSS.
+#
+# Env: ROWS (5000000), WORKERS ("1 2 4"), CHUNK_ROWS (10000), MEMORY_BUDGET_MB (256),
+# CARGO_TARGET_DIR (/var/tmp/cdc-host-target), SKIP_BUILD=1 with HOST_BIN to bench a built
+# binary, CDC_TEST_PG_BIN (/usr/lib/postgresql/15/bin).
+set -euo pipefail
+
+ROWS=${ROWS:-5000000}
+WORKERS=${WORKERS:-"1 2 4"}
+CHUNK_ROWS=${CHUNK_ROWS:-10000}
+MEMORY_BUDGET_MB=${MEMORY_BUDGET_MB:-256}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cdc-host-target}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+log() { printf '[snapshot %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
+[[ $ROWS =~ ^[0-9]+$ && $ROWS -gt 0 ]] || die "ROWS must be a positive integer"
+/usr/bin/time -v true >/dev/null 2>&1 || die "/usr/bin/time (GNU time) missing: apt-get install time"
+
+HOST_BIN=${HOST_BIN:-$CARGO_TARGET_DIR/release/cdc-host}
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+  log "cargo build --release -p cdc-host"
+  (cd "$REPO" && cargo build --release -p cdc-host)
+fi
+[[ -x $HOST_BIN ]] || die "$HOST_BIN not built"
+
+# shellcheck source=../scripts/pg-throwaway.sh
+source "$REPO/scripts/pg-throwaway.sh"
+HOST_PID=
+cleanup() {
+  local rc=$?
+  set +e
+  [[ -n $HOST_PID ]] && kill -KILL "$HOST_PID" 2>/dev/null
+  pg_stop
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+DIR=$PG_DIR
+PG_EXTRA_OPTS="-c max_wal_size=8GB -c shared_buffers=512MB" pg_start
+log "postgres $(cat "$PG_DIR/data/PG_VERSION") on 127.0.0.1:$PG_PORT"
+sql() { pg_psql bench -A -t -c "$1"; }
+pg_psql postgres -c "CREATE DATABASE bench" >/dev/null
+sql "CREATE TABLE bench(id bigserial PRIMARY KEY, n int, t text, amount numeric(12,2), doc jsonb, ts timestamptz)"
+sql "CREATE PUBLICATION bench_pub FOR TABLE bench" >/dev/null
+log "loading $ROWS rows"
+t0=$(now)
+sql "INSERT INTO bench(n, t, amount, doc, ts)
+     SELECT g, md5(g::text) || md5((g * 2)::text) || md5((g * 3)::text), (g % 10000) / 100.0,
+            jsonb_build_object('k', g, 'v', md5(g::text)), now()
+       FROM generate_series(1, $ROWS) g" >/dev/null
+sql "VACUUM ANALYZE bench" >/dev/null
+SIZE_MB=$(sql "SELECT pg_total_relation_size('bench') / 1048576")
+log "loaded in $(printf '%.0f' "$(calc "$(now) - $t0")") s: ${SIZE_MB} MB"
+
+# --- the reference: COPY on one connection -------------------------------------------------
+# Twice, the second one timed (the first warms the page cache, as the host runs see it).
+pg_psql bench -c "COPY (SELECT * FROM bench) TO STDOUT" >/dev/null
+t0=$(now)
+/usr/bin/time -v -o "$DIR/copy.time" "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench \
+  -c "COPY (SELECT * FROM bench) TO STDOUT" >/dev/null
+COPY_WALL=$(calc "$(now) - $t0")
+read -r COPY_CPU COPY_RSS _ < <(parse_time "$DIR/copy.time")
+COPY_RPS=$(calc "$ROWS / $COPY_WALL")
+log "COPY: $(printf '%.2f' "$COPY_WALL") s"
+
+# --- cdc-host, one run per worker count ----------------------------------------------------
+RESULTS=()
+for w in $WORKERS; do
+  slot="s_snap_w$w"
+  cat >"$DIR/cfg_$w.toml" <<TOML
+[source]
+dsn = "postgres://postgres@127.0.0.1:$PG_PORT/bench?sslmode=disable"
+slot = "$slot"
+publication = "bench_pub"
+[source.snapshot]
+mode = "initial"
+workers = $w
+chunk_rows = $CHUNK_ROWS
+[pipeline]
+memory_budget_mb = $MEMORY_BUDGET_MB
+[[sinks]]
+type = "stdout"
+format = "json"
+TOML
+  sql "DELETE FROM cdc_host.snapshots" >/dev/null 2>&1 || true
+  log "cdc-host, $w worker(s)"
+  t0=$(now)
+  RUST_LOG=warn /usr/bin/time -v -o "$DIR/host_$w.time" "$HOST_BIN" run "$DIR/cfg_$w.toml" >/dev/null 2>"$DIR/host_$w.log" &
+  HOST_PID=$!
+  # Done when every table (range) of the snapshot is done.
+  while :; do
+    sleep 0.2
+    kill -0 "$HOST_PID" 2>/dev/null || { tail -n 20 "$DIR/host_$w.log" >&2; die "cdc-host exited"; }
+    left=$(sql "SELECT count(*) FILTER (WHERE state <> 'done') || ' ' || count(*) FROM cdc_host.snapshots WHERE slot = '$slot'" 2>/dev/null || echo "1 0")
+    read -r pending total <<<"$left"
+    [[ $total -gt 0 && $pending -eq 0 ]] && break
+  done
+  wall=$(calc "$(now) - $t0")
+  kill -TERM "$HOST_PID"
+  wait "$HOST_PID" || true
+  HOST_PID=
+  read -r cpu rss _ < <(parse_time "$DIR/host_$w.time")
+  rows=$(sql "SELECT sum(rows_done) FROM cdc_host.snapshots WHERE slot = '$slot'")
+  [[ $rows -ge $ROWS ]] || die "only $rows of $ROWS rows delivered"
+  ranges=$(sql "SELECT count(*) FROM cdc_host.snapshots WHERE slot = '$slot'")
+  sql "SELECT pg_drop_replication_slot('$slot')" >/dev/null
+  RESULTS+=("$w $ranges $wall $cpu $rss")
+done
+
+# --- report --------------------------------------------------------------------------------
+printf '\nsnapshot of %s rows (%s MB table), chunk_rows %s, memory_budget_mb %s, %s cores\n' \
+  "$ROWS" "$SIZE_MB" "$CHUNK_ROWS" "$MEMORY_BUDGET_MB" "$(nproc)"
+printf '%-22s %8s %10s %8s %8s %9s %8s\n' tool ranges wall_s rows/s cpu_s peak_MB x_COPY
+printf '%-22s %8s %10.2f %8.0f %8.2f %9.1f %8s\n' "psql COPY (1 conn)" 1 "$COPY_WALL" "$COPY_RPS" "$COPY_CPU" "$COPY_RSS" 1.00
+for r in "${RESULTS[@]}"; do
+  read -r w ranges wall cpu rss <<<"$r"
+  rps=$(calc "$ROWS / $wall")
+  printf '%-22s %8s %10.2f %8.0f %8.2f %9.1f %8.2f\n' "cdc-host workers=$w" "$ranges" "$wall" "$rps" "$cpu" "$rss" "$(calc "$rps / $COPY_RPS")"
+done

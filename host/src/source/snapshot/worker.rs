@@ -1,0 +1,648 @@
+//! The coordinator: picks up requested snapshots, runs up to `workers` tables at once
+//! (each on its own connection), and records a chunk's progress once every sink
+//! acknowledged it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{pin_mut, TryStreamExt};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use super::catalog::{self, CatalogError, Described};
+use super::copy::typed_row;
+use super::key::key_hash;
+use super::state::{self, Job};
+use super::{Chunk, Delivered, Event, Link, Watermark, WATERMARK_PREFIX};
+use crate::config::SnapshotConfig;
+use crate::dsn::ConnParams;
+use crate::lsn::Lsn;
+use crate::progress::Progress;
+use crate::source::control::Control;
+use crate::source::error::Context;
+use crate::source::types::TypeRegistry;
+use crate::source::wire::quote_literal;
+
+/// Chunks of one table copied but not yet acknowledged, at most (memory: this many chunks
+/// per worker; speed: the next chunk is copied while the previous one waits for its high
+/// watermark and the sinks).
+const CHUNKS_IN_FLIGHT: u32 = 2;
+
+/// How often progress is logged (and requests are looked for without a signal).
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// What the coordinator needs.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub conn: ConnParams,
+    pub slot: String,
+    pub publication: String,
+    pub config: SnapshotConfig,
+    /// Rows per chunk are also capped so a chunk stays near this many bytes.
+    pub max_chunk_bytes: usize,
+}
+
+/// Starts the coordinator; returns the stream loop's end and the task (abort it when the
+/// connection's pipeline ends: a restart resumes from the recorded progress).
+pub fn start(
+    setup: Setup,
+    progress: watch::Receiver<Progress>,
+) -> (Link, tokio::task::JoinHandle<()>) {
+    let nonce = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (delivered_tx, delivered_rx) = mpsc::unbounded_channel();
+    let wake = Arc::new(Notify::new());
+    let link = Link {
+        slot: setup.slot.clone(),
+        nonce,
+        events: events_rx,
+        delivered: delivered_tx,
+        wake: Arc::clone(&wake),
+    };
+    let task = tokio::spawn(async move {
+        let mut c = Coordinator {
+            setup: Arc::new(setup),
+            nonce,
+            events: events_tx,
+            next_seq: Arc::new(AtomicU64::new(1)),
+            acks: Acks::default(),
+            register: None,
+        };
+        let (mut delivered, mut progress) = (delivered_rx, progress);
+        // Nothing before the stream is open (the pipeline wakes us): a watermark written
+        // before would never come through it, and a connection that cannot stream needs
+        // no second one.
+        wake.notified().await;
+        loop {
+            match c.run(&mut delivered, &wake, &mut progress).await {
+                Ok(()) => return, // the pipeline is gone
+                Err(e) => {
+                    // Its workers are gone with it; their jobs resume from what was
+                    // recorded, on a new connection.
+                    tracing::warn!(error = %e, "snapshot coordinator interrupted; retrying in 5 s");
+                    c.acks = Acks::default();
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    });
+    (link, task)
+}
+
+struct Coordinator {
+    setup: Arc<Setup>,
+    nonce: u64,
+    events: mpsc::UnboundedSender<Event>,
+    next_seq: Arc<AtomicU64>,
+    acks: Acks,
+    register: Option<mpsc::UnboundedSender<Registered>>,
+}
+
+/// A chunk handed to the stream, waiting for its delivery and acknowledgement.
+struct Registered {
+    seq: u64,
+    job: Arc<JobProgress>,
+    upper: Option<Vec<String>>,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Counters of one running table, shared by its worker and the coordinator.
+struct JobProgress {
+    id: i64,
+    table: String,
+    estimate: AtomicU64,
+    done: AtomicU64,
+    started: Instant,
+    /// A chunk of this job was not delivered (the stream could not reconcile it): the
+    /// worker stops and the job is picked up again from its recorded progress.
+    spoiled: AtomicBool,
+}
+
+#[derive(Default)]
+struct Acks {
+    /// Registered chunks by seq (seqs grow in the order chunks reach the stream).
+    waiting: BTreeMap<u64, (Registered, Option<Delivered>)>,
+    /// Deliveries that came before their registration.
+    early: HashMap<u64, Delivered>,
+}
+
+impl Coordinator {
+    async fn run(
+        &mut self,
+        delivered: &mut mpsc::UnboundedReceiver<Delivered>,
+        wake: &Notify,
+        progress: &mut watch::Receiver<Progress>,
+    ) -> Result<(), String> {
+        let ctx = Context {
+            user: &self.setup.conn.user,
+            slot: &self.setup.slot,
+            publication: &self.setup.publication,
+        };
+        let mut control = Control::connect(&self.setup.conn, &ctx)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (reg_tx, mut reg_rx) = mpsc::unbounded_channel::<Registered>();
+        self.register = Some(reg_tx);
+        let mut workers: JoinSet<(i64, Result<Outcome, String>)> = JoinSet::new();
+        let mut running: HashMap<i64, Arc<JobProgress>> = HashMap::new();
+        let mut retry_after: HashMap<i64, Instant> = HashMap::new();
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.reset();
+        let mut scan = true;
+        loop {
+            if scan {
+                scan = false;
+                let jobs = state::runnable(control.client(), &self.setup.slot)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut split_any = false;
+                for job in jobs {
+                    if running.len() >= self.setup.config.workers() {
+                        break;
+                    }
+                    if running.contains_key(&job.id)
+                        || retry_after
+                            .get(&job.id)
+                            .is_some_and(|t| *t > Instant::now())
+                    {
+                        continue;
+                    }
+                    if self.split(&mut control, &job).await {
+                        // The list is stale now: look again.
+                        split_any = true;
+                        break;
+                    }
+                    let p = Arc::new(JobProgress {
+                        id: job.id,
+                        // As the metrics label tables: `schema.table`.
+                        table: format!("{}.{}", job.schema, job.table),
+                        estimate: AtomicU64::new(job.rows_estimated.unwrap_or(0).max(0) as u64),
+                        done: AtomicU64::new(job.rows_done.max(0) as u64),
+                        started: Instant::now(),
+                        spoiled: AtomicBool::new(false),
+                    });
+                    running.insert(job.id, Arc::clone(&p));
+                    crate::metrics::snapshot_running(running.len());
+                    let worker = Worker {
+                        setup: Arc::clone(&self.setup),
+                        nonce: self.nonce,
+                        events: self.events.clone(),
+                        register: self.register.clone().expect("set above"),
+                        next_seq: Arc::clone(&self.next_seq),
+                        progress: p,
+                    };
+                    let id = job.id;
+                    workers.spawn(async move { (id, worker.run(job).await) });
+                }
+                if split_any {
+                    scan = true;
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = wake.notified() => scan = true,
+                Some(r) = reg_rx.recv() => self.acks.register(r),
+                Some(d) = delivered.recv() => {
+                    self.acks.delivered(d);
+                    // Its batch may be acknowledged already (progress moved before this
+                    // message was read): with an idle stream, nothing else would record it.
+                    let checkpoint = progress.borrow().checkpoint;
+                    self.acks.acknowledged(checkpoint, control.client()).await.map_err(|e| e.to_string())?;
+                }
+                changed = progress.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let checkpoint = progress.borrow_and_update().checkpoint;
+                    self.acks.acknowledged(checkpoint, control.client()).await.map_err(|e| e.to_string())?;
+                }
+                Some(done) = workers.join_next(), if !workers.is_empty() => {
+                    scan = true;
+                    let Ok((id, outcome)) = done else { continue };
+                    let p = running.remove(&id);
+                    crate::metrics::snapshot_running(running.len());
+                    let table = p.as_ref().map(|p| p.table.clone()).unwrap_or_default();
+                    match outcome {
+                        Ok(Outcome::Done) => {
+                            let rows = p.as_ref().map_or(0, |p| p.done.load(Ordering::Relaxed));
+                            tracing::info!(job = id, table = %table, rows, "snapshot of table complete");
+                            crate::metrics::snapshot_remaining(&table, 0);
+                        }
+                        Ok(Outcome::Cancelled) => tracing::info!(job = id, table = %table, "snapshot cancelled"),
+                        Err(e) => {
+                            tracing::warn!(job = id, table = %table, error = %e, "snapshot of table interrupted; it resumes from its last acknowledged chunk");
+                            self.acks.forget_job(id);
+                            retry_after.insert(id, Instant::now() + Duration::from_secs(5));
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    scan = true;
+                    for p in running.values() {
+                        log_progress(p);
+                    }
+                    if !running.is_empty() {
+                        log_retained_wal(control.client(), &self.setup.slot).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Coordinator {
+    /// A large table not started yet, with more than one worker: cut it into key ranges
+    /// (recorded, so a restart keeps them), one job each. `true` when it was split.
+    async fn split(&self, control: &mut Control, job: &Job) -> bool {
+        let workers = self.setup.config.workers();
+        let chunk = self.setup.config.chunk_rows() as i64;
+        let estimate = job.rows_estimated.unwrap_or(0);
+        if workers < 2 || !job.pending || job.last_key.is_some() || job.range_hi.is_some() {
+            return false;
+        }
+        let n = (estimate / (4 * chunk)).clamp(1, workers as i64) as usize;
+        if n < 2 {
+            return false;
+        }
+        let mut types = TypeRegistry::default();
+        let desc = match catalog::describe(
+            control,
+            &mut types,
+            &self.setup.publication,
+            &job.schema,
+            &job.table,
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(_) => return false, // the worker reports it
+        };
+        let bounds = match desc.split_points(control.client(), estimate, n).await {
+            Ok(b) if !b.is_empty() => b,
+            Ok(_) => return false,
+            Err(e) => {
+                tracing::debug!(error = %e, "sampling split points failed; one range");
+                return false;
+            }
+        };
+        match state::split(control.client_mut(), job, &bounds).await {
+            Ok(done) => {
+                if done {
+                    tracing::info!(table = %catalog::qualified(&job.schema, &job.table), ranges = bounds.len() + 1, "snapshot of table split into key ranges, one worker each");
+                }
+                done
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not split the table into key ranges");
+                false
+            }
+        }
+    }
+}
+
+impl Acks {
+    fn register(&mut self, r: Registered) {
+        let d = self.early.remove(&r.seq);
+        self.waiting.insert(r.seq, (r, None));
+        if let Some(d) = d {
+            self.delivered(d);
+        }
+    }
+
+    fn delivered(&mut self, d: Delivered) {
+        match self.waiting.get_mut(&d.seq) {
+            Some(entry) => {
+                if d.commit_lsn.is_none() {
+                    entry.0.job.spoiled.store(true, Ordering::Relaxed);
+                    self.waiting.remove(&d.seq);
+                } else {
+                    entry.1 = Some(d);
+                }
+            }
+            None => {
+                self.early.insert(d.seq, d);
+            }
+        }
+    }
+
+    fn forget_job(&mut self, id: i64) {
+        self.waiting.retain(|_, (r, _)| r.job.id != id);
+    }
+
+    /// Records every delivered chunk at or below `checkpoint`, in stream order.
+    async fn acknowledged(
+        &mut self,
+        checkpoint: Lsn,
+        client: &tokio_postgres::Client,
+    ) -> Result<(), state::StateError> {
+        let acked: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, d))| {
+                d.and_then(|d| d.commit_lsn)
+                    .is_some_and(|lsn| checkpoint > lsn)
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in acked {
+            let Some((r, Some(d))) = self.waiting.remove(&seq) else {
+                continue;
+            };
+            state::record_chunk(client, r.job.id, r.upper.as_deref(), d.emitted as i64).await?;
+            let done = r.job.done.fetch_add(d.emitted as u64, Ordering::Relaxed) + d.emitted as u64;
+            crate::metrics::snapshot_rows(&r.job.table, d.emitted as u64);
+            let est = r.job.estimate.load(Ordering::Relaxed);
+            crate::metrics::snapshot_remaining(&r.job.table, est.saturating_sub(done));
+            drop(r.permit);
+        }
+        Ok(())
+    }
+}
+
+fn log_progress(p: &JobProgress) {
+    let done = p.done.load(Ordering::Relaxed);
+    let est = p.estimate.load(Ordering::Relaxed).max(done);
+    let secs = p.started.elapsed().as_secs_f64().max(0.001);
+    let rate = done as f64 / secs;
+    let percent = if est > 0 {
+        done as f64 * 100.0 / est as f64
+    } else {
+        0.0
+    };
+    let eta_secs = if rate > 0.0 {
+        ((est - done) as f64 / rate) as u64
+    } else {
+        0
+    };
+    tracing::info!(
+        table = %p.table,
+        rows = done,
+        estimated = est,
+        percent = format!("{percent:.1}"),
+        rows_per_sec = rate as u64,
+        eta_secs,
+        "snapshot progress"
+    );
+}
+
+async fn log_retained_wal(client: &tokio_postgres::Client, slot: &str) {
+    let sql = "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1";
+    if let Ok(Some(row)) = client.query_opt(sql, &[&slot]).await {
+        let retained: Option<i64> = row.get(0);
+        tracing::info!(
+            slot,
+            retained_wal_mb = retained.unwrap_or(0).max(0) >> 20,
+            "WAL retained by the slot while the snapshot runs"
+        );
+    }
+}
+
+enum Outcome {
+    Done,
+    Cancelled,
+}
+
+/// Copies one table.
+struct Worker {
+    setup: Arc<Setup>,
+    nonce: u64,
+    events: mpsc::UnboundedSender<Event>,
+    register: mpsc::UnboundedSender<Registered>,
+    next_seq: Arc<AtomicU64>,
+    progress: Arc<JobProgress>,
+}
+
+impl Worker {
+    async fn run(self, job: Job) -> Result<Outcome, String> {
+        let ctx = Context {
+            user: &self.setup.conn.user,
+            slot: &self.setup.slot,
+            publication: &self.setup.publication,
+        };
+        let control = Control::connect(&self.setup.conn, &ctx)
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = control.client();
+        // The text the parsers expect: the replication session's settings.
+        client
+            .batch_execute(
+                "SET DateStyle = ISO; SET IntervalStyle = postgres; SET TimeZone = 'UTC'; SET extra_float_digits = 3; SET bytea_output = hex; SET standard_conforming_strings = on; SET client_encoding = 'UTF8'",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut types = TypeRegistry::default();
+        let desc = match catalog::describe(
+            &control,
+            &mut types,
+            &self.setup.publication,
+            &job.schema,
+            &job.table,
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(e @ CatalogError::Source(_)) => return Err(e.to_string()),
+            Err(e) => {
+                // Permanent: the table cannot be copied; say why in --status.
+                let message = e.to_string();
+                tracing::error!(table = %self.progress.table, error = %message, "snapshot of table failed");
+                let _ = state::finish(client, job.id, "failed", Some(&message)).await;
+                return Ok(Outcome::Cancelled);
+            }
+        };
+        // A filtered backfill keeps the estimate made for its filter.
+        let estimate = match (&job.filter, job.rows_estimated) {
+            (Some(_), Some(e)) => e,
+            _ => desc.estimate,
+        }
+        .max(job.rows_done);
+        self.progress
+            .estimate
+            .store(estimate as u64, Ordering::Relaxed);
+        state::mark_running(client, job.id, estimate)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            table = %self.progress.table,
+            snapshot = job.snapshot,
+            estimated_rows = estimate,
+            resume = job.last_key.is_some(),
+            "snapshot of table started"
+        );
+        let permits = Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT as usize));
+        let mut after = job.last_key.clone();
+        let mut limit = self.setup.config.chunk_rows();
+        loop {
+            if self.progress.spoiled.load(Ordering::Relaxed) {
+                return Err("a chunk could not be reconciled with the stream".into());
+            }
+            if state::job_state(client, job.id)
+                .await
+                .map_err(|e| e.to_string())?
+                .as_deref()
+                != Some("running")
+            {
+                return Ok(Outcome::Cancelled);
+            }
+            let permit = Arc::clone(&permits)
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?;
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            let (chunk, upper, more, bytes) = match self
+                .chunk(&control, &desc, &job, seq, after.as_deref(), limit)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = self.watermark(client, Watermark::Abort(seq)).await;
+                    return Err(e);
+                }
+            };
+            // Wide rows: keep a chunk near the byte budget.
+            if bytes > self.setup.max_chunk_bytes && limit > 1 {
+                limit = (limit / 2).max(1);
+            }
+            let _ = self.register.send(Registered {
+                seq,
+                job: Arc::clone(&self.progress),
+                upper: upper.clone(),
+                permit,
+            });
+            let _ = self.events.send(Event::Rows(chunk));
+            self.watermark(client, Watermark::High(seq)).await?;
+            if !more {
+                break;
+            }
+            after = upper;
+        }
+        // Done once every chunk is acknowledged.
+        let _all = permits
+            .acquire_many(CHUNKS_IN_FLIGHT)
+            .await
+            .map_err(|e| e.to_string())?;
+        if self.progress.spoiled.load(Ordering::Relaxed) {
+            return Err("a chunk could not be reconciled with the stream".into());
+        }
+        state::finish(client, job.id, "done", None)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Outcome::Done)
+    }
+
+    /// Announces, watermarks and copies one chunk. Returns it with its upper key, whether
+    /// more rows follow, and its COPY bytes.
+    async fn chunk(
+        &self,
+        control: &Control,
+        desc: &Described,
+        job: &Job,
+        seq: u64,
+        after: Option<&[String]>,
+        limit: usize,
+    ) -> Result<(Chunk, Option<Vec<String>>, bool, usize), String> {
+        let client = control.client();
+        let _ = self.events.send(Event::Open {
+            seq,
+            table_oid: desc.table.id,
+            key: Arc::clone(&desc.key_names),
+        });
+        self.watermark(client, Watermark::Low(seq)).await?;
+        // One more row than the chunk: tells whether this is the table's last chunk.
+        let sql = desc.chunk_sql(
+            after,
+            job.range_hi.as_deref(),
+            job.filter.as_deref(),
+            limit + 1,
+        );
+        client
+            .batch_execute("BEGIN READ ONLY")
+            .await
+            .map_err(|e| e.to_string())?;
+        let copied = async {
+            let stream = client.copy_out(sql.as_str()).await?;
+            pin_mut!(stream);
+            let mut lines = Vec::with_capacity(limit + 1);
+            while let Some(line) = stream.try_next().await? {
+                lines.push(line);
+            }
+            Ok::<_, tokio_postgres::Error>(lines)
+        }
+        .await;
+        let end = client
+            .batch_execute(if copied.is_ok() { "COMMIT" } else { "ROLLBACK" })
+            .await;
+        let mut lines = copied.map_err(|e| {
+            format!(
+                "copying {}: {}",
+                self.progress.table,
+                e.as_db_error()
+                    .map(|d| d.message().to_owned())
+                    .unwrap_or_else(|| e.to_string())
+            )
+        })?;
+        end.map_err(|e| e.to_string())?;
+        let more = lines.len() > limit;
+        lines.truncate(limit);
+        let bytes: usize = lines.iter().map(|l| l.len()).sum();
+        let mut rows = Vec::with_capacity(lines.len());
+        let mut scratch = Vec::new();
+        let mut upper = None;
+        let n = lines.len();
+        for (i, line) in lines.iter().enumerate() {
+            let (row, key_text) = typed_row(&desc.table, &desc.key, line)
+                .map_err(|e| format!("{}: {e}", self.progress.table))?;
+            if i + 1 == n {
+                upper = Some(
+                    key_text
+                        .into_iter()
+                        .map(|k| {
+                            k.map(|b| String::from_utf8_lossy(&b).into_owned())
+                                .unwrap_or_default()
+                        })
+                        .collect(),
+                );
+            }
+            let h = key_hash(&desc.table, &desc.key, &row, &mut scratch)
+                .ok_or_else(|| format!("{}: a key value is missing", self.progress.table))?;
+            rows.push((h, row));
+        }
+        // The table's last row is in the range that runs to the table's end.
+        let last = if more || job.range_hi.is_some() {
+            None
+        } else {
+            rows.last().map(|(h, _)| *h)
+        };
+        Ok((
+            Chunk {
+                seq,
+                snapshot: u32::try_from(job.snapshot).unwrap_or(u32::MAX),
+                table: Arc::clone(&desc.table),
+                rows,
+                last,
+                bytes,
+            },
+            upper,
+            more,
+            bytes,
+        ))
+    }
+
+    async fn watermark(&self, client: &tokio_postgres::Client, w: Watermark) -> Result<(), String> {
+        let content = w.content(&self.setup.slot, self.nonce);
+        // Its own transaction (the session's copies are read-only).
+        client
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_logical_emit_message(true, {}, {}); COMMIT",
+                quote_literal(WATERMARK_PREFIX),
+                quote_literal(&content)
+            ))
+            .await
+            .map_err(|e| format!("writing a snapshot watermark: {e}"))
+    }
+}

@@ -38,7 +38,7 @@ fn write_cfg(dir: &tempfile::TempDir, dsn: &str, slot: &str, body: &str) -> std:
     std::fs::write(
         &path,
         format!(
-            "[source]\ndsn = \"{dsn}\"\nslot = \"{slot}\"\npublication = \"p\"\nstatus_interval_secs = 1\n\n{body}"
+            "[source]\ndsn = \"{dsn}\"\nslot = \"{slot}\"\npublication = \"p\"\nstatus_interval_secs = 1\n\n[source.snapshot]\nmode = \"never\"\n\n{body}"
         ),
     )
     .unwrap();

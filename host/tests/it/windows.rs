@@ -62,7 +62,8 @@ fn proxied_dsn(db: &TestDb, proxy: &Proxy) -> String {
     )
 }
 
-/// `dir/<name>.toml`: source (status every second), `extra` `[pipeline]` keys, sinks.
+/// `dir/<name>.toml`: source (status every second, no initial snapshot: the tests see only
+/// the changes they make), `pipeline` keys, sinks.
 fn write_cfg(
     dir: &tempfile::TempDir,
     name: &str,
@@ -75,7 +76,7 @@ fn write_cfg(
     std::fs::write(
         &path,
         format!(
-            "[source]\ndsn = \"{dsn}\"\nslot = \"{slot}\"\npublication = \"p\"\nstatus_interval_secs = 1\n\n[pipeline]\n{pipeline}\n\n{sinks}"
+            "[source]\ndsn = \"{dsn}\"\nslot = \"{slot}\"\npublication = \"p\"\nstatus_interval_secs = 1\n\n[source.snapshot]\nmode = \"never\"\n\n[pipeline]\n{pipeline}\n\n{sinks}"
         ),
     )
     .unwrap();

@@ -32,7 +32,12 @@ pub(crate) async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 }
 
 /// Polls `path` until it answers `code` (deadline: WAIT); returns the body.
-async fn wait_status(addr: SocketAddr, path: &str, code: u16, host: &mut HostProcess) -> String {
+pub(crate) async fn wait_status(
+    addr: SocketAddr,
+    path: &str,
+    code: u16,
+    host: &mut HostProcess,
+) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
         let got = get(addr, path).await;

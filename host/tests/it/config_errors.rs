@@ -6,7 +6,6 @@
 //! Run with `--nocapture` to print the table (case, position, message).
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::*;
 use cdc_test_harness as harness;
@@ -290,7 +289,7 @@ fn run_case(dir: &Path, n: usize, case: &Case) -> (Vec<String>, String) {
         Input::Missing => {}
         Input::Dir => std::fs::create_dir(&path).unwrap(),
     }
-    let out = Command::new(BIN)
+    let out = cdc_test_harness::host_command(BIN)
         .arg("check")
         .arg(&path)
         .current_dir(dir)

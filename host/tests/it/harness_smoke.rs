@@ -25,8 +25,18 @@ async fn server_settings_and_fresh_dbs() {
 
     let ca = a.client().await;
     assert_eq!(show(&ca, "wal_level").await, "logical");
-    assert_eq!(show(&ca, "max_replication_slots").await, "20");
-    assert_eq!(show(&ca, "max_wal_senders").await, "20");
+    assert_eq!(show(&ca, "max_replication_slots").await, "100");
+    assert_eq!(show(&ca, "max_wal_senders").await, "100");
+    // A test holds at most a few slots and walsenders at once (the held-slot tests: two
+    // hosts, one slot): the shared server must have room for every test thread doing so.
+    let threads: usize = std::env::var("RUST_TEST_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    assert!(
+        threads * 4 <= 100,
+        "{threads} test threads could hold more than 100 slots/walsenders of the shared server"
+    );
     assert_eq!(show(&ca, "fsync").await, "off");
     assert_eq!(show(&ca, "synchronous_commit").await, "off");
     assert_eq!(show(&ca, "full_page_writes").await, "off");

@@ -183,3 +183,87 @@ async fn failing(cfg: &std::path::Path) -> String {
     assert!(!st.success());
     host.stderr()
 }
+
+/// Whether the walsender of `slot` runs over TLS (waits for it to appear).
+async fn walsender_ssl(db: &harness::TestDb, slot: &str) -> bool {
+    let client = db.client().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = client
+            .query(
+                "SELECT s.ssl FROM pg_replication_slots sl JOIN pg_stat_ssl s ON s.pid = sl.active_pid WHERE sl.slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap();
+        if let Some(r) = rows.first() {
+            return r.get(0);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{slot}: no walsender in pg_stat_ssl"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `prefer` (the default) and `allow` against a server without TLS: plain connections that
+/// stream (libpq falls back the same way); `allow` against a server with TLS streams too.
+/// `sslrootcert=system` verifies against the system store: a certificate from a private CA
+/// is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_and_allow_without_server_tls_and_system_roots() {
+    let plain = harness::server().fresh_db("notls_ok").await;
+    plain
+        .exec("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE t")
+        .await;
+    for (i, mode) in ["prefer", "allow"].into_iter().enumerate() {
+        let slot = format!("s_notls_{mode}");
+        let dsn = format!(
+            "postgres://postgres@127.0.0.1:{}/{}?sslmode={mode}",
+            plain.port(),
+            plain.name
+        );
+        let (_d, cfg) = config(&dsn, &slot, "p", "");
+        let mut host = start_host(&plain, &cfg, &slot).await;
+        assert!(
+            !walsender_ssl(&plain, &slot).await,
+            "{mode}: plain expected"
+        );
+        plain.exec(&format!("INSERT INTO t VALUES ({i})")).await;
+        let out = wait_json(&mut host, 1).await;
+        assert_eq!(out[0]["after"]["id"], i as i64, "{mode}");
+        stop_clean(&mut host).await;
+    }
+
+    let pki = pki();
+    let server = PgServer::start().unwrap();
+    server.enable_tls(&pki.cert_pem, &pki.key_pem).unwrap();
+    let db = server.fresh_db("tls_more").await;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE t")
+        .await;
+    let dsn = |host: &str, query: &str| {
+        format!(
+            "postgres://postgres@{host}:{}/{}?{query}",
+            db.port(),
+            db.name
+        )
+    };
+    let (_d, cfg) = config(&dsn("127.0.0.1", "sslmode=allow"), "s_allow_tls", "p", "");
+    let mut host = start_host(&db, &cfg, "s_allow_tls").await;
+    db.exec("INSERT INTO t VALUES (1)").await;
+    assert_eq!(wait_json(&mut host, 1).await[0]["after"]["id"], 1);
+    stop_clean(&mut host).await;
+
+    let (_d, cfg) = config(
+        &dsn("localhost", "sslmode=verify-full&sslrootcert=system"),
+        "s_system",
+        "p",
+        "",
+    );
+    let err = failing(&cfg).await;
+    assert!(
+        err.contains("TLS handshake with localhost") && err.contains("invalid peer certificate"),
+        "the private CA is not in the system store: {err}"
+    );
+}

@@ -2,7 +2,6 @@
 //! `scripts/build-guests` (the test command builds them first).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 
@@ -204,30 +203,55 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
         .await;
     wait_json(&mut host, 1).await;
     case.wait_confirmed_to_now().await;
+    // Where the poison's commit ends, exactly: read back through a second slot (created
+    // before it) rather than from the end of WAL, which other work moves on. A host that
+    // confirmed the poison would confirm at least there; while the poison was still being
+    // written, the host was idle and may legitimately confirm keepalive positions inside it.
+    db.exec("SELECT pg_create_logical_replication_slot('peek_loop', 'pgoutput')")
+        .await;
     db.exec("INSERT INTO users VALUES (2, 'b@x', '2', 'boom')")
         .await;
-    let started = std::time::Instant::now();
+    // (Decoded up to the flushed WAL only: the commit is asynchronous, so poll.)
+    let peek = db.client().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let poison: String = loop {
+        let row = peek
+            .query_opt(
+                "SELECT lsn::text FROM pg_logical_slot_peek_binary_changes('peek_loop', NULL, NULL, \
+                 'proto_version', '1', 'publication_names', 'p') WHERE get_byte(data, 0) = 67 LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            break row.get(0);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poison never decoded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let err = wait_failure(&mut host).await;
     assert!(
         err.contains("transform spin: deadline of 200 ms exceeded on a batch of 1 change (the call was interrupted): raise `timeout_ms` in its [[transforms]] entry"),
         "{err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(20));
     // Only the first change was emitted, and the slot is not confirmed past the poison.
     assert_eq!(host.stdout_lines().len(), 1);
     let below: bool = db
         .client()
         .await
         .query_one(
-            "SELECT confirmed_flush_lsn < pg_current_wal_insert_lsn() FROM pg_replication_slots WHERE slot_name = $1",
-            &[&case.slot],
+            "SELECT confirmed_flush_lsn < $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+            &[&case.slot, &poison],
         )
         .await
         .unwrap()
         .get(0);
     assert!(
         below,
-        "the slot must not be confirmed past the poisoned batch"
+        "the slot must not be confirmed past the poisoned transaction (its commit ends at {poison})"
     );
 }
 
@@ -380,7 +404,7 @@ async fn init_rejection_stops_check_and_run() {
         &[("mode", "reject-init")],
     );
     let case = Case::users("tx_init", &body).await;
-    let out = std::process::Command::new(BIN)
+    let out = cdc_test_harness::host_command(BIN)
         .arg("check")
         .arg(&case.cfg)
         .output()
@@ -641,7 +665,7 @@ fn check_explains_modules_that_are_not_transforms() {
             ),
         )
         .unwrap();
-        let out = std::process::Command::new(BIN)
+        let out = cdc_test_harness::host_command(BIN)
             .arg("check")
             .arg(&cfg)
             .output()
@@ -678,7 +702,7 @@ fn check_refuses_a_named_cache_others_can_write_and_skips_an_unsafe_default() {
         .unwrap();
     };
     let check = |env: &[(&str, &Path)]| {
-        let mut cmd = std::process::Command::new(BIN);
+        let mut cmd = cdc_test_harness::host_command(BIN);
         cmd.arg("check")
             .arg(&cfg)
             .env_remove("CDC_HOST_MODULE_CACHE")
@@ -742,7 +766,7 @@ fn transform_cli_replays_recorded_changes() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = cdc_test_harness::host_command(BIN)
         .args(["transform"])
         .arg(guest("rust", "mask-columns"))
         .arg("--input")
@@ -774,7 +798,7 @@ fn transform_cli_replays_recorded_changes() {
     assert_eq!(lines[1]["after"], json!({"id": 1, "email": "kept"}));
     assert_eq!(lines[0]["commit_ts"], "2024-05-06T07:08:09.123456+00:00");
     // A module that rejects its config: one clear line, non-zero exit.
-    let out = std::process::Command::new(BIN)
+    let out = cdc_test_harness::host_command(BIN)
         .args(["transform"])
         .arg(guest("rust", "mask-columns"))
         .arg("--input")

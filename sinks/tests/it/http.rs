@@ -9,7 +9,7 @@ use cdc_sinks::{EncodedBatch, Message, Sink, SinkError};
 use cdc_test_harness::http_receiver::{status, Receiver, Reply};
 
 /// Upper bound for any single test.
-const TEST_LIMIT: Duration = Duration::from_secs(30);
+const TEST_LIMIT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------
 // Helpers

@@ -36,8 +36,10 @@ impl HostProcess {
         Self::spawn_with(bin, &args, &[])
     }
 
-    /// `bin <args...>` with extra environment variables (the rest of the
-    /// environment is inherited; `RUST_BACKTRACE=1` unless set).
+    /// `bin <args...>` with extra environment variables. The rest of the environment is
+    /// inherited, except what would change what a test sees: `RUST_LOG` is set to `info`
+    /// (tests wait for info lines) and `CDC_HOST_MODULE_CACHE` is removed (each test's
+    /// config names its module cache) unless `env` sets them; `RUST_BACKTRACE=1` unless set.
     pub fn spawn_with(
         bin: impl AsRef<Path>,
         args: &[&OsStr],
@@ -58,6 +60,8 @@ impl HostProcess {
         if std::env::var_os("RUST_BACKTRACE").is_none() {
             cmd.env("RUST_BACKTRACE", "1");
         }
+        cmd.env("RUST_LOG", "info")
+            .env_remove("CDC_HOST_MODULE_CACHE");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -248,6 +252,15 @@ impl Drop for HostProcess {
             }
         }
     }
+}
+
+/// `bin` as a blocking [`std::process::Command`] with the environment [`HostProcess`] gives
+/// it: `RUST_LOG=info`, no `CDC_HOST_MODULE_CACHE` (set them on the command to override).
+pub fn host_command(bin: impl AsRef<Path>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin.as_ref());
+    cmd.env("RUST_LOG", "info")
+        .env_remove("CDC_HOST_MODULE_CACHE");
+    cmd
 }
 
 fn read_complete_lines(path: &Path) -> Vec<String> {

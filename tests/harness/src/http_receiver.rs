@@ -11,8 +11,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-/// How long to wait for the next request before failing.
-pub const WAIT: Duration = Duration::from_secs(10);
+/// How long to wait for the next request before failing: generous, since it only bounds
+/// how long a broken test hangs (a restarted host on a loaded machine may take seconds).
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// One request as received.
 #[derive(Debug, Clone)]
@@ -53,6 +54,24 @@ pub enum Reply {
     Hang(Duration),
     /// Wait this long, then answer 200 (a slow endpoint).
     Delay(Duration),
+    /// Run the action (a fault injected at this exact point: e.g. hold a proxy, kill a
+    /// process), then answer with the reply.
+    After(Action, Box<Reply>),
+}
+
+/// Something a test does inside the receiver, right before it answers (see [`Reply::After`]).
+#[derive(Clone)]
+pub struct Action(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Action(..)")
+    }
+}
+
+/// `action()`, then `reply`.
+pub fn after(action: impl Fn() + Send + Sync + 'static, reply: Reply) -> Reply {
+    Reply::After(Action(Arc::new(action)), Box::new(reply))
 }
 
 pub fn status(code: u16) -> Reply {
@@ -219,13 +238,17 @@ where
         if stream.read_exact(&mut body).await.is_err() {
             return;
         }
-        let reply = shared
+        let mut reply = shared
             .script
             .lock()
             .unwrap()
             .pop_front()
             .or_else(|| shared.default.lock().unwrap().clone())
             .unwrap_or_else(|| status(200));
+        while let Reply::After(Action(action), then) = reply {
+            action();
+            reply = *then;
+        }
         let _ = tx.send(Recorded {
             method,
             path,
@@ -268,6 +291,7 @@ where
                 tokio::time::sleep(d).await;
                 return;
             }
+            Reply::After(..) => unreachable!("unwrapped above"),
         }
     }
 }

@@ -39,7 +39,7 @@ pub mod proxy;
 mod util;
 
 pub use heavy::heavy;
-pub use host::{write_config, HostProcess};
+pub use host::{host_command, write_config, HostProcess};
 pub use pg::{
     confirmed_flush_lsn, current_wal_lsn, pg_err, server, try_connect, wait_confirmed_to_now,
     wait_for_confirmed_flush, PgServer, TestDb,

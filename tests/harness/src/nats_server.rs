@@ -60,21 +60,26 @@ impl NatsServer {
         self.wait_ready();
     }
 
+    /// Ready = our own child (not some other process that took the port we released) logged
+    /// "Server is ready" (its log lines start with `[<pid>]`) and accepts connections.
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let pid = self.child.as_ref().unwrap().id();
+        let ready = format!("[{pid}] ");
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let logged = log
+                .lines()
+                .any(|l| l.starts_with(&ready) && l.contains("Server is ready"));
+            if logged && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "nats-server exited ({status}):\n{}",
-                    std::fs::read_to_string(self.log_path()).unwrap_or_default()
-                );
+                panic!("nats-server exited ({status}):\n{log}");
             }
             assert!(
                 Instant::now() < deadline,
-                "nats-server did not start in 20 s"
+                "nats-server (pid {pid}) not ready in 60 s:\n{log}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }

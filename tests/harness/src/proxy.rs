@@ -7,6 +7,12 @@
 //! * [`Proxy::set_refusing`] / [`Proxy::refuse_for`]: new connections are accepted and
 //!   reset at once, before a byte is forwarded (the client sees its connection reset during
 //!   the startup handshake).
+//! * [`Proxy::hold_upstream`] / [`Proxy::release_upstream`]: client→server bytes are read but
+//!   kept instead of forwarded (on every connection, also new ones) until released; a
+//!   [`Proxy::cut`] meanwhile drops them. With the host's replication connection behind it,
+//!   this holds back its standby status updates: a test can let a sink acknowledge and know
+//!   that the confirmation has not reached Postgres ([`Proxy::held_status_flushes`] shows the
+//!   flush positions the host tried to confirm).
 //! * [`Proxy::start_tampering`]: the server→client direction is parsed as Postgres backend
 //!   messages (type byte + big-endian i32 length that counts itself) and each message goes
 //!   through the hook before it is forwarded; the length is recomputed from what the hook
@@ -65,6 +71,11 @@ struct Shared {
     /// Bumped by `cut`: every connection task watches it.
     cuts: watch::Sender<u64>,
     refuse_until: Mutex<Option<Instant>>,
+    /// While true, client→server bytes are kept, not forwarded.
+    hold: watch::Sender<bool>,
+    /// Every client→server byte, per connection (in accept order), and whether it was read
+    /// while holding.
+    upstream: Mutex<Vec<Vec<(bool, u8)>>>,
     accepted: AtomicUsize,
     refused: AtomicUsize,
     live: AtomicUsize,
@@ -117,6 +128,8 @@ impl Proxy {
             tamper,
             cuts: watch::channel(0).0,
             refuse_until: Mutex::new(None),
+            hold: watch::channel(false).0,
+            upstream: Mutex::new(Vec::new()),
             accepted: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
@@ -150,6 +163,47 @@ impl Proxy {
     /// Resets new connections for the next `d`, then accepts them again.
     pub fn refuse_for(&self, d: Duration) {
         *self.shared.refuse_until.lock().unwrap() = Some(Instant::now() + d);
+    }
+
+    /// From now on, client→server bytes are read but not forwarded (every connection, new
+    /// ones too) until [`Self::release_upstream`]; a [`Self::cut`] drops what is held.
+    pub fn hold_upstream(&self) {
+        self.shared.hold.send_replace(true);
+    }
+
+    /// Forwards what was held (on connections still open) and stops holding.
+    pub fn release_upstream(&self) {
+        self.shared.hold.send_replace(false);
+    }
+
+    /// The `flush` positions of every standby status update (`CopyData` `'r'`) clients
+    /// sent through the proxy, in order per connection, each with whether it was held.
+    pub fn status_flushes(&self) -> Vec<(u64, bool)> {
+        // CopyData 'd', length 38 (itself + 34), 'r', write (8), flush (8), apply (8),
+        // time (8), reply requested (1).
+        const HEAD: [u8; 6] = [b'd', 0, 0, 0, 38, b'r'];
+        const LEN: usize = 6 + 33;
+        let upstream = self.shared.upstream.lock().unwrap();
+        let mut out = Vec::new();
+        for bytes in upstream.iter() {
+            let mut i = 0;
+            while i + LEN <= bytes.len() {
+                if bytes[i..i + 6].iter().map(|b| b.1).eq(HEAD) {
+                    let flush: Vec<u8> = bytes[i + 14..i + 22].iter().map(|b| b.1).collect();
+                    out.push((u64::from_be_bytes(flush.try_into().unwrap()), bytes[i].0));
+                    i += LEN;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// The `flush` positions of the standby status updates held (see [`Self::hold_upstream`]).
+    pub fn held_status_flushes(&self) -> Vec<u64> {
+        let all = self.status_flushes();
+        all.into_iter().filter(|f| f.1).map(|f| f.0).collect()
     }
 
     /// Connections accepted and forwarded so far.
@@ -188,10 +242,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     drop(client);
                     continue;
                 }
-                shared.accepted.fetch_add(1, Ordering::SeqCst);
+                let conn = shared.accepted.fetch_add(1, Ordering::SeqCst);
+                shared.upstream.lock().unwrap().push(Vec::new());
                 // Subscribed before anything else: a cut from now on reaches this connection.
                 let cut = shared.cuts.subscribe();
-                conns.spawn(forward(client, shared.clone(), cut));
+                conns.spawn(forward(client, shared.clone(), cut, conn));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
@@ -207,7 +262,12 @@ impl Drop for LiveGuard<'_> {
     }
 }
 
-async fn forward(mut client: TcpStream, shared: Arc<Shared>, mut cut: watch::Receiver<u64>) {
+async fn forward(
+    mut client: TcpStream,
+    shared: Arc<Shared>,
+    mut cut: watch::Receiver<u64>,
+    conn: usize,
+) {
     shared.live.fetch_add(1, Ordering::SeqCst);
     let _live = LiveGuard(&shared.live);
     let _ = client.set_nodelay(true);
@@ -227,7 +287,39 @@ async fn forward(mut client: TcpStream, shared: Arc<Shared>, mut cut: watch::Rec
         let (mut cr, mut cw) = client.split();
         let (sr, mut sw) = server.split();
         let upstream = async {
-            tokio::io::copy(&mut cr, &mut sw).await?;
+            let mut hold = shared.hold.subscribe();
+            let mut buf = vec![0u8; 64 * 1024];
+            // Read while holding, kept here until released (or dropped by a cut).
+            let mut kept: Vec<u8> = Vec::new();
+            loop {
+                tokio::select! {
+                    r = cr.read(&mut buf) => {
+                        let n = r?;
+                        if n == 0 {
+                            break;
+                        }
+                        let held = *hold.borrow();
+                        shared.upstream.lock().unwrap()[conn]
+                            .extend(buf[..n].iter().map(|b| (held, *b)));
+                        if held {
+                            kept.extend_from_slice(&buf[..n]);
+                        } else {
+                            sw.write_all(&buf[..n]).await?;
+                        }
+                    }
+                    Ok(()) = hold.changed() => {
+                        if !*hold.borrow_and_update() && !kept.is_empty() {
+                            sw.write_all(&kept).await?;
+                            kept.clear();
+                        }
+                    }
+                }
+            }
+            if *hold.borrow() {
+                // The client is gone; what it sent last stays held (never forwarded).
+                std::future::pending::<()>().await;
+            }
+            sw.write_all(&kept).await?;
             sw.shutdown().await
         };
         let downstream = async {

@@ -13,6 +13,7 @@ enum Mode {
     Panic,
     Error,
     Headers,
+    Sandbox,
 }
 
 struct Misbehave {
@@ -32,6 +33,7 @@ impl Transform for Misbehave {
             "panic" => Mode::Panic,
             "error" => Mode::Error,
             "headers" => Mode::Headers,
+            "sandbox" => Mode::Sandbox,
             "reject-init" => return Err("misbehave: config rejected".into()),
             other => return Err(format!("misbehave: unknown mode `{other}`")),
         };
@@ -60,11 +62,19 @@ impl Transform for Misbehave {
                 }
             }
         }
+        if self.mode == Mode::Sandbox {
+            let probes = sandbox_probes(&self.config);
+            for c in &mut changes {
+                for (k, v) in &probes {
+                    c.add_header(format!("x-probe-{k}"), v);
+                }
+            }
+        }
         if !self.triggered(&changes) {
             return Ok(changes);
         }
         match self.mode {
-            Mode::Ok | Mode::Headers => Ok(changes),
+            Mode::Ok | Mode::Headers | Mode::Sandbox => Ok(changes),
             Mode::Error => Err("misbehave: asked to fail".into()),
             Mode::Panic => panic!("misbehave: asked to panic"),
             Mode::Loop => {
@@ -94,6 +104,36 @@ impl Misbehave {
         let mut values = changes.iter().flat_map(|c| c.after.iter().flatten());
         values.any(|col| col.value.as_text() == Some(trigger))
     }
+}
+
+/// What the guest can reach outside its batch: each probe's outcome, `ok…` or `err:<kind>`.
+fn sandbox_probes(config: &Config) -> Vec<(&'static str, String)> {
+    fn outcome<T>(r: std::io::Result<T>) -> String {
+        match r {
+            Ok(_) => "ok".into(),
+            Err(e) => format!("err:{:?}", e.kind()),
+        }
+    }
+    let file = config.get_or("file", "/etc/passwd");
+    let connect = config.get_or("connect", "127.0.0.1:1");
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    vec![
+        ("fs-root", outcome(std::fs::read_dir("/"))),
+        ("fs-cwd", outcome(std::fs::read_dir("."))),
+        ("fs-read", outcome(std::fs::read(file))),
+        ("fs-write", outcome(std::fs::write("misbehave-probe", b"x"))),
+        ("env", std::env::vars().count().to_string()),
+        ("args", std::env::args().count().to_string()),
+        ("tcp", outcome(std::net::TcpStream::connect(connect))),
+        ("udp", outcome(std::net::UdpSocket::bind("127.0.0.1:0"))),
+        (
+            "dns",
+            outcome(std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 80))),
+        ),
+        ("clock", clock.to_string()),
+    ]
 }
 
 cdc_guest::export!(Misbehave);

@@ -411,8 +411,9 @@ impl PgServer {
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{dir}'\n\
              wal_level = logical\n\
-             max_replication_slots = 20\n\
-             max_wal_senders = 20\n\
+             max_connections = 300\n\
+             max_replication_slots = 100\n\
+             max_wal_senders = 100\n\
              fsync = off\n\
              synchronous_commit = off\n\
              full_page_writes = off\n\

@@ -15,10 +15,13 @@
 //! that fails the pipeline or dead-letters the changes. Requests before it in the batch
 //! were delivered; none after it was sent.
 //!
-//! Every request carries an `Idempotency-Key` that is the same on each retry and after a
-//! crash and replay: the change id for a request holding one change, `<first id>..<last id>`
-//! for a request holding several (ids are fixed-width and derived from WAL positions, and the
-//! split of a batch depends only on its payloads and the options).
+//! Every request carries an `Idempotency-Key`: the change id for a request holding one
+//! change, `<first id>..<last id>` for a request holding several. It is the same on each
+//! retry, and after a crash whenever the replay groups the same changes into one request
+//! (the split of a batch depends only on its payloads and the options, but batches form as
+//! changes arrive, so a restarted backlog may group differently): receivers that must not
+//! apply a change twice deduplicate per change, on each change's `id` (also listed in
+//! `Cdc-Change-Ids` while that header stays small).
 //!
 //! [`Sink::deliver`]: crate::Sink::deliver
 //! [`SinkError::Rejected`]: crate::SinkError::Rejected

@@ -109,6 +109,24 @@ where
     }
 }
 
+/// Waits until `sql` (one bigint, maybe NULL) counts some rows done.
+async fn wait_rows_done(client: &tokio_postgres::Client, host: &mut HostProcess, sql: &str) {
+    poll(host, WAIT, "no rows done", || async {
+        let done = client
+            .query_one(sql, &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get::<_, Option<i64>>(0)
+            .unwrap_or(0);
+        if done > 0 {
+            Ok(())
+        } else {
+            Err(format!("{done} rows done"))
+        }
+    })
+    .await
+}
+
 /// Waits until every snapshot row of `slot` is in a final state; returns them.
 async fn wait_snapshots_done(
     db: &TestDb,
@@ -458,23 +476,12 @@ async fn cancel_stops_a_running_backfill() {
     assert!(ok, "{out}{err}");
     // Running, some rows through: cancel it.
     let client = db.client().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let done: i64 = client
-            .query_one("SELECT sum(rows_done)::bigint FROM cdc_host.snapshots", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if done > 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}",
-            host.stderr_tail(30)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_rows_done(
+        &client,
+        &mut host,
+        "SELECT sum(rows_done)::bigint FROM cdc_host.snapshots",
+    )
+    .await;
     let (ok, out, err) = backfill_cli(&cfg, &["--cancel"]);
     assert!(ok && out.contains("cancelled 1 table"), "{out}{err}");
     host.wait_for_stderr("snapshot cancelled", WAIT)
@@ -775,21 +782,12 @@ async fn truncate_or_drop_during_a_backfill() {
         assert!(ok, "{out}{err}");
     }
     let client = db.client().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while client
-        .query_one(
-            "SELECT min(n)::bigint FROM (SELECT sum(rows_done) n FROM cdc_host.snapshots GROUP BY table_name) x",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get::<_, Option<i64>>(0)
-        .unwrap_or(0)
-        == 0
-    {
-        assert!(tokio::time::Instant::now() < deadline, "{}", host.stderr_tail(30));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_rows_done(
+        &client,
+        &mut host,
+        "SELECT min(n)::bigint FROM (SELECT sum(rows_done) n FROM cdc_host.snapshots GROUP BY table_name) x",
+    )
+    .await;
     db.exec("TRUNCATE t; INSERT INTO t VALUES (7, 'after')")
         .await;
     db.exec("DROP TABLE gone").await;

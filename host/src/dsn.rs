@@ -1,9 +1,15 @@
 //! Connection strings: libpq URL (`postgres://…`) and `key=value` forms.
 //!
 //! `tokio_postgres::Config` parses both forms, but knows only three of libpq's six
-//! `sslmode`s and rejects `sslrootcert`. We lift the TLS keys out ourselves, let
-//! tokio-postgres parse the rest (hosts, ports, user, percent-decoding …), and keep one
-//! [`ConnParams`] that both the replication transport and the control plane use.
+//! `sslmode`s, rejects `sslrootcert` and knows only two `target_session_attrs`. We lift
+//! those keys out ourselves, let tokio-postgres parse the rest (hosts, ports, user,
+//! percent-decoding …), and keep one [`ConnParams`] that both the replication transport and
+//! the control plane use.
+//!
+//! Several hosts (`host=a,b port=5432,5433`, `postgres://u@a:5432,b:5433/db`) are tried in
+//! order, as libpq does, until one fits `target_session_attrs`: after a failover the
+//! promoted standby is found again without a config change ([`ConnParams::for_host`] gives
+//! one host's parameters; the source picks the host).
 //!
 //! A leaf: `config` parses `source.dsn` with it and `source` connects with the result, so
 //! neither has to import the other for it.
@@ -55,6 +61,40 @@ impl SslMode {
     }
 }
 
+/// libpq's `target_session_attrs`, the values that make sense for a replication source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TargetSessionAttrs {
+    /// The first host that accepts the connection (libpq's default).
+    #[default]
+    Any,
+    /// A host whose sessions are read-write (`transaction_read_only` off).
+    ReadWrite,
+    /// A host that is not in recovery (not a standby).
+    Primary,
+}
+
+impl FromStr for TargetSessionAttrs {
+    type Err = DsnError;
+    fn from_str(s: &str) -> Result<Self, DsnError> {
+        Ok(match s {
+            "any" => TargetSessionAttrs::Any,
+            "read-write" => TargetSessionAttrs::ReadWrite,
+            "primary" => TargetSessionAttrs::Primary,
+            other => return Err(DsnError::TargetSessionAttrs(other.to_owned())),
+        })
+    }
+}
+
+impl fmt::Display for TargetSessionAttrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TargetSessionAttrs::Any => "any",
+            TargetSessionAttrs::ReadWrite => "read-write",
+            TargetSessionAttrs::Primary => "primary",
+        })
+    }
+}
+
 /// What is wrong with a connection string. Never contains the password.
 #[derive(Debug, thiserror::Error)]
 pub enum DsnError {
@@ -70,13 +110,21 @@ pub enum DsnError {
     UnixSocket(String),
     #[error("connection string names no user")]
     NoUser,
+    #[error("invalid target_session_attrs {0:?}: expected any, read-write or primary (a standby cannot be a logical replication source that survives a failover)")]
+    TargetSessionAttrs(String),
+    #[error("connection string names {hosts} hosts but {ports} ports: give one port for all, or one per host")]
+    PortCount { hosts: usize, ports: usize },
 }
 
 /// Everything needed to open a connection, parsed once.
 #[derive(Clone)]
 pub struct ConnParams {
+    /// The first host (the one [`ConnParams::for_host`] picked, once the source chose).
     pub host: String,
     pub port: u16,
+    /// Every host with its port, in the order given (libpq tries them in order).
+    pub hosts: Vec<(String, u16)>,
+    pub target_session_attrs: TargetSessionAttrs,
     pub user: String,
     pub password: Option<Vec<u8>>,
     pub dbname: String,
@@ -93,8 +141,8 @@ impl fmt::Debug for ConnParams {
     /// Redacts the password: connection parameters end up in logs and errors.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnParams")
-            .field("host", &self.host)
-            .field("port", &self.port)
+            .field("hosts", &self.hosts)
+            .field("target_session_attrs", &self.target_session_attrs)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("dbname", &self.dbname)
@@ -122,31 +170,53 @@ impl FromStr for ConnParams {
         let (rest, tls) = split_tls_params(dsn)?;
         let mut ssl_mode = SslMode::Prefer;
         let mut ssl_root_cert = None;
+        let mut target_session_attrs = TargetSessionAttrs::Any;
         for (k, v) in tls {
             match k.as_str() {
                 "sslmode" => ssl_mode = v.parse()?,
                 "sslrootcert" => ssl_root_cert = Some(PathBuf::from(v)),
+                "target_session_attrs" => target_session_attrs = v.parse()?,
                 _ => {}
             }
         }
         let pg_config = tokio_postgres::Config::from_str(&rest).map_err(|e| parse_error(&e))?;
-        let host = match pg_config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            #[cfg(unix)]
-            Some(tokio_postgres::config::Host::Unix(p)) => {
-                return Err(DsnError::UnixSocket(p.display().to_string()))
+        let mut names = Vec::new();
+        for h in pg_config.get_hosts() {
+            match h {
+                tokio_postgres::config::Host::Tcp(h) => names.push(h.clone()),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(p) => {
+                    return Err(DsnError::UnixSocket(p.display().to_string()))
+                }
             }
-            None => return Err(DsnError::NoHost),
-        };
-        let port = pg_config.get_ports().first().copied().unwrap_or(5432);
-        if pg_config.get_ports().contains(&0) {
+        }
+        if names.is_empty() {
+            return Err(DsnError::NoHost);
+        }
+        let ports = pg_config.get_ports();
+        if ports.contains(&0) {
             return Err(DsnError::Parse(PORT_RANGE.into()));
         }
+        // libpq: no port = 5432 everywhere, one port for every host, else one per host.
+        let hosts: Vec<(String, u16)> = match ports.len() {
+            0 => names.into_iter().map(|h| (h, 5432)).collect(),
+            1 => names.into_iter().map(|h| (h, ports[0])).collect(),
+            n if n == names.len() => names.into_iter().zip(ports.iter().copied()).collect(),
+            n => {
+                return Err(DsnError::PortCount {
+                    hosts: names.len(),
+                    ports: n,
+                })
+            }
+        };
+        let (host, port) = hosts[0].clone();
         let user = pg_config.get_user().ok_or(DsnError::NoUser)?.to_owned();
         let dbname = pg_config.get_dbname().unwrap_or(&user).to_owned();
         Ok(ConnParams {
             host,
             port,
+            hosts,
+            target_session_attrs,
             password: pg_config.get_password().map(<[u8]>::to_vec),
             dbname,
             ssl_mode,
@@ -159,6 +229,43 @@ impl FromStr for ConnParams {
             user,
             pg_config,
         })
+    }
+}
+
+impl ConnParams {
+    /// The same parameters with only host `i` of [`ConnParams::hosts`] (the control
+    /// connection's tokio-postgres config too), so every connection of one session reaches
+    /// the same server.
+    pub fn for_host(&self, i: usize) -> ConnParams {
+        let (host, port) = self.hosts[i].clone();
+        let old = &self.pg_config;
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&host)
+            .port(port)
+            .user(&self.user)
+            .dbname(&self.dbname);
+        if let Some(p) = old.get_password() {
+            cfg.password(p);
+        }
+        if let Some(o) = old.get_options() {
+            cfg.options(o);
+        }
+        if let Some(a) = old.get_application_name() {
+            cfg.application_name(a);
+        }
+        if let Some(t) = old.get_connect_timeout() {
+            cfg.connect_timeout(*t);
+        }
+        cfg.keepalives(old.get_keepalives())
+            .keepalives_idle(old.get_keepalives_idle())
+            .channel_binding(old.get_channel_binding());
+        ConnParams {
+            host: host.clone(),
+            port,
+            hosts: vec![(host, port)],
+            pg_config: cfg,
+            ..self.clone()
+        }
     }
 }
 
@@ -187,10 +294,11 @@ fn parse_error(e: &tokio_postgres::Error) -> DsnError {
 
 type TlsParams = Vec<(String, String)>;
 
-/// Removes `sslmode` and `sslrootcert` from either DSN form, returning them separately.
+/// Removes `sslmode`, `sslrootcert` and `target_session_attrs` from either DSN form,
+/// returning them separately.
 fn split_tls_params(dsn: &str) -> Result<(String, TlsParams), DsnError> {
     let dsn = dsn.trim();
-    let is_tls_key = |k: &str| matches!(k, "sslmode" | "sslrootcert");
+    let is_tls_key = |k: &str| matches!(k, "sslmode" | "sslrootcert" | "target_session_attrs");
     let mut tls = Vec::new();
     if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
         let Some((base, query)) = dsn.split_once('?') else {
@@ -347,6 +455,32 @@ mod tests {
             "{e}"
         );
         assert!(!msg("host=h hunter2").contains("hunter2"));
+    }
+
+    #[test]
+    fn several_hosts_and_target_session_attrs() {
+        let p: ConnParams =
+            "host=a,b port=5432,5433 user=cdc password=pw dbname=app target_session_attrs=primary"
+                .parse()
+                .unwrap();
+        assert_eq!(p.hosts, [("a".into(), 5432), ("b".into(), 5433)]);
+        assert_eq!(p.target_session_attrs, TargetSessionAttrs::Primary);
+        let b = p.for_host(1);
+        assert_eq!((b.host.as_str(), b.port), ("b", 5433));
+        assert_eq!(b.pg_config.get_hosts().len(), 1);
+        assert_eq!(b.pg_config.get_ports(), [5433]);
+        assert_eq!(b.pg_config.get_password(), Some(&b"pw"[..]));
+        assert_eq!(b.pg_config.get_dbname(), Some("app"));
+        let u: ConnParams = "postgres://cdc@a:1,b:2/app?target_session_attrs=read-write"
+            .parse()
+            .unwrap();
+        assert_eq!(u.hosts, [("a".into(), 1), ("b".into(), 2)]);
+        assert_eq!(u.target_session_attrs, TargetSessionAttrs::ReadWrite);
+        let one_port: ConnParams = "host=a,b port=7 user=u".parse().unwrap();
+        assert_eq!(one_port.hosts, [("a".into(), 7), ("b".into(), 7)]);
+        let msg = |dsn: &str| dsn.parse::<ConnParams>().unwrap_err().to_string();
+        assert!(msg("host=a,b,c port=1,2 user=u").contains("3 hosts but 2 ports"));
+        assert!(msg("host=a user=u target_session_attrs=standby").contains("expected any"));
     }
 
     #[test]

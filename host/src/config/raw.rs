@@ -42,6 +42,8 @@ struct RawSource {
     publication: Spanned<PublicationField>,
     #[serde(default = "yes")]
     create_slot: bool,
+    #[serde(default)]
+    failover: bool,
     #[serde(default = "one")]
     proto_version: Spanned<u32>,
     #[serde(default = "spanned_default")]
@@ -73,6 +75,7 @@ impl RawConfig {
                 slot: s.slot,
                 publication: Spanned::new(span, s.publication.into_inner().0),
                 create_slot: s.create_slot,
+                failover: s.failover,
                 proto_version: s.proto_version,
                 binary: s.binary,
                 streaming: s.streaming,

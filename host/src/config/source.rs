@@ -39,6 +39,9 @@ pub struct SourceConfig {
     pub publication: Spanned<Publication>,
     /// Create the slot when it does not exist (default true).
     pub create_slot: bool,
+    /// A failover slot (Postgres ≥ 17): synchronised to standbys with
+    /// `sync_replication_slots`, so it survives a promotion (default false).
+    pub failover: bool,
     /// pgoutput protocol version, 1 to 4 (default 1).
     pub proto_version: Spanned<u32>,
     /// Ask pgoutput for binary values (not implemented yet: rejected by validation).
@@ -64,7 +67,7 @@ pub struct SourceConfig {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table with name, create and tables"
+    expecting = "a table with name, create, tables and publish_generated_columns"
 )]
 pub struct Publication {
     pub name: String,
@@ -74,6 +77,10 @@ pub struct Publication {
     /// Tables for a created publication (`schema.table`); absent = all tables.
     #[serde(default)]
     pub tables: Option<Vec<String>>,
+    /// Publish stored generated columns (Postgres ≥ 18: the publication option
+    /// `publish_generated_columns = stored`); default false, as Postgres.
+    #[serde(default)]
+    pub publish_generated_columns: bool,
 }
 
 /// `publication = "name"` or a `[source.publication]` table: both spellings land here.
@@ -93,6 +100,7 @@ impl<'de> Deserialize<'de> for PublicationField {
                     name: s.to_owned(),
                     create: false,
                     tables: None,
+                    publish_generated_columns: false,
                 }))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(

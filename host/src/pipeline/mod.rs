@@ -118,12 +118,23 @@ async fn run_once(
         Ok(c) => c,
         Err(e) => return (Err(e.into()), Some(sinks)),
     };
+    // Several hosts in the DSN: the one that fits target_session_attrs now (after a
+    // promotion, the new primary); every connection of this session goes there.
+    let ctx = source::error::Context {
+        user: &loaded.conn.user,
+        slot: loaded.config.source.slot.get_ref(),
+        publication: &loaded.publication.name,
+    };
+    let conn = match source::select_host(&loaded.conn, &ctx).await {
+        Ok(c) => c,
+        Err(e) => return (Err(e.into()), Some(sinks)),
+    };
     let settings = source::StreamSettings::new(&loaded.config.source, &loaded.config.pipeline);
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     // Snapshots and backfills: their coordinator lives as long as this connection.
     let (link, coordinator) = snapshot::worker::start(
         snapshot::worker::Setup {
-            conn: loaded.conn.clone(),
+            conn: conn.clone(),
             slot: loaded.config.source.slot.get_ref().clone(),
             publication: loaded.publication.name.clone(),
             config: loaded.config.source.snapshot.clone(),
@@ -136,7 +147,7 @@ async fn run_once(
     let opened = source::open(
         &loaded.config.source,
         &loaded.publication,
-        &loaded.conn,
+        &conn,
         settings,
         Some(link),
     )

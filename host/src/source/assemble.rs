@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::error::SourceError;
-use super::mapping::{row_from_tuple, table_from_relation, MapError};
+use super::mapping::{fill_unchanged_toast, row_from_tuple, table_from_relation, MapError};
 use super::snapshot::reconcile::{Closed, Windows};
 use super::snapshot::STATE_SCHEMA;
 use crate::change::{Before, Change, DecodingMessage, Op, ReadKey, Row, SnapshotRead, Table};
@@ -364,8 +364,11 @@ impl Assembler {
                         }
                         None => None,
                     };
-                    let after =
+                    let mut after =
                         row_from_tuple(&table, u.new).map_err(|e| value_err(e, &table, lsn))?;
+                    if let Some((Before::Full, old)) = &before {
+                        fill_unchanged_toast(old, &mut after);
+                    }
                     self.push(Op::Update, lsn, Some(table), before, Some(after));
                 }
             }

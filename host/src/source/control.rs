@@ -6,7 +6,7 @@ use tokio_postgres::{Client, NoTls};
 use super::error::{Context, PgError, SourceError};
 use super::tls;
 use super::wire::quote_ident;
-use crate::dsn::{ConnParams, SslMode};
+use crate::dsn::{ConnParams, SslMode, TargetSessionAttrs};
 use crate::lsn::Lsn;
 
 /// A connected control-plane client; the connection task runs in the background.
@@ -38,6 +38,11 @@ pub struct TypeRow {
     pub category: u8,
     pub base_type: u32,
     pub element: u32,
+    /// A composite type's relation (`typrelid`): its attributes are the fields.
+    pub relation: u32,
+    /// The input function's name (`typinput`), which tells an extension's type such as
+    /// `hstore` apart whatever its oid and schema.
+    pub input: String,
 }
 
 fn ctl(e: tokio_postgres::Error) -> SourceError {
@@ -185,11 +190,27 @@ impl Control {
         Ok(row.get::<_, i64>(0) > 0)
     }
 
-    /// `CREATE PUBLICATION name FOR ALL TABLES` or `FOR TABLE a, b`.
+    /// Whether the publication publishes stored generated columns (`pubgencols`, Postgres
+    /// ≥ 18; the caller checks the version).
+    pub async fn publishes_generated_columns(&self, name: &str) -> Result<bool, SourceError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT pubgencols::text FROM pg_publication WHERE pubname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(ctl)?;
+        Ok(row.get::<_, String>(0) == "s")
+    }
+
+    /// `CREATE PUBLICATION name FOR ALL TABLES` or `FOR TABLE a, b`, `WITH
+    /// (publish_generated_columns = stored)` when `generated`.
     pub async fn create_publication(
         &self,
         name: &str,
         tables: Option<&[String]>,
+        generated: bool,
     ) -> Result<(), SourceError> {
         let target = match tables {
             None => "FOR ALL TABLES".to_owned(),
@@ -201,7 +222,10 @@ impl Control {
                     .join(", ")
             ),
         };
-        let sql = format!("CREATE PUBLICATION {} {target}", quote_ident(name));
+        let mut sql = format!("CREATE PUBLICATION {} {target}", quote_ident(name));
+        if generated {
+            sql.push_str(" WITH (publish_generated_columns = stored)");
+        }
         self.client.batch_execute(&sql).await.map_err(|e| {
             SourceError::Setup(format!(
                 "could not create publication {name:?} ({sql}): {}; create it yourself or grant the role the right to",
@@ -235,13 +259,63 @@ impl Control {
         }))
     }
 
+    /// Why this server does not fit `target_session_attrs`, or `None` when it does.
+    pub async fn session_mismatch(
+        &self,
+        attrs: TargetSessionAttrs,
+    ) -> Result<Option<&'static str>, SourceError> {
+        let sql = match attrs {
+            TargetSessionAttrs::Any => return Ok(None),
+            TargetSessionAttrs::ReadWrite => {
+                "SELECT current_setting('transaction_read_only') = 'on'"
+            }
+            TargetSessionAttrs::Primary => "SELECT pg_is_in_recovery()",
+        };
+        let row = self.client.query_one(sql, &[]).await.map_err(ctl)?;
+        Ok(row.get::<_, bool>(0).then_some(match attrs {
+            TargetSessionAttrs::ReadWrite => "read-only",
+            _ => "a standby (in recovery)",
+        }))
+    }
+
+    /// Whether the slot is a failover slot (`pg_replication_slots.failover`, Postgres ≥ 17).
+    pub async fn slot_failover(&self, slot: &str) -> Result<bool, SourceError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT failover FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(ctl)?;
+        Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
+    /// `synchronized_standby_slots` (Postgres ≥ 17), and those of its entries that are not
+    /// physical slots on this server (a standby cannot wait for a slot that is not there).
+    pub async fn standby_slots(&self) -> Result<(String, Vec<String>), SourceError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_setting('synchronized_standby_slots'),
+                        array(SELECT s FROM unnest(string_to_array(replace(current_setting('synchronized_standby_slots'), ' ', ''), ',')) s
+                               WHERE s <> '' AND NOT EXISTS (SELECT 1 FROM pg_replication_slots r
+                                                             WHERE r.slot_name = s AND r.slot_type = 'physical'))",
+                &[],
+            )
+            .await
+            .map_err(ctl)?;
+        Ok((row.get(0), row.get(1)))
+    }
+
     /// Looks a type up by oid; `None` if it does not exist.
     pub async fn type_row(&self, oid: u32) -> Result<Option<TypeRow>, SourceError> {
         let rows = self
             .client
             .query(
-                "SELECT typname::text, typtype::text, typcategory::text, typbasetype, typelem
-                   FROM pg_type WHERE oid = $1",
+                "SELECT t.typname::text, t.typtype::text, t.typcategory::text, t.typbasetype,
+                        t.typelem, t.typrelid, p.proname::text
+                   FROM pg_type t JOIN pg_proc p ON p.oid = t.typinput WHERE t.oid = $1",
                 &[&oid],
             )
             .await
@@ -257,7 +331,24 @@ impl Control {
             category: byte(r.get(2)),
             base_type: r.get(3),
             element: r.get(4),
+            relation: r.get(5),
+            input: r.get(6),
         }))
+    }
+
+    /// A composite type's fields: `(name, type oid)` of its relation's live attributes in
+    /// order (dropped ones are left out, as `record_out` leaves them out).
+    pub async fn composite_fields(&self, relation: u32) -> Result<Vec<(String, u32)>, SourceError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT attname::text, atttypid FROM pg_attribute
+                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                &[&relation],
+            )
+            .await
+            .map_err(ctl)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
 

@@ -80,3 +80,35 @@ pub fn row_from_tuple(table: &Table, tuple: TupleData) -> Result<Row, MapError> 
     }
     Ok(Row(values))
 }
+
+/// REPLICA IDENTITY FULL: the old row of an update is complete (Postgres writes its TOASTed
+/// values inline), so a TOASTed column the update left unchanged — not sent in the new
+/// row — takes its value from the old row instead of staying unknown.
+pub fn fill_unchanged_toast(before: &Row, after: &mut Row) {
+    for (new, old) in after.0.iter_mut().zip(&before.0) {
+        if matches!(new, Value::UnchangedToast) && !matches!(old, Value::UnchangedToast) {
+            *new = old.clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_toast_is_filled_from_a_complete_old_row() {
+        let before = Row(vec![Value::Int4(1), Value::Int4(2), Value::UnchangedToast]);
+        let mut after = Row(vec![
+            Value::Int4(1),
+            Value::UnchangedToast,
+            Value::UnchangedToast,
+        ]);
+        fill_unchanged_toast(&before, &mut after);
+        // Filled where the old row knows the value; still unknown where it does not.
+        assert_eq!(
+            after.0,
+            [Value::Int4(1), Value::Int4(2), Value::UnchangedToast]
+        );
+    }
+}

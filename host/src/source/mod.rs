@@ -55,6 +55,7 @@ pub async fn open(
 ) -> Result<Replicator, SourceError> {
     let create_publication = publication.create;
     let tables = publication.tables.as_deref();
+    let generated = publication.publish_generated_columns;
     let slot = src.slot.get_ref().as_str();
     let publication = publication.name.as_str();
     let ctx = Context {
@@ -80,9 +81,28 @@ pub async fn open(
     opts.validate(major)
         .map_err(|e| SourceError::Setup(e.to_string()))?;
 
-    if !control.publication_exists(publication).await? {
+    if src.failover && major < 17 {
+        return Err(SourceError::Setup(format!(
+            "[source] failover = true needs PostgreSQL 17 or later, and this server is {major}: remove the setting. Before 17 a logical slot does not survive a failover: after a promotion, create a new slot and re-snapshot (see README, Failover)"
+        )));
+    }
+    if generated && major < 18 {
+        return Err(SourceError::Setup(format!(
+            "[source.publication] publish_generated_columns = true needs PostgreSQL 18 or later, and this server is {major}: remove the setting (generated columns are then not published), or upgrade the server"
+        )));
+    }
+    let exists = control.publication_exists(publication).await?;
+    if exists && generated && !control.publishes_generated_columns(publication).await? {
+        return Err(SourceError::Setup(format!(
+            "publication {publication:?} does not publish generated columns, but [source.publication] publish_generated_columns = true: run `ALTER PUBLICATION {} SET (publish_generated_columns = stored);`, or remove the setting",
+            quote_ident(publication)
+        )));
+    }
+    if !exists {
         if create_publication {
-            control.create_publication(publication, tables).await?;
+            control
+                .create_publication(publication, tables, generated)
+                .await?;
             tracing::info!(publication, "created publication");
         } else {
             return Err(SourceError::Setup(format!(
@@ -115,6 +135,14 @@ pub async fn open(
                     "slot {slot:?} is invalidated (wal_status = lost): the WAL it needed was removed (max_slot_wal_keep_size?). Changes were lost; re-snapshot the tables, then drop the slot with SELECT pg_drop_replication_slot('{slot}') and start again. cdc-host never recreates a slot silently."
                 )));
             }
+            if src.failover && !control.slot_failover(slot).await? {
+                wire.simple_query(
+                    &format!("ALTER_REPLICATION_SLOT {} (FAILOVER)", quote_ident(slot)),
+                    &ctx,
+                )
+                .await?;
+                tracing::info!(slot, "made the slot a failover slot");
+            }
             info.confirmed_flush_lsn.unwrap_or(Lsn::ZERO)
         }
         None if src.create_slot => {
@@ -126,8 +154,21 @@ pub async fn open(
                     .await
                     .map_err(|e| SourceError::Setup(e.to_string()))?;
             }
+            // FAILOVER exists only in the option-list syntax (Postgres ≥ 15); the plain
+            // one works on every version.
+            let options = if src.failover {
+                "(SNAPSHOT 'nothing', FAILOVER)"
+            } else {
+                "NOEXPORT_SNAPSHOT"
+            };
             let rows = wire
-                .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT", quote_ident(slot)), &ctx)
+                .simple_query(
+                    &format!(
+                        "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {options}",
+                        quote_ident(slot)
+                    ),
+                    &ctx,
+                )
                 .await?;
             let lsn = rows
                 .first()
@@ -144,6 +185,9 @@ pub async fn open(
         }
     };
 
+    if src.failover {
+        warn_unless_a_standby_waits(&control, slot).await?;
+    }
     wire.start_copy_both(&opts.command(slot, start_lsn), &ctx)
         .await?;
     tracing::info!(%conn, slot, publication, start_lsn = %start_lsn, proto_version = opts.proto_version, "replication started");
@@ -166,6 +210,76 @@ pub async fn open(
         chunks_open: Default::default(),
         chunks_copied: Default::default(),
         ranges_finished: Default::default(),
+    })
+}
+
+/// A failover slot is only as good as the standby that keeps up with it: unless the
+/// primary's `synchronized_standby_slots` names the standby's physical slot, the walsender
+/// may send cdc-host changes the standby has not received, which a promotion loses.
+async fn warn_unless_a_standby_waits(control: &Control, slot: &str) -> Result<(), SourceError> {
+    let (setting, missing) = control.standby_slots().await?;
+    let fix = "on the primary: ALTER SYSTEM SET synchronized_standby_slots = '<physical slot of each standby>'; SELECT pg_reload_conf(); on each standby: sync_replication_slots = on, hot_standby_feedback = on, primary_slot_name set, and dbname in primary_conninfo";
+    if setting.trim().is_empty() {
+        tracing::warn!(
+            slot,
+            "failover slot, but no standby is set to wait for it (synchronized_standby_slots is empty): cdc-host may receive changes a promoted standby never had. Fix: {fix}"
+        );
+    } else if !missing.is_empty() {
+        tracing::warn!(
+            slot,
+            synchronized_standby_slots = %setting,
+            missing = ?missing,
+            "failover slot: synchronized_standby_slots names slots that are not physical slots on this server. Fix: {fix}"
+        );
+    } else {
+        tracing::info!(slot, synchronized_standby_slots = %setting, "failover slot: the primary waits for these standbys before sending changes");
+    }
+    Ok(())
+}
+
+/// The host of `conn` to stream from: the first, in order, that accepts a connection and
+/// fits `target_session_attrs` — libpq's rule, applied on every (re)connect, so after a
+/// promotion the new primary is found. The result names that one host, so the replication,
+/// control and snapshot connections all reach the same server. None fitting is transient:
+/// during a promotion no host is a primary for a moment.
+pub async fn select_host(conn: &ConnParams, ctx: &Context<'_>) -> Result<ConnParams, SourceError> {
+    use crate::dsn::TargetSessionAttrs;
+    if conn.hosts.len() == 1 && conn.target_session_attrs == TargetSessionAttrs::Any {
+        return Ok(conn.clone());
+    }
+    let mut tried = Vec::with_capacity(conn.hosts.len());
+    for i in 0..conn.hosts.len() {
+        let one = conn.for_host(i);
+        match Control::connect(&one, ctx).await {
+            // One host cannot be reached: the next may be (libpq does the same).
+            Err(e) if e.is_transient() && conn.hosts.len() > 1 => {
+                tried.push(format!("{}:{}: {e}", one.host, one.port));
+            }
+            Err(e) => return Err(e),
+            Ok(control) => match control.session_mismatch(conn.target_session_attrs).await? {
+                None => {
+                    if conn.hosts.len() > 1 {
+                        tracing::info!(host = %one.host, port = one.port, target_session_attrs = %conn.target_session_attrs, "chose host");
+                    }
+                    return Ok(one);
+                }
+                Some(why) => tried.push(format!("{}:{} is {why}", one.host, one.port)),
+            },
+        }
+    }
+    let target = conn
+        .hosts
+        .iter()
+        .map(|(h, p)| format!("{h}:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Err(SourceError::Connect {
+        target,
+        cause: std::io::Error::other(format!(
+            "no host fits target_session_attrs={} ({})",
+            conn.target_session_attrs,
+            tried.join("; ")
+        )),
     })
 }
 

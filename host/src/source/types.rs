@@ -1,14 +1,15 @@
 //! Resolving column type oids to value types.
 //!
 //! pgoutput names a column's type by oid only (and sends `Type` messages with just a name
-//! for non-builtin ones), so domains, enums and arrays of them need one catalog look-up,
-//! made once per oid when a `Relation` message first mentions it.
+//! for non-builtin ones), so domains, enums, composites (their fields' names and types),
+//! `hstore` and arrays of them need one catalog look-up, made once per oid when a
+//! `Relation` message first mentions it.
 
 use std::collections::HashMap;
 
 use super::control::Control;
 use super::error::SourceError;
-use crate::value::{builtin_type, TypeInfo, TypeKind};
+use crate::value::{builtin_type, Field, TypeInfo, TypeKind};
 
 /// Domains over domains over arrays … deeper than this is a catalog cycle or absurd.
 const MAX_DEPTH: usize = 16;
@@ -51,6 +52,18 @@ impl TypeRegistry {
                 oid,
                 kind: TypeKind::Enum,
             },
+            (b'c', _) if row.relation != 0 => {
+                let mut fields = Vec::new();
+                for (name, field_oid) in control.composite_fields(row.relation).await? {
+                    let ty = Box::pin(self.resolve_depth(field_oid, control, depth + 1)).await?;
+                    fields.push(Field {
+                        name: name.into(),
+                        ty,
+                    });
+                }
+                TypeInfo::composite(oid, fields)
+            }
+            (b'b', _) if row.input == "hstore_in" => TypeInfo::hstore(oid),
             (_, b'A') if row.element != 0 => {
                 let elem = Box::pin(self.resolve_depth(row.element, control, depth + 1)).await?;
                 TypeInfo {
@@ -65,8 +78,19 @@ impl TypeRegistry {
         Ok(info)
     }
 
-    /// Forgets a type (pgoutput sent a `Type` message: it may have changed).
+    /// Forgets a type (pgoutput sent a `Type` message: it may have changed), and every
+    /// composite, since one may hold it (or have gained or lost fields itself).
     pub fn invalidate(&mut self, oid: u32) {
         self.resolved.remove(&oid);
+        self.resolved.retain(|_, t| !holds_composite(t));
+    }
+}
+
+/// Whether `t` is a composite, or an array of them.
+fn holds_composite(t: &TypeInfo) -> bool {
+    match &t.kind {
+        TypeKind::Composite(_) => true,
+        TypeKind::Array(e) => holds_composite(e),
+        _ => false,
     }
 }

@@ -35,7 +35,7 @@ pub use model::{
     TS_NEG_INFINITY, TS_POS_INFINITY,
 };
 pub use text::parse_text;
-pub use types::{builtin_type, oid, TypeInfo, TypeKind};
+pub use types::{builtin_type, oid, Composite, Field, TypeInfo, TypeKind};
 
 #[cfg(test)]
 mod tests {

@@ -111,6 +111,12 @@ pub enum TypeKind {
     /// An array; the element type decodes each element.
     Array(Arc<TypeInfo>),
     Enum,
+    /// A composite (row) type, or a domain over one: its fields by name. Values become the
+    /// object `to_jsonb()` makes of them (see `text::record`).
+    Composite(Arc<Composite>),
+    /// The `hstore` extension's type: values become the object of its cast to json
+    /// (`{"key": "value", "other": null}`), which is what `to_jsonb()` uses.
+    Hstore,
     /// Not decoded: kept as text (rendered as a JSON string, as `to_jsonb`
     /// does for every type it has no special case for).
     Other,
@@ -140,9 +146,25 @@ impl TypeKind {
             TypeKind::Interval => "interval",
             TypeKind::Array(_) => "array",
             TypeKind::Enum => "enum",
+            TypeKind::Composite(_) => "composite",
+            TypeKind::Hstore => "hstore",
             TypeKind::Other => "other",
         }
     }
+}
+
+/// The fields of a composite type, in attribute order, dropped attributes left out (as
+/// `record_out` and `to_jsonb` skip them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Composite {
+    pub fields: Vec<Field>,
+}
+
+/// One field of a composite type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Field {
+    pub name: Arc<str>,
+    pub ty: TypeInfo,
 }
 
 /// A column type: its oid and how to decode it.
@@ -165,6 +187,16 @@ impl TypeInfo {
     /// A type we keep as text (extensions, composites, ranges, ...).
     pub fn other(oid: u32) -> Self {
         TypeInfo::new(oid, TypeKind::Other)
+    }
+
+    /// A composite type `oid` with these fields.
+    pub fn composite(oid: u32, fields: Vec<Field>) -> Self {
+        TypeInfo::new(oid, TypeKind::Composite(Arc::new(Composite { fields })))
+    }
+
+    /// The `hstore` type (an extension's: its oid differs per database).
+    pub fn hstore(oid: u32) -> Self {
+        TypeInfo::new(oid, TypeKind::Hstore)
     }
 
     /// An array type `oid` whose elements are `elem`.

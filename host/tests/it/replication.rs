@@ -117,8 +117,12 @@ async fn replica_identity_full_and_unchanged_toast() {
          CREATE TABLE big (id int PRIMARY KEY, note text, blob text);
          ALTER TABLE big ALTER COLUMN blob SET STORAGE EXTERNAL;
          INSERT INTO full_t VALUES (1, 'x', 1);
-         INSERT INTO big SELECT 1, 'n', string_agg(md5(g::text), '') FROM generate_series(1, 400) g;",
-        "CREATE PUBLICATION p FOR TABLE full_t, big",
+         INSERT INTO big SELECT 1, 'n', string_agg(md5(g::text), '') FROM generate_series(1, 400) g;
+         CREATE TABLE big_full (id int PRIMARY KEY, note text, blob text);
+         ALTER TABLE big_full REPLICA IDENTITY FULL;
+         ALTER TABLE big_full ALTER COLUMN blob SET STORAGE EXTERNAL;
+         INSERT INTO big_full SELECT 1, 'n', string_agg(md5(g::text), '') FROM generate_series(1, 400) g;",
+        "CREATE PUBLICATION p FOR TABLE full_t, big, big_full",
     )
     .await;
     let (_dir, cfg) = config(&db.dsn(), "s_toast", "p", "");
@@ -126,16 +130,28 @@ async fn replica_identity_full_and_unchanged_toast() {
     db.exec(
         "UPDATE full_t SET b = 2;
          DELETE FROM full_t;
-         UPDATE big SET note = 'changed';",
+         UPDATE big SET note = 'changed';
+         UPDATE big_full SET note = 'changed';",
     )
     .await;
-    let out = wait_json(&mut host, 3).await;
+    let out = wait_json(&mut host, 4).await;
     assert_eq!(out[0]["before"], json!({"id": 1, "a": "x", "b": 1}));
     assert_eq!(out[0]["after"], json!({"id": 1, "a": "x", "b": 2}));
     assert_eq!(out[1]["before"], json!({"id": 1, "a": "x", "b": 2}));
     // The TOASTed column was not sent: it is marked, never rendered as null.
     assert_eq!(out[2]["after"], json!({"id": 1, "note": "changed"}));
     assert_eq!(out[2]["unchanged_toast"], json!(["blob"]));
+    // REPLICA IDENTITY FULL: the old row is complete, so the unchanged TOASTed column of
+    // `after` is filled from it (and nothing is marked unchanged).
+    assert_eq!(
+        out[3]["before"]["blob"].as_str().map(str::len),
+        Some(400 * 32)
+    );
+    assert_eq!(out[3]["after"]["note"], "changed");
+    assert_eq!(out[3]["after"]["blob"], out[3]["before"]["blob"]);
+    assert_eq!(out[3]["unchanged_toast"], Json::Null, "{}", out[3]);
+    let full_after = &to_jsonb_rows(&db, "big_full").await[0];
+    assert_eq!(&out[3]["after"], full_after);
     stop_clean(&mut host).await;
 }
 

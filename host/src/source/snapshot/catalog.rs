@@ -121,14 +121,17 @@ pub async fn describe(
     };
     let published: Option<Vec<String>> = publ.get(0);
     let row_filter: Option<String> = publ.get(1);
-    // Columns in attnum order, as pgoutput sends them: no dropped or generated ones.
+    // Columns in attnum order, as pgoutput sends them: no dropped ones, and generated ones
+    // only where Postgres ≥ 18 publishes them (then `attnames` lists them: filtered below).
+    let generated_published = major >= 18;
     let cols = client
         .query(
             "SELECT a.attname::text, a.atttypid, format_type(a.atttypid, a.atttypmod), a.attnum
                FROM pg_attribute a
-              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+                AND (a.attgenerated = '' OR $2)
               ORDER BY a.attnum",
-            &[&oid],
+            &[&oid, &generated_published],
         )
         .await
         .map_err(db)?;

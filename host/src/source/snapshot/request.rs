@@ -33,7 +33,9 @@ async fn connect(loaded: &Loaded) -> Result<Control, SourceError> {
         slot: loaded.config.source.slot.get_ref(),
         publication: &loaded.publication.name,
     };
-    Control::connect(&loaded.conn, &ctx).await
+    // The host the pipeline streams from (target_session_attrs), not a standby.
+    let conn = crate::source::select_host(&loaded.conn, &ctx).await?;
+    Control::connect(&conn, &ctx).await
 }
 
 /// Records a backfill of `table` (`schema.table`), optionally filtered; returns its

@@ -15,6 +15,7 @@
 //! hands [`parse_text`] to `array` as its element parser.
 
 mod datetime;
+mod record;
 mod scalar;
 
 use bytes::Bytes;
@@ -66,6 +67,8 @@ pub fn parse_text(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
             text,
         }),
         TypeKind::Array(elem) => return parse_array(ty, elem, raw, parse_text),
+        TypeKind::Composite(c) => return record::parse_composite(ty, c, s, parse_text),
+        TypeKind::Hstore => return record::parse_hstore(ty, s),
     };
     parsed.map_err(|reason| ValueError::new(ty, s, reason))
 }

@@ -46,6 +46,7 @@ use tokio_postgres::{Client, NoTls};
 mod db;
 mod process;
 mod queries;
+mod standby;
 
 use db::unique_db_name;
 pub use db::TestDb;
@@ -137,6 +138,17 @@ impl PgServer {
     /// Starts a new private server (initdb + postgres + roles). It is stopped
     /// and its directory removed when the value is dropped.
     pub fn start() -> Result<PgServer> {
+        let mut server = Self::empty()?;
+        // From here on, an early return drops `server`, which cleans up.
+        server.initdb()?;
+        server.write_config()?;
+        server.start_on_free_port()?;
+        server.create_roles()?;
+        Ok(server)
+    }
+
+    /// A server with its temp dir and watchdog, no cluster yet, not running.
+    fn empty() -> Result<PgServer> {
         let bin = pg_bin_dir();
         for tool in ["initdb", "postgres", "psql"] {
             if !bin.join(tool).is_file() {
@@ -171,7 +183,7 @@ impl PgServer {
                 return Err(e);
             }
         };
-        let mut server = PgServer {
+        Ok(PgServer {
             bin,
             data: dir.join("data"),
             log: dir.join("postgres.log"),
@@ -184,13 +196,7 @@ impl PgServer {
                 watchdog: Some(watchdog),
                 shut_down: false,
             }),
-        };
-        // From here on, an early return drops `server`, which cleans up.
-        server.initdb()?;
-        server.write_config()?;
-        server.start_on_free_port()?;
-        server.create_roles()?;
-        Ok(server)
+        })
     }
 
     pub fn host(&self) -> &'static str {
@@ -494,8 +500,9 @@ impl PgServer {
             // it accepts connections).
             if let Ok(s) = fs::read_to_string(&pid_file) {
                 let lines: Vec<&str> = s.lines().collect();
+                // A hot standby says "standby" once it accepts (read-only) connections.
                 if lines.first().map(|l| l.trim()) == Some(&*child.id().to_string())
-                    && lines.get(7).map(|l| l.trim()) == Some("ready")
+                    && matches!(lines.get(7).map(|l| l.trim()), Some("ready" | "standby"))
                 {
                     return Ok(Ok(child));
                 }

@@ -23,6 +23,7 @@
 //! `text`.
 
 mod array;
+mod binary;
 mod calendar;
 mod json;
 mod model;
@@ -34,6 +35,7 @@ pub use model::{
     Array, Numeric, PgText, Value, ValueError, DATE_NEG_INFINITY, DATE_POS_INFINITY,
     TS_NEG_INFINITY, TS_POS_INFINITY,
 };
+pub use binary::{has_binary_decoder, parse_binary};
 pub use text::parse_text;
 pub use types::{builtin_type, oid, TypeInfo, TypeKind};
 

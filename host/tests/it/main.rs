@@ -15,6 +15,7 @@ mod common;
 mod fixtures;
 
 mod admin;
+mod binary_values;
 mod config_errors;
 mod crash_loop;
 mod faults;
@@ -23,6 +24,7 @@ mod harness_smoke;
 mod replication;
 mod sinks;
 mod snapshot;
+mod streaming;
 mod tls;
 mod transforms;
 mod transforms_wit;

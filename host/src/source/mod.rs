@@ -16,7 +16,7 @@ pub mod control;
 pub mod error;
 pub mod mapping;
 pub mod options;
-pub pub mod snapshot;
+pub mod snapshot;
 pub mod spool;
 pub mod stream;
 pub mod tls;
@@ -29,6 +29,7 @@ use tokio::time::Instant;
 pub use crate::progress::Progress;
 pub use assemble::Batch;
 pub use error::SourceError;
+pub use options::StartOptions;
 pub use stream::{Replicator, StreamSettings};
 
 use crate::config::{Publication, SnapshotMode, SourceConfig};

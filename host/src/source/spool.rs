@@ -55,7 +55,7 @@ pub enum SpoolError {
     Damaged { path: PathBuf, what: String },
 }
 
-fn io_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> SpoolError + 'a {
     move |cause| match cause.raw_os_error() {
         Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error()
             || code == rustix::io::Errno::DQUOT.raw_os_error() =>
@@ -226,6 +226,7 @@ impl Spool {
     }
 
     /// Bytes written to spill files so far.
+    #[cfg(test)]
     pub(super) fn spilled_bytes(&self) -> u64 {
         self.spilled
     }

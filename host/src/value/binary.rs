@@ -173,7 +173,7 @@ fn numeric(s: &[u8]) -> Result<Numeric, Reason> {
 fn array(ty: &TypeInfo, elem: &TypeInfo, raw: &Bytes) -> Result<Value, ValueError> {
     let err = |reason| ValueError::new(ty, raw, reason);
     let mut pos = 0;
-    let mut i32_at = |pos: &mut usize| -> Result<i32, ValueError> {
+    let i32_at = |pos: &mut usize| -> Result<i32, ValueError> {
         let b = raw
             .get(*pos..*pos + 4)
             .ok_or_else(|| err("array cut short"))?;

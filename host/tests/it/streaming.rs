@@ -215,7 +215,7 @@ async fn subtransaction_abort_inside_a_streamed_transaction() {
     assert_eq!(changes.len(), 4040);
     for (i, c) in changes.iter().enumerate() {
         let id = c["id"].as_str().unwrap();
-        assert!(id.ends_with(&format!("-{i:08x}")), "change {i} has id {id}");
+        assert!(id.ends_with(&format!("-{i:08X}")), "change {i} has id {id}");
     }
     assert!(changes
         .iter()

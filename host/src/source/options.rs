@@ -89,7 +89,11 @@ impl StartOptions {
             Streaming::Parallel => out.push(("source.streaming = \"parallel\"".into(), 16)),
         }
         if let Some(o) = self.origin {
-            let v = if o == OriginFilter::Any { "any" } else { "none" };
+            let v = if o == OriginFilter::Any {
+                "any"
+            } else {
+                "none"
+            };
             out.push((format!("source.origin = \"{v}\""), 16));
         }
         out

@@ -42,7 +42,10 @@ const MAX_RECORD: usize = 1 << 30;
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool_dir {path}: the disk is full ({cause}) while spilling a streamed transaction; free space or point [pipeline] spool_dir at a larger volume (nothing past the last delivered transaction was confirmed)")]
-    Full { path: PathBuf, cause: std::io::Error },
+    Full {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("spool_dir {path}: {what}: {cause}")]
     Io {
         path: PathBuf,
@@ -55,10 +58,14 @@ pub enum SpoolError {
     Damaged { path: PathBuf, what: String },
 }
 
-fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> SpoolError + 'a {
+fn io_err<'a>(
+    path: &'a Path,
+    what: &'static str,
+) -> impl FnOnce(std::io::Error) -> SpoolError + 'a {
     move |cause| match cause.raw_os_error() {
-        Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error()
-            || code == rustix::io::Errno::DQUOT.raw_os_error() =>
+        Some(code)
+            if code == rustix::io::Errno::NOSPC.raw_os_error()
+                || code == rustix::io::Errno::DQUOT.raw_os_error() =>
         {
             SpoolError::Full {
                 path: path.to_owned(),
@@ -94,10 +101,7 @@ impl Record {
     /// transaction, tagged with the subtransaction that first touched it, and later
     /// changes of the others rely on it.
     fn is_data(&self) -> bool {
-        matches!(
-            self.data.first(),
-            Some(b'I' | b'U' | b'D' | b'T' | b'M')
-        )
+        matches!(self.data.first(), Some(b'I' | b'U' | b'D' | b'T' | b'M'))
     }
 }
 
@@ -190,7 +194,11 @@ pub(super) struct Spool {
 impl Spool {
     /// The spool of slot `slot` under `spool_dir`: creates `<spool_dir>/<slot>` (0700) and
     /// empties it (files of an earlier run are of transactions the server streams again).
-    pub(super) fn open(spool_dir: &Path, slot: &str, mem_limit: usize) -> Result<Spool, SpoolError> {
+    pub(super) fn open(
+        spool_dir: &Path,
+        slot: &str,
+        mem_limit: usize,
+    ) -> Result<Spool, SpoolError> {
         // The base may be a shared volume or /tmp: only created when missing. The slot's
         // own directory is what must be private.
         if !spool_dir.exists() {

@@ -393,7 +393,11 @@ impl Replicator {
                         if let Some(spool) = &mut self.spool {
                             spool.abort(a.xid, a.subxid);
                         }
-                        tracing::debug!(xid = a.xid, subxid = a.subxid, "streamed transaction aborted");
+                        tracing::debug!(
+                            xid = a.xid,
+                            subxid = a.subxid,
+                            "streamed transaction aborted"
+                        );
                     }
                     LogicalMessage::StreamCommit(c) if self.spool.is_some() => {
                         let records = match &mut self.spool {
@@ -473,13 +477,17 @@ impl Replicator {
 
     /// A message inside a stream block: kept (raw) until its transaction's Stream Commit.
     fn spool_message(&mut self, xid: u32, lsn: Lsn, data: bytes::Bytes) -> Result<(), SourceError> {
-        let kind = pgoutput::message_kind(data.first().copied().unwrap_or(b'?')).unwrap_or("unknown");
+        let kind =
+            pgoutput::message_kind(data.first().copied().unwrap_or(b'?')).unwrap_or("unknown");
         let subxid = super::spool::stream_xid(&data).ok_or(SourceError::Decode {
             lsn,
             kind,
             cause: pgoutput::DecodeError::Empty,
         })?;
-        let spool = self.spool.as_mut().expect("in a stream block only with a spool");
+        let spool = self
+            .spool
+            .as_mut()
+            .expect("in a stream block only with a spool");
         spool.append(xid, super::spool::Record { lsn, subxid, data })?;
         Ok(())
     }
@@ -504,11 +512,12 @@ impl Replicator {
             Some(rec) => {
                 let kind_hint = rec.data.first().copied().unwrap_or(b'?');
                 let size = rec.data.len();
-                let msg = pgoutput::decode(rec.data, true).map_err(|source| SourceError::Decode {
-                    lsn: rec.lsn,
-                    kind: pgoutput::message_kind(kind_hint).unwrap_or("unknown"),
-                    cause: source,
-                })?;
+                let msg =
+                    pgoutput::decode(rec.data, true).map_err(|source| SourceError::Decode {
+                        lsn: rec.lsn,
+                        kind: pgoutput::message_kind(kind_hint).unwrap_or("unknown"),
+                        cause: source,
+                    })?;
                 self.handle_logical(msg, rec.lsn, size).await
             }
             None => {

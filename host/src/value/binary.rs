@@ -86,7 +86,8 @@ pub fn parse_binary(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
 }
 
 fn fixed<const N: usize>(s: &[u8]) -> Result<[u8; N], Reason> {
-    s.try_into().map_err(|_| "wrong length for the type's binary format")
+    s.try_into()
+        .map_err(|_| "wrong length for the type's binary format")
 }
 
 fn text(raw: &Bytes) -> Result<PgText, Reason> {

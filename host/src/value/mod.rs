@@ -30,12 +30,12 @@ mod model;
 mod text;
 mod types;
 
+pub use binary::{has_binary_decoder, parse_binary};
 pub use json::{write_json, write_json_str};
 pub use model::{
     Array, Numeric, PgText, Value, ValueError, DATE_NEG_INFINITY, DATE_POS_INFINITY,
     TS_NEG_INFINITY, TS_POS_INFINITY,
 };
-pub use binary::{has_binary_decoder, parse_binary};
 pub use text::parse_text;
 pub use types::{builtin_type, oid, TypeInfo, TypeKind};
 

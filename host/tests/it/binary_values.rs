@@ -63,7 +63,12 @@ async fn binary_values_print_exactly_as_text_values() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_mode_refuses_columns_it_cannot_decode_in_one_line() {
-    let db = db_with("binary_refuse", TYPES_DDL, "CREATE PUBLICATION p FOR TABLE typed").await;
+    let db = db_with(
+        "binary_refuse",
+        TYPES_DDL,
+        "CREATE PUBLICATION p FOR TABLE typed",
+    )
+    .await;
     let (_d, cfg) = config(&db.dsn(), "s_bin_refuse", "p", "binary = true\n");
     let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
     let st = host.wait_exit(WAIT).await.unwrap();
@@ -74,7 +79,10 @@ async fn binary_mode_refuses_columns_it_cannot_decode_in_one_line() {
     // Refused before the slot was created.
     let client = db.client().await;
     let slots = client
-        .query("SELECT 1 FROM pg_replication_slots WHERE slot_name = 's_bin_refuse'", &[])
+        .query(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = 's_bin_refuse'",
+            &[],
+        )
         .await
         .unwrap();
     assert!(slots.is_empty());

@@ -81,7 +81,11 @@ async fn crash_loop(streaming: bool) {
     let started = Instant::now();
     let nats = NatsServer::start(&[]);
 
-    let name = if streaming { "crashloop_st" } else { "crashloop" };
+    let name = if streaming {
+        "crashloop_st"
+    } else {
+        "crashloop"
+    };
     let slot = format!("s_{name}");
     let slot = slot.as_str();
     let db = db_with(

@@ -87,9 +87,10 @@ impl Pair {
         }
         stop_clean(&mut self.plain).await;
         stop_clean(&mut self.streamed).await;
-        let spool_files = std::fs::read_dir(self.spool.path().join("spool").join(&self.streamed_slot))
-            .map(|d| d.count())
-            .unwrap_or(0);
+        let spool_files =
+            std::fs::read_dir(self.spool.path().join("spool").join(&self.streamed_slot))
+                .map(|d| d.count())
+                .unwrap_or(0);
         assert_eq!(spool_files, 0, "spill files left behind");
         (self.plain.stdout_lines(), self.streamed.stdout_lines())
     }
@@ -207,7 +208,10 @@ async fn subtransaction_abort_inside_a_streamed_transaction() {
     )
     .await;
     let (plain, streamed) = p.finish(&db).await;
-    assert!(streamed_txns(&db, &p.streamed_slot).await > 0, "nothing streamed");
+    assert!(
+        streamed_txns(&db, &p.streamed_slot).await > 0,
+        "nothing streamed"
+    );
     assert_same(&plain, &streamed);
     let changes = parse_lines(&streamed);
     // 2000 + 2000 inserts and 40 updates (ids 1..2000 and 5001..7000 divisible by 100)
@@ -246,21 +250,30 @@ async fn interleaved_streamed_transactions_come_in_commit_order() {
         ))
         .await
         .unwrap();
-        db.exec(&format!("INSERT INTO t VALUES ({}, 'small', 0)", -round - 1))
-            .await;
+        db.exec(&format!(
+            "INSERT INTO t VALUES ({}, 'small', 0)",
+            -round - 1
+        ))
+        .await;
     }
     b.batch_execute("COMMIT").await.unwrap();
     db.exec("INSERT INTO t VALUES (-100, 'between', 0)").await;
     a.batch_execute("COMMIT").await.unwrap();
     let (plain, streamed) = p.finish(&db).await;
-    assert!(streamed_txns(&db, &p.streamed_slot).await >= 2, "not both streamed");
+    assert!(
+        streamed_txns(&db, &p.streamed_slot).await >= 2,
+        "not both streamed"
+    );
     assert_same(&plain, &streamed);
     let all = ids(&streamed);
     let mut sorted = all.clone();
     sorted.sort();
     assert_eq!(all, sorted, "ids out of commit order");
     let changes = parse_lines(&streamed);
-    let vs: Vec<&str> = changes.iter().map(|c| c["after"]["v"].as_str().unwrap()).collect();
+    let vs: Vec<&str> = changes
+        .iter()
+        .map(|c| c["after"]["v"].as_str().unwrap())
+        .collect();
     // Six small ones, b's 3000, the one between, a's 3000.
     assert!(vs[..6].iter().all(|v| *v == "small"));
     assert!(vs[6..3006].iter().all(|v| v.starts_with('b')));
@@ -311,7 +324,8 @@ async fn a_setting_the_server_is_too_old_for_is_named_at_start() {
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && said.contains("needs Postgres 16 or newer (source.origin = \"none\")"),
+        out.status.success()
+            && said.contains("needs Postgres 16 or newer (source.origin = \"none\")"),
         "{said}"
     );
 }

@@ -45,7 +45,10 @@ fn keeps_order_across_memory_and_file_and_cleans_up() {
     let f = fs::read_dir(&dir).unwrap().next().unwrap().unwrap();
     assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, 0o600);
     let got = drain(s.take(7).unwrap());
-    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), (100..110).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        (100..110).collect::<Vec<_>>()
+    );
     assert_eq!(files(&dir), 0, "the spill file outlived its transaction");
     assert!(s.is_empty());
     assert_eq!(s.mem, 0);
@@ -62,7 +65,10 @@ fn interleaved_transactions_stay_apart() {
         s.append(2, rec(i * 2 + 1, 2, b'U', &[2; 50])).unwrap();
     }
     let two = drain(s.take(2).unwrap());
-    assert_eq!(two.iter().map(|g| g.0).collect::<Vec<_>>(), vec![1, 3, 5, 7, 9, 11]);
+    assert_eq!(
+        two.iter().map(|g| g.0).collect::<Vec<_>>(),
+        vec![1, 3, 5, 7, 9, 11]
+    );
     s.abort(1, 1);
     assert!(s.is_empty());
     assert_eq!(s.mem, 0);
@@ -76,7 +82,8 @@ fn subtransaction_abort_drops_its_changes_in_memory_and_on_disk_but_not_relation
         let mut s = Spool::open(base.path(), "slot", limit).unwrap();
         s.begin(10);
         s.append(10, rec(1, 10, b'I', b"top")).unwrap();
-        s.append(10, rec(2, 11, b'R', b"relation first sent by the subxact")).unwrap();
+        s.append(10, rec(2, 11, b'R', b"relation first sent by the subxact"))
+            .unwrap();
         s.append(10, rec(3, 11, b'I', b"sub")).unwrap();
         s.append(10, rec(4, 12, b'M', b"nested")).unwrap();
         s.abort(10, 12);
@@ -115,7 +122,10 @@ fn open_removes_old_spill_files_and_narrows_permissions() {
     Spool::open(base.path(), "slot", 10).unwrap();
     assert!(!dir.join("1-1.spool").exists());
     assert!(dir.join("keep.txt").exists());
-    assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
 }
 
 #[test]
@@ -135,7 +145,10 @@ fn a_full_disk_is_named() {
     ));
     assert!(matches!(full, SpoolError::Full { .. }));
     let msg = full.to_string();
-    assert!(msg.contains("disk is full") && msg.contains("/spool"), "{msg}");
+    assert!(
+        msg.contains("disk is full") && msg.contains("/spool"),
+        "{msg}"
+    );
     let other = io_err(p, "writing a spill file")(std::io::Error::from_raw_os_error(
         rustix::io::Errno::IO.raw_os_error(),
     ));
@@ -151,5 +164,8 @@ fn a_write_to_a_full_device_fails_with_enospc() {
     let mut w = BufWriter::new(f);
     w.write_all(&[0; 4096]).unwrap();
     let e = w.flush().unwrap_err();
-    assert!(matches!(io_err(Path::new("/dev/full"), "x")(e), SpoolError::Full { .. }));
+    assert!(matches!(
+        io_err(Path::new("/dev/full"), "x")(e),
+        SpoolError::Full { .. }
+    ));
 }

@@ -24,12 +24,21 @@ fn numeric_prints_as_numeric_out() {
     assert_eq!(numeric_text(num(0, 0, 0, 3, &[])), "0.000");
     assert_eq!(numeric_text(num(1, -1, 0, 3, &[10])), "0.001");
     assert_eq!(numeric_text(num(1, -2, 0x4000, 8, &[12])), "-0.00000012");
-    assert_eq!(numeric_text(num(3, 1, 0, 1, &[1234, 5678, 9000])), "12345678.9");
+    assert_eq!(
+        numeric_text(num(3, 1, 0, 1, &[1234, 5678, 9000])),
+        "12345678.9"
+    );
     assert_eq!(numeric_text(num(1, 2, 0, 0, &[1])), "100000000");
     assert_eq!(numeric_text(num(1, 0, 0x4000, 0, &[42])), "-42");
     assert_eq!(numeric(&num(0, 0, 0xC000, 0, &[])).unwrap(), Numeric::NaN);
-    assert_eq!(numeric(&num(0, 0, 0xD000, 0, &[])).unwrap(), Numeric::PosInf);
-    assert_eq!(numeric(&num(0, 0, 0xF000, 0, &[])).unwrap(), Numeric::NegInf);
+    assert_eq!(
+        numeric(&num(0, 0, 0xD000, 0, &[])).unwrap(),
+        Numeric::PosInf
+    );
+    assert_eq!(
+        numeric(&num(0, 0, 0xF000, 0, &[])).unwrap(),
+        Numeric::NegInf
+    );
     assert!(numeric(&num(1, 0, 0, 0, &[10000])).is_err());
     assert!(numeric(&num(2, 0, 0, 0, &[1])).is_err());
     assert!(numeric(&num(0, 0, 0x1234, 0, &[])).is_err());
@@ -38,7 +47,8 @@ fn numeric_prints_as_numeric_out() {
 
 #[test]
 fn scalars() {
-    let t = |oid: u32, b: &[u8]| parse_binary(&builtin_type(oid).unwrap(), Bytes::copy_from_slice(b));
+    let t =
+        |oid: u32, b: &[u8]| parse_binary(&builtin_type(oid).unwrap(), Bytes::copy_from_slice(b));
     assert_eq!(t(16, &[1]).unwrap(), Value::Bool(true));
     assert!(t(16, &[2]).is_err());
     assert_eq!(t(23, &(-5i32).to_be_bytes()).unwrap(), Value::Int4(-5));
@@ -64,7 +74,10 @@ fn scalars() {
             micros: 5
         }
     );
-    assert_eq!(t(3802, b"\x01{\"a\": 1}").unwrap(), Value::Jsonb("{\"a\": 1}".into()));
+    assert_eq!(
+        t(3802, b"\x01{\"a\": 1}").unwrap(),
+        Value::Jsonb("{\"a\": 1}".into())
+    );
     assert!(t(3802, b"\x02{}").is_err());
     assert_eq!(t(18, &[0xE9]).unwrap(), Value::Text("\\351".into()));
     assert_eq!(t(18, b"a").unwrap(), Value::Text("a".into()));

@@ -161,14 +161,19 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     // another world or WIT version, or rejects its config fails here, not at 3 a.m.
     let modules = cdc_host::pipeline::load_transforms(&loaded)?;
     cdc_host::transform::Chain::start(&modules)?;
+    let options = cdc_host::source::StartOptions::from_config(
+        &loaded.config.source,
+        &loaded.publication.name,
+    );
     println!(
-        "{}: ok (source {} slot {} publication {}, {} transform(s), {} sink(s))",
+        "{}: ok (source {} slot {} publication {}, {} transform(s), {} sink(s)); {}",
         path.display(),
         loaded.conn,
         loaded.config.source.slot.get_ref(),
         loaded.publication.name,
         modules.len(),
-        loaded.config.sinks.len()
+        loaded.config.sinks.len(),
+        options.requirements_line()
     );
     Ok(())
 }

@@ -169,21 +169,20 @@ impl PipelineConfig {
                 "must be 1, 2, 3 or 4".into(),
             ));
         }
-        if *s.proto_version.get_ref() != 1
-            || *s.binary.get_ref()
-            || *s.streaming.get_ref() != Streaming::Off
-        {
-            let span = if *s.binary.get_ref() {
-                s.binary.span()
-            } else if *s.streaming.get_ref() != Streaming::Off {
-                s.streaming.span()
-            } else {
-                s.proto_version.span()
-            };
+        let needs = match s.streaming.get_ref() {
+            Streaming::Off => 1,
+            Streaming::On => 2,
+            Streaming::Parallel => 4,
+        };
+        if *s.proto_version.get_ref() < needs {
             return Err(at(
-                span,
-                Some("source".into()),
-                "only proto_version = 1 with text values and streaming = \"off\" is implemented so far".into(),
+                s.streaming.span(),
+                Some("source.streaming".into()),
+                format!(
+                    "streaming = \"{}\" needs proto_version = {needs} or higher (proto_version is {})",
+                    s.streaming.get_ref().as_str(),
+                    s.proto_version.get_ref()
+                ),
             ));
         }
         s.snapshot

@@ -36,6 +36,11 @@ pub struct BatchConfig {
     /// Where compiled transform modules are cached (default `~/.cache/cdc-host/modules`;
     /// `"off"` disables; `CDC_HOST_MODULE_CACHE` overrides).
     pub module_cache: Option<String>,
+    /// Where streamed in-progress transactions (`[source] streaming = "on"`) are spilled
+    /// once they outgrow their share of the memory budget (default: the system temp
+    /// directory's `cdc-host-spool`). A subdirectory per slot, private (0700), emptied on
+    /// start; point it at a writable volume when the root file system is read-only.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for BatchConfig {
@@ -48,6 +53,7 @@ impl Default for BatchConfig {
             max_batch_bytes: None,
             shutdown_grace_secs: 30,
             module_cache: None,
+            spool_dir: None,
         }
     }
 }
@@ -66,6 +72,20 @@ impl BatchConfig {
             let queued = self.max_inflight.saturating_add(3);
             (self.budget_bytes() / 4 / queued).max(1)
         })
+    }
+
+    /// Memory for streamed in-progress transactions before they spill to `spool_dir`: an
+    /// eighth of the changes' share (taken from the slack half; 28 MiB at the default
+    /// budget, 4 MiB at 64).
+    pub fn spool_memory_bytes(&self) -> usize {
+        (self.budget_bytes() / 8).max(1 << 20)
+    }
+
+    /// Where streamed transactions spill (see `spool_dir`).
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        self.spool_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("cdc-host-spool"))
     }
 
     /// The budget's share for changes in flight: all of it but what the process itself needs.

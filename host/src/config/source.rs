@@ -18,6 +18,17 @@ pub enum Streaming {
     Parallel,
 }
 
+impl Streaming {
+    /// As the config spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Streaming::Off => "off",
+            Streaming::On => "on",
+            Streaming::Parallel => "parallel",
+        }
+    }
+}
+
 /// `source.origin`: which changes pgoutput sends by replication origin (Postgres ≥ 16).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -46,7 +57,8 @@ pub struct SourceConfig {
     pub proto_version: Spanned<u32>,
     /// Ask pgoutput for binary values (not implemented yet: rejected by validation).
     pub binary: Spanned<bool>,
-    /// Stream in-progress transactions (not implemented yet: rejected by validation).
+    /// Stream in-progress transactions (proto_version ≥ 2): held until their commit,
+    /// spilled to `[pipeline] spool_dir` beyond their memory share.
     pub streaming: Spanned<Streaming>,
     /// Replication-origin filter (Postgres ≥ 16).
     pub origin: Option<OriginFilter>,

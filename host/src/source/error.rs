@@ -108,6 +108,8 @@ pub enum SourceError {
     Control(String),
     #[error("{0}")]
     Setup(String),
+    #[error(transparent)]
+    Spool(#[from] super::spool::SpoolError),
 }
 
 impl SourceError {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::change::{Column, Row, Table};
 use crate::pgoutput::{ColumnData, Relation, TupleData};
-use crate::value::{parse_text, TypeInfo, Value};
+use crate::value::{parse_binary, parse_text, TypeInfo, Value};
 
 /// A tuple that does not fit its relation, or a value that does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +20,6 @@ pub enum MapError {
     },
     #[error("{column}: {message}")]
     Value { column: String, message: String },
-    #[error("{column}: binary values are not enabled (source.binary = false)")]
-    Binary { column: String },
 }
 
 /// Builds the shared table description from a `Relation` message and resolved types.
@@ -71,10 +69,13 @@ pub fn row_from_tuple(table: &Table, tuple: TupleData) -> Result<Row, MapError> 
                     message: e.to_string(),
                 })?
             }
-            ColumnData::Binary(_) => {
-                return Err(MapError::Binary {
+            // Only with `binary = true`; types without a binary decoder were refused at
+            // start (and the server sends text for types without a send function).
+            ColumnData::Binary(raw) => {
+                parse_binary(&col.type_info, raw).map_err(|e| MapError::Value {
                     column: col.name.to_string(),
-                })
+                    message: e.to_string(),
+                })?
             }
         });
     }

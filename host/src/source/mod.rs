@@ -17,6 +17,7 @@ pub mod error;
 pub mod mapping;
 pub mod options;
 pub mod snapshot;
+pub mod spool;
 pub mod stream;
 pub mod tls;
 pub mod types;
@@ -28,6 +29,7 @@ use tokio::time::Instant;
 pub use crate::progress::Progress;
 pub use assemble::Batch;
 pub use error::SourceError;
+pub use options::StartOptions;
 pub use stream::{Replicator, StreamSettings};
 
 use crate::config::{Publication, SnapshotMode, SourceConfig};
@@ -36,7 +38,6 @@ use crate::lsn::Lsn;
 use assemble::Assembler;
 use control::Control;
 use error::Context;
-use options::StartOptions;
 use wire::{quote_ident, WireConn};
 
 /// Connects, checks the server, ensures publication and slot, and starts streaming from
@@ -68,18 +69,17 @@ pub async fn open(
     control.check_wal_level().await?;
     control.check_encoding().await?;
     let major = control.server_major().await?;
-    let opts = StartOptions {
-        proto_version: *src.proto_version.get_ref(),
-        publications: vec![publication.to_owned()],
-        // Always: snapshot watermarks and backfill signals travel as messages; those the
-        // user did not ask for are consumed, not delivered (`StreamSettings::deliver_messages`).
-        messages: true,
-        binary: *src.binary.get_ref(),
-        streaming: *src.streaming.get_ref(),
-        origin: src.origin,
-    };
+    let opts = StartOptions::from_config(src, publication);
     opts.validate(major)
         .map_err(|e| SourceError::Setup(e.to_string()))?;
+    if opts.binary && control.publication_exists(publication).await? {
+        check_binary_columns(&control, publication, major).await?;
+    }
+    // Before the slot is touched: a spool directory we cannot use stops the start here.
+    let spool = match &settings.spool {
+        Some((dir, mem)) => Some(spool::Spool::open(dir, slot, *mem)?),
+        None => None,
+    };
 
     if src.failover && major < 17 {
         return Err(SourceError::Setup(format!(
@@ -210,6 +210,9 @@ pub async fn open(
         chunks_open: Default::default(),
         chunks_copied: Default::default(),
         ranges_finished: Default::default(),
+        spool,
+        in_stream: None,
+        replay: None,
     })
 }
 
@@ -281,6 +284,54 @@ pub async fn select_host(conn: &ConnParams, ctx: &Context<'_>) -> Result<ConnPar
             tried.join("; ")
         )),
     })
+}
+
+/// `binary = true`: every published column must have a binary decoder (see
+/// `value::parse_binary`), or the start stops with one line listing those that do not.
+/// Types without a send function are sent as text by the server and need none. A table
+/// added to the publication later is checked by its first value instead.
+async fn check_binary_columns(
+    control: &Control,
+    publication: &str,
+    major: u32,
+) -> Result<(), SourceError> {
+    // Column lists (Postgres 15+): only the published columns are sent.
+    let listed = if major >= 15 {
+        "AND (pt.attnames IS NULL OR a.attname = ANY (pt.attnames))"
+    } else {
+        ""
+    };
+    let sql = format!("SELECT n.nspname::text, c.relname::text, a.attname::text, a.atttypid::oid, format_type(a.atttypid, a.atttypmod) \
+               FROM pg_publication_tables pt \
+               JOIN pg_namespace n ON n.nspname = pt.schemaname \
+               JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+               JOIN pg_type t ON t.oid = a.atttypid \
+               WHERE pt.pubname = $1 AND t.typsend::oid <> 0 {listed} \
+               ORDER BY 1, 2, a.attnum");
+    let rows = control
+        .client()
+        .query(&sql, &[&publication])
+        .await
+        .map_err(|e| SourceError::Control(format!("listing published columns: {e}")))?;
+    let mut types = types::TypeRegistry::default();
+    let mut refused = Vec::new();
+    for r in rows {
+        let oid: u32 = r.get(3);
+        let info = types.resolve(oid, control).await?;
+        if !crate::value::has_binary_decoder(&info) {
+            let (schema, table, column, ty): (String, String, String, String) =
+                (r.get(0), r.get(1), r.get(2), r.get(4));
+            refused.push(format!("{schema}.{table}.{column} ({ty})"));
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(SourceError::Setup(format!(
+        "source.binary = true: cdc-host has no binary decoder for {}; set binary = false (text values give the same output) or leave these columns out of the publication",
+        refused.join(", ")
+    )))
 }
 
 /// Records the initial snapshot of a slot about to be created: every table of the

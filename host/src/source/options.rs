@@ -21,34 +21,89 @@ pub struct StartOptions {
 pub enum OptionsError {
     #[error("proto_version {0} is not a pgoutput protocol version (1 to 4)")]
     BadVersion(u32),
-    #[error("proto_version {proto} needs Postgres {needs} or newer; the server is {server}")]
-    TooOld { proto: u32, needs: u32, server: u32 },
-    #[error("streaming = {0:?} needs proto_version {1} or newer")]
+    /// One line naming the setting and the version it needs.
+    #[error("{setting} needs Postgres {needs} or newer; the server is Postgres {server}")]
+    TooOld {
+        setting: String,
+        needs: u32,
+        server: u32,
+    },
+    #[error("source.streaming = {0:?} needs proto_version {1} or newer")]
     StreamingProto(Streaming, u32),
-    #[error("origin needs Postgres 16 or newer; the server is {0}")]
-    OriginTooOld(u32),
-    #[error("binary needs Postgres 14 or newer; the server is {0}")]
-    BinaryTooOld(u32),
     #[error("at least one publication is required")]
     NoPublication,
 }
 
 impl StartOptions {
-    /// Checks the options against the server major version (e.g. 15).
-    pub fn validate(&self, server_major: u32) -> Result<(), OptionsError> {
-        let needs = match self.proto_version {
-            1 => 10,
+    /// The options `[source]` asks for. Messages are always on: snapshot watermarks and
+    /// backfill signals travel as messages; those the user did not ask for are consumed,
+    /// not delivered (`StreamSettings::deliver_messages`).
+    pub fn from_config(src: &crate::config::SourceConfig, publication: &str) -> StartOptions {
+        StartOptions {
+            proto_version: *src.proto_version.get_ref(),
+            publications: vec![publication.to_owned()],
+            messages: true,
+            binary: *src.binary.get_ref(),
+            streaming: *src.streaming.get_ref(),
+            origin: src.origin,
+        }
+    }
+
+    /// One line for `cdc-host check`: the oldest Postgres these options work with and
+    /// the settings that decide it.
+    pub fn requirements_line(&self) -> String {
+        let reqs = self.server_requirements();
+        let needs = reqs.iter().map(|(_, v)| *v).max().unwrap_or(10);
+        let why: Vec<&str> = reqs
+            .iter()
+            .filter(|(_, v)| *v == needs)
+            .map(|(s, _)| s.as_str())
+            .collect();
+        format!(
+            "needs Postgres {needs} or newer ({}); checked against the server when `run` connects",
+            why.join(", ")
+        )
+    }
+
+    /// What each chosen setting needs from the server: `(setting as the config spells
+    /// it, oldest Postgres major version)`, in config order. `cdc-host check` prints them
+    /// without connecting; [`StartOptions::validate`] holds them against the server.
+    pub fn server_requirements(&self) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        let proto_needs = match self.proto_version {
             2 => 14,
             3 => 15,
             4 => 16,
-            v => return Err(OptionsError::BadVersion(v)),
+            _ => 10,
         };
-        if server_major < needs {
-            return Err(OptionsError::TooOld {
-                proto: self.proto_version,
-                needs,
-                server: server_major,
-            });
+        out.push((
+            format!("source.proto_version = {}", self.proto_version),
+            proto_needs,
+        ));
+        if self.binary {
+            out.push(("source.binary = true".into(), 14));
+        }
+        match self.streaming {
+            Streaming::Off => {}
+            Streaming::On => out.push(("source.streaming = \"on\"".into(), 14)),
+            Streaming::Parallel => out.push(("source.streaming = \"parallel\"".into(), 16)),
+        }
+        if let Some(o) = self.origin {
+            let v = if o == OriginFilter::Any {
+                "any"
+            } else {
+                "none"
+            };
+            out.push((format!("source.origin = \"{v}\""), 16));
+        }
+        out
+    }
+
+    /// Checks the options against the server major version (e.g. 15): the first setting
+    /// the server is too old for is the error.
+    pub fn validate(&self, server_major: u32) -> Result<(), OptionsError> {
+        if !(1..=4).contains(&self.proto_version) {
+            return Err(OptionsError::BadVersion(self.proto_version));
         }
         match self.streaming {
             Streaming::On if self.proto_version < 2 => {
@@ -59,11 +114,16 @@ impl StartOptions {
             }
             _ => {}
         }
-        if self.origin.is_some() && server_major < 16 {
-            return Err(OptionsError::OriginTooOld(server_major));
-        }
-        if self.binary && server_major < 14 {
-            return Err(OptionsError::BinaryTooOld(server_major));
+        if let Some((setting, needs)) = self
+            .server_requirements()
+            .into_iter()
+            .find(|(_, needs)| server_major < *needs)
+        {
+            return Err(OptionsError::TooOld {
+                setting,
+                needs,
+                server: server_major,
+            });
         }
         if self.publications.is_empty() {
             return Err(OptionsError::NoPublication);
@@ -152,14 +212,51 @@ mod tests {
         let mut o = opts();
         o.validate(10).unwrap();
         o.proto_version = 3;
-        assert!(matches!(o.validate(14), Err(OptionsError::TooOld { .. })));
+        let e = o.validate(14).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "source.proto_version = 3 needs Postgres 15 or newer; the server is Postgres 14"
+        );
         o.proto_version = 1;
         o.streaming = Streaming::On;
         assert!(o.validate(16).is_err());
+        o.proto_version = 2;
+        o.validate(14).unwrap();
         o.streaming = Streaming::Off;
         o.origin = Some(OriginFilter::Any);
-        assert!(o.validate(15).is_err());
+        o.proto_version = 4;
+        assert_eq!(
+            o.validate(15).unwrap_err().to_string(),
+            "source.proto_version = 4 needs Postgres 16 or newer; the server is Postgres 15"
+        );
+        o.proto_version = 2;
+        assert_eq!(
+            o.validate(15).unwrap_err().to_string(),
+            "source.origin = \"any\" needs Postgres 16 or newer; the server is Postgres 15"
+        );
+        o.origin = None;
+        o.proto_version = 1;
+        o.binary = true;
+        assert_eq!(
+            o.validate(13).unwrap_err().to_string(),
+            "source.binary = true needs Postgres 14 or newer; the server is Postgres 13"
+        );
+        o.validate(14).unwrap();
         o.proto_version = 9;
         assert!(matches!(o.validate(17), Err(OptionsError::BadVersion(9))));
+    }
+
+    #[test]
+    fn lists_what_each_setting_needs() {
+        let mut o = opts();
+        o.proto_version = 2;
+        o.streaming = Streaming::On;
+        assert_eq!(
+            o.server_requirements(),
+            vec![
+                ("source.proto_version = 2".to_owned(), 14),
+                ("source.streaming = \"on\"".to_owned(), 14)
+            ]
+        );
     }
 }

@@ -20,6 +20,7 @@ use super::error::{Context, SourceError};
 use super::snapshot::{
     Chunk, Delivered, Event, KeyNames, Link, Watermark, SIGNAL_PREFIX, WATERMARK_PREFIX,
 };
+use super::spool::{Replay, Spool};
 use super::types::TypeRegistry;
 use super::wire::{Frame, WireConn};
 use crate::config::{BatchConfig, SourceConfig};
@@ -47,6 +48,9 @@ pub struct StreamSettings {
     /// Deliver logical decoding messages (`[source] messages`). pgoutput always sends them:
     /// snapshot watermarks travel as messages.
     pub deliver_messages: bool,
+    /// Streamed in-progress transactions (`streaming` on): where they spill and how much
+    /// of them memory holds. None: streaming off.
+    pub spool: Option<(std::path::PathBuf, usize)>,
 }
 
 impl StreamSettings {
@@ -63,6 +67,8 @@ impl StreamSettings {
                 .map(Duration::from_secs),
             max_retained_wal: source.max_retained_wal_mb.saturating_mul(1 << 20),
             deliver_messages: source.messages,
+            spool: (*source.streaming.get_ref() != crate::config::Streaming::Off)
+                .then(|| (batch.spool_dir(), batch.spool_memory_bytes())),
         }
     }
 }
@@ -96,7 +102,26 @@ pub struct Replicator {
     pub(super) chunks_copied: HashMap<u64, Chunk>,
     /// Key ranges whose final chunk this connection delivered, by snapshot and table.
     pub(super) ranges_finished: HashMap<(u32, u32), i64>,
+    /// Streamed in-progress transactions (None: streaming off).
+    pub(super) spool: Option<Spool>,
+    /// Inside a stream block: the transaction it belongs to.
+    pub(super) in_stream: Option<u32>,
+    /// A committed streamed transaction being fed to the assembler.
+    pub(super) replay: Option<Replaying>,
 }
+
+/// A streamed transaction between its Stream Commit and the last of its records: fed to
+/// the assembler as a protocol 1 transaction would be (Begin, the changes, Commit), so
+/// ordinals, skipping and snapshot watermarks work the same.
+#[derive(Debug)]
+pub(super) struct Replaying {
+    commit: pgoutput::StreamCommit,
+    records: Replay,
+    begun: bool,
+}
+
+/// Replayed messages handled before the loop looks at its timers and channels again.
+const REPLAY_SLICE: usize = 1024;
 
 impl Replicator {
     /// Runs until `shutdown` turns true (then drains in-flight batches within the grace
@@ -121,8 +146,20 @@ impl Replicator {
         housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_slot_check: Option<Instant> = None;
         'stream: loop {
-            while let Some(frame) = self.conn.try_frame()? {
-                self.handle_frame(frame, &progress).await?;
+            let mut replayed = 0;
+            loop {
+                if self.replay.is_some() {
+                    if replayed == REPLAY_SLICE {
+                        // A long replay: let the timers and the pipeline's progress in.
+                        break;
+                    }
+                    replayed += 1;
+                    self.replay_step().await?;
+                } else if let Some(frame) = self.conn.try_frame()? {
+                    self.handle_frame(frame, &progress).await?;
+                } else {
+                    break;
+                }
                 if self.assembler.is_full() {
                     // Too many changes to keep reading: wait for room, keep reporting. Hand
                     // over whole transactions; split one only when it alone is this large.
@@ -159,6 +196,7 @@ impl Replicator {
                     self.report(latest(&progress), false).await?;
                 }
                 _ = tick.tick() => self.report(latest(&progress), false).await?,
+                () = std::future::ready(()), if self.replay.is_some() => {}
                 _ = housekeeping.tick() => {
                     if last_slot_check.is_none_or(|t| t.elapsed() >= slot_check_every) {
                         last_slot_check = Some(Instant::now());
@@ -312,7 +350,10 @@ impl Replicator {
                 // Nothing open, nothing pending, everything acked: all WAL up to the
                 // server's position is done with. Confirming it keeps a quiet
                 // publication from pinning WAL forever.
-                if self.assembler.is_drained() && p.acked_seq == self.assembler.last_seq() {
+                if self.assembler.is_drained()
+                    && self.streams_drained()
+                    && p.acked_seq == self.assembler.last_seq()
+                {
                     self.idle_flush = self.idle_flush.max(wal_end);
                 }
                 if reply_requested || self.idle_flush > self.reported {
@@ -325,13 +366,53 @@ impl Replicator {
                 self.received = self.received.max(wal_start);
                 let kind_hint = data.first().copied().unwrap_or(b'?');
                 let size = data.len();
+                if let Some(xid) = self.in_stream {
+                    if kind_hint != b'E' {
+                        return self.spool_message(xid, wal_start, data);
+                    }
+                }
                 let logical =
                     pgoutput::decode(data, false).map_err(|source| SourceError::Decode {
                         lsn: wal_start,
                         kind: pgoutput::message_kind(kind_hint).unwrap_or("unknown"),
                         cause: source,
                     })?;
-                self.handle_logical(logical, wal_start, size).await?;
+                match logical {
+                    LogicalMessage::StreamStart(s) if self.spool.is_some() => {
+                        if s.first_segment {
+                            if let Some(spool) = &mut self.spool {
+                                spool.begin(s.xid);
+                            }
+                        }
+                        self.in_stream = Some(s.xid);
+                    }
+                    LogicalMessage::StreamStop if self.in_stream.is_some() => {
+                        self.in_stream = None;
+                    }
+                    LogicalMessage::StreamAbort(a) if self.spool.is_some() => {
+                        if let Some(spool) = &mut self.spool {
+                            spool.abort(a.xid, a.subxid);
+                        }
+                        tracing::debug!(
+                            xid = a.xid,
+                            subxid = a.subxid,
+                            "streamed transaction aborted"
+                        );
+                    }
+                    LogicalMessage::StreamCommit(c) if self.spool.is_some() => {
+                        let records = match &mut self.spool {
+                            Some(spool) => spool.take(c.xid)?,
+                            None => Replay::default(),
+                        };
+                        tracing::debug!(xid = c.xid, commit_lsn = %c.commit_lsn, "streamed transaction committed");
+                        self.replay = Some(Replaying {
+                            commit: c,
+                            records,
+                            begun: false,
+                        });
+                    }
+                    other => self.handle_logical(other, wal_start, size).await?,
+                }
             }
         }
         Ok(())
@@ -386,6 +467,73 @@ impl Replicator {
 }
 
 impl Replicator {
+    /// No streamed transaction open, none being replayed: nothing received is unaccounted
+    /// for (an idle keepalive may be confirmed).
+    fn streams_drained(&self) -> bool {
+        self.in_stream.is_none()
+            && self.replay.is_none()
+            && self.spool.as_ref().is_none_or(Spool::is_empty)
+    }
+
+    /// A message inside a stream block: kept (raw) until its transaction's Stream Commit.
+    fn spool_message(&mut self, xid: u32, lsn: Lsn, data: bytes::Bytes) -> Result<(), SourceError> {
+        let kind =
+            pgoutput::message_kind(data.first().copied().unwrap_or(b'?')).unwrap_or("unknown");
+        let subxid = super::spool::stream_xid(&data).ok_or(SourceError::Decode {
+            lsn,
+            kind,
+            cause: pgoutput::DecodeError::Empty,
+        })?;
+        let spool = self
+            .spool
+            .as_mut()
+            .expect("in a stream block only with a spool");
+        spool.append(xid, super::spool::Record { lsn, subxid, data })?;
+        Ok(())
+    }
+
+    /// Feeds the assembler one step of the committed streamed transaction: its Begin, one
+    /// record, or (after the last) its Commit.
+    async fn replay_step(&mut self) -> Result<(), SourceError> {
+        let Some(r) = &mut self.replay else {
+            return Ok(());
+        };
+        let c = &r.commit;
+        if !r.begun {
+            r.begun = true;
+            let begin = LogicalMessage::Begin(pgoutput::Begin {
+                final_lsn: c.commit_lsn,
+                commit_ts: c.commit_ts,
+                xid: c.xid,
+            });
+            return self.assembler.apply(begin, c.commit_lsn, 0);
+        }
+        match r.records.next_record()? {
+            Some(rec) => {
+                let kind_hint = rec.data.first().copied().unwrap_or(b'?');
+                let size = rec.data.len();
+                let msg =
+                    pgoutput::decode(rec.data, true).map_err(|source| SourceError::Decode {
+                        lsn: rec.lsn,
+                        kind: pgoutput::message_kind(kind_hint).unwrap_or("unknown"),
+                        cause: source,
+                    })?;
+                self.handle_logical(msg, rec.lsn, size).await
+            }
+            None => {
+                let commit = LogicalMessage::Commit(pgoutput::Commit {
+                    flags: c.flags,
+                    commit_lsn: c.commit_lsn,
+                    end_lsn: c.end_lsn,
+                    commit_ts: c.commit_ts,
+                });
+                let lsn = c.end_lsn;
+                self.replay = None;
+                self.assembler.apply(commit, lsn, 0)
+            }
+        }
+    }
+
     /// A snapshot watermark of ours (others' — another slot's, an earlier run's — are
     /// consumed and ignored). See `snapshot::reconcile`.
     fn watermark(&mut self, content: &[u8], lsn: Lsn) {

@@ -23,12 +23,14 @@
 //! `text`.
 
 mod array;
+mod binary;
 mod calendar;
 mod json;
 mod model;
 mod text;
 mod types;
 
+pub use binary::{has_binary_decoder, parse_binary};
 pub use json::{write_json, write_json_str};
 pub use model::{
     Array, Numeric, PgText, Value, ValueError, DATE_NEG_INFINITY, DATE_POS_INFINITY,

@@ -15,7 +15,7 @@ use super::value::{valid_case, Expect};
 use cdc_host::change::{Column, Table};
 use cdc_host::pgoutput::{ColumnData, Relation, RelationColumn, ReplicaIdentity, TupleData};
 use cdc_host::source::mapping::{row_from_tuple, table_from_relation, MapError};
-use cdc_host::value::{builtin_type, parse_text, TypeInfo, Value};
+use cdc_host::value::{builtin_type, parse_binary, parse_text, TypeInfo, Value};
 
 /// What one tuple column carries.
 #[derive(Debug, Clone)]
@@ -106,10 +106,13 @@ fn fuzz_row_from_tuple() {
                             break;
                         }
                     },
-                    ColumnData::Binary(_) => {
-                        want = Err((i, "binary"));
-                        break;
-                    }
+                    ColumnData::Binary(raw) => match parse_binary(&col.type_info, raw.clone()) {
+                        Ok(v) => v,
+                        Err(_) => {
+                            want = Err((i, "binary"));
+                            break;
+                        }
+                    },
                 };
                 if let Ok(values) = &mut want {
                     values.push(v);
@@ -128,7 +131,7 @@ fn fuzz_row_from_tuple() {
                     prop_assert_eq!(column, format!("c{i}"));
                     prop_assert!(message.contains("invalid"), "{}", message);
                 }
-                (Err((i, "binary")), Err(MapError::Binary { column })) => {
+                (Err((i, "binary")), Err(MapError::Value { column, .. })) => {
                     prop_assert_eq!(column, format!("c{i}"));
                 }
                 (want, got) => prop_assert!(false, "expected {:?}, got {:?}", want, got),

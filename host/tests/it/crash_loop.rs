@@ -52,6 +52,18 @@ async fn read_stream(url: &str) -> (u64, Duration, Vec<(String, Json)>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_kill9_loop_loses_nothing() {
+    crash_loop(false).await;
+}
+
+/// The same loop with protocol 2 streaming at `logical_decoding_work_mem = 64kB`: the
+/// kills land while transactions are streamed (and spilled: 4 MiB of memory for them), and
+/// the savepoint rollbacks of the workload are subtransaction aborts inside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_kill9_loop_loses_nothing_while_streaming() {
+    crash_loop(true).await;
+}
+
+async fn crash_loop(streaming: bool) {
     // Long and machine-loading: never beside another such test (see `heavy`).
     let _heavy = harness::heavy().await;
     let seed = std::env::var("CDC_CRASH_SEED")
@@ -69,21 +81,35 @@ async fn random_kill9_loop_loses_nothing() {
     let started = Instant::now();
     let nats = NatsServer::start(&[]);
 
+    let name = if streaming {
+        "crashloop_st"
+    } else {
+        "crashloop"
+    };
+    let slot = format!("s_{name}");
+    let slot = slot.as_str();
     let db = db_with(
-        "crashloop",
+        name,
         "CREATE TABLE a (id int PRIMARY KEY, n int, note text);
          CREATE TABLE b (id int PRIMARY KEY, big text);
          ALTER TABLE b ALTER COLUMN big SET STORAGE EXTERNAL;",
         "CREATE PUBLICATION p FOR TABLE a, b",
     )
     .await;
+    let spool = tempfile::tempdir().unwrap();
+    let source_extra = if streaming {
+        db.exec(crate::streaming::SMALL_WORK_MEM).await;
+        crate::streaming::streaming_extra(&spool.path().join("spool"), "max_changes = 300")
+    } else {
+        "[pipeline]\nmax_changes = 300\n".to_owned()
+    };
     // JetStream first, then the stdout sink `config` appends.
     let (_d, cfg) = config(
         &db.dsn(),
-        "s_crashloop",
+        slot,
         "p",
         &format!(
-            "[pipeline]\nmax_changes = 300\n\n[[sinks]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{}\"\nsubject = \"cdc.{{schema}}.{{table}}\"\nformat = \"json\"\n[sinks.jetstream]\nstream = \"{STREAM}\"\ncreate_stream = true\nduplicate_window_secs = {DUPLICATE_WINDOW_SECS}\n",
+            "{source_extra}\n[[sinks]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{}\"\nsubject = \"cdc.{{schema}}.{{table}}\"\nformat = \"json\"\n[sinks.jetstream]\nstream = \"{STREAM}\"\ncreate_stream = true\nduplicate_window_secs = {DUPLICATE_WINDOW_SECS}\n",
             nats.url()
         ),
     );
@@ -91,7 +117,7 @@ async fn random_kill9_loop_loses_nothing() {
     // The slot must exist before the workload starts: a new slot streams only what commits
     // after its consistent point.
     let mut first = HostProcess::spawn(BIN, &cfg).unwrap();
-    wait_slot_active(&db, "s_crashloop", &mut first).await;
+    wait_slot_active(&db, slot, &mut first).await;
 
     // The workload, in its own task, until told to stop.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -143,7 +169,7 @@ async fn random_kill9_loop_loses_nothing() {
             Some(h) => h,
             None => HostProcess::spawn(BIN, &cfg).unwrap(),
         };
-        wait_slot_active(&db, "s_crashloop", &mut host).await;
+        wait_slot_active(&db, slot, &mut host).await;
         tokio::time::sleep(Duration::from_millis(100 + rng.below(700))).await;
         if let Some(st) = host.try_exit() {
             panic!(
@@ -161,11 +187,26 @@ async fn random_kill9_loop_loses_nothing() {
     let client = db.client().await;
     let end = harness::current_wal_lsn(&client).await;
     let mut last = HostProcess::spawn(BIN, &cfg).unwrap();
-    harness::wait_for_confirmed_flush(&client, "s_crashloop", &end, Duration::from_secs(120))
+    harness::wait_for_confirmed_flush(&client, slot, &end, Duration::from_secs(120))
         .await
         .unwrap();
     stop_clean(&mut last).await;
     outputs.push(last.stdout_lines());
+    if streaming {
+        let streamed: i64 = client
+            .query_one(
+                "SELECT coalesce((SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = $1), 0)",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        eprintln!("seed {seed}: the server streamed {streamed} transactions to the last run");
+        let left = std::fs::read_dir(spool.path().join("spool").join(slot))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "spill files left after a clean stop");
+    }
 
     // Union by id; a replayed id must carry the same change.
     let mut union: BTreeMap<String, Json> = BTreeMap::new();

@@ -15,6 +15,7 @@ mod common;
 mod fixtures;
 
 mod admin;
+mod binary_values;
 mod config_errors;
 mod crash_loop;
 mod failover;
@@ -25,6 +26,7 @@ mod replication;
 mod schema;
 mod sinks;
 mod snapshot;
+mod streaming;
 mod tls;
 mod transforms;
 mod transforms_wit;

@@ -1,0 +1,232 @@
+//! Parsing the Postgres binary send format (pgoutput `binary = true`) into the same
+//! [`Value`]s as [`super::parse_text`], so every output is byte-identical in both modes.
+//!
+//! The model was made for this: dates, times, timestamps and intervals are kept as the
+//! server's own integers, so binary values need no calendar at all; `numeric` is turned
+//! back into the exact decimal text its output function prints (base-10000 digits, `dscale`
+//! fractional digits). Types kept as text ([`TypeKind::Other`]: ranges, inet, money, …)
+//! have no binary decoder: their text is what the output shows, and rebuilding it from
+//! the send format would mean re-implementing each output function. Binary mode refuses
+//! them at start (see `source::open`) rather than guessing here.
+//!
+//! Every parser is total: malformed input gives an error, never a panic.
+
+use std::fmt::Write;
+
+use bytes::Bytes;
+
+use super::model::{Array, Numeric, PgText, Value, ValueError};
+use super::types::{TypeInfo, TypeKind};
+
+type Reason = &'static str;
+
+/// `"char"`: one raw byte in the send format, octal-escaped by its output function.
+const CHAR_OID: u32 = 18;
+/// Dimensions Postgres allows (`MAXDIM`).
+const MAX_DIMS: usize = 6;
+
+/// Whether values of `ty` can be decoded from the binary send format (arrays: their
+/// elements).
+pub fn has_binary_decoder(ty: &TypeInfo) -> bool {
+    match &ty.kind {
+        TypeKind::Other => false,
+        TypeKind::Array(elem) => has_binary_decoder(elem),
+        _ => true,
+    }
+}
+
+/// Parses the binary send format of a value of type `ty`.
+pub fn parse_binary(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
+    let s: &[u8] = &raw;
+    let parsed = match &ty.kind {
+        TypeKind::Bool => fixed::<1>(s).and_then(|b| match b[0] {
+            0 => Ok(Value::Bool(false)),
+            1 => Ok(Value::Bool(true)),
+            _ => Err("bool byte is neither 0 nor 1"),
+        }),
+        TypeKind::Int2 => fixed(s).map(|b| Value::Int2(i16::from_be_bytes(b))),
+        TypeKind::Int4 => fixed(s).map(|b| Value::Int4(i32::from_be_bytes(b))),
+        TypeKind::Int8 => fixed(s).map(|b| Value::Int8(i64::from_be_bytes(b))),
+        TypeKind::Float4 => fixed(s).map(|b| Value::Float4(f32::from_be_bytes(b))),
+        TypeKind::Float8 => fixed(s).map(|b| Value::Float8(f64::from_be_bytes(b))),
+        TypeKind::Numeric => numeric(s).map(Value::Numeric),
+        TypeKind::Bytea => Ok(Value::Bytea(raw.clone())),
+        TypeKind::Uuid => fixed(s).map(Value::Uuid),
+        TypeKind::Date => fixed(s).map(|b| Value::Date(i32::from_be_bytes(b))),
+        TypeKind::Time => fixed(s).map(|b| Value::Time(i64::from_be_bytes(b))),
+        TypeKind::TimeTz => fixed::<12>(s).map(|b| {
+            let micros = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+            // Stored as seconds west of UTC; the model keeps the printed sign.
+            let zone = i32::from_be_bytes(b[8..].try_into().expect("4 bytes"));
+            Value::TimeTz {
+                micros,
+                offset_secs: zone.wrapping_neg(),
+            }
+        }),
+        TypeKind::Timestamp => fixed(s).map(|b| Value::Timestamp(i64::from_be_bytes(b))),
+        TypeKind::TimestampTz => fixed(s).map(|b| Value::TimestampTz(i64::from_be_bytes(b))),
+        TypeKind::Interval => fixed::<16>(s).map(|b| Value::Interval {
+            micros: i64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+            days: i32::from_be_bytes(b[8..12].try_into().expect("4 bytes")),
+            months: i32::from_be_bytes(b[12..].try_into().expect("4 bytes")),
+        }),
+        TypeKind::Text if ty.oid == CHAR_OID => Ok(Value::Text(char_text(s))),
+        TypeKind::Text => text(&raw).map(Value::Text),
+        TypeKind::Json => text(&raw).map(Value::Json),
+        TypeKind::Jsonb => match s.first() {
+            Some(1) => text(&raw.slice(1..)).map(Value::Jsonb),
+            Some(_) => Err("unknown jsonb binary version"),
+            None => Err("empty jsonb"),
+        },
+        TypeKind::Enum => text(&raw).map(Value::Enum),
+        TypeKind::Array(elem) => return array(ty, elem, &raw),
+        TypeKind::Other => Err("no binary decoder for this type"),
+    };
+    parsed.map_err(|reason| ValueError::new(ty, s, reason))
+}
+
+fn fixed<const N: usize>(s: &[u8]) -> Result<[u8; N], Reason> {
+    s.try_into()
+        .map_err(|_| "wrong length for the type's binary format")
+}
+
+fn text(raw: &Bytes) -> Result<PgText, Reason> {
+    PgText::new(raw.clone()).map_err(|_| "invalid UTF-8")
+}
+
+/// `charout`: a byte with the high bit set prints as `\ooo`, a zero byte as nothing.
+fn char_text(s: &[u8]) -> PgText {
+    match s.first() {
+        None | Some(0) => PgText::from_static(""),
+        Some(&b) if b >= 0x80 => PgText::from(format!("\\{b:03o}")),
+        Some(&b) => PgText::from(String::from(b as char)),
+    }
+}
+
+/// `numeric_send` → the text `numeric_out` prints: `ndigits`, `weight`, `sign`, `dscale`,
+/// then `ndigits` base-10000 digits, the first of which is worth 10000^weight.
+fn numeric(s: &[u8]) -> Result<Numeric, Reason> {
+    let head: [u8; 8] = s
+        .get(..8)
+        .and_then(|h| h.try_into().ok())
+        .ok_or("numeric header cut short")?;
+    let ndigits = i16::from_be_bytes([head[0], head[1]]);
+    let weight = i16::from_be_bytes([head[2], head[3]]) as i32;
+    let sign = u16::from_be_bytes([head[4], head[5]]);
+    let dscale = u16::from_be_bytes([head[6], head[7]]);
+    match sign {
+        0xC000 => return Ok(Numeric::NaN),
+        0xD000 => return Ok(Numeric::PosInf),
+        0xF000 => return Ok(Numeric::NegInf),
+        0x0000 | 0x4000 => {}
+        _ => return Err("invalid numeric sign"),
+    }
+    if ndigits < 0 || dscale > 0x3FFF {
+        return Err("invalid numeric header");
+    }
+    let body = &s[8..];
+    if body.len() != ndigits as usize * 2 {
+        return Err("numeric digits do not match ndigits");
+    }
+    let digits: Vec<u16> = body
+        .chunks_exact(2)
+        .map(|d| u16::from_be_bytes([d[0], d[1]]))
+        .collect();
+    if digits.iter().any(|d| *d > 9999) {
+        return Err("numeric digit out of range");
+    }
+    let digit = |i: i32| -> u16 {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| digits.get(i).copied())
+            .unwrap_or(0)
+    };
+    let mut out = String::new();
+    if sign == 0x4000 {
+        out.push('-');
+    }
+    if weight < 0 {
+        out.push('0');
+    } else {
+        for i in 0..=weight {
+            if i == 0 {
+                let _ = write!(out, "{}", digit(i));
+            } else {
+                let _ = write!(out, "{:04}", digit(i));
+            }
+        }
+    }
+    if dscale > 0 {
+        out.push('.');
+        let start = out.len();
+        let mut i = weight + 1;
+        while out.len() - start < dscale as usize {
+            let _ = write!(out, "{:04}", digit(i));
+            i += 1;
+        }
+        out.truncate(start + dscale as usize);
+    }
+    Ok(Numeric::Finite(Bytes::from(out)))
+}
+
+/// `array_send`: `ndim`, a has-nulls flag, the element type, `ndim` × (length, lower
+/// bound), then each element as a length (-1: NULL) and its bytes.
+fn array(ty: &TypeInfo, elem: &TypeInfo, raw: &Bytes) -> Result<Value, ValueError> {
+    let err = |reason| ValueError::new(ty, raw, reason);
+    let mut pos = 0;
+    let i32_at = |pos: &mut usize| -> Result<i32, ValueError> {
+        let b = raw
+            .get(*pos..*pos + 4)
+            .ok_or_else(|| err("array cut short"))?;
+        *pos += 4;
+        Ok(i32::from_be_bytes(b.try_into().expect("4 bytes")))
+    };
+    let ndim = i32_at(&mut pos)?;
+    let _flags = i32_at(&mut pos)?;
+    let _elem_oid = i32_at(&mut pos)?;
+    let ndim = usize::try_from(ndim)
+        .ok()
+        .filter(|n| *n <= MAX_DIMS)
+        .ok_or_else(|| err("invalid array dimensions"))?;
+    let mut dims = Vec::with_capacity(ndim);
+    let mut total: usize = if ndim == 0 { 0 } else { 1 };
+    for _ in 0..ndim {
+        let len = i32_at(&mut pos)?;
+        let _lower = i32_at(&mut pos)?;
+        let len = u32::try_from(len).map_err(|_| err("negative array length"))?;
+        total = total
+            .checked_mul(len as usize)
+            .filter(|t| *t <= raw.len())
+            .ok_or_else(|| err("array longer than its bytes"))?;
+        dims.push(len);
+    }
+    let mut elements = Vec::with_capacity(total);
+    for _ in 0..total {
+        let len = i32_at(&mut pos)?;
+        if len == -1 {
+            elements.push(Value::Null);
+            continue;
+        }
+        let len = usize::try_from(len).map_err(|_| err("invalid element length"))?;
+        let end = pos
+            .checked_add(len)
+            .filter(|e| *e <= raw.len())
+            .ok_or_else(|| err("array element cut short"))?;
+        elements.push(parse_binary(elem, raw.slice(pos..end))?);
+        pos = end;
+    }
+    if pos != raw.len() {
+        return Err(err("trailing bytes after the array"));
+    }
+    if total == 0 {
+        dims.clear();
+    }
+    Ok(Value::Array(Array {
+        elem_oid: elem.oid,
+        dims,
+        elements,
+    }))
+}
+
+#[cfg(test)]
+mod tests;

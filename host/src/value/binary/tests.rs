@@ -1,0 +1,116 @@
+use super::*;
+use crate::value::builtin_type;
+
+fn num(ndigits: i16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&ndigits.to_be_bytes());
+    v.extend_from_slice(&weight.to_be_bytes());
+    v.extend_from_slice(&sign.to_be_bytes());
+    v.extend_from_slice(&dscale.to_be_bytes());
+    for d in digits {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v
+}
+
+fn numeric_text(b: Vec<u8>) -> String {
+    numeric(&b).unwrap().as_str().to_owned()
+}
+
+#[test]
+fn numeric_prints_as_numeric_out() {
+    assert_eq!(numeric_text(num(2, 0, 0, 2, &[1, 5000])), "1.50");
+    assert_eq!(numeric_text(num(0, 0, 0, 0, &[])), "0");
+    assert_eq!(numeric_text(num(0, 0, 0, 3, &[])), "0.000");
+    assert_eq!(numeric_text(num(1, -1, 0, 3, &[10])), "0.001");
+    assert_eq!(numeric_text(num(1, -2, 0x4000, 8, &[12])), "-0.00000012");
+    assert_eq!(
+        numeric_text(num(3, 1, 0, 1, &[1234, 5678, 9000])),
+        "12345678.9"
+    );
+    assert_eq!(numeric_text(num(1, 2, 0, 0, &[1])), "100000000");
+    assert_eq!(numeric_text(num(1, 0, 0x4000, 0, &[42])), "-42");
+    assert_eq!(numeric(&num(0, 0, 0xC000, 0, &[])).unwrap(), Numeric::NaN);
+    assert_eq!(
+        numeric(&num(0, 0, 0xD000, 0, &[])).unwrap(),
+        Numeric::PosInf
+    );
+    assert_eq!(
+        numeric(&num(0, 0, 0xF000, 0, &[])).unwrap(),
+        Numeric::NegInf
+    );
+    assert!(numeric(&num(1, 0, 0, 0, &[10000])).is_err());
+    assert!(numeric(&num(2, 0, 0, 0, &[1])).is_err());
+    assert!(numeric(&num(0, 0, 0x1234, 0, &[])).is_err());
+    assert!(numeric(&[0, 1]).is_err());
+}
+
+#[test]
+fn scalars() {
+    let t =
+        |oid: u32, b: &[u8]| parse_binary(&builtin_type(oid).unwrap(), Bytes::copy_from_slice(b));
+    assert_eq!(t(16, &[1]).unwrap(), Value::Bool(true));
+    assert!(t(16, &[2]).is_err());
+    assert_eq!(t(23, &(-5i32).to_be_bytes()).unwrap(), Value::Int4(-5));
+    assert!(t(23, &[0, 0, 1]).is_err());
+    assert_eq!(t(701, &1.5f64.to_be_bytes()).unwrap(), Value::Float8(1.5));
+    let mut tz = 3_600_000_000i64.to_be_bytes().to_vec();
+    tz.extend_from_slice(&(-19800i32).to_be_bytes());
+    assert_eq!(
+        t(1266, &tz).unwrap(),
+        Value::TimeTz {
+            micros: 3_600_000_000,
+            offset_secs: 19800
+        }
+    );
+    let mut iv = 5i64.to_be_bytes().to_vec();
+    iv.extend_from_slice(&3i32.to_be_bytes());
+    iv.extend_from_slice(&(-2i32).to_be_bytes());
+    assert_eq!(
+        t(1186, &iv).unwrap(),
+        Value::Interval {
+            months: -2,
+            days: 3,
+            micros: 5
+        }
+    );
+    assert_eq!(
+        t(3802, b"\x01{\"a\": 1}").unwrap(),
+        Value::Jsonb("{\"a\": 1}".into())
+    );
+    assert!(t(3802, b"\x02{}").is_err());
+    assert_eq!(t(18, &[0xE9]).unwrap(), Value::Text("\\351".into()));
+    assert_eq!(t(18, b"a").unwrap(), Value::Text("a".into()));
+    assert!(t(25, &[0xff]).is_err());
+}
+
+#[test]
+fn arrays() {
+    let ty = builtin_type(1007).unwrap(); // int4[]
+    let mut b = Vec::new();
+    for x in [2i32, 1, 23, 2, 1, 1, 1] {
+        b.extend_from_slice(&x.to_be_bytes());
+    }
+    // elements: 7, NULL
+    b.extend_from_slice(&4i32.to_be_bytes());
+    b.extend_from_slice(&7i32.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    // dims [2, 1]
+    let v = parse_binary(&ty, Bytes::from(b.clone())).unwrap();
+    let Value::Array(a) = v else { panic!() };
+    assert_eq!(a.dims, vec![2, 1]);
+    assert_eq!(a.elements, vec![Value::Int4(7), Value::Null]);
+    assert_eq!(a.elem_oid, 23);
+    // Cut anywhere: an error, never a panic.
+    for cut in 0..b.len() {
+        assert!(parse_binary(&ty, Bytes::copy_from_slice(&b[..cut])).is_err());
+    }
+    let mut empty = Vec::new();
+    for x in [0i32, 0, 23] {
+        empty.extend_from_slice(&x.to_be_bytes());
+    }
+    let Value::Array(a) = parse_binary(&ty, Bytes::from(empty)).unwrap() else {
+        panic!()
+    };
+    assert!(a.dims.is_empty() && a.elements.is_empty());
+}

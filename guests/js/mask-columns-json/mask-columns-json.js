@@ -16,6 +16,8 @@ const KNOWN_KEYS = ['columns', 'tables', 'mode'];
 const TEXT_OID = 25;
 
 let state = null; // set by a successful init
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
 
 // "a, b,," -> ["a", "b"]
 const list = (s) => s.split(',').map((x) => x.trim()).filter((x) => x !== '');
@@ -50,7 +52,8 @@ export const jsonTransformer = {
 
   transform(batch) {
     if (state === null) throw 'transform called before a successful init';
-    const { relations, changes } = JSON.parse(batch);
+    // `batch` is the document's UTF-8 bytes (a Uint8Array): decoded and parsed natively.
+    const { relations, changes } = JSON.parse(decoder.decode(batch));
     // Per table of the batch, once: the names of its columns to mask.
     const masked = relations.map((r) =>
       tableMatches(r) ? r.columns.filter((c) => state.columns.has(c.name)).map((c) => c.name) : []);
@@ -60,7 +63,7 @@ export const jsonTransformer = {
       mask(change, change.after, names);
       mask(change, change.before, names);
     }
-    return JSON.stringify(changes);
+    return encoder.encode(JSON.stringify(changes));
   },
 };
 

@@ -1,5 +1,5 @@
 """identity-json: returns every batch unchanged, in the JSON world (wit/json.wit):
-the batch arrives as one JSON string and goes back as it came."""
+the batch arrives as one JSON document (UTF-8 bytes) and goes back as it came."""
 from componentize_py_types import Err
 from wit_world import exports
 
@@ -11,7 +11,7 @@ class JsonTransformer(exports.JsonTransformer):
         global ready
         ready = True
 
-    def transform(self, batch: str) -> str:
+    def transform(self, batch: bytes) -> bytes:
         if not ready:
             raise Err("transform called before a successful init")
         return batch

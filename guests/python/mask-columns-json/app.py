@@ -65,7 +65,7 @@ class MaskColumns:
             for s, t in self.patterns
         )
 
-    def transform(self, batch: str) -> str:
+    def transform(self, batch: bytes) -> bytes:
         doc = json.loads(batch)
         # Per table of the batch, once: the names of its columns to mask.
         masked = [
@@ -84,7 +84,7 @@ class MaskColumns:
                             if row.get(name) is not None:
                                 row[name] = "***"
                                 change.setdefault("types", {})[name] = TEXT_OID
-        return json.dumps(changes, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(changes, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 state: MaskColumns | None = None  # set by a successful init
@@ -96,7 +96,7 @@ class JsonTransformer(exports.JsonTransformer):
         state = None  # a failed re-init must not leave the old configuration running
         state = MaskColumns(config)
 
-    def transform(self, batch: str) -> str:
+    def transform(self, batch: bytes) -> bytes:
         if state is None:
             raise Err("transform called before a successful init")
         return state.transform(batch)

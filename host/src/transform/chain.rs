@@ -241,7 +241,7 @@ impl Stage {
         };
         let output = if self.module.is_json() {
             let encoded = json_batch::encode(changes);
-            let json = instance.transform_json(&encoded.json, changes.len())?;
+            let json = instance.transform_json(encoded.json.as_bytes(), changes.len())?;
             Output::Json(encoded.relations, json)
         } else {
             let input: Vec<_> = changes.iter().map(to_wit).collect();
@@ -274,5 +274,5 @@ impl Stage {
 /// What a module returned, in its world's form.
 enum Output {
     Wit(Vec<super::runtime::wit::Change>),
-    Json(Vec<Arc<crate::change::Table>>, String),
+    Json(Vec<Arc<crate::change::Table>>, Vec<u8>),
 }

@@ -241,7 +241,7 @@ impl Instance {
     }
 
     /// One batch, as a JSON document (`wit/json.wit`), through a `transform-json` module.
-    pub fn transform_json(&mut self, batch: &str, n: usize) -> Result<String, TransformError> {
+    pub fn transform_json(&mut self, batch: &[u8], n: usize) -> Result<Vec<u8>, TransformError> {
         self.arm()?;
         let Some(Bindings::Json(b)) = &self.bindings else {
             return Err(TransformError::Trap {

@@ -113,14 +113,14 @@ fn write_relation(t: &Table, out: &mut Vec<u8>) {
 pub fn decode(
     inputs: &[Change],
     relations: &[Arc<Table>],
-    json: &str,
+    json: &[u8],
 ) -> Result<Vec<Change>, ConvertError> {
     let whole = |message: String| ConvertError {
         index: 0,
         id: String::new(),
         message,
     };
-    let doc: Json = serde_json::from_str(json).map_err(|e| whole(format!("not JSON: {e}")))?;
+    let doc: Json = serde_json::from_slice(json).map_err(|e| whole(format!("not JSON: {e}")))?;
     let list = match &doc {
         Json::Array(a) => a,
         Json::Object(o) => o
@@ -288,7 +288,7 @@ mod tests {
         assert!(enc.json.contains(r#""ids":["9223372036854775807", null]"#), "{}", enc.json);
         assert!(enc.json.contains(r#"{"name":"id","type":20,"key":true}"#), "{}", enc.json);
         assert_eq!(enc.relations.len(), 1);
-        let back = decode(&batch, &enc.relations, &enc.json).unwrap();
+        let back = decode(&batch, &enc.relations, enc.json.as_bytes()).unwrap();
         assert_eq!(back.len(), batch.len());
         for (a, b) in batch.iter().zip(&back) {
             assert_eq!(text(a), text(b));
@@ -312,22 +312,22 @@ mod tests {
             .json
             .replace(r#""total":"1.50""#, r#""total":"***""#)
             .replace(r#""rel":0"#, r#""rel":0,"types":{"total":25}"#);
-        let back = decode(&batch, &enc.relations, &masked).unwrap();
+        let back = decode(&batch, &enc.relations, masked.as_bytes()).unwrap();
         let bt = back[0].table.as_ref().unwrap();
         assert_eq!(bt.columns[2].type_oid, oid::TEXT);
         assert_eq!(bt.columns[0].type_oid, oid::INT8);
         assert!(bt.columns[0].is_key);
         assert!(text(&back[0]).contains(r#""total":"***""#));
         let bad = enc.json.replace(r#""total":"1.50""#, r#""total":"***""#);
-        let err = decode(&batch, &enc.relations, &bad).unwrap_err();
+        let err = decode(&batch, &enc.relations, bad.as_bytes()).unwrap_err();
         assert!(err.message.contains("total"), "{err}");
         // Splitting a change: the copy gets the next split suffix.
         let doc: Json = serde_json::from_str(&enc.json).unwrap();
         let c = &doc["changes"][0];
         let two = serde_json::json!([c, c]).to_string();
-        let back = decode(&batch, &enc.relations, &two).unwrap();
+        let back = decode(&batch, &enc.relations, two.as_bytes()).unwrap();
         assert_eq!(back[1].split, 1);
-        assert!(decode(&batch, &enc.relations, r#"{"changes":[{"id":"x"}]}"#).is_err());
-        assert!(decode(&batch, &enc.relations, "[1").is_err());
+        assert!(decode(&batch, &enc.relations, br#"{"changes":[{"id":"x"}]}"#).is_err());
+        assert!(decode(&batch, &enc.relations, b"[1").is_err());
     }
 }

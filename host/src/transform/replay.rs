@@ -130,7 +130,9 @@ pub(crate) fn parse_object(
         t.columns
             .iter()
             .map(|c| match img.get(&*c.name) {
-                Some(v) if relation.is_some() || types.is_some_and(|t| t.contains_key(&*c.name)) => {
+                Some(v)
+                    if relation.is_some() || types.is_some_and(|t| t.contains_key(&*c.name)) =>
+                {
                     typed_value(&c.type_info, v).map_err(|e| format!("{}: {e}", c.name))
                 }
                 Some(v) => json_value(v),
@@ -281,7 +283,11 @@ fn table_from_relation(
             .all(|(c, (n, _))| *c.name == **n);
     let same = key_only
         || (names.len() == rel.columns.len()
-            && rel.columns.iter().zip(&names).all(|(c, (n, _))| *c.name == **n));
+            && rel
+                .columns
+                .iter()
+                .zip(&names)
+                .all(|(c, (n, _))| *c.name == **n));
     if same && !rel.columns.iter().any(overridden) {
         return Ok(Arc::clone(rel));
     }

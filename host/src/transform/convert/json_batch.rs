@@ -72,7 +72,8 @@ pub fn encode(changes: &[Change]) -> Encoded {
     out.extend_from_slice(b"]}");
     Encoded {
         // Everything written is UTF-8 (names and values are); checked, not assumed.
-        json: String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        json: String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
         relations,
     }
 }
@@ -141,7 +142,9 @@ pub fn decode(
             id: id_text.to_owned(),
             message,
         };
-        let obj = v.as_object().ok_or_else(|| err("not a JSON object".into()))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| err("not a JSON object".into()))?;
         let rel = match obj.get("rel") {
             Some(Json::Null) | None => by_name(relations, obj),
             Some(r) => Some(
@@ -283,10 +286,22 @@ mod tests {
             change(&t, Op::Read, 3),
         ];
         let enc = encode(&batch);
-        assert!(enc.json.contains(r#""id":"9007199254740993""#), "{}", enc.json);
+        assert!(
+            enc.json.contains(r#""id":"9007199254740993""#),
+            "{}",
+            enc.json
+        );
         assert!(enc.json.contains(r#""total":"1.50""#), "{}", enc.json);
-        assert!(enc.json.contains(r#""ids":["9223372036854775807", null]"#), "{}", enc.json);
-        assert!(enc.json.contains(r#"{"name":"id","type":20,"key":true}"#), "{}", enc.json);
+        assert!(
+            enc.json.contains(r#""ids":["9223372036854775807", null]"#),
+            "{}",
+            enc.json
+        );
+        assert!(
+            enc.json.contains(r#"{"name":"id","type":20,"key":true}"#),
+            "{}",
+            enc.json
+        );
         assert_eq!(enc.relations.len(), 1);
         let back = decode(&batch, &enc.relations, enc.json.as_bytes()).unwrap();
         assert_eq!(back.len(), batch.len());
@@ -297,7 +312,10 @@ mod tests {
             assert_eq!(a.before, b.before);
             assert_eq!(a.read, b.read);
             assert_eq!(a.commit_lsn, b.commit_lsn);
-            assert!(Arc::ptr_eq(a.table.as_ref().unwrap(), b.table.as_ref().unwrap()));
+            assert!(Arc::ptr_eq(
+                a.table.as_ref().unwrap(),
+                b.table.as_ref().unwrap()
+            ));
         }
     }
 

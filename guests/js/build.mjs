@@ -3,7 +3,7 @@
 // Each <name>/ holds <name>.js (or index.js); the component is written to
 // <name>/<name with - replaced by _>.wasm. build.sh decides what needs rebuilding.
 import { componentize } from '@bytecodealliance/componentize-js';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,11 +16,15 @@ async function build(name) {
   const source = [join(dir, `${name}.js`), join(dir, 'index.js')].find(existsSync);
   if (!source) throw new Error(`${dir}: no ${name}.js or index.js`);
   const out = join(dir, `${name.replaceAll('-', '_')}.wasm`);
+  // A module exporting `jsonTransformer` takes its batches as JSON (wit/json.wit).
+  const worldName = /export\s+const\s+jsonTransformer\b/.test(readFileSync(source, 'utf8'))
+    ? 'transform-json'
+    : 'transform';
   const started = Date.now();
   const { component } = await componentize({
     sourcePath: source,
     witPath: wit,
-    worldName: 'transform',
+    worldName,
     // The host links WASI p2 cli/io/clocks/random but not wasi:http: drop the
     // engine's fetch() and fetch-event support so the component does not import it.
     // stdio stays (console.log/console.error reach the host's log), and so do

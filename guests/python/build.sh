@@ -91,7 +91,10 @@ for m in "${modules[@]}"; do
   trap 'rm -rf "$scratch"' EXIT
   (cd "$m" && find . -name '*.py' -not -path '*/__pycache__/*' -exec cp --parents {} "$scratch/" \;)
   started=$SECONDS
-  (cd "$scratch" && componentize_py -q -d "$wit" -w transform componentize app -p . -o "$out.tmp")
+  # A module defining `JsonTransformer` takes its batches as JSON (wit/json.wit).
+  world=transform
+  grep -q '^class JsonTransformer(' "$m/app.py" && world=transform-json
+  (cd "$scratch" && componentize_py -q -d "$wit" -w "$world" componentize app -p . -o "$out.tmp")
   mv "$out.tmp" "$out"
   echo "$h" > "$stamp"
   rm -rf "$scratch"

@@ -14,6 +14,12 @@ use crate::value::{write_json, write_json_str, Value};
 
 /// Appends one change as a JSON object (no newline).
 pub fn write_change(c: &Change, out: &mut Vec<u8>) {
+    write_change_as(c, out, write_json)
+}
+
+/// [`write_change`] with row values rendered by `value` (the JSON transform world quotes
+/// int8 and numeric, see [`crate::value::write_json_exact`]).
+pub(crate) fn write_change_as(c: &Change, out: &mut Vec<u8>, value: fn(&Value, &mut Vec<u8>)) {
     out.extend_from_slice(b"{\"id\":\"");
     c.id().write_text(out);
     out.extend_from_slice(b"\",\"op\":\"");
@@ -28,7 +34,7 @@ pub fn write_change(c: &Change, out: &mut Vec<u8>) {
         None => out.extend_from_slice(b"null,\"table\":null"),
     }
     out.push(b',');
-    write_images(c, out);
+    write_images_as(c, out, value);
     out.extend_from_slice(b",\"lsn\":\"");
     c.lsn.write_text(out);
     out.extend_from_slice(b"\",\"commit_lsn\":\"");
@@ -96,21 +102,31 @@ fn write_routing(r: &crate::change::Routing, out: &mut Vec<u8>) {
 
 /// `"before":…,"after":…` — the row images, shared by every format.
 pub(crate) fn write_images(c: &Change, out: &mut Vec<u8>) {
+    write_images_as(c, out, write_json)
+}
+
+fn write_images_as(c: &Change, out: &mut Vec<u8>, value: fn(&Value, &mut Vec<u8>)) {
     out.extend_from_slice(b"\"before\":");
     match (&c.before, &c.table) {
-        (Some((kind, row)), Some(t)) => write_row(t, row, *kind == Before::Key, out),
+        (Some((kind, row)), Some(t)) => write_row(t, row, *kind == Before::Key, out, value),
         _ => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"after\":");
     match (&c.after, &c.table) {
-        (Some(row), Some(t)) => write_row(t, row, false, out),
+        (Some(row), Some(t)) => write_row(t, row, false, out, value),
         _ => out.extend_from_slice(b"null"),
     }
 }
 
 /// A row as an object keyed by column name. Unchanged TOAST columns are left out (they are
 /// listed in `unchanged_toast`); with `key_only`, only replica-identity columns appear.
-fn write_row(table: &Table, row: &Row, key_only: bool, out: &mut Vec<u8>) {
+fn write_row(
+    table: &Table,
+    row: &Row,
+    key_only: bool,
+    out: &mut Vec<u8>,
+    write_value: fn(&Value, &mut Vec<u8>),
+) {
     out.push(b'{');
     let mut first = true;
     for (col, value) in table.columns.iter().zip(&row.0) {
@@ -123,7 +139,7 @@ fn write_row(table: &Table, row: &Row, key_only: bool, out: &mut Vec<u8>) {
         first = false;
         write_json_str(&col.name, out);
         out.push(b':');
-        write_json(value, out);
+        write_value(value, out);
     }
     out.push(b'}');
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::config::OnFailure;
-use super::convert::{to_wit, FromGuest};
+use super::convert::{json_batch, to_wit, FromGuest};
 use super::module::{Instance, Module};
 use super::TransformError;
 use crate::change::Change;
@@ -239,8 +239,14 @@ impl Stage {
             Some(i) => i,
             None => self.instance.insert(self.module.instantiate()?),
         };
-        let input: Vec<_> = changes.iter().map(to_wit).collect();
-        let output = instance.transform(input)?;
+        let output = if self.module.is_json() {
+            let encoded = json_batch::encode(changes);
+            let json = instance.transform_json(encoded.json.as_bytes(), changes.len())?;
+            Output::Json(encoded.relations, json)
+        } else {
+            let input: Vec<_> = changes.iter().map(to_wit).collect();
+            Output::Wit(instance.transform(input)?)
+        };
         let memory = instance.memory_bytes();
         let cap = self.module.memory_cap();
         if memory > cap / RECYCLE_SHARE.1 * RECYCLE_SHARE.0 {
@@ -254,11 +260,19 @@ impl Stage {
                 tracing::debug!(module = %module, memory_mib = mib, cap_mib, recycled = self.recycled, "transform instance replaced");
             }
         }
-        self.from_guest
-            .convert(changes, output)
-            .map_err(|source| TransformError::BadOutput {
-                module: self.module.name.to_string(),
-                source,
-            })
+        match output {
+            Output::Wit(output) => self.from_guest.convert(changes, output),
+            Output::Json(relations, json) => json_batch::decode(changes, &relations, &json),
+        }
+        .map_err(|source| TransformError::BadOutput {
+            module: self.module.name.to_string(),
+            source,
+        })
     }
+}
+
+/// What a module returned, in its world's form.
+enum Output {
+    Wit(Vec<super::runtime::wit::Change>),
+    Json(Vec<Arc<crate::change::Table>>, Vec<u8>),
 }

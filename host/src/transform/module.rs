@@ -13,19 +13,22 @@ use super::config::TransformConfig;
 use super::convert::compat;
 use super::limits::{LogLimiter, MemoryCap};
 use super::runtime::{
-    v01, v02, wit, HostState, Runtime, EPOCH_TICK, TRANSFORMER_EXPORT, TRANSFORMER_EXPORT_V01,
+    json02, v01, v02, wit, HostState, Runtime, EPOCH_TICK, JSON_TRANSFORMER_EXPORT,
+    TRANSFORMER_EXPORT, TRANSFORMER_EXPORT_V01,
 };
 
 /// A linked module of either WIT version.
 enum Pre {
     V02(v02::TransformPre<HostState>),
     V01(v01::TransformPre<HostState>),
+    Json(json02::TransformJsonPre<HostState>),
 }
 
 /// An instance's exports, of its WIT version.
 enum Bindings {
     V02(v02::Transform),
     V01(v01::Transform),
+    Json(json02::TransformJson),
 }
 use super::TransformError;
 
@@ -57,6 +60,11 @@ impl std::fmt::Debug for Module {
 }
 
 impl Module {
+    /// Whether the module takes its batches as JSON (`wit/json.wit`).
+    pub fn is_json(&self) -> bool {
+        matches!(self.pre, Pre::Json(_))
+    }
+
     /// The module's memory cap in bytes.
     pub fn memory_cap(&self) -> usize {
         self.memory_bytes
@@ -86,6 +94,7 @@ impl Module {
         let pre = match version {
             WitVersion::V02 => v02::TransformPre::new(instance_pre).map(Pre::V02),
             WitVersion::V01 => v01::TransformPre::new(instance_pre).map(Pre::V01),
+            WitVersion::Json02 => json02::TransformJsonPre::new(instance_pre).map(Pre::Json),
         }
         .map_err(|e| fail(format!("{e:#}")))?;
         tracing::info!(module = %name, path = %cfg.path.display(), wit = version.as_str(), cache = match source { CodeSource::Cache => "hit", CodeSource::Compiled => "miss" }, "transform module ready");
@@ -126,6 +135,7 @@ impl Module {
         let bindings = match &self.pre {
             Pre::V02(pre) => pre.instantiate(&mut instance.store).map(Bindings::V02),
             Pre::V01(pre) => pre.instantiate(&mut instance.store).map(Bindings::V01),
+            Pre::Json(pre) => pre.instantiate(&mut instance.store).map(Bindings::Json),
         }
         .map_err(|e| instance.call_error("instantiate", e))?;
         instance.arm()?;
@@ -135,6 +145,9 @@ impl Module {
                 .call_init(&mut instance.store, &self.config),
             Bindings::V01(b) => b
                 .cdc_pipeline_transformer()
+                .call_init(&mut instance.store, &self.config),
+            Bindings::Json(b) => b
+                .cdc_pipeline_json_transformer()
                 .call_init(&mut instance.store, &self.config),
         }
         .map_err(|e| instance.call_error("init", e))?;
@@ -208,11 +221,42 @@ impl Instance {
                     .call_transform(&mut self.store, &old)
                     .map(|r| r.map(|out| out.into_iter().map(compat::up).collect()))
             }
+            Bindings::Json(_) => {
+                return Err(TransformError::Trap {
+                    module: self.module.name.to_string(),
+                    reason: "a JSON-world module called with records".into(),
+                })
+            }
         };
         self.module.log.flush();
         tracing::trace!(module = %self.module.name, changes = n, micros = started.elapsed().as_micros() as u64, memory_bytes = self.store.data().limits.size(), "transform call");
         match out {
             Ok(Ok(changes)) => Ok(changes),
+            Ok(Err(message)) => Err(TransformError::Returned {
+                module: self.module.name.to_string(),
+                message,
+            }),
+            Err(e) => Err(self.call_error_batch("transform", e, n)),
+        }
+    }
+
+    /// One batch, as a JSON document (`wit/json.wit`), through a `transform-json` module.
+    pub fn transform_json(&mut self, batch: &[u8], n: usize) -> Result<Vec<u8>, TransformError> {
+        self.arm()?;
+        let Some(Bindings::Json(b)) = &self.bindings else {
+            return Err(TransformError::Trap {
+                module: self.module.name.to_string(),
+                reason: "instance is not initialised (or not a JSON-world module)".into(),
+            });
+        };
+        let started = Instant::now();
+        let out = b
+            .cdc_pipeline_json_transformer()
+            .call_transform(&mut self.store, batch);
+        self.module.log.flush();
+        tracing::trace!(module = %self.module.name, changes = n, bytes = batch.len(), micros = started.elapsed().as_micros() as u64, memory_bytes = self.store.data().limits.size(), "transform call");
+        match out {
+            Ok(Ok(json)) => Ok(json),
             Ok(Err(message)) => Err(TransformError::Returned {
                 module: self.module.name.to_string(),
                 message,
@@ -276,6 +320,8 @@ fn check_is_component(bytes: &[u8]) -> Result<(), String> {
 enum WitVersion {
     V02,
     V01,
+    /// 0.2.0's `transform-json` world.
+    Json02,
 }
 
 impl WitVersion {
@@ -283,6 +329,7 @@ impl WitVersion {
         match self {
             WitVersion::V02 => "0.2.0",
             WitVersion::V01 => "0.1.0",
+            WitVersion::Json02 => "0.2.0 (json)",
         }
     }
 }
@@ -297,15 +344,21 @@ fn check_exports(runtime: &Runtime, component: &Component) -> Result<WitVersion,
     if exports.iter().any(|e| e == TRANSFORMER_EXPORT) {
         return Ok(WitVersion::V02);
     }
+    if exports.iter().any(|e| e == JSON_TRANSFORMER_EXPORT) {
+        return Ok(WitVersion::Json02);
+    }
     if exports.iter().any(|e| e == TRANSFORMER_EXPORT_V01) {
         return Ok(WitVersion::V01);
     }
     let hint = match exports
         .iter()
-        .find(|e| e.starts_with("cdc:pipeline/transformer@"))
+        .find(|e| {
+            e.starts_with("cdc:pipeline/transformer@")
+                || e.starts_with("cdc:pipeline/json-transformer@")
+        })
     {
         Some(other) => format!(
-            "it was built against {other}, which this cdc-host does not implement (it implements {TRANSFORMER_EXPORT} and {TRANSFORMER_EXPORT_V01}): rebuild it against wit/ of this release (cdc:pipeline@0.2.0)"
+            "it was built against {other}, which this cdc-host does not implement (it implements {TRANSFORMER_EXPORT}, {JSON_TRANSFORMER_EXPORT} and {TRANSFORMER_EXPORT_V01}): rebuild it against wit/ of this release (cdc:pipeline@0.2.0)"
         ),
         None if exports.is_empty() => "it exports nothing".into(),
         None => format!("it exports {}", exports.join(", ")),

@@ -30,6 +30,16 @@ use crate::value::{builtin_type, oid, parse_text, Numeric, PgText, TypeInfo, Typ
 pub fn parse_line(line: &str) -> Result<Change, String> {
     let v: Json = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let obj = v.as_object().ok_or("not a JSON object")?;
+    parse_object(obj, None)
+}
+
+/// One change of native JSON. With `relation` (the JSON transform world: the table the
+/// change's `rel` names), columns take their types and key flags from it, `"types"`
+/// overriding; a change whose columns are exactly the relation's shares its table.
+pub(crate) fn parse_object(
+    obj: &serde_json::Map<String, Json>,
+    relation: Option<&Arc<Table>>,
+) -> Result<Change, String> {
     let s = |k: &str| obj.get(k).and_then(Json::as_str);
     let id: ChangeId = s("id").ok_or("missing \"id\"")?.parse()?;
     let op = match s("op").ok_or("missing \"op\"")? {
@@ -56,6 +66,10 @@ pub fn parse_line(line: &str) -> Result<Change, String> {
     let after = obj.get("after").and_then(Json::as_object);
     let before = obj.get("before").and_then(Json::as_object);
     let table = match (s("schema"), s("table")) {
+        _ if relation.is_some() && (after.is_some() || before.is_some()) => {
+            let rel = relation.ok_or("relation")?;
+            Some(table_from_relation(rel, after.or(before), &toast, types)?)
+        }
         (Some(schema), Some(name)) => {
             // Columns: after's (plus unchanged TOAST ones), else before's.
             let mut names: Vec<(&str, &Json)> = match (after, before) {
@@ -116,7 +130,9 @@ pub fn parse_line(line: &str) -> Result<Change, String> {
         t.columns
             .iter()
             .map(|c| match img.get(&*c.name) {
-                Some(v) if types.is_some_and(|t| t.contains_key(&*c.name)) => {
+                Some(v)
+                    if relation.is_some() || types.is_some_and(|t| t.contains_key(&*c.name)) =>
+                {
                     typed_value(&c.type_info, v).map_err(|e| format!("{}: {e}", c.name))
                 }
                 Some(v) => json_value(v),
@@ -132,7 +148,14 @@ pub fn parse_line(line: &str) -> Result<Change, String> {
     };
     let before_row = match (before, &table) {
         (Some(b), Some(t)) => {
-            let kind = if t.columns.iter().any(|c| c.is_key) {
+            let kind = if relation.is_some() {
+                // A key-only old row holds fewer columns than the table.
+                if b.len() + toast.len() >= t.columns.len() {
+                    Before::Full
+                } else {
+                    Before::Key
+                }
+            } else if t.columns.iter().any(|c| c.is_key) {
                 Before::Key
             } else {
                 Before::Full
@@ -193,8 +216,18 @@ pub fn parse_line(line: &str) -> Result<Change, String> {
     let routing =
         (route.is_some() || !headers.is_empty()).then(|| Box::new(Routing { route, headers }));
     Ok(Change {
-        op,
-        commit_lsn: id.commit_lsn,
+        // A read keeps its id through a transform that turned it into an insert.
+        op: if op == Op::Insert && id.read.is_some() {
+            Op::Read
+        } else {
+            op
+        },
+        // A read's id names no WAL position: it keeps the one it was delivered at.
+        commit_lsn: if id.read.is_some() {
+            lsn("commit_lsn")?
+        } else {
+            id.commit_lsn
+        },
         ordinal: id.ordinal,
         split: id.split,
         lsn: lsn("lsn")?,
@@ -215,6 +248,76 @@ pub fn parse_line(line: &str) -> Result<Change, String> {
                 .unwrap_or(false),
         }),
     })
+}
+
+/// The table of a change of the JSON transform world: `rel` itself when the row holds
+/// exactly its columns in its order with their types, else a table of the row's columns
+/// (types from `types`, then `rel`, then inferred from the value), sharing `rel`'s names.
+fn table_from_relation(
+    rel: &Arc<Table>,
+    image: Option<&serde_json::Map<String, Json>>,
+    toast: &[&str],
+    types: Option<&serde_json::Map<String, Json>>,
+) -> Result<Arc<Table>, String> {
+    let mut names: Vec<(&str, &Json)> = image
+        .map(|a| a.iter().map(|(k, v)| (k.as_str(), v)).collect())
+        .unwrap_or_default();
+    for t in toast {
+        if !names.iter().any(|(n, _)| n == t) {
+            names.push((t, &Json::Null));
+        }
+    }
+    let overridden = |col: &Column| {
+        types
+            .and_then(|t| t.get(&*col.name))
+            .is_some_and(|t| recorded_type(t).map_or(true, |(o, _)| o != col.type_oid))
+    };
+    // The relation itself: every column present (a key-only old row counts), in order.
+    let key_only = names.len() < rel.columns.len()
+        && names.len() == rel.columns.iter().filter(|c| c.is_key).count()
+        && rel
+            .columns
+            .iter()
+            .filter(|c| c.is_key)
+            .zip(&names)
+            .all(|(c, (n, _))| *c.name == **n);
+    let same = key_only
+        || (names.len() == rel.columns.len()
+            && rel
+                .columns
+                .iter()
+                .zip(&names)
+                .all(|(c, (n, _))| *c.name == **n));
+    if same && !rel.columns.iter().any(overridden) {
+        return Ok(Arc::clone(rel));
+    }
+    let columns = names
+        .iter()
+        .map(|(n, v)| {
+            let known = rel.columns.iter().find(|c| *c.name == **n);
+            let (type_oid, type_info) = match (types.and_then(|t| t.get(*n)), known) {
+                (Some(t), _) => recorded_type(t).map_err(|e| format!("types.{n}: {e}"))?,
+                (None, Some(k)) => (k.type_oid, k.type_info.clone()),
+                (None, None) => {
+                    let o = json_oid(v);
+                    (o, builtin_type(o).unwrap_or_else(|| TypeInfo::other(o)))
+                }
+            };
+            Ok(Column {
+                name: known.map_or_else(|| (*n).into(), |k| Arc::clone(&k.name)),
+                type_oid,
+                type_info,
+                is_key: known.is_some_and(|k| k.is_key),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Arc::new(Table {
+        id: rel.id,
+        schema: Arc::clone(&rel.schema),
+        name: Arc::clone(&rel.name),
+        replica_identity: rel.replica_identity,
+        columns,
+    }))
 }
 
 /// A recorded type: an oid, or `{"oid", "base", "enum"}`.

@@ -27,6 +27,18 @@ pub mod v02 {
     });
 }
 
+/// `cdc:pipeline@0.2.0`, world `transform-json`: the batch as one JSON document
+/// (`wit/json.wit`). Shares the `host` interface (and its implementation) with [`v02`].
+pub mod json02 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "transform-json",
+        with: {
+            "cdc:pipeline/host": super::v02::cdc::pipeline::host,
+        },
+    });
+}
+
 /// `cdc:pipeline@0.1.0` (`transform/wit-0.1.0/`), kept so modules built against it
 /// still load: they get 0.2 changes converted down (a read becomes an insert with a
 /// read id) and their output converted back up ([`super::convert::compat`]).
@@ -46,6 +58,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// The WIT interface a module must export (the `transform` world's export).
 pub const TRANSFORMER_EXPORT: &str = "cdc:pipeline/transformer@0.2.0";
+
+/// The JSON world's export (`wit/json.wit`).
+pub const JSON_TRANSFORMER_EXPORT: &str = "cdc:pipeline/json-transformer@0.2.0";
 
 /// The previous version's export, still accepted.
 pub const TRANSFORMER_EXPORT_V01: &str = "cdc:pipeline/transformer@0.1.0";

@@ -31,7 +31,7 @@ mod text;
 mod types;
 
 pub use binary::{has_binary_decoder, parse_binary};
-pub use json::{write_json, write_json_str};
+pub use json::{write_json, write_json_exact, write_json_str};
 pub use model::{
     Array, Numeric, PgText, Value, ValueError, DATE_NEG_INFINITY, DATE_POS_INFINITY,
     TS_NEG_INFINITY, TS_POS_INFINITY,

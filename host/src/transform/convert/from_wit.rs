@@ -304,7 +304,7 @@ impl FromGuest {
     }
 }
 
-fn check_routing(r: &Routing) -> Result<(), String> {
+pub(super) fn check_routing(r: &Routing) -> Result<(), String> {
     if let Some(route) = &r.route {
         if route.is_empty() || route.chars().any(char::is_control) {
             return Err(format!("invalid route {route:?}"));

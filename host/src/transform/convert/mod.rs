@@ -8,9 +8,11 @@
 //!
 //! - `to_wit` — host change → WIT record (infallible).
 //! - `from_wit` — WIT record → host change, with validation ([`FromGuest`]).
+//! - [`json_batch`] — a batch as one JSON document and back (the `transform-json` world).
 
 pub(crate) mod compat;
 mod from_wit;
+pub mod json_batch;
 mod to_wit;
 
 pub use from_wit::FromGuest;

@@ -45,7 +45,22 @@ use super::model::{Array, Numeric, Value};
 /// and re-printing every json value would cost a lot for little gain, so we
 /// do not.
 pub fn write_json(v: &Value, out: &mut Vec<u8>) {
+    write_value(v, out, false)
+}
+
+/// [`write_json`], except that `int8` and finite `numeric` values (also inside arrays)
+/// are JSON strings of their digits: what the JSON transform world hands to guests,
+/// whose JSON parsers (JavaScript's) would round a number to a double.
+pub fn write_json_exact(v: &Value, out: &mut Vec<u8>) {
+    write_value(v, out, true)
+}
+
+fn write_value(v: &Value, out: &mut Vec<u8>, exact: bool) {
     match v {
+        Value::Int8(i) if exact => quoted(out, |out| push_i64(out, *i)),
+        Value::Numeric(Numeric::Finite(text)) if exact => {
+            quoted(out, |out| out.extend_from_slice(text))
+        }
         Value::Null | Value::UnchangedToast => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Int2(i) => push_i64(out, i64::from(*i)),
@@ -81,7 +96,7 @@ pub fn write_json(v: &Value, out: &mut Vec<u8>) {
             days,
             micros,
         } => quoted(out, |out| write_interval(out, *months, *days, *micros)),
-        Value::Array(a) => write_array(out, a),
+        Value::Array(a) => write_array(out, a, exact),
     }
 }
 
@@ -172,40 +187,45 @@ fn write_uuid(out: &mut Vec<u8>, u: &[u8; 16]) {
 
 /// Nested JSON arrays per dimension. A hand-built `Array` whose `dims` do
 /// not match its element count is written flat rather than guessed at.
-fn write_array(out: &mut Vec<u8>, a: &Array) {
+fn write_array(out: &mut Vec<u8>, a: &Array, exact: bool) {
     let product = a
         .dims
         .iter()
         .try_fold(1usize, |acc, &n| acc.checked_mul(n as usize));
     if a.dims.is_empty() || product != Some(a.elements.len()) {
-        return write_list(out, &a.elements);
+        return write_list(out, &a.elements, exact);
     }
     let mut next = a.elements.iter();
-    write_dims(out, &a.dims, &mut next);
+    write_dims(out, &a.dims, &mut next, exact);
 }
 
-fn write_dims<'a>(out: &mut Vec<u8>, dims: &[u32], next: &mut impl Iterator<Item = &'a Value>) {
+fn write_dims<'a>(
+    out: &mut Vec<u8>,
+    dims: &[u32],
+    next: &mut impl Iterator<Item = &'a Value>,
+    exact: bool,
+) {
     out.push(b'[');
     for i in 0..dims[0] {
         if i > 0 {
             out.extend_from_slice(b", ");
         }
         if dims.len() > 1 {
-            write_dims(out, &dims[1..], next);
+            write_dims(out, &dims[1..], next, exact);
         } else {
-            write_json(next.next().unwrap_or(&Value::Null), out);
+            write_value(next.next().unwrap_or(&Value::Null), out, exact);
         }
     }
     out.push(b']');
 }
 
-fn write_list(out: &mut Vec<u8>, values: &[Value]) {
+fn write_list(out: &mut Vec<u8>, values: &[Value], exact: bool) {
     out.push(b'[');
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
             out.extend_from_slice(b", ");
         }
-        write_json(v, out);
+        write_value(v, out, exact);
     }
     out.push(b']');
 }

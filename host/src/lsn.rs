@@ -41,21 +41,18 @@ pub(crate) struct Hex {
 
 impl Hex {
     /// `width` is at most 16 (a `u64` has 16 hex digits).
-    pub(crate) fn new(mut v: u64, width: usize) -> Hex {
+    pub(crate) fn new(v: u64, width: usize) -> Hex {
         const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-        let mut buf = [b'0'; 16];
-        let mut start = buf.len();
-        loop {
-            start -= 1;
-            buf[start] = DIGITS[(v & 0xF) as usize];
-            v >>= 4;
-            if v == 0 {
-                break;
-            }
+        // All 16 digits, then skip the leading zeros the width does not keep: a fixed loop
+        // the compiler unrolls (ids write three of these per change).
+        let mut buf = [0u8; 16];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = DIGITS[((v >> ((15 - i) * 4)) & 0xF) as usize];
         }
+        let needed = ((64 - v.leading_zeros() as usize).div_ceil(4)).max(1);
         Hex {
             buf,
-            start: start.min(16 - width.min(16)),
+            start: 16 - needed.max(width.min(16)),
         }
     }
 
@@ -122,6 +119,21 @@ mod tests {
             let v = x >> (x % 64);
             assert_eq!(Lsn(v).to_text(), Lsn(v).to_string());
         }
+    }
+
+    #[test]
+    fn hex_keeps_at_least_its_width_and_every_digit() {
+        let h = |v, w| String::from_utf8(Hex::new(v, w).as_bytes().to_vec()).unwrap();
+        assert_eq!(h(0, 1), "0");
+        assert_eq!(h(0, 8), "00000000");
+        assert_eq!(h(0xABC, 1), "ABC");
+        assert_eq!(h(0xABC, 2), "ABC");
+        assert_eq!(h(0xABC, 5), "00ABC");
+        assert_eq!(h(u64::MAX, 1), "FFFFFFFFFFFFFFFF");
+        assert_eq!(h(u64::MAX, 16), "FFFFFFFFFFFFFFFF");
+        assert_eq!(h(0x1000_0000, 1), "10000000");
+        assert_eq!(h(1 << 63, 8), "8000000000000000");
+        assert_eq!(h(0x16B3748, 16), "00000000016B3748");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! ```
 //! Written straight into the output buffer: no intermediate `serde_json::Value`.
 
+use std::cell::RefCell;
 use std::io::Write;
 
 use crate::change::{Before, Change, Row, Table};
@@ -39,8 +40,10 @@ pub(crate) fn write_change_as(c: &Change, out: &mut Vec<u8>, value: fn(&Value, &
     c.lsn.write_text(out);
     out.extend_from_slice(b"\",\"commit_lsn\":\"");
     c.commit_lsn.write_text(out);
-    let _ = write!(out, "\",\"xid\":{},\"commit_ts\":", c.xid);
-    write_json(&Value::TimestampTz(c.commit_ts), out);
+    out.extend_from_slice(b"\",\"xid\":");
+    write_json(&Value::Int8(i64::from(c.xid)), out);
+    out.extend_from_slice(b",\"commit_ts\":");
+    write_commit_ts(c.commit_ts, out);
     if let (Some(row), Some(t)) = (&c.after, &c.table) {
         write_unchanged_toast(t, row, out);
     }
@@ -68,16 +71,35 @@ pub(crate) fn write_change_as(c: &Change, out: &mut Vec<u8>, value: fn(&Value, &
     }
     if let Some(r) = &c.read {
         // Which snapshot (or backfill) the row belongs to; `last` marks its final row.
-        let _ = write!(
-            out,
-            ",\"snapshot\":{{\"id\":{},\"last\":{}}}",
-            r.key.snapshot, r.last
-        );
+        out.extend_from_slice(b",\"snapshot\":{\"id\":");
+        write_json(&Value::Int8(i64::from(r.key.snapshot)), out);
+        out.extend_from_slice(if r.last {
+            b",\"last\":true}"
+        } else {
+            b",\"last\":false}"
+        });
     }
     if let Some(r) = &c.routing {
         write_routing(r, out);
     }
     out.push(b'}');
+}
+
+thread_local! {
+    /// The last `commit_ts` written and its JSON: a transaction's changes (and a snapshot
+    /// chunk's rows) share one, and formatting a timestamp is a fair share of a change.
+    static LAST_COMMIT_TS: RefCell<(Option<i64>, Vec<u8>)> = const { RefCell::new((None, Vec::new())) };
+}
+
+fn write_commit_ts(ts: i64, out: &mut Vec<u8>) {
+    LAST_COMMIT_TS.with_borrow_mut(|(last, text)| {
+        if *last != Some(ts) {
+            text.clear();
+            write_json(&Value::TimestampTz(ts), text);
+            *last = Some(ts);
+        }
+        out.extend_from_slice(text);
+    });
 }
 
 /// `"route":…,"headers":{…}`, present only when a transform set them.

@@ -126,24 +126,28 @@ pub(crate) fn parse_object(
         }
         _ => None,
     };
-    let row = |img: &serde_json::Map<String, Json>, t: &Table| -> Result<Row, String> {
-        t.columns
-            .iter()
-            .map(|c| match img.get(&*c.name) {
-                Some(v)
-                    if relation.is_some() || types.is_some_and(|t| t.contains_key(&*c.name)) =>
-                {
-                    typed_value(&c.type_info, v).map_err(|e| format!("{}: {e}", c.name))
-                }
-                Some(v) => json_value(v),
-                None if toast.contains(&&*c.name) => Ok(Value::UnchangedToast),
-                None => Ok(Value::Null),
-            })
-            .collect::<Result<_, _>>()
-            .map(Row)
-    };
+    // `toast`: unchanged TOAST columns are missing from the image they belong to (the new
+    // row, or a full old row); a key-only old row lacks them because it holds only the key.
+    let row =
+        |img: &serde_json::Map<String, Json>, t: &Table, toast_fill: bool| -> Result<Row, String> {
+            t.columns
+                .iter()
+                .map(|c| match img.get(&*c.name) {
+                    Some(v)
+                        if relation.is_some()
+                            || types.is_some_and(|t| t.contains_key(&*c.name)) =>
+                    {
+                        typed_value(&c.type_info, v).map_err(|e| format!("{}: {e}", c.name))
+                    }
+                    Some(v) => json_value(v),
+                    None if toast_fill && toast.contains(&&*c.name) => Ok(Value::UnchangedToast),
+                    None => Ok(Value::Null),
+                })
+                .collect::<Result<_, _>>()
+                .map(Row)
+        };
     let after_row = match (after, &table) {
-        (Some(a), Some(t)) => Some(row(a, t)?),
+        (Some(a), Some(t)) => Some(row(a, t, true)?),
         _ => None,
     };
     let before_row = match (before, &table) {
@@ -160,7 +164,8 @@ pub(crate) fn parse_object(
             } else {
                 Before::Full
             };
-            Some((kind, row(b, t)?))
+            let full = matches!(kind, Before::Full);
+            Some((kind, row(b, t, full)?))
         }
         _ => None,
     };

@@ -29,7 +29,9 @@ const MAX_DIMS: usize = 6;
 /// elements).
 pub fn has_binary_decoder(ty: &TypeInfo) -> bool {
     match &ty.kind {
-        TypeKind::Other => false,
+        // Composites and hstore: their send formats carry field type oids / pairs this
+        // decoder does not read yet; text mode gives them as `to_jsonb` objects.
+        TypeKind::Other | TypeKind::Composite(_) | TypeKind::Hstore => false,
         TypeKind::Array(elem) => has_binary_decoder(elem),
         _ => true,
     }
@@ -80,7 +82,9 @@ pub fn parse_binary(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
         },
         TypeKind::Enum => text(&raw).map(Value::Enum),
         TypeKind::Array(elem) => return array(ty, elem, &raw),
-        TypeKind::Other => Err("no binary decoder for this type"),
+        TypeKind::Other | TypeKind::Composite(_) | TypeKind::Hstore => {
+            Err("no binary decoder for this type")
+        }
     };
     parsed.map_err(|reason| ValueError::new(ty, s, reason))
 }

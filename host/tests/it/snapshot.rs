@@ -2,6 +2,8 @@
 //! the live stream (DBLog watermarks), resumable after `kill -9`, requested without a port.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value as Json;
@@ -337,7 +339,7 @@ async fn backfill_on_demand_while_the_stream_runs() {
         &db.dsn(),
         "snap_backfill",
         "p",
-        &format!("[source.snapshot]\nmode = \"never\"\nchunk_rows = 200\n\n[admin]\nlisten = \"{admin}\"\n"),
+        &format!("[source.snapshot]\nmode = \"never\"\nchunk_rows = 50\n\n[admin]\nlisten = \"{admin}\"\n"),
     );
     let mut host = start_host(&db, &cfg, "snap_backfill").await;
     // mode = "never": nothing of the 3000 rows, and no state schema was needed.
@@ -366,7 +368,8 @@ async fn backfill_on_demand_while_the_stream_runs() {
     assert!(!ok && err.contains("schema.table"), "{err}");
 
     // Live writes keep flowing while the backfill runs.
-    let writer = spawn_live_writer(db.dsn(), 200_002, 300);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_live_writer(db.dsn(), 200_002, Arc::clone(&stop));
     let (ok, out, err) = backfill_cli(&cfg, &["--table", "public.t", "--where", "id % 3 = 0"]);
     assert!(ok, "{out}{err}");
     let number: i64 = out
@@ -380,7 +383,8 @@ async fn backfill_on_demand_while_the_stream_runs() {
         states,
         vec![("public.t".to_owned(), "done".to_owned(), 1000)]
     );
-    writer.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.await.unwrap();
     let lines = wait_marker(&db, &mut host, 1).await;
 
     let reads: Vec<&Json> = lines.iter().filter(|c| c["op"] == "read").collect();
@@ -402,7 +406,7 @@ async fn backfill_on_demand_while_the_stream_runs() {
         .iter()
         .filter(|c| c["op"] == "insert" && c["table"] == "t")
         .count();
-    assert_eq!(live, 301, "every live insert delivered");
+    assert_eq!(live, 1 + written, "every live insert delivered");
     let first_read = lines.iter().position(|c| c["op"] == "read").unwrap();
     let last_read = lines.iter().rposition(|c| c["op"] == "read").unwrap();
     assert!(
@@ -439,20 +443,29 @@ async fn backfill_on_demand_while_the_stream_runs() {
     stop_clean(&mut host).await;
 }
 
-/// Inserts `n` rows from `first_id` on (every third id: none matches `id % 3 = 0` when
-/// `first_id % 3 = 1`), one per transaction, ~2 ms apart.
-fn spawn_live_writer(dsn: String, first_id: i64, n: i64) -> tokio::task::JoinHandle<()> {
+/// Inserts into `t` ids `first_id`, `first_id + 3`, … (none matches `id % 3 = 0` when
+/// `first_id % 3 = 1`), one per transaction, ~2 ms apart, until `stop` is set; returns how
+/// many. It runs for the whole backfill, however fast or slow that is, so live changes fall
+/// between its chunks.
+fn spawn_live_writer(
+    dsn: String,
+    first_id: i64,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
     tokio::spawn(async move {
         let c = harness::try_connect(&dsn).await.unwrap();
-        for i in 0..n {
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
             c.batch_execute(&format!(
                 "INSERT INTO t VALUES ({}, 'live')",
-                first_id + 3 * i
+                first_id + 3 * n as i64
             ))
             .await
             .unwrap();
+            n += 1;
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        n
     })
 }
 

@@ -859,31 +859,35 @@ async fn sinks_with_routes_get_only_matching_changes() {
     assert_eq!(all.len(), 4);
 }
 
-/// On a real slot: a transaction of 5,000 rows through the JavaScript identity module with
-/// a cap too small for a whole batch (the host halves the batch and learns a smaller
-/// one), chained with a module built against WIT 0.1.0 (still loads; tags what it saw).
+/// On a real slot: a transaction of 20,000 rows, one batch (`max_changes` above it), through
+/// the JavaScript identity module with a cap too small for a whole batch (the host halves
+/// the batch and learns a smaller one), chained with a module built against WIT 0.1.0
+/// (still loads; tags what it saw). At the default `max_changes` (4,096) a batch sits at
+/// the edge of 16 MiB and may fit, so the halving would not be certain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_batch_under_a_small_cap_and_a_wit_0_1_module_on_a_real_slot() {
     let _heavy = harness::heavy().await;
-    let mut body = transform(
+    // Lands in the harness's `[pipeline]` table: the body follows its keys.
+    let mut body = String::from("max_changes = 20000\n");
+    body.push_str(&transform(
         "js-small",
         &guest("js", "identity"),
         "memory_mb = 16\ntimeout_ms = 30000",
         &[],
-    );
+    ));
     body.push_str(&transform("old", &guest("rust", "identity-v01"), "", &[]));
     let case = Case::users("tx_bigbatch", &body).await;
     let (db, mut host) = (&case.db, case.start().await);
     db.exec(
-        "INSERT INTO users SELECT g, 'u' || g || '@x', NULL, NULL FROM generate_series(1, 5000) g",
+        "INSERT INTO users SELECT g, 'u' || g || '@x', NULL, NULL FROM generate_series(1, 20000) g",
     )
     .await;
     let lines = host
-        .wait_for_lines(5000, WAIT)
+        .wait_for_lines(20000, WAIT)
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n{}", host.stderr_tail(30)));
     let out = parse_lines(&lines);
-    assert_eq!(out[4999]["after"]["id"], 5000);
+    assert_eq!(out[19999]["after"]["id"], 20000);
     assert!(out
         .iter()
         .all(|c| c["op"] == "insert" && c["headers"]["x-seen-op"] == "insert"));

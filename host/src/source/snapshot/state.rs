@@ -245,15 +245,6 @@ pub async fn open_ranges(client: &Client, job: &Job) -> Result<i64, StateError> 
         .get(0))
 }
 
-/// The job's current state (`cancelled` is how `--cancel` reaches a running job).
-pub async fn job_state(client: &Client, id: i64) -> Result<Option<String>, StateError> {
-    Ok(client
-        .query_opt("SELECT state FROM cdc_host.snapshots WHERE id = $1", &[&id])
-        .await
-        .map_err(sql("read state"))?
-        .map(|r| r.get(0)))
-}
-
 pub async fn mark_running(client: &Client, id: i64, estimate: i64) -> Result<(), StateError> {
     client
         .execute(

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use futures_util::{pin_mut, TryStreamExt};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_postgres::SimpleQueryMessage;
 
 use super::catalog::{self, CatalogError, Described};
 use super::copy::typed_row;
 use super::key::key_hash;
 use super::state::{self, Job};
-use super::{Chunk, Delivered, Event, Link, Watermark, WATERMARK_PREFIX};
+use super::{Chunk, Delivered, Event, Link, Watermark, STATE_SCHEMA, WATERMARK_PREFIX};
 use crate::config::SnapshotConfig;
 use crate::dsn::ConnParams;
 use crate::lsn::Lsn;
@@ -484,30 +485,33 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT as usize));
         let mut after = job.last_key.clone();
         let mut limit = self.setup.config.chunk_rows();
+        // Per chunk, two round trips: the COPY, and one batch that ends its read-only
+        // transaction, writes its high watermark and the next chunk's low watermark (one
+        // flushed commit for both: the next window opens where this one closes, a little
+        // earlier than it must, which only drops more rows from that chunk in favour of the
+        // stream's newer images), reads the job's state (how `--cancel` arrives) and begins
+        // the next chunk's read-only transaction.
+        let mut permit = Arc::clone(&permits)
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut seq = self.open(&desc);
+        if !self.marks(client, job.id, false, None, Some(seq)).await? {
+            self.abort(client, seq).await;
+            return Ok(Outcome::Cancelled);
+        }
         loop {
             if self.progress.spoiled.load(Ordering::Relaxed) {
+                self.abort(client, seq).await;
                 return Err("a chunk could not be reconciled with the stream".into());
             }
-            if state::job_state(client, job.id)
-                .await
-                .map_err(|e| e.to_string())?
-                .as_deref()
-                != Some("running")
-            {
-                return Ok(Outcome::Cancelled);
-            }
-            let permit = Arc::clone(&permits)
-                .acquire_owned()
-                .await
-                .map_err(|e| e.to_string())?;
-            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
             let (chunk, upper, more, bytes) = match self
-                .chunk(&control, &desc, &job, seq, after.as_deref(), limit)
+                .chunk(client, &desc, &job, seq, after.as_deref(), limit)
                 .await
             {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = self.watermark(client, Watermark::Abort(seq)).await;
+                    self.abort(client, seq).await;
                     return Err(e);
                 }
             };
@@ -522,11 +526,26 @@ impl Worker {
                 permit,
             });
             let _ = self.events.send(Event::Rows(chunk));
-            self.watermark(client, Watermark::High(seq)).await?;
-            if !more {
+            let next = if more {
+                let p = Arc::clone(&permits)
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Some((self.open(&desc), p))
+            } else {
+                None
+            };
+            let running = self
+                .marks(client, job.id, true, Some(seq), next.as_ref().map(|n| n.0))
+                .await?;
+            let Some((next_seq, next_permit)) = next else {
                 break;
+            };
+            if !running {
+                self.abort(client, next_seq).await;
+                return Ok(Outcome::Cancelled);
             }
-            after = upper;
+            (seq, permit, after) = (next_seq, next_permit, upper);
         }
         // Done once every chunk is acknowledged.
         let _all = permits
@@ -542,24 +561,28 @@ impl Worker {
         Ok(Outcome::Done)
     }
 
-    /// Announces, watermarks and copies one chunk. Returns it with its upper key, whether
-    /// more rows follow, and its COPY bytes.
+    /// Announces the next chunk to the stream loop (before its low watermark is written).
+    fn open(&self, desc: &Described) -> u64 {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let _ = self.events.send(Event::Open {
+            seq,
+            table_oid: desc.table.id,
+            key: Arc::clone(&desc.key_names),
+        });
+        seq
+    }
+
+    /// Copies one chunk inside the read-only transaction `marks` began. Returns it with its
+    /// upper key, whether more rows follow, and its COPY bytes.
     async fn chunk(
         &self,
-        control: &Control,
+        client: &tokio_postgres::Client,
         desc: &Described,
         job: &Job,
         seq: u64,
         after: Option<&[String]>,
         limit: usize,
     ) -> Result<(Chunk, Option<Vec<String>>, bool, usize), String> {
-        let client = control.client();
-        let _ = self.events.send(Event::Open {
-            seq,
-            table_oid: desc.table.id,
-            key: Arc::clone(&desc.key_names),
-        });
-        self.watermark(client, Watermark::Low(seq)).await?;
         // One more row than the chunk: tells whether this is the table's last chunk.
         let sql = desc.chunk_sql(
             after,
@@ -567,10 +590,6 @@ impl Worker {
             job.filter.as_deref(),
             limit + 1,
         );
-        client
-            .batch_execute("BEGIN READ ONLY")
-            .await
-            .map_err(|e| e.to_string())?;
         // Rows are typed as they arrive, so the server keeps sending while we parse.
         let table = &self.progress.table;
         let mut rows = Vec::with_capacity(limit.min(65_536));
@@ -578,29 +597,25 @@ impl Worker {
         let mut more = false;
         let mut bytes = 0usize;
         let mut last_key = Vec::new();
-        let copied = async {
-            let stream = client
-                .copy_out(sql.as_str())
-                .await
-                .map_err(|e| db_message(table, &e))?;
-            pin_mut!(stream);
-            let mut scratch = Vec::new();
-            while let Some(line) = stream.try_next().await.map_err(|e| db_message(table, &e))? {
-                if rows.len() == limit {
-                    more = true; // the one extra row: not delivered, the next chunk starts at it
-                    continue;
-                }
-                bytes += line.len();
-                let (row, key_text) = typed_row(&desc.table, &desc.key, &line)
-                    .map_err(|e| format!("{table}: {e}"))?;
-                let h = key_hash(&desc.table, &desc.key, &row, &mut scratch)
-                    .ok_or_else(|| format!("{table}: a key value is missing"))?;
-                rows.push((h, row));
-                last_key = key_text;
+        let stream = client
+            .copy_out(sql.as_str())
+            .await
+            .map_err(|e| db_message(table, &e))?;
+        pin_mut!(stream);
+        let mut scratch = Vec::new();
+        while let Some(line) = stream.try_next().await.map_err(|e| db_message(table, &e))? {
+            if rows.len() == limit {
+                more = true; // the one extra row: not delivered, the next chunk starts at it
+                continue;
             }
-            Ok::<_, String>(())
+            bytes += line.len();
+            let (row, key_text) =
+                typed_row(&desc.table, &desc.key, &line).map_err(|e| format!("{table}: {e}"))?;
+            let h = key_hash(&desc.table, &desc.key, &row, &mut scratch)
+                .ok_or_else(|| format!("{table}: a key value is missing"))?;
+            rows.push((h, row));
+            last_key = key_text;
         }
-        .await;
         if !rows.is_empty() {
             upper = Some(
                 last_key
@@ -612,11 +627,6 @@ impl Worker {
                     .collect(),
             );
         }
-        let end = client
-            .batch_execute(if copied.is_ok() { "COMMIT" } else { "ROLLBACK" })
-            .await;
-        copied?;
-        end.map_err(|e| e.to_string())?;
         // A range's final chunk: its last row is the table's last if no other range is
         // still to finish (the stream loop decides, it sees them in order).
         let last = match (more, rows.last()) {
@@ -641,6 +651,63 @@ impl Worker {
             more,
             bytes,
         ))
+    }
+
+    /// One round trip: ends the chunk's read-only transaction (`in_copy`), writes the
+    /// watermarks in one transaction flushed at once (a walsender sends only flushed WAL;
+    /// with `synchronous_commit = off` the WAL writer would flush it up to 200 ms later and
+    /// the chunk would wait that long), reads the job's state and, when a low watermark was
+    /// written, begins the next chunk's read-only transaction (its snapshot is taken by the
+    /// COPY, after the low watermark). `true` while the job is still running.
+    async fn marks(
+        &self,
+        client: &tokio_postgres::Client,
+        job: i64,
+        in_copy: bool,
+        high: Option<u64>,
+        low: Option<u64>,
+    ) -> Result<bool, String> {
+        let mut sql = String::new();
+        if in_copy {
+            sql.push_str("COMMIT; ");
+        }
+        sql.push_str("BEGIN; SET LOCAL synchronous_commit = on; ");
+        for w in [high.map(Watermark::High), low.map(Watermark::Low)]
+            .into_iter()
+            .flatten()
+        {
+            sql.push_str(&format!(
+                "SELECT pg_logical_emit_message(true, {}, {}); ",
+                quote_literal(WATERMARK_PREFIX),
+                quote_literal(&w.content(&self.setup.slot, self.nonce))
+            ));
+        }
+        sql.push_str(&format!(
+            "SELECT state FROM {STATE_SCHEMA}.snapshots WHERE id = {job}; COMMIT"
+        ));
+        if low.is_some() {
+            sql.push_str("; BEGIN READ ONLY");
+        }
+        let replies = client
+            .simple_query(&sql)
+            .await
+            .map_err(|e| format!("writing a snapshot watermark: {e}"))?;
+        let state = replies.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(r)
+                if r.columns().first().map(|c| c.name()) == Some("state") =>
+            {
+                r.get(0)
+            }
+            _ => None,
+        });
+        Ok(state == Some("running"))
+    }
+
+    /// Closes chunk `seq`'s window without delivering it (best effort: the stream loop
+    /// also forgets windows that never close).
+    async fn abort(&self, client: &tokio_postgres::Client, seq: u64) {
+        let _ = client.batch_execute("ROLLBACK").await;
+        let _ = self.watermark(client, Watermark::Abort(seq)).await;
     }
 
     async fn watermark(&self, client: &tokio_postgres::Client, w: Watermark) -> Result<(), String> {

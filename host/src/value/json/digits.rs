@@ -20,7 +20,30 @@ fn push_u64(out: &mut Vec<u8>, v: u64) {
 }
 
 /// Writes `v` in decimal, zero-padded to at least `width` digits.
-pub(super) fn push_padded(out: &mut Vec<u8>, mut v: u64, width: usize) {
+///
+/// Dates and times call this seven times a value: the two-digit fields take a path that
+/// writes a fixed-size array (no `memcpy` call, no division loop).
+#[inline]
+pub(super) fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
+    if v < 100 && width == 2 {
+        let v = v as u8;
+        out.extend_from_slice(&[b'0' + v / 10, b'0' + v % 10]);
+        return;
+    }
+    if v < 10_000 && width == 4 {
+        let v = v as u16;
+        out.extend_from_slice(&[
+            b'0' + (v / 1000) as u8,
+            b'0' + (v / 100 % 10) as u8,
+            b'0' + (v / 10 % 10) as u8,
+            b'0' + (v % 10) as u8,
+        ]);
+        return;
+    }
+    push_padded_slow(out, v, width);
+}
+
+fn push_padded_slow(out: &mut Vec<u8>, mut v: u64, width: usize) {
     let mut buf = [b'0'; 20];
     let mut i = buf.len();
     loop {
@@ -41,5 +64,23 @@ pub(super) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     for &b in bytes {
         out.push(hex_digit(b >> 4));
         out.push(hex_digit(b));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_fast_paths_match_the_general_one() {
+        for width in [1, 2, 3, 4, 6] {
+            for v in (0..12_000).chain([99_999, 123_456, u64::MAX]) {
+                let (mut fast, mut slow) = (Vec::new(), Vec::new());
+                push_padded(&mut fast, v, width);
+                push_padded_slow(&mut slow, v, width);
+                assert_eq!(fast, slow, "v {v} width {width}");
+                assert_eq!(slow, format!("{v:0width$}").into_bytes());
+            }
+        }
     }
 }

@@ -16,7 +16,9 @@ use std::fmt::Write;
 use bytes::Bytes;
 
 use super::model::{Array, Numeric, PgText, Value, ValueError};
-use super::types::{TypeInfo, TypeKind};
+use super::json::{write_json, write_json_str};
+use super::text::record::object;
+use super::types::{Composite, TypeInfo, TypeKind};
 
 type Reason = &'static str;
 
@@ -29,10 +31,10 @@ const MAX_DIMS: usize = 6;
 /// elements).
 pub fn has_binary_decoder(ty: &TypeInfo) -> bool {
     match &ty.kind {
-        // Composites and hstore: their send formats carry field type oids / pairs this
-        // decoder does not read yet; text mode gives them as `to_jsonb` objects.
-        TypeKind::Other | TypeKind::Composite(_) | TypeKind::Hstore => false,
+        TypeKind::Other => false,
         TypeKind::Array(elem) => has_binary_decoder(elem),
+        // `record_send` sends each field in its own type's binary format.
+        TypeKind::Composite(c) => c.fields.iter().all(|f| has_binary_decoder(&f.ty)),
         _ => true,
     }
 }
@@ -82,9 +84,9 @@ pub fn parse_binary(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
         },
         TypeKind::Enum => text(&raw).map(Value::Enum),
         TypeKind::Array(elem) => return array(ty, elem, &raw),
-        TypeKind::Other | TypeKind::Composite(_) | TypeKind::Hstore => {
-            Err("no binary decoder for this type")
-        }
+        TypeKind::Composite(c) => return composite(ty, c, &raw),
+        TypeKind::Hstore => return hstore(ty, &raw),
+        TypeKind::Other => Err("no binary decoder for this type"),
     };
     parsed.map_err(|reason| ValueError::new(ty, s, reason))
 }
@@ -230,6 +232,111 @@ fn array(ty: &TypeInfo, elem: &TypeInfo, raw: &Bytes) -> Result<Value, ValueErro
         dims,
         elements,
     }))
+}
+
+/// Reads big-endian `i32`s and length-prefixed values (`-1`: NULL) off a send buffer,
+/// every read bounds-checked.
+struct Reader<'a> {
+    raw: &'a Bytes,
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn i32(&mut self) -> Result<i32, Reason> {
+        let b = self
+            .raw
+            .get(self.pos..self.pos + 4)
+            .ok_or("value cut short")?;
+        self.pos += 4;
+        Ok(i32::from_be_bytes(b.try_into().expect("4 bytes")))
+    }
+
+    /// A length-prefixed value: `None` for NULL.
+    fn value(&mut self) -> Result<Option<Bytes>, Reason> {
+        let len = self.i32()?;
+        if len == -1 {
+            return Ok(None);
+        }
+        let len = usize::try_from(len).map_err(|_| "invalid length")?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|e| *e <= self.raw.len())
+            .ok_or("value cut short")?;
+        let v = self.raw.slice(self.pos..end);
+        self.pos = end;
+        Ok(Some(v))
+    }
+
+    fn done(&self) -> bool {
+        self.pos == self.raw.len()
+    }
+}
+
+/// `record_send`: the number of (non-dropped) fields, then per field its type oid and its
+/// value in that type's binary format → the same `to_jsonb` object text mode makes.
+fn composite(ty: &TypeInfo, c: &Composite, raw: &Bytes) -> Result<Value, ValueError> {
+    let err = |reason| ValueError::new(ty, raw, reason);
+    let mut r = Reader { raw, pos: 0 };
+    let n = r.i32().map_err(err)?;
+    if usize::try_from(n).ok() != Some(c.fields.len()) {
+        return Err(err("field count differs from the composite type's"));
+    }
+    let mut entries: Vec<(&str, Vec<u8>)> = Vec::with_capacity(c.fields.len());
+    for field in &c.fields {
+        // The field's type oid: the attribute's own (a domain's, not its base's), so it
+        // says nothing the catalog lookup did not; the type comes from `c`.
+        let _oid = r.i32().map_err(err)?;
+        let mut rendered = Vec::new();
+        match r.value().map_err(err)? {
+            None => rendered.extend_from_slice(b"null"),
+            Some(v) => write_json(&parse_binary(&field.ty, v)?, &mut rendered),
+        }
+        entries.push((&*field.name, rendered));
+    }
+    if !r.done() {
+        return Err(err("trailing bytes after the composite"));
+    }
+    Ok(Value::Jsonb(object(entries)))
+}
+
+/// `hstore_send`: the number of pairs, then per pair a key and a value (`-1`: NULL) →
+/// `{"k": "v", "n": null}`, as hstore's cast to json (what `to_jsonb` uses).
+fn hstore(ty: &TypeInfo, raw: &Bytes) -> Result<Value, ValueError> {
+    let err = |reason| ValueError::new(ty, raw, reason);
+    let mut r = Reader { raw, pos: 0 };
+    let n = r.i32().map_err(err)?;
+    let n = usize::try_from(n)
+        .ok()
+        .filter(|n| n.saturating_mul(8) <= raw.len())
+        .ok_or_else(|| err("invalid pair count"))?;
+    let mut keys: Vec<String> = Vec::with_capacity(n);
+    let mut values: Vec<Vec<u8>> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = r.value().map_err(err)?.ok_or_else(|| err("NULL key"))?;
+        let key = String::from_utf8(key.to_vec()).map_err(|_| err("invalid UTF-8"))?;
+        let mut rendered = Vec::new();
+        match r.value().map_err(err)? {
+            None => rendered.extend_from_slice(b"null"),
+            Some(v) => {
+                let v = std::str::from_utf8(&v).map_err(|_| err("invalid UTF-8"))?;
+                write_json_str(v, &mut rendered);
+            }
+        }
+        keys.push(key);
+        values.push(rendered);
+    }
+    if !r.done() {
+        return Err(err("trailing bytes after the hstore"));
+    }
+    let mut sorted: Vec<&str> = keys.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|w| w[0] == w[1]) {
+        return Err(err("repeated key"));
+    }
+    Ok(Value::Jsonb(object(
+        keys.iter().map(String::as_str).zip(values).collect(),
+    )))
 }
 
 #[cfg(test)]

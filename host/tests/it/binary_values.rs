@@ -1,7 +1,8 @@
 //! `binary = true`: values arrive in the binary send format and must come out exactly as
 //! in text mode. A text host and a binary host read the same publication; their lines must
-//! be identical, and match `to_jsonb` value for value. Types kept as text (inet, point, bit
-//! varying, xml: no binary decoder) are refused at start with one line listing them.
+//! be identical, and match `to_jsonb` value for value — composites (nested, with domains,
+//! a dropped attribute) and hstore included. Types kept as text (inet, point, bit varying,
+//! xml, citext, ltree: no binary decoder) are refused at start with one line listing them.
 
 use serde_json::Value as Json;
 
@@ -10,7 +11,7 @@ use crate::fixtures::{TYPES_DDL, TYPES_ROWS};
 use cdc_test_harness::{self as harness, HostProcess};
 
 /// Every column of `typed` that has a binary decoder.
-const DECODED: &str = "id, b, i2, i4, i8, f4, f8, num, num_s, t, vc, bp, nm, ch, by, js, jb, u, d, tm, ttz, ts, tstz, iv, a_i4, a_t, a_2d, a_num, a_ts, a_b, e, a_e, dom, dom_t";
+const DECODED: &str = "id, b, i2, i4, i8, f4, f8, num, num_s, t, vc, bp, nm, ch, by, js, jb, u, d, tm, ttz, ts, tstz, iv, a_i4, a_t, a_2d, a_num, a_ts, a_b, e, a_e, dom, dom_t, hs, a_hs, comp, a_comp, nest, dcomp, dr";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_values_print_exactly_as_text_values() {
@@ -74,7 +75,7 @@ async fn binary_mode_refuses_columns_it_cannot_decode_in_one_line() {
     let st = host.wait_exit(WAIT).await.unwrap();
     assert!(!st.success());
     let err = host.stderr();
-    let want = "source.binary = true: cdc-host has no binary decoder for public.typed.ip (inet), public.typed.pt (point), public.typed.bits (bit varying), public.typed.x (xml); set binary = false";
+    let want = "source.binary = true: cdc-host has no binary decoder for public.typed.ip (inet), public.typed.pt (point), public.typed.bits (bit varying), public.typed.x (xml), public.typed.ci (citext), public.typed.lt (ltree); set binary = false";
     assert!(err.contains(want), "{}", host.stderr_tail(10));
     // Refused before the slot was created.
     let client = db.client().await;

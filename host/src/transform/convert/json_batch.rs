@@ -253,7 +253,7 @@ mod tests {
             xid: 7,
             commit_ts: 1_000,
             table: Some(Arc::clone(t)),
-            before: (op != Op::Insert && op != Op::Read).then(|| (Before::Key, key)),
+            before: (op != Op::Insert && op != Op::Read).then_some((Before::Key, key)),
             after: (op != Op::Delete).then_some(row),
             truncate: None,
             message: None,

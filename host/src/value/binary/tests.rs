@@ -114,3 +114,93 @@ fn arrays() {
     };
     assert!(a.dims.is_empty() && a.elements.is_empty());
 }
+
+/// A length-prefixed send-format value (`None`: NULL).
+fn field(out: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        Some(v) => {
+            out.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            out.extend_from_slice(v);
+        }
+    }
+}
+
+#[test]
+fn composites_become_the_to_jsonb_object() {
+    use crate::value::Field;
+    let f = |name: &str, oid: u32| Field {
+        name: name.into(),
+        ty: builtin_type(oid).unwrap(),
+    };
+    let ty = TypeInfo::composite(90000, vec![f("quantity", 1700), f("code", 25)]);
+    let mut raw = 2i32.to_be_bytes().to_vec();
+    raw.extend_from_slice(&1700u32.to_be_bytes());
+    field(&mut raw, Some(&num(2, 0, 0, 2, &[10, 5000])));
+    raw.extend_from_slice(&25u32.to_be_bytes());
+    field(&mut raw, Some(b"a \"b\""));
+    let v = parse_binary(&ty, Bytes::from(raw.clone())).unwrap();
+    assert_eq!(
+        v,
+        Value::Jsonb(PgText::from_static(
+            r#"{"code": "a \"b\"", "quantity": 10.50}"#
+        ))
+    );
+    // NULL fields, a wrong field count, trailing bytes, a cut value: errors, no panic.
+    let mut nulls = 2i32.to_be_bytes().to_vec();
+    for oid in [1700u32, 25] {
+        nulls.extend_from_slice(&oid.to_be_bytes());
+        field(&mut nulls, None);
+    }
+    assert_eq!(
+        parse_binary(&ty, Bytes::from(nulls)).unwrap(),
+        Value::Jsonb(PgText::from_static(r#"{"code": null, "quantity": null}"#))
+    );
+    let mut three = raw.clone();
+    three[..4].copy_from_slice(&3i32.to_be_bytes());
+    assert!(parse_binary(&ty, Bytes::from(three)).is_err());
+    let mut trailing = raw.clone();
+    trailing.push(0);
+    assert!(parse_binary(&ty, Bytes::from(trailing)).is_err());
+    for cut in 0..raw.len() {
+        assert!(parse_binary(&ty, Bytes::copy_from_slice(&raw[..cut])).is_err());
+    }
+    // A field type without a binary decoder makes the whole composite undecodable.
+    let inet = TypeInfo::composite(90001, vec![f("ip", 869)]);
+    assert!(!has_binary_decoder(&inet));
+    assert!(has_binary_decoder(&ty));
+}
+
+#[test]
+fn hstore_becomes_the_object_of_its_json_cast() {
+    let ty = TypeInfo::hstore(90002);
+    let mut raw = 3i32.to_be_bytes().to_vec();
+    for (k, v) in [
+        (&b"zz"[..], Some(&b"NULL"[..])),
+        (b"a\"b", Some(b"c\\d")),
+        (b"n", None),
+    ] {
+        field(&mut raw, Some(k));
+        field(&mut raw, v);
+    }
+    assert_eq!(
+        parse_binary(&ty, Bytes::from(raw.clone())).unwrap(),
+        Value::Jsonb(PgText::from_static(
+            r#"{"n": null, "zz": "NULL", "a\"b": "c\\d"}"#
+        ))
+    );
+    assert_eq!(
+        parse_binary(&ty, Bytes::from(0i32.to_be_bytes().to_vec())).unwrap(),
+        Value::Jsonb(PgText::from_static("{}"))
+    );
+    for cut in 0..raw.len() {
+        assert!(parse_binary(&ty, Bytes::copy_from_slice(&raw[..cut])).is_err());
+    }
+    let mut null_key = 1i32.to_be_bytes().to_vec();
+    field(&mut null_key, None);
+    field(&mut null_key, None);
+    assert!(parse_binary(&ty, Bytes::from(null_key)).is_err());
+    let mut huge = i32::MAX.to_be_bytes().to_vec();
+    huge.extend_from_slice(&[0; 8]);
+    assert!(parse_binary(&ty, Bytes::from(huge)).is_err());
+}

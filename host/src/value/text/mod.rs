@@ -15,7 +15,7 @@
 //! hands [`parse_text`] to `array` as its element parser.
 
 mod datetime;
-mod record;
+pub(super) mod record;
 mod scalar;
 
 use bytes::Bytes;

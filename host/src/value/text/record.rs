@@ -171,7 +171,8 @@ fn quoted(s: &[u8], pos: &mut usize) -> Option<Vec<u8>> {
 
 /// A jsonb object's text: keys sorted as jsonb stores them (by length, then bytes), `": "`
 /// after a key and `", "` between pairs. Keys are unique (composite fields, hstore keys).
-fn object(mut entries: Vec<(&str, Vec<u8>)>) -> PgText {
+/// The binary decoder builds the same objects from the send formats.
+pub(in crate::value) fn object(mut entries: Vec<(&str, Vec<u8>)>) -> PgText {
     entries.sort_by(|(a, _), (b, _)| (a.len(), a.as_bytes()).cmp(&(b.len(), b.as_bytes())));
     let mut out = Vec::with_capacity(
         2 + entries

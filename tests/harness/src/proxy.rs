@@ -283,6 +283,9 @@ async fn forward(
         return;
     };
     let _ = server.set_nodelay(true);
+    // The upstream side checks it too: a release right after a cut must not forward what
+    // was held (the outer select below may see the release first).
+    let cut_since = cut.clone();
     let was_cut = {
         let (mut cr, mut cw) = client.split();
         let (sr, mut sw) = server.split();
@@ -308,6 +311,9 @@ async fn forward(
                         }
                     }
                     Ok(()) = hold.changed() => {
+                        if cut_since.has_changed().unwrap_or(true) {
+                            return Err(std::io::Error::other("cut: what was held is dropped"));
+                        }
                         if !*hold.borrow_and_update() && !kept.is_empty() {
                             sw.write_all(&kept).await?;
                             kept.clear();
@@ -333,9 +339,10 @@ async fn forward(
             cw.shutdown().await
         };
         tokio::select! {
+            biased;
+            _ = cut.changed() => true,
             // An error either way (a reset) ends both directions.
             _ = async { tokio::try_join!(upstream, downstream) } => false,
-            _ = cut.changed() => true,
         }
     };
     if was_cut {

@@ -19,7 +19,7 @@ pub enum SnapshotMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a [source.snapshot] table with mode, tables, workers, chunk_rows"
+    expecting = "a [source.snapshot] table with mode, tables, workers, chunk_rows, binary"
 )]
 pub struct SnapshotConfig {
     #[serde(default)]
@@ -34,6 +34,14 @@ pub struct SnapshotConfig {
     /// Rows per chunk (one `COPY` between two watermarks). Default 10000.
     #[serde(default)]
     pub chunk_rows: Option<Spanned<usize>>,
+    /// Copy tables whose every column has a binary decoder in COPY's binary format (less
+    /// work for the server and for cdc-host; the same values). `false`: always text.
+    #[serde(default = "yes")]
+    pub binary: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for SnapshotConfig {
@@ -43,6 +51,7 @@ impl Default for SnapshotConfig {
             tables: None,
             workers: None,
             chunk_rows: None,
+            binary: true,
         }
     }
 }

@@ -7,11 +7,8 @@
 use serde_json::Value as Json;
 
 use crate::common::*;
-use crate::fixtures::{TYPES_DDL, TYPES_ROWS};
+use crate::fixtures::{BINARY_DECODED as DECODED, TYPES_DDL, TYPES_ROWS};
 use cdc_test_harness::{self as harness, HostProcess};
-
-/// Every column of `typed` that has a binary decoder.
-const DECODED: &str = "id, b, i2, i4, i8, f4, f8, num, num_s, t, vc, bp, nm, ch, by, js, jb, u, d, tm, ttz, ts, tstz, iv, a_i4, a_t, a_2d, a_num, a_ts, a_b, e, a_e, dom, dom_t, hs, a_hs, comp, a_comp, nest, dcomp, dr";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_values_print_exactly_as_text_values() {

@@ -26,6 +26,9 @@ CREATE TABLE typed (
   nest position_t, dcomp holding_d, dr dropped_t
 );";
 
+/// Every column of `typed` that has a binary decoder.
+pub const BINARY_DECODED: &str = "id, b, i2, i4, i8, f4, f8, num, num_s, t, vc, bp, nm, ch, by, js, jb, u, d, tm, ttz, ts, tstz, iv, a_i4, a_t, a_2d, a_num, a_ts, a_b, e, a_e, dom, dom_t, hs, a_hs, comp, a_comp, nest, dcomp, dr";
+
 pub const TYPES_ROWS: &str = r#"
 INSERT INTO typed VALUES
  (1, true, 32767, -2147483648, 9223372036854775807, 1.5, 0.1, 123456789012345678901234567890.123456789, 1.5,

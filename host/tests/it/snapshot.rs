@@ -685,40 +685,75 @@ async fn kill9_during_a_snapshot_resumes_from_the_last_acknowledged_chunk() {
 }
 
 /// Every type the stream decodes, copied by a snapshot: each value exactly as `to_jsonb`.
+/// `typed` has columns without a binary decoder and is copied as text; `typed_bin` holds
+/// the others and is copied in COPY's binary format — and gives the same values with
+/// `binary = false`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_is_read_as_to_jsonb_shows_it() {
-    use crate::fixtures::{TYPES_DDL, TYPES_ROWS};
-    let db = db_with(
-        "snap_types",
-        TYPES_DDL,
-        "CREATE PUBLICATION p FOR TABLE typed",
-    )
-    .await;
+    use crate::fixtures::{BINARY_DECODED, TYPES_DDL, TYPES_ROWS};
+    let db = db_with("snap_types", TYPES_DDL, "SELECT 1").await;
     db.exec(TYPES_ROWS).await;
-    let (_dir, cfg) = config(
-        &db.dsn(),
-        "snap_types",
-        "p",
-        "[source.snapshot]\nchunk_rows = 2\n",
-    );
-    let mut host = start_host(&db, &cfg, "snap_types").await;
-    let expected = to_jsonb_rows(&db, "typed").await;
-    let out = wait_json(&mut host, expected.len()).await;
-    stop_clean(&mut host).await;
-    let mut out: Vec<&Json> = out.iter().collect();
-    out.sort_by_key(|c| c["after"]["id"].as_i64());
-    assert_eq!(out.len(), expected.len());
-    for (got, want) in out.iter().zip(&expected) {
-        assert_eq!(got["op"], "read");
-        let (got, want) = (got["after"].as_object().unwrap(), want.as_object().unwrap());
-        assert_eq!(got.len(), want.len());
-        for (k, w) in want {
-            if k == "js" {
-                continue; // json keeps its text; to_jsonb normalises it (see replication.rs)
-            }
-            assert_eq!(got.get(k), Some(w), "row {} column {k}", want["id"]);
+    db.exec(&format!(
+        "CREATE TABLE typed_bin AS SELECT {BINARY_DECODED} FROM typed; ALTER TABLE typed_bin ADD PRIMARY KEY (id); CREATE PUBLICATION p FOR TABLE typed, typed_bin"
+    ))
+    .await;
+    let mut afters = Vec::new();
+    for binary in [true, false] {
+        let slot = format!("snap_types_{binary}");
+        let (_dir, cfg) = config(
+            &db.dsn(),
+            &slot,
+            "p",
+            &format!("[source.snapshot]\nchunk_rows = 2\nbinary = {binary}\n"),
+        );
+        let mut host = start_host(&db, &cfg, &slot).await;
+        let mut by_table = BTreeMap::new();
+        for table in ["typed", "typed_bin"] {
+            by_table.insert(table, to_jsonb_rows(&db, table).await);
         }
+        let total = by_table.values().map(Vec::len).sum();
+        let out = wait_json(&mut host, total).await;
+        stop_clean(&mut host).await;
+        for line in host
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("snapshot of table started"))
+        {
+            let want = if binary && line.contains("table=public.typed_bin") {
+                "binary"
+            } else {
+                "text"
+            };
+            assert!(
+                line.contains(&format!("copy_format={want}"))
+                    || line.contains(&format!("copy_format=\"{want}\"")),
+                "{line}"
+            );
+        }
+        for (table, expected) in &by_table {
+            let mut got: Vec<&Json> = out.iter().filter(|c| c["table"] == *table).collect();
+            got.sort_by_key(|c| c["after"]["id"].as_i64());
+            assert_eq!(got.len(), expected.len(), "{table}");
+            for (got, want) in got.iter().zip(expected) {
+                assert_eq!(got["op"], "read");
+                let (got, want) = (got["after"].as_object().unwrap(), want.as_object().unwrap());
+                assert_eq!(got.len(), want.len());
+                for (k, w) in want {
+                    if k == "js" {
+                        continue; // json keeps its text; to_jsonb normalises it (see replication.rs)
+                    }
+                    assert_eq!(got.get(k), Some(w), "{table} row {} column {k}", want["id"]);
+                }
+            }
+        }
+        let mut out: Vec<Json> = out.into_iter().map(|c| c["after"].clone()).collect();
+        out.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+        afters.push(out);
     }
+    assert_eq!(
+        afters[0], afters[1],
+        "binary and text copies give the same values"
+    );
 }
 
 /// Partitioned tables: with publish_via_partition_root the root is copied under its own

@@ -46,6 +46,9 @@ pub struct Described {
     pub row_filter: Option<String>,
     /// Rows according to `pg_class.reltuples` (0 when never analysed).
     pub estimate: i64,
+    /// Whether chunks are copied in COPY's binary format: every column has a binary
+    /// decoder (and so a send function), and `[source.snapshot] binary` allows it.
+    pub binary: bool,
 }
 
 /// `"schema"."table"`.
@@ -218,6 +221,7 @@ pub async fn describe(
         key_types,
         row_filter,
         estimate,
+        binary: false,
     })
 }
 
@@ -347,6 +351,26 @@ impl Described {
         } else {
             format!(" WHERE {}", conds.join(" AND "))
         };
+        if self.binary {
+            // The key again as text: the next chunk's bound is written as text literals.
+            let key_text = self
+                .key
+                .iter()
+                .map(|&i| format!("{}::text", quote_ident(&t.columns[i].name)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Ordered by position: the output has two columns of each key column's name.
+            let positions = self
+                .key
+                .iter()
+                .map(|&i| (i + 1).to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return format!(
+                "COPY (SELECT {cols}, {key_text} FROM {} {cond} ORDER BY {positions} LIMIT {limit}) TO STDOUT (FORMAT binary)",
+                qualified(&t.schema, &t.name)
+            );
+        }
         format!(
             "COPY (SELECT {cols} FROM {} {cond} ORDER BY {keys} LIMIT {limit}) TO STDOUT",
             qualified(&t.schema, &t.name)

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio_postgres::SimpleQueryMessage;
 
 use super::catalog::{self, CatalogError, Described};
-use super::copy::typed_row;
+use super::copy::{typed_binary_row, typed_row, BinaryCopy, CopyError};
 use super::key::key_hash;
 use super::state::{self, Job};
 use super::{Chunk, Delivered, Event, Link, Watermark, STATE_SCHEMA, WATERMARK_PREFIX};
@@ -60,14 +60,21 @@ impl Setup {
     /// `job`'s table as the publication publishes it.
     async fn describe(&self, control: &Control, job: &Job) -> Result<Described, CatalogError> {
         let mut types = TypeRegistry::default();
-        catalog::describe(
+        let mut desc = catalog::describe(
             control,
             &mut types,
             &self.publication,
             &job.schema,
             &job.table,
         )
-        .await
+        .await?;
+        desc.binary = self.config.binary
+            && desc
+                .table
+                .columns
+                .iter()
+                .all(|c| crate::value::has_binary_decoder(&c.type_info));
+        Ok(desc)
     }
 }
 
@@ -480,6 +487,7 @@ impl Worker {
             snapshot = job.snapshot,
             estimated_rows = estimate,
             resume = job.last_key.is_some(),
+            copy_format = if desc.binary { "binary" } else { "text" },
             "snapshot of table started"
         );
         let permits = Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT as usize));
@@ -603,18 +611,32 @@ impl Worker {
             .map_err(|e| db_message(table, &e))?;
         pin_mut!(stream);
         let mut scratch = Vec::new();
-        while let Some(line) = stream.try_next().await.map_err(|e| db_message(table, &e))? {
+        let mut binary = desc.binary.then(BinaryCopy::default);
+        let mut tuples = Vec::new();
+        let mut take = |r: Result<_, CopyError>| -> Result<(), String> {
             if rows.len() == limit {
                 more = true; // the one extra row: not delivered, the next chunk starts at it
-                continue;
+                return Ok(());
             }
-            bytes += line.len();
-            let (row, key_text) =
-                typed_row(&desc.table, &desc.key, &line).map_err(|e| format!("{table}: {e}"))?;
+            let (row, key_text) = r.map_err(|e| format!("{table}: {e}"))?;
             let h = key_hash(&desc.table, &desc.key, &row, &mut scratch)
                 .ok_or_else(|| format!("{table}: a key value is missing"))?;
             rows.push((h, row));
             last_key = key_text;
+            Ok(())
+        };
+        while let Some(msg) = stream.try_next().await.map_err(|e| db_message(table, &e))? {
+            bytes += msg.len();
+            match &mut binary {
+                None => take(typed_row(&desc.table, &desc.key, &msg))?,
+                Some(b) => {
+                    b.rows(&msg, &mut tuples)
+                        .map_err(|e| format!("{table}: {e}"))?;
+                    for t in tuples.drain(..) {
+                        take(typed_binary_row(&desc.table, desc.key.len(), t))?;
+                    }
+                }
+            }
         }
         if !rows.is_empty() {
             upper = Some(

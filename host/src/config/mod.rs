@@ -185,6 +185,16 @@ impl PipelineConfig {
                 ),
             ));
         }
+        if *s.two_phase.get_ref() && *s.proto_version.get_ref() < 3 {
+            return Err(at(
+                s.two_phase.span(),
+                Some("source.two_phase".into()),
+                format!(
+                    "two_phase = true needs proto_version = 3 or higher (proto_version is {})",
+                    s.proto_version.get_ref()
+                ),
+            ));
+        }
         s.snapshot
             .validate()
             .map_err(|(span, key, m)| at(span, Some(key.into()), m))?;

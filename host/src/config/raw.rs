@@ -50,6 +50,8 @@ struct RawSource {
     binary: Spanned<bool>,
     #[serde(default = "spanned_default")]
     streaming: Spanned<Streaming>,
+    #[serde(default = "spanned_default")]
+    two_phase: Spanned<bool>,
     #[serde(default)]
     origin: Option<OriginFilter>,
     #[serde(default = "yes")]
@@ -79,6 +81,7 @@ impl RawConfig {
                 proto_version: s.proto_version,
                 binary: s.binary,
                 streaming: s.streaming,
+                two_phase: s.two_phase,
                 origin: s.origin,
                 messages: s.messages,
                 status_interval_secs: s.status_interval_secs,

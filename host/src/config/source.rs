@@ -60,6 +60,11 @@ pub struct SourceConfig {
     /// Stream in-progress transactions (proto_version ≥ 2): held until their commit,
     /// spilled to `[pipeline] spool_dir` beyond their memory share.
     pub streaming: Spanned<Streaming>,
+    /// Decode prepared transactions at PREPARE (proto_version ≥ 3, Postgres ≥ 15): they are
+    /// held (spooled like streamed ones) and delivered at COMMIT PREPARED, never at
+    /// PREPARE; ROLLBACK PREPARED delivers nothing. The slot never confirms past an
+    /// unresolved PREPARE, so a crash in between loses nothing.
+    pub two_phase: Spanned<bool>,
     /// Replication-origin filter (Postgres ≥ 16).
     pub origin: Option<OriginFilter>,
     /// Receive `pg_logical_emit_message` messages (default true).

@@ -25,6 +25,9 @@ pub struct SlotInfo {
     pub confirmed_flush_lsn: Option<Lsn>,
     /// `reserved`, `extended`, `unreserved` or `lost` (Postgres ≥ 13).
     pub wal_status: Option<String>,
+    /// Whether the slot decodes prepared transactions at PREPARE (Postgres ≥ 14): once on
+    /// (at creation or by a start with `two_phase 'on'`) it stays on.
+    pub two_phase: bool,
 }
 
 /// A row of `pg_type`, for types pgoutput names only by oid.
@@ -239,7 +242,8 @@ impl Control {
             .client
             .query(
                 "SELECT plugin::text, slot_type, database::text, active_pid, confirmed_flush_lsn::text,
-                        (to_jsonb(s) ->> 'wal_status')
+                        (to_jsonb(s) ->> 'wal_status'),
+                        COALESCE((to_jsonb(s) ->> 'two_phase')::bool, false)
                    FROM pg_replication_slots s WHERE slot_name = $1",
                 &[&slot],
             )
@@ -256,6 +260,7 @@ impl Control {
             active_pid: r.get(3),
             confirmed_flush_lsn: lsn.and_then(|l| l.parse().ok()),
             wal_status: r.get(5),
+            two_phase: r.get(6),
         }))
     }
 

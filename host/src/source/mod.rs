@@ -135,6 +135,11 @@ pub async fn open(
                     "slot {slot:?} is invalidated (wal_status = lost): the WAL it needed was removed (max_slot_wal_keep_size?). Changes were lost; re-snapshot the tables, then drop the slot with SELECT pg_drop_replication_slot('{slot}') and start again. cdc-host never recreates a slot silently."
                 )));
             }
+            if info.two_phase && !*src.two_phase.get_ref() {
+                return Err(SourceError::Setup(format!(
+                    "slot {slot:?} decodes prepared transactions (two_phase, which stays on once enabled) but source.two_phase = false: set two_phase = true (and proto_version = 3 or higher), or drop the slot and start again"
+                )));
+            }
             if src.failover && !control.slot_failover(slot).await? {
                 wire.simple_query(
                     &format!("ALTER_REPLICATION_SLOT {} (FAILOVER)", quote_ident(slot)),
@@ -213,6 +218,8 @@ pub async fn open(
         spool,
         in_stream: None,
         replay: None,
+        in_prepare: None,
+        prepared: std::collections::HashMap::new(),
     })
 }
 

@@ -13,6 +13,8 @@ pub struct StartOptions {
     pub messages: bool,
     pub binary: bool,
     pub streaming: Streaming,
+    /// `two_phase 'on'`: prepared transactions arrive at PREPARE (protocol 3+).
+    pub two_phase: bool,
     pub origin: Option<OriginFilter>,
 }
 
@@ -30,6 +32,8 @@ pub enum OptionsError {
     },
     #[error("source.streaming = {0:?} needs proto_version {1} or newer")]
     StreamingProto(Streaming, u32),
+    #[error("source.two_phase = true needs proto_version 3 or newer")]
+    TwoPhaseProto,
     #[error("at least one publication is required")]
     NoPublication,
 }
@@ -45,6 +49,7 @@ impl StartOptions {
             messages: true,
             binary: *src.binary.get_ref(),
             streaming: *src.streaming.get_ref(),
+            two_phase: *src.two_phase.get_ref(),
             origin: src.origin,
         }
     }
@@ -88,6 +93,10 @@ impl StartOptions {
             Streaming::On => out.push(("source.streaming = \"on\"".into(), 14)),
             Streaming::Parallel => out.push(("source.streaming = \"parallel\"".into(), 16)),
         }
+        if self.two_phase {
+            // pgoutput's two_phase option (protocol 3) is Postgres 15's.
+            out.push(("source.two_phase = true".into(), 15));
+        }
         if let Some(o) = self.origin {
             let v = if o == OriginFilter::Any {
                 "any"
@@ -113,6 +122,9 @@ impl StartOptions {
                 return Err(OptionsError::StreamingProto(self.streaming, 4))
             }
             _ => {}
+        }
+        if self.two_phase && self.proto_version < 3 {
+            return Err(OptionsError::TwoPhaseProto);
         }
         if let Some((setting, needs)) = self
             .server_requirements()
@@ -154,6 +166,9 @@ impl StartOptions {
             Streaming::On => opts.push("streaming 'on'".into()),
             Streaming::Parallel => opts.push("streaming 'parallel'".into()),
         }
+        if self.two_phase {
+            opts.push("two_phase 'on'".into());
+        }
         if let Some(o) = self.origin {
             opts.push(format!(
                 "origin '{}'",
@@ -184,6 +199,7 @@ mod tests {
             messages: true,
             binary: false,
             streaming: Streaming::Off,
+            two_phase: false,
             origin: None,
         }
     }

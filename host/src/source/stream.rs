@@ -48,8 +48,8 @@ pub struct StreamSettings {
     /// Deliver logical decoding messages (`[source] messages`). pgoutput always sends them:
     /// snapshot watermarks travel as messages.
     pub deliver_messages: bool,
-    /// Streamed in-progress transactions (`streaming` on): where they spill and how much
-    /// of them memory holds. None: streaming off.
+    /// Streamed in-progress transactions (`streaming` on) and prepared ones (`two_phase`):
+    /// where they spill and how much of them memory holds. None: both off.
     pub spool: Option<(std::path::PathBuf, usize)>,
 }
 
@@ -67,8 +67,9 @@ impl StreamSettings {
                 .map(Duration::from_secs),
             max_retained_wal: source.max_retained_wal_mb.saturating_mul(1 << 20),
             deliver_messages: source.messages,
-            spool: (*source.streaming.get_ref() != crate::config::Streaming::Off)
-                .then(|| (batch.spool_dir(), batch.spool_memory_bytes())),
+            spool: (*source.streaming.get_ref() != crate::config::Streaming::Off
+                || *source.two_phase.get_ref())
+            .then(|| (batch.spool_dir(), batch.spool_memory_bytes())),
         }
     }
 }
@@ -108,6 +109,24 @@ pub struct Replicator {
     pub(super) in_stream: Option<u32>,
     /// A committed streamed transaction being fed to the assembler.
     pub(super) replay: Option<Replaying>,
+    /// Inside a Begin Prepare … Prepare block: the transaction it belongs to.
+    pub(super) in_prepare: Option<u32>,
+    /// Prepared transactions (two-phase) by xid, whose COMMIT or ROLLBACK PREPARED has not
+    /// come yet: their changes wait in the spool.
+    pub(super) prepared: HashMap<u32, PreparedTxn>,
+}
+
+/// A prepared transaction waiting for its outcome.
+#[derive(Debug)]
+pub(super) struct PreparedTxn {
+    gid: String,
+    /// The PREPARE record's position. Postgres re-sends a prepared transaction after a
+    /// restart only when its PREPARE lies at or after the slot's confirmed position, so
+    /// nothing past it is confirmed until the outcome is delivered.
+    prepare_lsn: Lsn,
+    /// Its changes came in stream blocks (messages carry the xid) rather than in a Begin
+    /// Prepare block.
+    streamed: bool,
 }
 
 /// A streamed transaction between its Stream Commit and the last of its records: fed to
@@ -118,6 +137,8 @@ pub(super) struct Replaying {
     commit: pgoutput::StreamCommit,
     records: Replay,
     begun: bool,
+    /// Records of stream blocks carry their xid; those of a Begin Prepare block do not.
+    streamed: bool,
 }
 
 /// Replayed messages handled before the loop looks at its timers and channels again.
@@ -291,7 +312,12 @@ impl Replicator {
 
     /// Sends a standby status update: written = received, flushed = acknowledged.
     async fn report(&mut self, p: Progress, reply_requested: bool) -> Result<(), SourceError> {
-        let flush = p.checkpoint.max(self.idle_flush).max(self.reported);
+        let mut flush = p.checkpoint.max(self.idle_flush);
+        // Never past an unresolved PREPARE: Postgres would not send that transaction again.
+        if let Some(hold) = self.prepared.values().map(|t| t.prepare_lsn).min() {
+            flush = flush.min(hold);
+        }
+        let flush = flush.max(self.reported);
         let write = self.received.max(flush);
         let msg = pgoutput::standby_status_update(
             write,
@@ -371,6 +397,28 @@ impl Replicator {
                         return self.spool_message(xid, wal_start, data);
                     }
                 }
+                if let Some(xid) = self.in_prepare {
+                    // Relation and Type messages describe the schema for every later
+                    // transaction too (pgoutput marks them sent): applied now, not held.
+                    // The prepared transaction's locks keep its tables' schema until its
+                    // outcome, so its changes decode the same at COMMIT PREPARED.
+                    if !matches!(kind_hint, b'P' | b'R' | b'Y') {
+                        // No xid in these messages: all of them belong to the transaction.
+                        let spool = self
+                            .spool
+                            .as_mut()
+                            .expect("a prepare block only with a spool");
+                        spool.append(
+                            xid,
+                            super::spool::Record {
+                                lsn: wal_start,
+                                subxid: xid,
+                                data,
+                            },
+                        )?;
+                        return Ok(());
+                    }
+                }
                 let logical =
                     pgoutput::decode(data, false).map_err(|source| SourceError::Decode {
                         lsn: wal_start,
@@ -409,7 +457,69 @@ impl Replicator {
                             commit: c,
                             records,
                             begun: false,
+                            streamed: true,
                         });
+                    }
+                    LogicalMessage::BeginPrepare(b) if self.spool.is_some() => {
+                        if let Some(spool) = &mut self.spool {
+                            spool.begin(b.xid);
+                        }
+                        self.in_prepare = Some(b.xid);
+                        self.prepared.insert(
+                            b.xid,
+                            PreparedTxn {
+                                gid: b.gid,
+                                prepare_lsn: b.prepare_lsn,
+                                streamed: false,
+                            },
+                        );
+                    }
+                    LogicalMessage::Prepare(p) if self.in_prepare == Some(p.xid) => {
+                        self.in_prepare = None;
+                        tracing::debug!(xid = p.xid, gid = %p.gid, prepare_lsn = %p.prepare_lsn, "transaction prepared; held until COMMIT PREPARED");
+                    }
+                    LogicalMessage::StreamPrepare(p) if self.spool.is_some() => {
+                        tracing::debug!(xid = p.xid, gid = %p.gid, prepare_lsn = %p.prepare_lsn, "streamed transaction prepared; held until COMMIT PREPARED");
+                        self.prepared.insert(
+                            p.xid,
+                            PreparedTxn {
+                                gid: p.gid,
+                                prepare_lsn: p.prepare_lsn,
+                                streamed: true,
+                            },
+                        );
+                    }
+                    LogicalMessage::CommitPrepared(c) if self.spool.is_some() => {
+                        let Some(prepared) = self.prepared.remove(&c.xid) else {
+                            return Err(SourceError::Protocol(format!(
+                                "COMMIT PREPARED {:?} (xid {}) without its PREPARE: nothing of it was received",
+                                c.gid, c.xid
+                            )));
+                        };
+                        let records = match &mut self.spool {
+                            Some(spool) => spool.take(c.xid)?,
+                            None => Replay::default(),
+                        };
+                        tracing::debug!(xid = c.xid, gid = %prepared.gid, commit_lsn = %c.commit_lsn, "prepared transaction committed");
+                        self.replay = Some(Replaying {
+                            commit: pgoutput::StreamCommit {
+                                xid: c.xid,
+                                flags: c.flags,
+                                commit_lsn: c.commit_lsn,
+                                end_lsn: c.end_lsn,
+                                commit_ts: c.commit_ts,
+                            },
+                            records,
+                            begun: false,
+                            streamed: prepared.streamed,
+                        });
+                    }
+                    LogicalMessage::RollbackPrepared(r) if self.spool.is_some() => {
+                        if let Some(spool) = &mut self.spool {
+                            spool.abort(r.xid, r.xid);
+                        }
+                        self.prepared.remove(&r.xid);
+                        tracing::debug!(xid = r.xid, gid = %r.gid, "prepared transaction rolled back; nothing of it is delivered");
                     }
                     other => self.handle_logical(other, wal_start, size).await?,
                 }
@@ -471,6 +581,8 @@ impl Replicator {
     /// for (an idle keepalive may be confirmed).
     fn streams_drained(&self) -> bool {
         self.in_stream.is_none()
+            && self.in_prepare.is_none()
+            && self.prepared.is_empty()
             && self.replay.is_none()
             && self.spool.as_ref().is_none_or(Spool::is_empty)
     }
@@ -512,12 +624,13 @@ impl Replicator {
             Some(rec) => {
                 let kind_hint = rec.data.first().copied().unwrap_or(b'?');
                 let size = rec.data.len();
-                let msg =
-                    pgoutput::decode(rec.data, true).map_err(|source| SourceError::Decode {
+                let msg = pgoutput::decode(rec.data, r.streamed).map_err(|source| {
+                    SourceError::Decode {
                         lsn: rec.lsn,
                         kind: pgoutput::message_kind(kind_hint).unwrap_or("unknown"),
                         cause: source,
-                    })?;
+                    }
+                })?;
                 self.handle_logical(msg, rec.lsn, size).await
             }
             None => {

@@ -30,4 +30,5 @@ mod streaming;
 mod tls;
 mod transforms;
 mod transforms_wit;
+mod two_phase;
 mod windows;

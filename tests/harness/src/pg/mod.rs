@@ -420,6 +420,7 @@ impl PgServer {
              max_connections = 300\n\
              max_replication_slots = 100\n\
              max_wal_senders = 100\n\
+             max_prepared_transactions = 20\n\
              fsync = off\n\
              synchronous_commit = off\n\
              full_page_writes = off\n\

@@ -254,3 +254,79 @@ async fn two_phase_needs_protocol_3_and_a_two_phase_slot_needs_two_phase() {
         host.stderr_tail(10)
     );
 }
+
+/// Streaming and two-phase together: a prepared transaction larger than
+/// `logical_decoding_work_mem` arrives in stream blocks and a Stream Prepare; it is still
+/// delivered at COMMIT PREPARED, as protocol 1 delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_prepared_transaction_is_delivered_at_commit_prepared() {
+    let Some(db) = two_phase_db("twophase_stream").await else {
+        return;
+    };
+    let _cleanup = RollbackLeftovers(db.dsn());
+    db.exec(crate::streaming::SMALL_WORK_MEM).await;
+    let (_d1, plain_cfg) = config(&db.dsn(), "s_2pcs_p1", "p", "");
+    let spool = tempfile::tempdir().unwrap();
+    let (_d2, tp_cfg) = config(
+        &db.dsn(),
+        "s_2pcs_tp",
+        "p",
+        &format!(
+            "proto_version = 3\ntwo_phase = true\nstreaming = \"on\"\n\n[pipeline]\nmemory_budget_mb = 64\nspool_dir = {:?}\n",
+            spool.path().display().to_string()
+        ),
+    );
+    let mut plain = start_host(&db, &plain_cfg, "s_2pcs_p1").await;
+    let mut tp = start_host(&db, &tp_cfg, "s_2pcs_tp").await;
+    let c = db.client().await;
+    c.batch_execute("INSERT INTO t VALUES (1, 'before')")
+        .await
+        .unwrap();
+    c.batch_execute(
+        "BEGIN; INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1000, 2999) g; PREPARE TRANSACTION 's1'",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("INSERT INTO t VALUES (2, 'after the prepare')")
+        .await
+        .unwrap();
+    let seen = wait_json(&mut tp, 2).await;
+    assert_eq!(rows(&seen), vec![1, 2]);
+    c.batch_execute("COMMIT PREPARED 's1'").await.unwrap();
+    let all = wait_json(&mut tp, 2002).await;
+    let mut want = vec![1, 2];
+    want.extend(1000..3000);
+    assert_eq!(rows(&all), want);
+    wait_json(&mut plain, 2002).await;
+    let end = harness::current_wal_lsn(&c).await;
+    for slot in ["s_2pcs_p1", "s_2pcs_tp"] {
+        harness::wait_for_confirmed_flush(&c, slot, &end, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", tp.stderr_tail(20)));
+    }
+    let streamed: i64 = c
+        .query_one(
+            "SELECT coalesce((SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 's_2pcs_tp'), 0)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        streamed >= 1,
+        "the server did not stream the prepared transaction"
+    );
+    stop_clean(&mut plain).await;
+    stop_clean(&mut tp).await;
+    for (i, (a, b)) in plain
+        .stdout_lines()
+        .iter()
+        .zip(&tp.stdout_lines())
+        .enumerate()
+    {
+        assert_eq!(
+            a, b,
+            "line {i} differs between protocol 1 and streamed two-phase"
+        );
+    }
+}

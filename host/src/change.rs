@@ -105,6 +105,10 @@ pub struct Change {
     pub routing: Option<Box<Routing>>,
     /// For `Op::Read`: which snapshot copied the row, and the row's identity in it.
     pub read: Option<SnapshotRead>,
+    /// The replication origin the transaction came through (pgoutput's Origin message:
+    /// it was applied here by another node's logical replication); `None` for local
+    /// writes. Only with `[source] origin = "any"` (or unset) does such a change arrive.
+    pub origin: Option<Arc<str>>,
 }
 
 /// What identifies a read: the snapshot (or backfill) it belongs to and a hash of its

@@ -49,11 +49,14 @@ pub fn write_change(c: &Change, ctx: &EncodeContext, now_ms: i64, out: &mut Vec<
         }
         None => out.extend_from_slice(b"null,\"table\":null"),
     }
-    let _ = write!(
-        out,
-        ",\"txId\":{},\"lsn\":{},\"xmin\":null}}",
-        c.xid, c.lsn.0
-    );
+    let _ = write!(out, ",\"txId\":{},\"lsn\":{},\"xmin\":null", c.xid, c.lsn.0);
+    // Not a Debezium field (it has no multi-master source); present only for changes that
+    // came through another node's replication.
+    if let Some(origin) = &c.origin {
+        out.extend_from_slice(b",\"origin\":");
+        write_json_str(origin, out);
+    }
+    out.push(b'}');
     let op = match c.op {
         Op::Insert => "c",
         Op::Update => "u",

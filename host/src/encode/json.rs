@@ -79,6 +79,11 @@ pub(crate) fn write_change_as(c: &Change, out: &mut Vec<u8>, value: fn(&Value, &
             b",\"last\":false}"
         });
     }
+    if let Some(origin) = &c.origin {
+        // Present only for a transaction applied here by another node's replication.
+        out.extend_from_slice(b",\"origin\":");
+        write_json_str(origin, out);
+    }
     if let Some(r) = &c.routing {
         write_routing(r, out);
     }

@@ -68,6 +68,8 @@ struct Txn {
     next_ordinal: u32,
     /// Already confirmed before this run started: Postgres may resend the boundary txn.
     skip: bool,
+    /// Its Origin message's name, when it came through another node's replication.
+    origin: Option<Arc<str>>,
 }
 
 /// Changes collected but not yet handed over.
@@ -244,6 +246,7 @@ impl Assembler {
                     key: ReadKey { snapshot, key },
                     last: last == Some(key),
                 }),
+                origin: None,
             };
             self.pending.push(change, &self.limits);
         }
@@ -337,6 +340,7 @@ impl Assembler {
                     commit_ts: b.commit_ts,
                     next_ordinal: 0,
                     skip: b.final_lsn < self.start_lsn,
+                    origin: None,
                 });
             }
             LogicalMessage::Commit(c) => {
@@ -348,7 +352,12 @@ impl Assembler {
                     self.pending.checkpoint = Some(c.end_lsn);
                 }
             }
-            LogicalMessage::Relation(_) | LogicalMessage::Type(_) | LogicalMessage::Origin(_) => {}
+            LogicalMessage::Origin(o) => {
+                if let Some(txn) = &mut self.txn {
+                    txn.origin = Some(Arc::from(o.name));
+                }
+            }
+            LogicalMessage::Relation(_) | LogicalMessage::Type(_) => {}
             LogicalMessage::Insert(i) => {
                 if let Some(table) = self.table_for_change(i.relation_id, lsn)? {
                     let after =
@@ -433,6 +442,7 @@ impl Assembler {
             split: 0,
             routing: None,
             read: None,
+            origin: None,
         };
         self.pending.push(change, &self.limits);
         self.pending.bytes += CHANGE_OVERHEAD;
@@ -492,6 +502,7 @@ impl Assembler {
             split: 0,
             routing: None,
             read: None,
+            origin: txn.origin.clone(),
         };
         if !self.windows.is_empty() {
             self.windows.observe(&change);

@@ -252,6 +252,7 @@ pub(crate) fn parse_object(
                 .and_then(Json::as_bool)
                 .unwrap_or(false),
         }),
+        origin: obj.get("origin").and_then(Json::as_str).map(Arc::from),
     })
 }
 

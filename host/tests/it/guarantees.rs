@@ -461,3 +461,82 @@ async fn a_guest_reaches_no_file_environment_or_network() {
     assert!(!dir.path().join("misbehave-probe").exists());
     eprintln!("sandbox probes: {h}");
 }
+
+/// A transaction applied through a replication origin (as another node's logical
+/// replication applies it) carries the origin's name: native JSON `origin`, Debezium
+/// `source.origin`; a local one has none. With `origin = "none"` (Postgres ≥ 16) the server
+/// skips it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_through_a_replication_origin_name_it() {
+    let db = db_with(
+        "origin_name",
+        "CREATE TABLE t (id int PRIMARY KEY); SELECT pg_replication_origin_create('node_b')",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let json_cfg = write_cfg(
+        &dir,
+        &db.dsn(),
+        "s_origin_json",
+        "[[sinks]]\ntype = \"stdout\"\n",
+    );
+    let dbz_cfg = write_cfg(
+        &dir,
+        &db.dsn(),
+        "s_origin_dbz",
+        "[[sinks]]\ntype = \"stdout\"\nformat = \"debezium\"\n",
+    );
+    let filtered = (harness::server().major() >= 16).then(|| {
+        let path = dir.path().join("s_origin_none.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[source]\ndsn = \"{}\"\nslot = \"s_origin_none\"\npublication = \"p\"\nproto_version = 4\norigin = \"none\"\n\n[source.snapshot]\nmode = \"never\"\n\n[[sinks]]\ntype = \"stdout\"\n",
+                db.dsn()
+            ),
+        )
+        .unwrap();
+        path
+    });
+    let mut json_host = start_host(&db, &json_cfg, "s_origin_json").await;
+    let mut dbz_host = start_host(&db, &dbz_cfg, "s_origin_dbz").await;
+    let mut none_host = match &filtered {
+        Some(cfg) => Some(start_host(&db, cfg, "s_origin_none").await),
+        None => None,
+    };
+    db.exec("INSERT INTO t VALUES (1)").await;
+    // One session replaying as node_b, as a subscription's apply worker does.
+    let c = db.client().await;
+    c.batch_execute("SELECT pg_replication_origin_session_setup('node_b')")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    c.batch_execute("SELECT pg_replication_origin_session_reset()")
+        .await
+        .unwrap();
+    db.exec("INSERT INTO t VALUES (3)").await;
+    let out = wait_json(&mut json_host, 3).await;
+    let dbz = wait_json(&mut dbz_host, 3).await;
+    stop_clean(&mut json_host).await;
+    stop_clean(&mut dbz_host).await;
+    let ids: Vec<i64> = out
+        .iter()
+        .map(|c| c["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert!(out[0].get("origin").is_none(), "{}", out[0]);
+    assert_eq!(out[1]["origin"], "node_b", "{}", out[1]);
+    assert!(out[2].get("origin").is_none(), "{}", out[2]);
+    assert!(dbz[0]["source"].get("origin").is_none());
+    assert_eq!(dbz[1]["source"]["origin"], "node_b", "{}", dbz[1]);
+    if let Some(host) = &mut none_host {
+        let out = wait_json(host, 2).await;
+        stop_clean(host).await;
+        let ids: Vec<i64> = out
+            .iter()
+            .map(|c| c["after"]["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, [1, 3], "origin = \"none\" skips node_b's transaction");
+    }
+}

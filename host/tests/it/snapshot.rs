@@ -747,7 +747,7 @@ async fn every_type_is_read_as_to_jsonb_shows_it() {
             }
         }
         let mut out: Vec<Json> = out.into_iter().map(|c| c["after"].clone()).collect();
-        out.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+        out.sort_by_key(|a| a.to_string());
         afters.push(out);
     }
     assert_eq!(

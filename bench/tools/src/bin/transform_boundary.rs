@@ -91,6 +91,7 @@ fn change(t: &Arc<Table>, i: u64) -> Change {
         message: None,
         routing: None,
         read: None,
+        origin: None,
     }
 }
 

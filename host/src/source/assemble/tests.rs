@@ -265,6 +265,7 @@ fn change(ordinal: u32) -> Change {
         split: 0,
         routing: None,
         read: None,
+        origin: None,
     }
 }
 

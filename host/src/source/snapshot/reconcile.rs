@@ -269,6 +269,7 @@ mod tests {
             split: 0,
             routing: None,
             read: None,
+            origin: None,
         }
     }
 

@@ -220,6 +220,8 @@ impl FromGuest {
                 key,
                 last: Some(key) == last_read,
             }),
+            // The WIT carries no origin: a transformed change is the module's.
+            origin: None,
         })
     }
 

@@ -265,6 +265,7 @@ mod tests {
                 },
                 last: true,
             }),
+            origin: None,
         }
     }
 

@@ -48,6 +48,7 @@ fn change(values: Vec<Value>) -> Change {
         message: None,
         routing: None,
         read: None,
+        origin: None,
     }
 }
 

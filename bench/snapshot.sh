@@ -14,13 +14,17 @@
 # cdc-host with a new slot and `[source.snapshot] workers = W`, from start until every
 # row of cdc_host.snapshots is done, then SIGTERM; wall time, CPU and peak RSS.
 #
-# Env: ROWS (5000000), WORKERS ("1 2 4"), CHUNK_ROWS (10000), MEMORY_BUDGET_MB (256),
+# Env: ROWS (5000000), WORKERS ("1 2 4"), FORMATS ("binary"; "binary text" compares the two
+# COPY formats), CHUNK_ROWS (10000), MEMORY_BUDGET_MB (256),
 # CARGO_TARGET_DIR (/var/tmp/cdc-host-target), SKIP_BUILD=1 with HOST_BIN to bench a built
 # binary, CDC_TEST_PG_BIN (/usr/lib/postgresql/15/bin).
 set -euo pipefail
 
 ROWS=${ROWS:-5000000}
 WORKERS=${WORKERS:-"1 2 4"}
+# COPY formats cdc-host uses: "binary" (its default where every column has a binary decoder)
+# and/or "text" (`[source.snapshot] binary = false`).
+FORMATS=${FORMATS:-"binary"}
 CHUNK_ROWS=${CHUNK_ROWS:-10000}
 MEMORY_BUDGET_MB=${MEMORY_BUDGET_MB:-256}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cdc-host-target}
@@ -82,8 +86,10 @@ log "COPY: $(printf '%.2f' "$COPY_WALL") s"
 
 # --- cdc-host, one run per worker count ----------------------------------------------------
 RESULTS=()
+for fmt in $FORMATS; do
 for w in $WORKERS; do
-  slot="s_snap_w$w"
+  slot="s_snap_${fmt}_w$w"
+  binary=$([[ $fmt == text ]] && echo false || echo true)
   cat >"$DIR/cfg_$w.toml" <<TOML
 [source]
 dsn = "postgres://postgres@127.0.0.1:$PG_PORT/bench?sslmode=disable"
@@ -93,6 +99,7 @@ publication = "bench_pub"
 mode = "initial"
 workers = $w
 chunk_rows = $CHUNK_ROWS
+binary = $binary
 [pipeline]
 memory_budget_mb = $MEMORY_BUDGET_MB
 [[sinks]]
@@ -100,7 +107,7 @@ type = "stdout"
 format = "json"
 TOML
   sql "DELETE FROM cdc_host.snapshots" >/dev/null 2>&1 || true
-  log "cdc-host, $w worker(s)"
+  log "cdc-host, $w worker(s), COPY $fmt"
   t0=$(now)
   RUST_LOG=warn /usr/bin/time -v -o "$DIR/host_$w.time" "$HOST_BIN" run "$DIR/cfg_$w.toml" >/dev/null 2>"$DIR/host_$w.log" &
   HOST_PID=$!
@@ -128,7 +135,8 @@ TOML
   done
   sql "SELECT pg_drop_replication_slot('$slot')" >/dev/null
   log "cdc-host, $w worker(s): $(printf '%.2f' "$wall") s, $ranges range(s)"
-  RESULTS+=("$w $ranges $wall $cpu $rss")
+  RESULTS+=("$w $fmt $ranges $wall $cpu $rss")
+done
 done
 
 # --- report --------------------------------------------------------------------------------
@@ -137,7 +145,7 @@ printf '\nsnapshot of %s rows (%s MB table), chunk_rows %s, memory_budget_mb %s,
 printf '%-22s %8s %10s %8s %8s %9s %8s\n' tool ranges wall_s rows/s cpu_s peak_MB x_COPY
 printf '%-22s %8s %10.2f %8.0f %8.2f %9.1f %8s\n' "psql COPY (1 conn)" 1 "$COPY_WALL" "$COPY_RPS" "$COPY_CPU" "$COPY_RSS" 1.00
 for r in "${RESULTS[@]}"; do
-  read -r w ranges wall cpu rss <<<"$r"
+  read -r w fmt ranges wall cpu rss <<<"$r"
   rps=$(calc "$ROWS / $wall")
-  printf '%-22s %8s %10.2f %8.0f %8.2f %9.1f %8.2f\n' "cdc-host workers=$w" "$ranges" "$wall" "$rps" "$cpu" "$rss" "$(calc "$rps / $COPY_RPS")"
+  printf '%-22s %8s %10.2f %8.0f %8.2f %9.1f %8.2f\n' "cdc-host w=$w $fmt" "$ranges" "$wall" "$rps" "$cpu" "$rss" "$(calc "$rps / $COPY_RPS")"
 done

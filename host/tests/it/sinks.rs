@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use crate::common::*;
 use cdc_test_harness as harness;
 use cdc_test_harness::http_receiver::{status, Receiver, Reply};
-use cdc_test_harness::nats_server::{self, stream_len, NatsServer};
+use cdc_test_harness::nats_server::{self, stream_len, NatsCluster, NatsServer};
 use cdc_test_harness::{confirmed_flush_lsn, HostProcess, PgServer, TestDb};
 
 fn write(dir: &tempfile::TempDir, db: &TestDb, slot: &str, sinks: &str, extra: &str) -> PathBuf {
@@ -618,4 +618,100 @@ async fn sigterm_while_a_sink_is_down_exits_after_the_grace_period() {
     ids.dedup();
     assert_eq!(ids, [1, 2, 3, 4, 5]);
     stop_clean(&mut host).await;
+}
+
+/// An R3 stream on a 3-node JetStream cluster (`replicas = 3`, the url lists every seed):
+/// its leader is killed mid-stream, then a second node, leaving no quorum. While there is no
+/// quorum nothing new is confirmed to Postgres; once the nodes are back every change is in
+/// the stream once, in commit order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r3_stream_loses_its_leader_then_its_quorum_and_no_change() {
+    const TXNS: i64 = 200;
+    let mut cluster = NatsCluster::start(3);
+    cluster.wait_jetstream(0).await;
+    let db = db_with(
+        "jscluster",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!("{}replicas = 3\n", nats_sink(&cluster.url(), "R3"));
+    let cfg = write(
+        &dir,
+        &db,
+        "s_jscluster",
+        &sink,
+        "[pipeline]\nmax_changes = 200\n",
+    );
+    let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
+    wait_slot_active(&db, "s_jscluster", &mut host).await;
+    let writer = spawn_id_writer(db.dsn(), TXNS, 100, Duration::from_millis(100));
+    wait_stream_len(&cluster.nodes[0].url(), "R3", 500, &mut host).await;
+    let leader = cluster
+        .stream_leader(0, "R3")
+        .await
+        .expect("the R3 stream has a leader");
+    cluster.nodes[leader].kill();
+    let survivor = (0..3).find(|i| *i != leader).unwrap();
+    // A new leader is elected; changes keep arriving.
+    let before = stream_len(&cluster.nodes[survivor].url(), "R3").await;
+    wait_stream_len(
+        &cluster.nodes[survivor].url(),
+        "R3",
+        before + 500,
+        &mut host,
+    )
+    .await;
+    // Now no quorum: one node of three left.
+    let second = (0..3).find(|i| *i != leader && *i != survivor).unwrap();
+    cluster.nodes[second].kill();
+    tokio::time::sleep(Duration::from_secs(1)).await; // publishes in flight settle
+    let at_loss = lsn(&confirmed_flush_lsn(&client, "s_jscluster").await.unwrap());
+    let wal_at_loss = lsn(&harness::current_wal_lsn(&client).await);
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = lsn(&confirmed_flush_lsn(&client, "s_jscluster").await.unwrap());
+        assert!(
+            now <= wal_at_loss.max(at_loss),
+            "confirmed {now:X} without a quorum, past the WAL at the loss ({wal_at_loss:X})"
+        );
+    }
+    let wal = lsn(&harness::current_wal_lsn(&client).await);
+    assert!(
+        wal > wal_at_loss,
+        "the writer committed nothing without a quorum"
+    );
+    cluster.nodes[second].spawn();
+    cluster.nodes[leader].spawn();
+    writer.await.unwrap();
+    harness::wait_confirmed_to_now(&client, "s_jscluster", Duration::from_secs(180))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", host.stderr_tail(30)));
+    stop_clean(&mut host).await;
+    let stored = read_stream(&cluster.nodes[survivor].url(), "R3").await;
+    let rows: Vec<i64> = stored
+        .iter()
+        .map(|(_, _, p)| p["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        (1..=TXNS * 100).collect::<Vec<_>>(),
+        "everything, once, in order"
+    );
+    let js = async_nats::jetstream::new(
+        async_nats::connect(cluster.nodes[survivor].url())
+            .await
+            .unwrap(),
+    );
+    let info = js
+        .get_stream("R3")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.config.num_replicas, 3);
 }

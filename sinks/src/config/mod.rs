@@ -218,4 +218,29 @@ mod tests {
         let o = crate::http::config::options(f.sinks[0].get_ref());
         assert_eq!(o.unwrap().timeout, crate::http::DEFAULT_TIMEOUT);
     }
+
+    #[test]
+    fn jetstream_replicas_default_to_one_and_stay_within_1_to_5() {
+        let file = |extra: &str| {
+            let src = format!(
+                "[[sinks]]\ntype = \"nats\"\nurl = \"nats://h:4222\"\n[sinks.jetstream]\nstream = \"S\"\n{extra}"
+            );
+            let f: File = toml::from_str(&src).unwrap();
+            (src, f)
+        };
+        for (extra, want) in [("", 1), ("replicas = 3\n", 3)] {
+            let (_, f) = file(extra);
+            let c = f.sinks[0].get_ref();
+            assert!(c.check().is_ok());
+            let o = crate::nats::config::options(c).unwrap();
+            assert_eq!(o.jetstream.unwrap().replicas, want);
+        }
+        for bad in [0, 6] {
+            let (src, f) = file(&format!("replicas = {bad}\n"));
+            let (span, key, message) = f.sinks[0].get_ref().check().unwrap_err();
+            assert_eq!(key, "jetstream.replicas");
+            assert_eq!(&src[span.unwrap()], bad.to_string());
+            assert!(message.contains("1 to 5"), "{message}");
+        }
+    }
 }

@@ -38,7 +38,7 @@ sink_keys! {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a [sinks.jetstream] table with stream, create_stream, subjects, duplicate_window_secs"
+    expecting = "a [sinks.jetstream] table with stream, create_stream, subjects, duplicate_window_secs, replicas"
 )]
 pub struct JetStreamConfig {
     pub stream: String,
@@ -50,6 +50,14 @@ pub struct JetStreamConfig {
     /// Duplicate-detection window of a created stream (default 120 s).
     #[serde(default = "default_duplicate_window_secs")]
     pub duplicate_window_secs: u64,
+    /// Replicas of a created stream, 1 to 5 (3 on a 3-node cluster: it keeps every
+    /// acknowledged message through the loss of one node). Default 1.
+    #[serde(default = "one_replica")]
+    pub replicas: serde_spanned::Spanned<usize>,
+}
+
+fn one_replica() -> serde_spanned::Spanned<usize> {
+    serde_spanned::Spanned::new(0..0, 1)
 }
 
 fn default_duplicate_window_secs() -> u64 {
@@ -73,6 +81,19 @@ pub(crate) fn check(c: &Entry<'_, NatsKeys>) -> Result<(), KeyError> {
     c.require_url()?;
     if let Some(s) = &c.keys.subject {
         check_template(s.get_ref()).map_err(|m| (Some(s.span()), "subject", m))?;
+    }
+    if let Some(j) = &c.keys.jetstream {
+        let r = &j.get_ref().replicas;
+        if !(1..=5).contains(r.get_ref()) {
+            return Err((
+                Some(r.span()),
+                "jetstream.replicas",
+                format!(
+                    "{} replicas: JetStream keeps 1 to 5 (3 on a 3-node cluster)",
+                    r.get_ref()
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -102,6 +123,7 @@ fn resolve(c: &Entry<'_, NatsKeys>) -> Result<NatsOptions, KeyError> {
             create_stream: j.create_stream,
             subjects: j.subjects.clone(),
             duplicate_window: Duration::from_secs(j.duplicate_window_secs),
+            replicas: *j.replicas.get_ref(),
         }
     });
     o.tls = c.keys.tls.as_ref().map(|t| {

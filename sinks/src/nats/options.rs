@@ -66,6 +66,8 @@ pub struct JetStreamOptions {
     pub subjects: Vec<String>,
     /// Duplicate window of a created stream: replays within it are dropped by `Nats-Msg-Id`.
     pub duplicate_window: Duration,
+    /// Replicas of a created stream (an existing one with others is warned about).
+    pub replicas: usize,
 }
 
 impl JetStreamOptions {
@@ -76,6 +78,7 @@ impl JetStreamOptions {
             create_stream: true,
             subjects: Vec::new(),
             duplicate_window: DEFAULT_DUPLICATE_WINDOW,
+            replicas: 1,
         }
     }
 

@@ -35,8 +35,22 @@ pub(super) async fn ensure_stream(
                 stream = %opts.stream,
                 subjects = ?info.as_ref().map(|c| &c.subjects),
                 duplicate_window = ?info.as_ref().map(|c| c.duplicate_window),
+                replicas = ?info.as_ref().map(|c| c.num_replicas),
                 "JetStream stream exists; leaving its configuration as is"
             );
+            if let Some(have) = info.as_ref().map(|c| c.num_replicas.max(1)) {
+                if have != opts.replicas {
+                    tracing::warn!(
+                        sink,
+                        stream = %opts.stream,
+                        replicas = have,
+                        configured = opts.replicas,
+                        "the JetStream stream exists with other replicas than jetstream.replicas; cdc-host leaves it as it is (change it with `nats stream edit {} --replicas {}`)",
+                        opts.stream,
+                        opts.replicas
+                    );
+                }
+            }
             return Ok(false);
         }
         Err(e) => match e.kind() {
@@ -77,6 +91,7 @@ pub(super) async fn ensure_stream(
         subjects: subjects.to_vec(),
         storage: stream::StorageType::File,
         duplicate_window: opts.duplicate_window,
+        num_replicas: opts.replicas,
         ..Default::default()
     };
     match context.create_stream(config).await {
@@ -97,6 +112,12 @@ pub(super) async fn ensure_stream(
             {
                 Ok(false)
             }
+            CreateStreamErrorKind::JetStream(api) if opts.replicas > 1 => Err(Step::Fatal(format!(
+                "cannot create JetStream stream {} with subjects {subjects:?} and {} replicas: {api} \
+                 (a stream of N replicas needs a JetStream cluster of at least N servers; \
+                 lower jetstream.replicas or add servers)",
+                opts.stream, opts.replicas
+            ))),
             CreateStreamErrorKind::JetStream(api) => Err(Step::Fatal(format!(
                 "cannot create JetStream stream {} with subjects {subjects:?}: {api}",
                 opts.stream

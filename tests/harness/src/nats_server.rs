@@ -225,3 +225,73 @@ pub fn msg_id(m: &async_nats::Message) -> String {
         .map(|v| v.to_string())
         .unwrap_or_default()
 }
+
+/// A JetStream cluster of `n` `nats-server`s on 127.0.0.1 (routes between all of them,
+/// cluster name `cdc`, server names `n0`, `n1`, …), each with its own store; nodes can be
+/// killed and started again (same ports, same store). Killed on drop.
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub fn start(n: usize) -> NatsCluster {
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let all_routes = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = (0..n)
+            .map(|i| {
+                NatsServer::start(&[
+                    "--cluster_name",
+                    "cdc",
+                    "--name",
+                    &format!("n{i}"),
+                    "--cluster",
+                    &format!("nats://127.0.0.1:{}", routes[i]),
+                    "--routes",
+                    &all_routes,
+                ])
+            })
+            .collect();
+        NatsCluster { nodes }
+    }
+
+    /// Every node's url, comma-separated, as NATS clients take seed servers.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits until JetStream answers through node `i` (a meta leader is elected).
+    pub async fn wait_jetstream(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(c) = async_nats::connect(self.nodes[i].url()).await {
+                let js = async_nats::jetstream::new(c);
+                if js.query_account().await.is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "JetStream cluster not ready in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The index of the node leading stream `stream` (asked through node `via`).
+    pub async fn stream_leader(&self, via: usize, stream: &str) -> Option<usize> {
+        let js = async_nats::jetstream::new(async_nats::connect(self.nodes[via].url()).await.ok()?);
+        let mut s = js.get_stream(stream).await.ok()?;
+        let info = s.info().await.ok()?;
+        let leader = info.cluster.as_ref()?.leader.clone()?;
+        leader.strip_prefix('n')?.parse().ok()
+    }
+}

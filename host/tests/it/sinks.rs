@@ -620,6 +620,40 @@ async fn sigterm_while_a_sink_is_down_exits_after_the_grace_period() {
     stop_clean(&mut host).await;
 }
 
+/// A 3-node JetStream cluster, a database with table `t`, and a host publishing it into the
+/// R3 stream `stream` (url: every seed) — started and streaming.
+struct ClusterPipeline {
+    cluster: NatsCluster,
+    db: TestDb,
+    client: tokio_postgres::Client,
+    host: HostProcess,
+    _dir: tempfile::TempDir,
+}
+
+async fn cluster_pipeline(hint: &str, slot: &str, stream: &str) -> ClusterPipeline {
+    let cluster = NatsCluster::start(3);
+    cluster.wait_jetstream(0).await;
+    let db = db_with(
+        hint,
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!("{}replicas = 3\n", nats_sink(&cluster.url(), stream));
+    let cfg = write(&dir, &db, slot, &sink, "[pipeline]\nmax_changes = 200\n");
+    let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
+    wait_slot_active(&db, slot, &mut host).await;
+    ClusterPipeline {
+        cluster,
+        db,
+        client,
+        host,
+        _dir: dir,
+    }
+}
+
 /// An R3 stream on a 3-node JetStream cluster (`replicas = 3`, the url lists every seed):
 /// its leader is killed mid-stream, then a second node, leaving no quorum. While there is no
 /// quorum nothing new is confirmed to Postgres; once the nodes are back every change is in
@@ -627,26 +661,13 @@ async fn sigterm_while_a_sink_is_down_exits_after_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r3_stream_loses_its_leader_then_its_quorum_and_no_change() {
     const TXNS: i64 = 200;
-    let mut cluster = NatsCluster::start(3);
-    cluster.wait_jetstream(0).await;
-    let db = db_with(
-        "jscluster",
-        "CREATE TABLE t (id int PRIMARY KEY)",
-        "CREATE PUBLICATION p FOR TABLE t",
-    )
-    .await;
-    let client = db.client().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sink = format!("{}replicas = 3\n", nats_sink(&cluster.url(), "R3"));
-    let cfg = write(
-        &dir,
-        &db,
-        "s_jscluster",
-        &sink,
-        "[pipeline]\nmax_changes = 200\n",
-    );
-    let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
-    wait_slot_active(&db, "s_jscluster", &mut host).await;
+    let ClusterPipeline {
+        mut cluster,
+        db,
+        client,
+        mut host,
+        _dir,
+    } = cluster_pipeline("jscluster", "s_jscluster", "R3").await;
     let writer = spawn_id_writer(db.dsn(), TXNS, 100, Duration::from_millis(100));
     wait_stream_len(&cluster.nodes[0].url(), "R3", 500, &mut host).await;
     let leader = cluster
@@ -722,26 +743,13 @@ async fn an_r3_stream_loses_its_leader_then_its_quorum_and_no_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_the_cluster_keeps_every_change_once() {
     const TXNS: i64 = 300;
-    let mut cluster = NatsCluster::start(3);
-    cluster.wait_jetstream(0).await;
-    let db = db_with(
-        "jsrolling",
-        "CREATE TABLE t (id int PRIMARY KEY)",
-        "CREATE PUBLICATION p FOR TABLE t",
-    )
-    .await;
-    let client = db.client().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sink = format!("{}replicas = 3\n", nats_sink(&cluster.url(), "ROLL"));
-    let cfg = write(
-        &dir,
-        &db,
-        "s_jsrolling",
-        &sink,
-        "[pipeline]\nmax_changes = 200\n",
-    );
-    let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
-    wait_slot_active(&db, "s_jsrolling", &mut host).await;
+    let ClusterPipeline {
+        mut cluster,
+        db,
+        client,
+        mut host,
+        _dir,
+    } = cluster_pipeline("jsrolling", "s_jsrolling", "ROLL").await;
     let writer = spawn_id_writer(db.dsn(), TXNS, 100, Duration::from_millis(100));
     let mut seen = 0;
     let total = (TXNS * 100) as u64;

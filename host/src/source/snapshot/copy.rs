@@ -15,7 +15,7 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::change::{Row, Table};
-use crate::value::{parse_binary, parse_text, Value};
+use crate::value::{parse_binary, parse_text, TypeInfo, Value, ValueError};
 
 /// A COPY row that does not fit the table.
 #[derive(Debug, thiserror::Error)]
@@ -121,17 +121,26 @@ pub fn typed_binary_row(
         });
     }
     let key_text = raw.split_off(table.columns.len());
+    Ok((typed_values(table, raw, parse_binary)?, key_text))
+}
+
+/// The row of `raw` fields (`None`: NULL), each parsed as its column's type by `parse`.
+fn typed_values(
+    table: &Table,
+    raw: Vec<Option<Bytes>>,
+    parse: fn(&TypeInfo, Bytes) -> Result<Value, ValueError>,
+) -> Result<Row, CopyError> {
     let mut values = Vec::with_capacity(raw.len());
     for (f, col) in raw.into_iter().zip(&table.columns) {
         values.push(match f {
             None => Value::Null,
-            Some(v) => parse_binary(&col.type_info, v).map_err(|e| CopyError::Value {
+            Some(v) => parse(&col.type_info, v).map_err(|e| CopyError::Value {
                 column: col.name.to_string(),
                 message: e.to_string(),
             })?,
         });
     }
-    Ok((Row(values), key_text))
+    Ok(Row(values))
 }
 
 /// Splits one COPY text row (with or without its trailing newline) into fields; `None` is
@@ -234,17 +243,7 @@ pub fn typed_row(
         });
     }
     let key_text = key.iter().map(|&k| raw[k].clone()).collect();
-    let mut values = Vec::with_capacity(raw.len());
-    for (f, col) in raw.into_iter().zip(&table.columns) {
-        values.push(match f {
-            None => Value::Null,
-            Some(text) => parse_text(&col.type_info, text).map_err(|e| CopyError::Value {
-                column: col.name.to_string(),
-                message: e.to_string(),
-            })?,
-        });
-    }
-    Ok((Row(values), key_text))
+    Ok((typed_values(table, raw, parse_text)?, key_text))
 }
 
 #[cfg(test)]

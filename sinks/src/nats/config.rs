@@ -38,7 +38,7 @@ sink_keys! {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a [sinks.jetstream] table with stream, create_stream, subjects, duplicate_window_secs, replicas"
+    expecting = "a [sinks.jetstream] table with stream, create_stream, subjects, duplicate_window_secs, replicas, ordering_check"
 )]
 pub struct JetStreamConfig {
     pub stream: String,
@@ -54,6 +54,14 @@ pub struct JetStreamConfig {
     /// acknowledged message through the loss of one node). Default 1.
     #[serde(default = "one_replica")]
     pub replicas: serde_spanned::Spanned<usize>,
+    /// `Nats-Expected-Last-Msg-Id` ordering across reconnects (default true); set false
+    /// when several sidecars publish to one stream.
+    #[serde(default = "yes")]
+    pub ordering_check: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one_replica() -> serde_spanned::Spanned<usize> {
@@ -124,6 +132,7 @@ fn resolve(c: &Entry<'_, NatsKeys>) -> Result<NatsOptions, KeyError> {
             subjects: j.subjects.clone(),
             duplicate_window: Duration::from_secs(j.duplicate_window_secs),
             replicas: *j.replicas.get_ref(),
+            ordering_check: j.ordering_check,
         }
     });
     o.tls = c.keys.tls.as_ref().map(|t| {

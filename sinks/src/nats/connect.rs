@@ -125,12 +125,17 @@ impl NatsSink {
                     .subscribe(format!("{inbox}.*"))
                     .await
                     .map_err(|e| connect_err(format!("cannot subscribe to {inbox}.*: {e}")))?;
+                // Off when the stream has other publishers by design (several sidecars).
+                let fence = Mutex::new(super::state::Fence {
+                    disabled: !js_opts.ordering_check,
+                    ..Default::default()
+                });
                 let js = Js {
                     context,
                     default_stream: Arc::from(js_opts.stream.as_str()),
                     opts: js_opts,
                     subjects,
-                    fence: Mutex::default(),
+                    fence,
                     acks: tokio::sync::Mutex::new(AckInbox {
                         prefix: format!("{inbox}."),
                         sub,

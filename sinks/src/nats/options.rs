@@ -68,6 +68,10 @@ pub struct JetStreamOptions {
     pub duplicate_window: Duration,
     /// Replicas of a created stream (an existing one with others is warned about).
     pub replicas: usize,
+    /// `Nats-Expected-Last-Msg-Id` on each message (see the module docs): keeps order
+    /// across reconnects when this sink is the stream's only publisher. Off for a stream
+    /// several sidecars publish to.
+    pub ordering_check: bool,
 }
 
 impl JetStreamOptions {
@@ -79,6 +83,7 @@ impl JetStreamOptions {
             subjects: Vec::new(),
             duplicate_window: DEFAULT_DUPLICATE_WINDOW,
             replicas: 1,
+            ordering_check: true,
         }
     }
 

@@ -21,7 +21,9 @@ use super::error::SourceError;
 use super::mapping::{fill_unchanged_toast, row_from_tuple, table_from_relation, MapError};
 use super::snapshot::reconcile::{Closed, Windows};
 use super::snapshot::STATE_SCHEMA;
-use crate::change::{Before, Change, DecodingMessage, Op, ReadKey, Row, SnapshotRead, Table};
+use crate::change::{
+    Before, Change, Column, DecodingMessage, Op, ReadKey, Row, SnapshotRead, Table,
+};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, LogicalMessage, OldTuple, Relation};
 use crate::value::TypeInfo;
@@ -280,9 +282,43 @@ impl Assembler {
         // The decoded values are slices of this message: count its bytes while the pending
         // changes hold them (Begin/Commit too: noise).
         self.pending.bytes += size;
-        self.apply_message(msg, lsn)?;
+        if let Err(e) = self.apply_message(msg, lsn) {
+            // Nothing of it was kept; the caller may apply it again (see `retype`).
+            self.pending.bytes -= size;
+            return Err(e);
+        }
         self.release_unheld();
         Ok(())
+    }
+
+    /// The table relation `id` describes, if a `Relation` message described it.
+    pub(super) fn table(&self, id: u32) -> Option<&Arc<Table>> {
+        self.relations.get(&id)
+    }
+
+    /// Gives a described table's columns freshly resolved types (a composite type one of
+    /// them holds changed shape: Postgres sends no new `Relation` message for that).
+    pub(super) fn retype(&mut self, id: u32, types: Vec<TypeInfo>) {
+        if let Some(table) = self.relations.get_mut(&id) {
+            let columns = table
+                .columns
+                .iter()
+                .zip(types)
+                .map(|(c, type_info)| Column {
+                    name: Arc::clone(&c.name),
+                    type_oid: c.type_oid,
+                    type_info,
+                    is_key: c.is_key,
+                })
+                .collect();
+            *table = Arc::new(Table {
+                id: table.id,
+                schema: Arc::clone(&table.schema),
+                name: Arc::clone(&table.name),
+                replica_identity: table.replica_identity,
+                columns,
+            });
+        }
     }
 
     /// Whether reading should pause until a batch is handed over.

@@ -27,6 +27,7 @@ use crate::config::{BatchConfig, SourceConfig};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, LogicalMessage, ReplicationMessage};
 use crate::progress::Progress;
+use crate::value::{TypeInfo, TypeKind};
 
 /// Acknowledged positions are reported to Postgres at most this often (and at least every
 /// `status_interval`).
@@ -569,10 +570,105 @@ impl Replicator {
                 if let LogicalMessage::Type(t) = &other {
                     self.types.invalidate(t.id);
                 }
-                self.assembler.apply(other, lsn, size)?;
+                // `ALTER TYPE … ADD/DROP ATTRIBUTE` changes the shape of a composite's values
+                // without a new Relation message: a row of a table holding composites that
+                // does not fit the cached fields is tried again (see `refit_composites`).
+                let again = row_relation(&other)
+                    .filter(|id| self.holds_composite(*id))
+                    .map(|id| (id, other.clone()));
+                match self.assembler.apply(other, lsn, size) {
+                    Err(e @ SourceError::Value { .. }) if again.is_some() => {
+                        let (id, msg) = again.expect("checked");
+                        self.refit_composites(id, msg, lsn, size, e).await?;
+                    }
+                    other => other?,
+                }
             }
         }
         Ok(())
+    }
+
+    /// A row of relation `id` has a composite value that does not fit its type as cached.
+    /// The catalog knows only a composite's current fields, not those it had when an older
+    /// change was written, so: (1) read the composite types again and apply the row —
+    /// right whenever cdc-host keeps up (the cache predates the `ALTER TYPE`); (2) in text
+    /// mode, if it still does not fit (a change written before an `ALTER TYPE` cdc-host had
+    /// not read yet), deliver that row's composites as their text (`"(1,x)"`) with a
+    /// warning rather than guess field names or stop. In binary mode the value has no text,
+    /// so the error stands (its message says what to do).
+    async fn refit_composites(
+        &mut self,
+        id: u32,
+        msg: LogicalMessage,
+        lsn: Lsn,
+        size: usize,
+        first: SourceError,
+    ) -> Result<(), SourceError> {
+        if let SourceError::Value { table, column, .. } = &first {
+            tracing::info!(%table, %column, %lsn, "a composite value does not fit its type as cached; reading the composite types again (ALTER TYPE?)");
+        }
+        self.types.forget_composites();
+        let oids: Vec<u32> = self
+            .assembler
+            .table(id)
+            .map(|t| t.columns.iter().map(|c| c.type_oid).collect())
+            .unwrap_or_default();
+        let mut types = Vec::with_capacity(oids.len());
+        for oid in &oids {
+            types.push(self.types.resolve(*oid, &self.control).await?);
+        }
+        self.assembler.retype(id, types.clone());
+        let err = match self.assembler.apply(msg.clone(), lsn, size) {
+            Ok(()) => return Ok(()),
+            Err(e @ SourceError::Value { .. }) => e,
+            Err(e) => return Err(e),
+        };
+        let as_text: Vec<TypeInfo> = types.iter().map(composite_as_text).collect();
+        if let SourceError::Value { table, column, .. } = &err {
+            tracing::warn!(%table, %column, %lsn, "a composite value was written before its type last changed (ALTER TYPE) and its old fields are unknown: delivering this row's composites as their text");
+        }
+        self.assembler.retype(id, as_text);
+        let result = self.assembler.apply(msg, lsn, size);
+        self.assembler.retype(id, types);
+        result.map_err(|e| match e {
+            // Binary mode: a composite's binary value has no text to fall back on.
+            SourceError::Value { lsn, table, column, message } => SourceError::Value {
+                lsn,
+                table,
+                column,
+                message: format!("{message}: a composite type changed shape (ALTER TYPE) after this change was written, and binary mode cannot deliver the value; set source.binary = false and restart (text mode delivers such values as their text)"),
+            },
+            other => other,
+        })
+    }
+
+    /// Whether a column of relation `id` holds a composite type.
+    fn holds_composite(&self, id: u32) -> bool {
+        self.assembler.table(id).is_some_and(|t| {
+            t.columns
+                .iter()
+                .any(|c| super::types::holds_composite(&c.type_info))
+        })
+    }
+}
+
+/// `t` with every composite in it kept as text instead (an array of composites becomes an
+/// array of texts).
+fn composite_as_text(t: &TypeInfo) -> TypeInfo {
+    match &t.kind {
+        TypeKind::Composite(_) => TypeInfo::other(t.oid),
+        TypeKind::Array(e) => TypeInfo::array(t.oid, composite_as_text(e)),
+        _ => t.clone(),
+    }
+}
+
+/// The relation a row message (insert, update, delete) belongs to.
+fn row_relation(msg: &LogicalMessage) -> Option<u32> {
+    match msg {
+        LogicalMessage::Insert(m) => Some(m.relation_id),
+        LogicalMessage::Update(m) => Some(m.relation_id),
+        LogicalMessage::Delete(m) => Some(m.relation_id),
+        _ => None,
     }
 }
 

@@ -64,6 +64,10 @@ impl TypeRegistry {
                 TypeInfo::composite(oid, fields)
             }
             (b'b', _) if row.input == "hstore_in" => TypeInfo::hstore(oid),
+            (b'b', _) if row.input == "citextin" => TypeInfo::ext_text(oid, false),
+            (b'b', _) if matches!(row.input.as_str(), "ltree_in" | "lquery_in") => {
+                TypeInfo::ext_text(oid, true)
+            }
             (_, b'A') if row.element != 0 => {
                 let elem = Box::pin(self.resolve_depth(row.element, control, depth + 1)).await?;
                 TypeInfo {
@@ -86,8 +90,16 @@ impl TypeRegistry {
     }
 }
 
+impl TypeRegistry {
+    /// Forgets every composite (and array of them): the next look-up reads its fields from
+    /// the catalog again.
+    pub fn forget_composites(&mut self) {
+        self.resolved.retain(|_, t| !holds_composite(t));
+    }
+}
+
 /// Whether `t` is a composite, or an array of them.
-fn holds_composite(t: &TypeInfo) -> bool {
+pub fn holds_composite(t: &TypeInfo) -> bool {
     match &t.kind {
         TypeKind::Composite(_) => true,
         TypeKind::Array(e) => holds_composite(e),

@@ -4,10 +4,13 @@
 //! The model was made for this: dates, times, timestamps and intervals are kept as the
 //! server's own integers, so binary values need no calendar at all; `numeric` is turned
 //! back into the exact decimal text its output function prints (base-10000 digits, `dscale`
-//! fractional digits). Types kept as text ([`TypeKind::Other`]: ranges, inet, money, …)
-//! have no binary decoder: their text is what the output shows, and rebuilding it from
-//! the send format would mean re-implementing each output function. Binary mode refuses
-//! them at start (see `source::open`) rather than guessing here.
+//! fractional digits). Types kept as text ([`TypeKind::Other`]) get their text back from
+//! the send format where the output function is simple and fixed (see [`TextSend`]:
+//! inet/cidr, point, bit strings, macaddr, xml, citext, ltree, …). The rest (money: its
+//! text depends on `lc_monetary`; ranges and tsvector: their own quoting; pg_lsn: its
+//! text changed in Postgres 18; the reg* types: their text is a catalog name) have no
+//! binary decoder; binary mode refuses them at start (see `source::open`) rather than
+//! guessing here.
 //!
 //! Every parser is total: malformed input gives an error, never a panic.
 
@@ -15,7 +18,7 @@ use std::fmt::Write;
 
 use bytes::Bytes;
 
-use super::json::{write_json, write_json_str};
+use super::json::{write_float8_text, write_json, write_json_str};
 use super::model::{Array, Numeric, PgText, Value, ValueError};
 use super::text::record::object;
 use super::types::{Composite, TypeInfo, TypeKind};
@@ -31,7 +34,7 @@ const MAX_DIMS: usize = 6;
 /// elements).
 pub fn has_binary_decoder(ty: &TypeInfo) -> bool {
     match &ty.kind {
-        TypeKind::Other => false,
+        TypeKind::Other => TextSend::of(ty.oid).is_some(),
         TypeKind::Array(elem) => has_binary_decoder(elem),
         // `record_send` sends each field in its own type's binary format.
         TypeKind::Composite(c) => c.fields.iter().all(|f| has_binary_decoder(&f.ty)),
@@ -86,7 +89,28 @@ pub fn parse_binary(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
         TypeKind::Array(elem) => return array(ty, elem, &raw),
         TypeKind::Composite(c) => return composite(ty, c, &raw),
         TypeKind::Hstore => return hstore(ty, &raw),
-        TypeKind::Other => Err("no binary decoder for this type"),
+        TypeKind::ExtText { versioned } => {
+            let body = if *versioned {
+                match s.first() {
+                    Some(1) => Ok(raw.slice(1..)),
+                    Some(_) => Err("unknown binary format version"),
+                    None => Err("empty value"),
+                }
+            } else {
+                Ok(raw.clone())
+            };
+            body.and_then(|b| text(&b)).map(|text| Value::Other {
+                type_oid: ty.oid,
+                text,
+            })
+        }
+        TypeKind::Other => match TextSend::of(ty.oid) {
+            Some(how) => how.text(&raw).map(|text| Value::Other {
+                type_oid: ty.oid,
+                text,
+            }),
+            None => Err("no binary decoder for this type"),
+        },
     };
     parsed.map_err(|reason| ValueError::new(ty, s, reason))
 }
@@ -341,3 +365,199 @@ fn hstore(ty: &TypeInfo, raw: &Bytes) -> Result<Value, ValueError> {
 
 #[cfg(test)]
 mod tests;
+
+/// Builtin types kept as text whose output function is simple enough to redo from the
+/// send format, byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextSend {
+    /// The send format is the text (`xml` in the connection's UTF-8, `refcursor`).
+    Plain,
+    /// A version byte `1`, then the text (`jsonpath`).
+    Versioned,
+    /// `oid`, `xid`, `cid`: an unsigned 32-bit integer.
+    U32,
+    /// `xid8`: an unsigned 64-bit integer.
+    U64,
+    /// `tid`: block number and item offset, `(0,1)`.
+    Tid,
+    /// `macaddr` (6 bytes) and `macaddr8` (8): lower-case hex pairs with colons.
+    Mac,
+    /// `inet` and `cidr`.
+    Inet,
+    /// `point`: two float8, `(x,y)`.
+    Point,
+    /// `bit` and `bit varying`: the bit count, then the bits packed from the high end.
+    Bits,
+}
+
+impl TextSend {
+    fn of(oid: u32) -> Option<TextSend> {
+        use super::types::oid::*;
+        Some(match oid {
+            XML | REFCURSOR => TextSend::Plain,
+            JSONPATH => TextSend::Versioned,
+            OID | XID | CID => TextSend::U32,
+            XID8 => TextSend::U64,
+            TID => TextSend::Tid,
+            MACADDR | MACADDR8 => TextSend::Mac,
+            INET | CIDR => TextSend::Inet,
+            POINT => TextSend::Point,
+            BIT | VARBIT => TextSend::Bits,
+            _ => return None,
+        })
+    }
+
+    fn text(self, raw: &Bytes) -> Result<PgText, Reason> {
+        let s: &[u8] = raw;
+        let built = match self {
+            TextSend::Plain => return text(raw),
+            TextSend::Versioned => {
+                return match s.first() {
+                    Some(1) => text(&raw.slice(1..)),
+                    Some(_) => Err("unknown binary format version"),
+                    None => Err("empty value"),
+                }
+            }
+            TextSend::U32 => u32::from_be_bytes(fixed(s)?).to_string(),
+            TextSend::U64 => u64::from_be_bytes(fixed(s)?).to_string(),
+            TextSend::Tid => {
+                let b: [u8; 6] = fixed(s)?;
+                let block = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                let offset = u16::from_be_bytes([b[4], b[5]]);
+                format!("({block},{offset})")
+            }
+            TextSend::Mac => {
+                if s.len() != 6 && s.len() != 8 {
+                    return Err("wrong length for the type's binary format");
+                }
+                let mut out = String::with_capacity(s.len() * 3);
+                for (i, b) in s.iter().enumerate() {
+                    if i > 0 {
+                        out.push(':');
+                    }
+                    let _ = write!(out, "{b:02x}");
+                }
+                out
+            }
+            TextSend::Inet => inet_text(s)?,
+            TextSend::Point => {
+                let b: [u8; 16] = fixed(s)?;
+                let x = f64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+                let y = f64::from_be_bytes(b[8..].try_into().expect("8 bytes"));
+                let mut out = Vec::with_capacity(32);
+                out.push(b'(');
+                write_float8_text(&mut out, x);
+                out.push(b',');
+                write_float8_text(&mut out, y);
+                out.push(b')');
+                String::from_utf8(out).map_err(|_| "invalid UTF-8")?
+            }
+            TextSend::Bits => bits_text(s)?,
+        };
+        Ok(PgText::from(built))
+    }
+}
+
+/// `inet_send`: family (2 = IPv4, 3 = IPv6), mask bits, is-cidr flag, address length,
+/// address → the text `inet_out`/`cidr_out` print (`pg_inet_net_ntop`: all four IPv4
+/// octets; IPv6 with the longest run of two or more zero groups as `::`, an IPv4 tail for
+/// `::a.b.c.d` and `::ffff:a.b.c.d`; `/bits` unless a full mask — always for cidr).
+fn inet_text(s: &[u8]) -> Result<String, Reason> {
+    let [family, bits, is_cidr, len] = *s.get(..4).ok_or("inet header cut short")? else {
+        return Err("inet header cut short");
+    };
+    let addr = &s[4..];
+    if addr.len() != usize::from(len) {
+        return Err("inet address length differs from its header");
+    }
+    let (mut out, full) = match (family, len) {
+        (2, 4) => (
+            format!("{}.{}.{}.{}", addr[0], addr[1], addr[2], addr[3]),
+            32,
+        ),
+        (3, 16) => (ipv6_text(addr.try_into().expect("16 bytes")), 128),
+        _ => return Err("unknown inet family or address length"),
+    };
+    if bits > full {
+        return Err("inet mask longer than the address");
+    }
+    if bits != full || is_cidr != 0 {
+        let _ = write!(out, "/{bits}");
+    }
+    Ok(out)
+}
+
+/// BIND's `inet_net_ntop_ipv6` as Postgres has it.
+fn ipv6_text(a: &[u8; 16]) -> String {
+    let words: [u16; 8] = std::array::from_fn(|i| u16::from_be_bytes([a[2 * i], a[2 * i + 1]]));
+    // The longest run of zero words (the first of equal ones), if at least two long.
+    // (first word, length) of a run of zero words.
+    type Run = Option<(usize, usize)>;
+    let (mut best, mut cur): (Run, Run) = (None, None);
+    for (i, w) in words.iter().enumerate() {
+        if *w == 0 {
+            cur = Some(cur.map_or((i, 1), |(b, l)| (b, l + 1)));
+        } else if let Some(c) = cur.take() {
+            if best.is_none_or(|b| c.1 > b.1) {
+                best = Some(c);
+            }
+        }
+    }
+    if let Some(c) = cur {
+        if best.is_none_or(|b| c.1 > b.1) {
+            best = Some(c);
+        }
+    }
+    let best = best.filter(|b| b.1 >= 2);
+    let mut out = String::with_capacity(40);
+    for (i, w) in words.iter().enumerate() {
+        if let Some((base, len)) = best {
+            if i >= base && i < base + len {
+                if i == base {
+                    out.push(':');
+                }
+                continue;
+            }
+        }
+        if i != 0 {
+            out.push(':');
+        }
+        if i == 6
+            && best.is_some_and(|(base, len)| {
+                base == 0
+                    && (len == 6 || (len == 7 && words[7] != 1) || (len == 5 && words[5] == 0xffff))
+            })
+        {
+            let _ = write!(out, "{}.{}.{}.{}", a[12], a[13], a[14], a[15]);
+            return out;
+        }
+        let _ = write!(out, "{w:x}");
+    }
+    if best.is_some_and(|(base, len)| base + len == 8) {
+        out.push(':');
+    }
+    out
+}
+
+/// `bit_send`: the bit count (int4), then the bits packed high bit first → `0`/`1` text.
+fn bits_text(s: &[u8]) -> Result<String, Reason> {
+    let count = i32::from_be_bytes(
+        s.get(..4)
+            .and_then(|h| h.try_into().ok())
+            .ok_or("bit string header cut short")?,
+    );
+    let count = usize::try_from(count).map_err(|_| "negative bit count")?;
+    let bytes = &s[4..];
+    if bytes.len() != count.div_ceil(8) {
+        return Err("bit string length differs from its bit count");
+    }
+    Ok((0..count)
+        .map(|i| {
+            if bytes[i / 8] & (0x80 >> (i % 8)) != 0 {
+                '1'
+            } else {
+                '0'
+            }
+        })
+        .collect())
+}

@@ -117,6 +117,13 @@ pub enum TypeKind {
     /// The `hstore` extension's type: values become the object of its cast to json
     /// (`{"key": "value", "other": null}`), which is what `to_jsonb()` uses.
     Hstore,
+    /// An extension type kept as text (like [`TypeKind::Other`]) whose binary send format
+    /// is that text, after a version byte `1` when `versioned`: `citext` (its send function
+    /// is `textsend`), `ltree` and `lquery` (`ltree_send`). Known by the input function,
+    /// since an extension's oids differ per database.
+    ExtText {
+        versioned: bool,
+    },
     /// Not decoded: kept as text (rendered as a JSON string, as `to_jsonb`
     /// does for every type it has no special case for).
     Other,
@@ -148,7 +155,7 @@ impl TypeKind {
             TypeKind::Enum => "enum",
             TypeKind::Composite(_) => "composite",
             TypeKind::Hstore => "hstore",
-            TypeKind::Other => "other",
+            TypeKind::ExtText { .. } | TypeKind::Other => "other",
         }
     }
 }
@@ -192,6 +199,12 @@ impl TypeInfo {
     /// A composite type `oid` with these fields.
     pub fn composite(oid: u32, fields: Vec<Field>) -> Self {
         TypeInfo::new(oid, TypeKind::Composite(Arc::new(Composite { fields })))
+    }
+
+    /// An extension type kept as text whose send format is its text (see
+    /// [`TypeKind::ExtText`]).
+    pub fn ext_text(oid: u32, versioned: bool) -> Self {
+        TypeInfo::new(oid, TypeKind::ExtText { versioned })
     }
 
     /// The `hstore` type (an extension's: its oid differs per database).

@@ -163,7 +163,9 @@ fn well_formed(ty: &TypeInfo, v: &Value, in_array: bool) -> Result<(), TestCaseE
             matches!(*ts, TS_NEG_INFINITY | TS_POS_INFINITY)
                 || (MIN_TIMESTAMP..END_TIMESTAMP).contains(ts)
         }
-        (TypeKind::Other, Value::Other { type_oid, .. }) => *type_oid == ty.oid,
+        (TypeKind::Other | TypeKind::ExtText { .. }, Value::Other { type_oid, .. }) => {
+            *type_oid == ty.oid
+        }
         (TypeKind::Array(elem), Value::Array(a)) => {
             prop_assert_eq!(a.elem_oid, elem.oid);
             prop_assert!(a.dims.len() <= 6, "{} dimensions", a.dims.len());
@@ -619,7 +621,7 @@ pub(super) fn valid_text(ty: &TypeInfo) -> BoxedStrategy<(String, Expect)> {
             ]),
         ]
         .boxed(),
-        TypeKind::Text | TypeKind::Enum | TypeKind::Other => {
+        TypeKind::Text | TypeKind::Enum | TypeKind::Other | TypeKind::ExtText { .. } => {
             let kind = ty.kind.clone();
             any::<String>()
                 .prop_map(move |s| {

@@ -26,8 +26,9 @@ CREATE TABLE typed (
   nest position_t, dcomp holding_d, dr dropped_t
 );";
 
-/// Every column of `typed` that has a binary decoder.
-pub const BINARY_DECODED: &str = "id, b, i2, i4, i8, f4, f8, num, num_s, t, vc, bp, nm, ch, by, js, jb, u, d, tm, ttz, ts, tstz, iv, a_i4, a_t, a_2d, a_num, a_ts, a_b, e, a_e, dom, dom_t, hs, a_hs, comp, a_comp, nest, dcomp, dr";
+/// Every column of `typed` that has a binary decoder (or, like `isb`, no send function, so
+/// the server sends its text even in binary mode): all of them.
+pub const BINARY_DECODED: &str = "id, b, i2, i4, i8, f4, f8, num, num_s, t, vc, bp, nm, ch, by, js, jb, u, d, tm, ttz, ts, tstz, iv, a_i4, a_t, a_2d, a_num, a_ts, a_b, e, a_e, dom, dom_t, ip, pt, bits, x, hs, a_hs, ci, lt, isb, comp, a_comp, nest, dcomp, dr";
 
 pub const TYPES_ROWS: &str = r#"
 INSERT INTO typed VALUES

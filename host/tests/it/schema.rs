@@ -5,6 +5,7 @@ use serde_json::{json, Value as Json};
 
 use crate::common::*;
 use crate::transforms::guest;
+use cdc_test_harness::HostProcess;
 
 /// `(op, table, after)` of each change, for one comparison per test.
 fn shapes(out: &[Json]) -> Vec<(String, String, Json)> {
@@ -92,6 +93,98 @@ async fn ddl_mid_stream_each_change_has_the_shape_it_was_written_with() {
     stop_clean(&mut host).await;
     stop_clean(&mut identity).await;
     assert_eq!(identity.stdout_lines(), host.stdout_lines());
+}
+
+/// `ALTER TYPE … ADD/DROP ATTRIBUTE` on a composite a column holds: Postgres sends no new
+/// Relation message, so the first value of the new shape does not fit the cached fields;
+/// cdc-host reads the type again and goes on — each value the object `to_jsonb` made of it
+/// when written, in text and in binary mode, in an array too. A change written before an
+/// `ALTER TYPE` that cdc-host reads only afterwards (it was stopped) has fields the catalog
+/// no longer knows: text mode delivers it as the composite's text with a warning, binary
+/// mode stops with an error that says to switch to text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_altered_mid_stream_is_read_again() {
+    let db = db_with(
+        "alter_type",
+        "CREATE TYPE pair AS (a int, b text);
+         CREATE TABLE t (id int PRIMARY KEY, p pair, ps pair[])",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let (_d1, text_cfg) = config(&db.dsn(), "s_alter_text", "p", "");
+    let (_d2, bin_cfg) = config(&db.dsn(), "s_alter_bin", "p", "binary = true\n");
+    let mut text = start_host(&db, &text_cfg, "s_alter_text").await;
+    let mut bin = start_host(&db, &bin_cfg, "s_alter_bin").await;
+    let steps = [
+        (
+            "",
+            "INSERT INTO t VALUES (1, '(1,x)', ARRAY['(1,x)'::pair])",
+        ),
+        (
+            "ALTER TYPE pair ADD ATTRIBUTE c numeric",
+            "INSERT INTO t VALUES (2, '(2,y,2.50)', ARRAY['(2,y,2.50)'::pair])",
+        ),
+        (
+            "ALTER TYPE pair DROP ATTRIBUTE a",
+            "INSERT INTO t VALUES (3, '(z,3)', ARRAY['(z,3)'::pair])",
+        ),
+    ];
+    // Each step only once both hosts delivered the one before (they keep up).
+    for (n, (ddl, insert)) in steps.iter().enumerate() {
+        if !ddl.is_empty() {
+            db.exec(ddl).await;
+        }
+        db.exec(insert).await;
+        wait_json(&mut text, n + 1).await;
+        wait_json(&mut bin, n + 1).await;
+    }
+    let want = [
+        r#"{"id": 1, "p": {"a": 1, "b": "x"}, "ps": [{"a": 1, "b": "x"}]}"#,
+        r#"{"id": 2, "p": {"a": 2, "b": "y", "c": 2.50}, "ps": [{"a": 2, "b": "y", "c": 2.50}]}"#,
+        r#"{"id": 3, "p": {"b": "z", "c": 3}, "ps": [{"b": "z", "c": 3}]}"#,
+    ]
+    .map(|s| serde_json::from_str::<Json>(s).unwrap());
+    for host in [&mut text, &mut bin] {
+        let out = wait_json(host, 3).await;
+        let afters: Vec<&Json> = out.iter().map(|c| &c["after"]).collect();
+        assert_eq!(afters, want.iter().collect::<Vec<_>>());
+        assert!(host.stderr().contains("reading the composite types again"));
+    }
+    assert_eq!(to_jsonb_rows(&db, "t").await[2], want[2]);
+    stop_clean(&mut text).await;
+    stop_clean(&mut bin).await;
+
+    // Stopped while a row is written and the type altered after it.
+    db.exec("INSERT INTO t VALUES (4, '(w,4)', ARRAY['(w,4)'::pair])")
+        .await;
+    db.exec("ALTER TYPE pair ADD ATTRIBUTE d bool").await;
+    db.exec("INSERT INTO t VALUES (5, '(v,5,t)', ARRAY['(v,5,t)'::pair])")
+        .await;
+    let mut text = start_host(&db, &text_cfg, "s_alter_text").await;
+    let out = wait_json(&mut text, 2).await;
+    let afters: Vec<&Json> = out.iter().map(|c| &c["after"]).collect();
+    assert_eq!(
+        afters,
+        [
+            &json!({"id": 4, "p": "(w,4)", "ps": ["(w,4)"]}),
+            &json!({"id": 5, "p": {"b": "v", "c": 5, "d": true}, "ps": [{"b": "v", "c": 5, "d": true}]}),
+        ]
+    );
+    assert!(text
+        .stderr()
+        .contains("delivering this row's composites as their text"));
+    stop_clean(&mut text).await;
+    let mut bin = HostProcess::spawn(BIN, &bin_cfg).unwrap();
+    let st = bin.wait_exit(WAIT).await.unwrap();
+    assert!(!st.success());
+    assert!(
+        bin.stderr().contains(
+            "binary mode cannot deliver the value; set source.binary = false and restart"
+        ),
+        "{}",
+        bin.stderr_tail(5)
+    );
+    assert!(bin.stdout_lines().is_empty());
 }
 
 /// ALTER PUBLICATION ADD TABLE while running: the table's changes flow from the next

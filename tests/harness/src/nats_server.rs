@@ -57,8 +57,28 @@ pub fn binary() -> &'static NatsBinary {
     })
 }
 
+/// `scripts/nats-bin` of the checkout the tests run from: found from the running test's
+/// `CARGO_MANIFEST_DIR` (cargo sets it at run time) or working directory (cargo and
+/// scripts/test-pg run a test in its package's folder) before the path compiled in, since a
+/// test binary reused from a build in another checkout would name that one.
+fn nats_bin_script() -> PathBuf {
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf();
+    let mut starts: Vec<PathBuf> = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(std::env::current_dir().ok())
+        .collect();
+    starts.push(compiled.clone());
+    let found = starts
+        .iter()
+        .flat_map(|dir| dir.ancestors())
+        .map(|dir| dir.join("scripts/nats-bin"))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| compiled.join("../../scripts/nats-bin"))
+}
+
 fn run_nats_bin() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/nats-bin");
+    let script = nats_bin_script();
     let out = Command::new(&script)
         .stderr(Stdio::inherit())
         .output()

@@ -166,8 +166,8 @@ fn composites_become_the_to_jsonb_object() {
         assert!(parse_binary(&ty, Bytes::copy_from_slice(&raw[..cut])).is_err());
     }
     // A field type without a binary decoder makes the whole composite undecodable.
-    let inet = TypeInfo::composite(90001, vec![f("ip", 869)]);
-    assert!(!has_binary_decoder(&inet));
+    let money = TypeInfo::composite(90001, vec![f("m", 790)]);
+    assert!(!has_binary_decoder(&money));
     assert!(has_binary_decoder(&ty));
 }
 
@@ -203,4 +203,140 @@ fn hstore_becomes_the_object_of_its_json_cast() {
     let mut huge = i32::MAX.to_be_bytes().to_vec();
     huge.extend_from_slice(&[0; 8]);
     assert!(parse_binary(&ty, Bytes::from(huge)).is_err());
+}
+
+fn other_text(oid: u32, raw: &[u8]) -> String {
+    let ty = builtin_type(oid).unwrap();
+    match parse_binary(&ty, Bytes::copy_from_slice(raw)).unwrap() {
+        Value::Other { type_oid, text } => {
+            assert_eq!(type_oid, oid);
+            text.as_str().to_owned()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn inet(family: u8, bits: u8, cidr: bool, addr: &[u8]) -> Vec<u8> {
+    let mut v = vec![family, bits, u8::from(cidr), addr.len() as u8];
+    v.extend_from_slice(addr);
+    v
+}
+
+fn v6(words: [u16; 8]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_be_bytes()).collect()
+}
+
+#[test]
+fn inet_and_cidr_print_as_their_output_functions() {
+    use crate::value::types::oid::{CIDR, INET};
+    let t = |oid, raw: Vec<u8>| other_text(oid, &raw);
+    assert_eq!(
+        t(INET, inet(2, 24, false, &[192, 168, 0, 1])),
+        "192.168.0.1/24"
+    );
+    assert_eq!(t(INET, inet(2, 32, false, &[10, 0, 0, 1])), "10.0.0.1");
+    assert_eq!(t(CIDR, inet(2, 8, true, &[10, 0, 0, 0])), "10.0.0.0/8");
+    assert_eq!(t(CIDR, inet(2, 32, true, &[10, 1, 2, 3])), "10.1.2.3/32");
+    let cases: &[([u16; 8], &str)] = &[
+        ([0, 0, 0, 0, 0, 0, 0, 1], "::1"),
+        ([0; 8], "::"),
+        ([0, 0, 0, 0, 0, 0xffff, 0x0102, 0x0304], "::ffff:1.2.3.4"),
+        ([0, 0, 0, 0, 0, 0, 0x0102, 0x0304], "::1.2.3.4"),
+        ([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], "2001:db8::1"),
+        ([1, 0, 0, 1, 0, 0, 0, 1], "1:0:0:1::1"),
+        ([1, 0, 0, 1, 1, 0, 0, 1], "1::1:1:0:0:1"),
+        ([1, 0, 1, 0, 1, 0, 1, 0], "1:0:1:0:1:0:1:0"),
+        ([0xfe80, 0, 0, 0, 0, 0, 0, 0], "fe80::"),
+        ([1, 2, 3, 4, 5, 6, 7, 8], "1:2:3:4:5:6:7:8"),
+    ];
+    for (words, want) in cases {
+        assert_eq!(t(INET, inet(3, 128, false, &v6(*words))), *want);
+    }
+    assert_eq!(
+        t(CIDR, inet(3, 64, true, &v6([0xfe80, 0, 0, 0, 0, 0, 0, 0]))),
+        "fe80::/64"
+    );
+    assert_eq!(
+        t(CIDR, inet(3, 128, true, &v6([0, 0, 0, 0, 0, 0, 0, 1]))),
+        "::1/128"
+    );
+    let ty = builtin_type(INET).unwrap();
+    let good = inet(2, 24, false, &[192, 168, 0, 1]);
+    for cut in 0..good.len() {
+        assert!(parse_binary(&ty, Bytes::copy_from_slice(&good[..cut])).is_err());
+    }
+    for bad in [
+        inet(2, 33, false, &[1, 2, 3, 4]),
+        inet(9, 8, false, &[1, 2, 3, 4]),
+    ] {
+        assert!(parse_binary(&ty, Bytes::from(bad)).is_err());
+    }
+}
+
+#[test]
+fn points_bits_and_small_types_print_as_their_output_functions() {
+    use crate::value::types::oid::*;
+    let point = |x: f64, y: f64| {
+        let mut v = x.to_be_bytes().to_vec();
+        v.extend_from_slice(&y.to_be_bytes());
+        other_text(POINT, &v)
+    };
+    assert_eq!(point(1.5, 2.0), "(1.5,2)");
+    assert_eq!(point(1e20, 1e-5), "(1e+20,1e-05)");
+    assert_eq!(point(123456789012345.0, 0.0001), "(123456789012345,0.0001)");
+    assert_eq!(point(1e15, -1.25e-100), "(1e+15,-1.25e-100)");
+    assert_eq!(point(-0.0, f64::NAN), "(-0,NaN)");
+    assert_eq!(
+        point(f64::INFINITY, f64::NEG_INFINITY),
+        "(Infinity,-Infinity)"
+    );
+    assert_eq!(point(0.1, 1.0 / 3.0), "(0.1,0.3333333333333333)");
+    let bits = |n: i32, b: &[u8]| {
+        let mut v = n.to_be_bytes().to_vec();
+        v.extend_from_slice(b);
+        v
+    };
+    assert_eq!(other_text(VARBIT, &bits(4, &[0xb0])), "1011");
+    assert_eq!(other_text(BIT, &bits(0, &[])), "");
+    assert_eq!(other_text(VARBIT, &bits(10, &[0xff, 0x40])), "1111111101");
+    let ty = builtin_type(VARBIT).unwrap();
+    assert!(parse_binary(&ty, Bytes::from(bits(9, &[0xff]))).is_err());
+    assert!(parse_binary(&ty, Bytes::from(bits(-1, &[]))).is_err());
+    assert_eq!(
+        other_text(MACADDR, &[8, 0, 0x2b, 1, 2, 3]),
+        "08:00:2b:01:02:03"
+    );
+    assert_eq!(
+        other_text(MACADDR8, &[8, 0, 0x2b, 1, 2, 3, 4, 0xff]),
+        "08:00:2b:01:02:03:04:ff"
+    );
+    assert_eq!(
+        other_text(OID, &4_000_000_000u32.to_be_bytes()),
+        "4000000000"
+    );
+    assert_eq!(
+        other_text(XID8, &u64::MAX.to_be_bytes()),
+        "18446744073709551615"
+    );
+    assert_eq!(other_text(TID, &[0, 0, 1, 0, 0, 7]), "(256,7)");
+    assert_eq!(other_text(XML, b"<a>x</a>"), "<a>x</a>");
+    assert_eq!(other_text(JSONPATH, b"\x01$.a"), "$.a");
+    // Types whose text cannot be rebuilt from the send format stay refused.
+    for oid in [MONEY, PG_LSN, INT4RANGE, TSVECTOR, REGCLASS] {
+        assert!(!has_binary_decoder(&builtin_type(oid).unwrap()), "{oid}");
+    }
+    // Extension types: citext is its text, ltree a version byte and its text.
+    let ci = TypeInfo::ext_text(70000, false);
+    let lt = TypeInfo::ext_text(70001, true);
+    assert!(has_binary_decoder(&ci) && has_binary_decoder(&lt));
+    let text_of =
+        |ty: &TypeInfo, raw: &'static [u8]| match parse_binary(ty, Bytes::from_static(raw)) {
+            Ok(Value::Other { text, .. }) => Ok(text.as_str().to_owned()),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+    assert_eq!(text_of(&ci, b"MixedCase").unwrap(), "MixedCase");
+    assert_eq!(text_of(&lt, b"\x01Top.Science").unwrap(), "Top.Science");
+    assert!(text_of(&lt, b"\x02Top").is_err());
+    assert!(text_of(&lt, b"").is_err());
 }

@@ -39,6 +39,7 @@ pub(super) trait PgFloat:
     /// next float below is half the gap above (a power of two).
     fn decompose(self) -> (u64, i32, bool);
     fn abs(self) -> Self;
+    fn is_sign_negative(self) -> bool;
 }
 
 pub(super) enum FloatClass {
@@ -87,6 +88,10 @@ macro_rules! pg_float {
             fn abs(self) -> Self {
                 <$t>::abs(self)
             }
+
+            fn is_sign_negative(self) -> bool {
+                <$t>::is_sign_negative(self)
+            }
         }
     };
 }
@@ -109,6 +114,53 @@ pub(super) fn write_float<F: PgFloat>(out: &mut Vec<u8>, v: F) {
             }
             let (digits, exp) = shortest_decimal(v.abs());
             write_plain_decimal(out, digits, exp);
+        }
+    }
+}
+
+/// A float as its own output function (`float8out`, `float4out`) prints it: Postgres'
+/// shortest decimal, fixed-point when the decimal exponent is in -4..15 and `1.5e+20` style
+/// otherwise (Ryu's `to_chars` as Postgres has it: at least two exponent digits), `-0` kept,
+/// `NaN`, `Infinity`, `-Infinity`. The text of `point` and the other geometric types.
+pub(in crate::value) fn write_float8_text(out: &mut Vec<u8>, v: f64) {
+    write_float_text(out, v)
+}
+
+fn write_float_text<F: PgFloat>(out: &mut Vec<u8>, v: F) {
+    match v.classify() {
+        FloatClass::NaN => out.extend_from_slice(b"NaN"),
+        FloatClass::PosInf => out.extend_from_slice(b"Infinity"),
+        FloatClass::NegInf => out.extend_from_slice(b"-Infinity"),
+        FloatClass::Zero => {
+            if v.is_sign_negative() {
+                out.push(b'-');
+            }
+            out.push(b'0');
+        }
+        FloatClass::Finite { negative } => {
+            if negative {
+                out.push(b'-');
+            }
+            let (digits, exp) = shortest_decimal(v.abs());
+            let n = digit_count((digits, exp)) as i32;
+            let sci = exp + n - 1;
+            if (-4..15).contains(&sci) {
+                write_plain_decimal(out, digits, exp);
+                return;
+            }
+            let text = digits.to_string();
+            out.push(text.as_bytes()[0]);
+            if text.len() > 1 {
+                out.push(b'.');
+                out.extend_from_slice(&text.as_bytes()[1..]);
+            }
+            out.push(b'e');
+            out.push(if sci < 0 { b'-' } else { b'+' });
+            let e = sci.unsigned_abs();
+            if e < 10 {
+                out.push(b'0');
+            }
+            out.extend_from_slice(e.to_string().as_bytes());
         }
     }
 }

@@ -27,6 +27,7 @@
 mod datetime;
 mod digits;
 mod float;
+pub(in crate::value) use self::float::write_float8_text;
 pub(super) mod validate;
 
 use self::datetime::{write_date, write_interval, write_offset, write_time, write_timestamp};

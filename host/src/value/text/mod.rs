@@ -62,7 +62,7 @@ pub fn parse_text(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
         TypeKind::Json => json(&raw).map(Value::Json),
         TypeKind::Jsonb => json(&raw).map(Value::Jsonb),
         TypeKind::Enum => text(&raw).map(Value::Enum),
-        TypeKind::Other => text(&raw).map(|text| Value::Other {
+        TypeKind::Other | TypeKind::ExtText { .. } => text(&raw).map(|text| Value::Other {
             type_oid: ty.oid,
             text,
         }),

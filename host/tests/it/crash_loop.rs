@@ -52,7 +52,7 @@ async fn read_stream(url: &str) -> (u64, Duration, Vec<(String, Json)>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_kill9_loop_loses_nothing() {
-    crash_loop(false).await;
+    crash_loop(Mode::Plain).await;
 }
 
 /// The same loop with protocol 2 streaming at `logical_decoding_work_mem = 64kB`: the
@@ -60,10 +60,31 @@ async fn random_kill9_loop_loses_nothing() {
 /// the savepoint rollbacks of the workload are subtransaction aborts inside them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_kill9_loop_loses_nothing_while_streaming() {
-    crash_loop(true).await;
+    crash_loop(Mode::Streaming).await;
 }
 
-async fn crash_loop(streaming: bool) {
+/// The same loop with `two_phase = true` (protocol 3, Postgres ≥ 15): half of the workload's
+/// transactions are prepared, then committed (or, one in eight, rolled back) a random
+/// 0–60 ms later, so kills land between PREPARE and COMMIT PREPARED. Nothing prepared is
+/// lost or delivered early (the replay equals the tables), nothing rolled back appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_kill9_loop_loses_nothing_with_two_phase() {
+    if harness::server().major() < 15 {
+        eprintln!("two_phase needs Postgres 15");
+        return;
+    }
+    crash_loop(Mode::TwoPhase).await;
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Streaming,
+    TwoPhase,
+}
+
+async fn crash_loop(mode: Mode) {
+    let streaming = mode == Mode::Streaming;
     // Long and machine-loading: never beside another such test (see `heavy`).
     let _heavy = harness::heavy().await;
     let seed = std::env::var("CDC_CRASH_SEED")
@@ -81,10 +102,10 @@ async fn crash_loop(streaming: bool) {
     let started = Instant::now();
     let nats = NatsServer::start(&[]);
 
-    let name = if streaming {
-        "crashloop_st"
-    } else {
-        "crashloop"
+    let name = match mode {
+        Mode::Plain => "crashloop",
+        Mode::Streaming => "crashloop_st",
+        Mode::TwoPhase => "crashloop_2pc",
     };
     let slot = format!("s_{name}");
     let slot = slot.as_str();
@@ -97,12 +118,19 @@ async fn crash_loop(streaming: bool) {
     )
     .await;
     let spool = tempfile::tempdir().unwrap();
-    let source_extra = if streaming {
-        db.exec(crate::streaming::SMALL_WORK_MEM).await;
-        crate::streaming::streaming_extra(&spool.path().join("spool"), "max_changes = 300")
-    } else {
-        "[pipeline]\nmax_changes = 300\n".to_owned()
+    let source_extra = match mode {
+        Mode::Streaming => {
+            db.exec(crate::streaming::SMALL_WORK_MEM).await;
+            crate::streaming::streaming_extra(&spool.path().join("spool"), "max_changes = 300")
+        }
+        Mode::TwoPhase => {
+            "proto_version = 3\ntwo_phase = true\n[pipeline]\nmax_changes = 300\n".to_owned()
+        }
+        Mode::Plain => "[pipeline]\nmax_changes = 300\n".to_owned(),
     };
+    // A failed assertion must not leave a prepared transaction behind (it would hold up
+    // every later slot creation on the server).
+    let _leftovers = crate::two_phase::RollbackLeftovers(db.dsn());
     // JetStream first, then the stdout sink `config` appends.
     let (_d, cfg) = config(
         &db.dsn(),
@@ -128,6 +156,7 @@ async fn crash_loop(streaming: bool) {
         let mut rng = Rng(wseed | 1);
         let mut next_id = 1;
         let mut step = 0u64;
+        let (mut prepared, mut rolled_back) = (0u64, 0u64);
         while !*stop_rx.borrow_and_update() {
             step += 1;
             let sql = match rng.below(10) {
@@ -155,15 +184,38 @@ async fn crash_loop(streaming: bool) {
                 }
                 _ => "SELECT 1".to_owned(),
             };
+            let prepare = mode == Mode::TwoPhase && !sql.starts_with("BEGIN") && rng.below(2) == 0;
+            let gid = format!("cl{step}");
+            let sql = if prepare {
+                format!("BEGIN; {sql}; PREPARE TRANSACTION '{gid}'")
+            } else {
+                sql
+            };
             c.batch_execute(&sql)
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {}", harness::pg_err(&e)));
+            if prepare {
+                tokio::time::sleep(Duration::from_millis(rng.below(60))).await;
+                let end = if rng.below(8) == 0 {
+                    "ROLLBACK"
+                } else {
+                    "COMMIT"
+                };
+                prepared += 1;
+                rolled_back += u64::from(end == "ROLLBACK");
+                c.batch_execute(&format!("{end} PREPARED '{gid}'"))
+                    .await
+                    .unwrap_or_else(|e| panic!("{end} PREPARED: {}", harness::pg_err(&e)));
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        (prepared, rolled_back)
     });
 
     let mut outputs: Vec<Vec<String>> = Vec::new();
     let mut first = Some(first);
+    let watcher = db.client().await;
+    let mut kills_mid_prepare = 0;
     for kill in 0..KILLS {
         let mut host = match first.take() {
             Some(h) => h,
@@ -177,11 +229,43 @@ async fn crash_loop(streaming: bool) {
                 host.stderr_tail(20)
             );
         }
+        if mode == Mode::TwoPhase {
+            // Kill while a transaction is prepared and not yet committed or rolled back.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                let open: i64 = watcher
+                    .query_one(
+                        "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if open > 0 {
+                    kills_mid_prepare += 1;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
         host.kill9().unwrap();
         outputs.push(host.stdout_lines());
     }
     let _ = stop_tx.send(true);
-    writer.await.unwrap();
+    let (prepared, rolled_back) = writer.await.unwrap();
+    if mode == Mode::TwoPhase {
+        eprintln!(
+            "seed {seed}: {prepared} prepared transactions, {rolled_back} rolled back; {kills_mid_prepare} of {KILLS} kills while one was prepared"
+        );
+        assert!(
+            prepared > 0 && rolled_back > 0,
+            "seed {seed}: the workload prepared {prepared}, rolled back {rolled_back}"
+        );
+        assert!(
+            kills_mid_prepare * 2 >= KILLS,
+            "seed {seed}: only {kills_mid_prepare} of {KILLS} kills between PREPARE and COMMIT PREPARED"
+        );
+    }
 
     // A last, clean run drains the rest.
     let client = db.client().await;

@@ -31,7 +31,7 @@ async fn two_phase_db(hint: &str) -> Option<TestDb> {
 
 /// Rolls back what a test left prepared (a failed assertion): a prepared transaction would
 /// make every later slot creation on the server wait for it.
-struct RollbackLeftovers(String);
+pub(crate) struct RollbackLeftovers(pub(crate) String);
 
 impl Drop for RollbackLeftovers {
     fn drop(&mut self) {

@@ -44,8 +44,31 @@ pub fn has_binary_decoder(ty: &TypeInfo) -> bool {
 
 /// Parses the binary send format of a value of type `ty`.
 pub fn parse_binary(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
-    let s: &[u8] = &raw;
-    let parsed = match &ty.kind {
+    match scalar(ty, &raw) {
+        Some(parsed) => parsed.map_err(|reason| ValueError::new(ty, &raw, reason)),
+        None => parse_kept(ty, raw),
+    }
+}
+
+/// [`parse_binary`] of `whole[range]`, taking a slice of `whole` (a shared reference
+/// count: an atomic operation here and another where the value is dropped) only for values
+/// that keep their bytes — text, bytea, json, arrays, … — not for numbers and times.
+pub fn parse_binary_at(
+    ty: &TypeInfo,
+    whole: &Bytes,
+    range: std::ops::Range<usize>,
+) -> Result<Value, ValueError> {
+    let s = &whole[range.clone()];
+    match scalar(ty, s) {
+        Some(parsed) => parsed.map_err(|reason| ValueError::new(ty, s, reason)),
+        None => parse_kept(ty, whole.slice(range)),
+    }
+}
+
+/// The types whose value is built from the bytes without keeping them (`None`: another
+/// kind).
+fn scalar(ty: &TypeInfo, s: &[u8]) -> Option<Result<Value, Reason>> {
+    Some(match &ty.kind {
         TypeKind::Bool => fixed::<1>(s).and_then(|b| match b[0] {
             0 => Ok(Value::Bool(false)),
             1 => Ok(Value::Bool(true)),
@@ -57,7 +80,6 @@ pub fn parse_binary(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
         TypeKind::Float4 => fixed(s).map(|b| Value::Float4(f32::from_be_bytes(b))),
         TypeKind::Float8 => fixed(s).map(|b| Value::Float8(f64::from_be_bytes(b))),
         TypeKind::Numeric => numeric(s).map(Value::Numeric),
-        TypeKind::Bytea => Ok(Value::Bytea(raw.clone())),
         TypeKind::Uuid => fixed(s).map(Value::Uuid),
         TypeKind::Date => fixed(s).map(|b| Value::Date(i32::from_be_bytes(b))),
         TypeKind::Time => fixed(s).map(|b| Value::Time(i64::from_be_bytes(b))),
@@ -78,14 +100,41 @@ pub fn parse_binary(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
             months: i32::from_be_bytes(b[12..].try_into().expect("4 bytes")),
         }),
         TypeKind::Text if ty.oid == CHAR_OID => Ok(Value::Text(char_text(s))),
-        TypeKind::Text => text(&raw).map(Value::Text),
-        TypeKind::Json => text(&raw).map(Value::Json),
+        _ => return None,
+    })
+}
+
+/// The kinds whose value keeps (a slice of) `raw`, or is built by a parser of its own.
+fn parse_kept(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
+    // The commonest kinds take `raw` itself: no second reference count.
+    let wrap: Option<fn(PgText) -> Value> = match &ty.kind {
+        TypeKind::Text => Some(Value::Text),
+        TypeKind::Json => Some(Value::Json),
+        TypeKind::Enum => Some(Value::Enum),
+        _ => None,
+    };
+    if let Some(wrap) = wrap {
+        return PgText::try_new(raw)
+            .map(wrap)
+            .map_err(|raw| ValueError::new(ty, &raw, "invalid UTF-8"));
+    }
+    match &ty.kind {
+        TypeKind::Bytea => return Ok(Value::Bytea(raw)),
+        TypeKind::Jsonb if raw.first() == Some(&1) => {
+            let mut body = raw;
+            bytes::Buf::advance(&mut body, 1); // the version byte; no new reference
+            return PgText::try_new(body)
+                .map(Value::Jsonb)
+                .map_err(|b| ValueError::new(ty, &b, "invalid UTF-8"));
+        }
+        _ => {}
+    }
+    let s: &[u8] = &raw;
+    let parsed = match &ty.kind {
         TypeKind::Jsonb => match s.first() {
-            Some(1) => text(&raw.slice(1..)).map(Value::Jsonb),
             Some(_) => Err("unknown jsonb binary version"),
             None => Err("empty jsonb"),
         },
-        TypeKind::Enum => text(&raw).map(Value::Enum),
         TypeKind::Array(elem) => return array(ty, elem, &raw),
         TypeKind::Composite(c) => return composite(ty, c, &raw),
         TypeKind::Hstore => return hstore(ty, &raw),
@@ -111,6 +160,8 @@ pub fn parse_binary(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
             }),
             None => Err("no binary decoder for this type"),
         },
+        // Handled by `scalar` or above.
+        _ => Err("internal: not a kind parse_kept handles"),
     };
     parsed.map_err(|reason| ValueError::new(ty, s, reason))
 }

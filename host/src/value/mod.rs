@@ -30,7 +30,7 @@ mod model;
 mod text;
 mod types;
 
-pub use binary::{has_binary_decoder, parse_binary};
+pub use binary::{has_binary_decoder, parse_binary, parse_binary_at};
 pub use json::{write_json, write_json_exact, write_json_str};
 pub use model::{
     Array, Numeric, PgText, Value, ValueError, DATE_NEG_INFINITY, DATE_POS_INFINITY,

@@ -123,6 +123,15 @@ impl PgText {
         Ok(PgText(bytes))
     }
 
+    /// [`PgText::new`], handing the bytes back when they are not UTF-8 (for the error
+    /// message) instead of taking a second reference to them.
+    pub fn try_new(bytes: Bytes) -> Result<Self, Bytes> {
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => Ok(PgText(bytes)),
+            Err(_) => Err(bytes),
+        }
+    }
+
     pub fn from_static(s: &'static str) -> Self {
         PgText(Bytes::from_static(s.as_bytes()))
     }

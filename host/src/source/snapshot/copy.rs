@@ -15,7 +15,9 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::change::{Row, Table};
-use crate::value::{parse_binary, parse_text, TypeInfo, Value, ValueError};
+use std::ops::Range;
+
+use crate::value::{parse_binary_at, parse_text, TypeInfo, Value, ValueError};
 
 /// A COPY row that does not fit the table.
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +48,13 @@ pub struct BinaryCopy {
 
 impl BinaryCopy {
     /// Appends the rows of one CopyData message to `out`, each as its fields (`None`:
-    /// NULL), slices of `msg`.
+    /// NULL), ranges of `msg`. Ranges rather than slices: a slice of `msg` is a reference
+    /// count shared with the connection's read buffer (many rows, and dropped by another
+    /// thread), so only the values that keep their bytes take one (see `typed_binary_row`).
     pub fn rows(
         &mut self,
         msg: &Bytes,
-        out: &mut Vec<Vec<Option<Bytes>>>,
+        out: &mut Vec<Vec<Option<Range<usize>>>>,
     ) -> Result<(), CopyError> {
         let mut pos = 0;
         if !self.header_seen {
@@ -96,7 +100,7 @@ impl BinaryCopy {
                     .and_then(|l| pos.checked_add(l))
                     .filter(|e| *e <= msg.len())
                     .ok_or(CopyError::Binary("field cut short"))?;
-                fields.push(Some(msg.slice(pos..end)));
+                fields.push(Some(pos..end));
                 pos = end;
             }
             out.push(fields);
@@ -111,7 +115,8 @@ impl BinaryCopy {
 pub fn typed_binary_row(
     table: &Table,
     key_count: usize,
-    mut raw: Vec<Option<Bytes>>,
+    msg: &Bytes,
+    raw: &[Option<Range<usize>>],
 ) -> Result<(Row, Vec<Option<Bytes>>), CopyError> {
     if raw.len() != table.columns.len() + key_count {
         return Err(CopyError::Width {
@@ -120,8 +125,24 @@ pub fn typed_binary_row(
             want: table.columns.len(),
         });
     }
-    let key_text = raw.split_off(table.columns.len());
-    Ok((typed_values(table, raw, parse_binary)?, key_text))
+    let (values, keys) = raw.split_at(table.columns.len());
+    let key_text = keys
+        .iter()
+        .map(|k| k.clone().map(|r| msg.slice(r)))
+        .collect();
+    let mut row = Vec::with_capacity(values.len());
+    for (f, col) in values.iter().zip(&table.columns) {
+        row.push(match f {
+            None => Value::Null,
+            Some(r) => {
+                parse_binary_at(&col.type_info, msg, r.clone()).map_err(|e| CopyError::Value {
+                    column: col.name.to_string(),
+                    message: e.to_string(),
+                })?
+            }
+        });
+    }
+    Ok((Row(row), key_text))
 }
 
 /// The row of `raw` fields (`None`: NULL), each parsed as its column's type by `parse`.
@@ -276,7 +297,14 @@ mod tests {
         let mut c = BinaryCopy::default();
         let mut out = Vec::new();
         for m in [&first, &second, &trailer] {
-            c.rows(&Bytes::copy_from_slice(m), &mut out).unwrap();
+            let msg = Bytes::copy_from_slice(m);
+            let mut rows = Vec::new();
+            c.rows(&msg, &mut rows).unwrap();
+            out.extend(rows.into_iter().map(|r| {
+                r.into_iter()
+                    .map(|f| f.map(|r| msg.slice(r)))
+                    .collect::<Vec<_>>()
+            }));
         }
         let b = |s: &[u8]| Some(Bytes::copy_from_slice(s));
         assert_eq!(
@@ -287,7 +315,9 @@ mod tests {
             ]
         );
         // After the trailer nothing may follow.
-        assert!(c.rows(&Bytes::from(second.clone()), &mut out).is_err());
+        assert!(c
+            .rows(&Bytes::from(second.clone()), &mut Vec::new())
+            .is_err());
         // Header and trailer in one message: an empty result.
         let mut empty = SIGNATURE.to_vec();
         empty.extend_from_slice(&[0; 8]);

@@ -633,7 +633,7 @@ impl Worker {
                     b.rows(&msg, &mut tuples)
                         .map_err(|e| format!("{table}: {e}"))?;
                     for t in tuples.drain(..) {
-                        take(typed_binary_row(&desc.table, desc.key.len(), t))?;
+                        take(typed_binary_row(&desc.table, desc.key.len(), &msg, &t))?;
                     }
                 }
             }

@@ -36,6 +36,7 @@
 //! [`Sink::deliver`]: crate::Sink::deliver
 
 mod acks;
+mod atomic;
 pub mod config;
 mod connect;
 mod events;
@@ -48,7 +49,8 @@ mod state;
 mod stream;
 
 pub use options::{
-    JetStreamOptions, NatsAuth, NatsOptions, NatsTls, CONNECT_DEADLINE, DEFAULT_ACK_TIMEOUT,
-    DEFAULT_DUPLICATE_WINDOW, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SUBJECT,
+    Atomic, JetStreamOptions, NatsAuth, NatsOptions, NatsTls, CONNECT_DEADLINE,
+    DEFAULT_ACK_TIMEOUT, DEFAULT_ATOMIC_MAX_BATCH, DEFAULT_DUPLICATE_WINDOW, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_SUBJECT,
 };
 pub use sink::NatsSink;

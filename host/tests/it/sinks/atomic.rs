@@ -104,6 +104,30 @@ fn transactions(seen: &[Seen]) -> Vec<(String, Vec<usize>)> {
     txns
 }
 
+/// Waits until the walsender of a killed host let go of `slot` (so that the next
+/// `wait_slot_active` sees the new host, not the old connection).
+async fn wait_slot_released(client: &tokio_postgres::Client, slot: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let active: bool = client
+            .query_one(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if !active {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slot {slot} stays active"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn atomic_sink(url: &str, stream: &str) -> String {
     format!(
         "{}atomic = \"transaction\"\nduplicate_window_secs = 3600\n",
@@ -180,6 +204,7 @@ async fn kill9_loop_in_atomic_mode_keeps_every_change_once_in_whole_batches() {
     let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
     wait_slot_active(&db, "s_atomic_kill", &mut host).await;
     host.kill9().unwrap();
+    wait_slot_released(&client, "s_atomic_kill").await;
     // 1,000 transactions of 1 to 60 rows, and every 50th one of 1,500 (two chunks; the
     // pipeline keeps it whole below max_changes).
     let mut sizes = Vec::new();
@@ -200,16 +225,17 @@ async fn kill9_loop_in_atomic_mode_keeps_every_change_once_in_whole_batches() {
     }
     let total = (next - 1) as u64;
     let end = harness::current_wal_lsn(&client).await;
-    // Each life: start, stream for 50-300 ms, kill -9.
+    // Each life: start, stream for 150-650 ms, kill -9.
     let mut mid_stream = 0;
     for k in 0..KILLS as u64 {
         host = HostProcess::spawn(BIN, &cfg).unwrap();
         wait_slot_active(&db, "s_atomic_kill", &mut host).await;
-        tokio::time::sleep(Duration::from_millis(50 + (k * 97) % 250)).await;
+        tokio::time::sleep(Duration::from_millis(150 + (k * 173) % 500)).await;
         if let Some(st) = host.try_exit() {
             panic!("host exited ({st}):\n{}", host.stderr_tail(30));
         }
         host.kill9().unwrap();
+        wait_slot_released(&client, "s_atomic_kill").await;
         let have = stream_len(&nats.url(), "ATOMICKILL").await;
         eprintln!("kill {}: {have}/{total} changes in the stream", k + 1);
         if have < total {

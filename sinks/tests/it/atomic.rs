@@ -351,3 +351,87 @@ async fn an_existing_stream_without_atomic_batches_is_a_clear_error() {
     deliver(&mut sink, txns(1, &[(0x100, 3)])).await.unwrap();
     assert_eq!(batches(&consume(&server.url(), "PLAIN").await).len(), 1);
 }
+
+/// The server killed while transactions are published as atomic batches, back ~2 s later:
+/// every change once, in order, and every stored message inside a whole batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_publish_leaves_whole_batches_once_in_order() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    const TXNS: u64 = 3000;
+    let server = Arc::new(Mutex::new(NatsServer::start(&[])));
+    let url = server.lock().unwrap().url();
+    let mut opts = atomic_options(&url, "CDC");
+    opts.ack_timeout = Duration::from_secs(2);
+    let mut sink = try_connect(opts).await.unwrap();
+    // Transactions of 1 to 12 changes, and every 500th one of 1,200 (two chunks).
+    let list: Vec<(u64, u64)> = (1..=TXNS)
+        .map(|t| (t, if t % 500 == 250 { 1200 } else { 1 + t % 12 }))
+        .collect();
+    let total: u64 = list.iter().map(|(_, n)| n).sum();
+    let restarted = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let server = server.clone();
+        let restarted = restarted.clone();
+        let js = jetstream::new(async_nats::connect(url.clone()).await.unwrap());
+        tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + STEP;
+            loop {
+                let n = match js.get_stream("CDC").await {
+                    Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+                    Err(_) => 0,
+                };
+                if n >= total / 3 {
+                    server.lock().unwrap().kill();
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "nothing landed");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let server = server.clone();
+            tokio::task::spawn_blocking(move || server.lock().unwrap().spawn())
+                .await
+                .unwrap();
+            restarted.store(true, Ordering::SeqCst);
+        })
+    };
+    deliver(&mut sink, txns(1, &list)).await.unwrap();
+    assert!(
+        restarted.load(Ordering::SeqCst),
+        "delivered before the restart"
+    );
+    tokio::time::timeout(STEP, watcher).await.unwrap().unwrap();
+    deliver(&mut sink, txns(2, &[(TXNS + 1, 3)])).await.unwrap();
+
+    let seen = consume(&url, "CDC").await;
+    let got: Vec<&str> = seen.iter().map(|s| s.id.as_str()).collect();
+    let want: Vec<String> = list
+        .iter()
+        .chain(&[(TXNS + 1, 3)])
+        .flat_map(|&(t, n)| (0..n).map(move |i| change(t, i).id))
+        .collect();
+    assert_eq!(got.len(), want.len(), "lost or duplicated changes");
+    assert_eq!(got, want, "every change once, in order");
+    // Whole batches: per transaction, chunks 0.. with the last one marked.
+    let groups = batches(&seen);
+    let mut k = 0;
+    for &(t, n) in list.iter().chain(&[(TXNS + 1, 3)]) {
+        let chunks = if n > 1000 {
+            vec![1000, n as usize - 1000]
+        } else {
+            vec![n as usize]
+        };
+        for (c, size) in chunks.iter().enumerate() {
+            let g = groups[k];
+            assert_eq!(g[0].commit_lsn, format!("0/{t:X}"));
+            assert_eq!(
+                (g.len(), g[0].chunk, g[0].last),
+                (*size, Some(c as u32), Some(c + 1 == chunks.len())),
+                "transaction {t:X}"
+            );
+            k += 1;
+        }
+    }
+    assert_eq!(k, groups.len());
+}

@@ -381,7 +381,7 @@ $extra"
   k=${#sorted[@]}
   if ((k % 2)); then median=${sorted[k / 2]}; else median=$(calc "(${sorted[k / 2 - 1]} + ${sorted[k / 2]}) / 2"); fi
   echo
-  echo "MODE=atomic: $ROWS rows in transactions of $BATCH, $(basename "$NATS_SERVER") $("$NATS_SERVER" --version), $ROUNDS rounds"
+  echo "MODE=atomic: $ROWS rows in transactions of $BATCH, $("$NATS_SERVER" --version), $ROUNDS rounds"
   echo "round  plain c/s   atomic c/s  atomic/plain  plain cpu s  atomic cpu s"
   printf '%s\n' "${A_ROWS[@]}"
   printf 'median atomic/plain: %.2f\n' "$median"

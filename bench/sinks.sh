@@ -8,6 +8,15 @@
 #   ROWS=200000 bench/sinks.sh             # quicker
 #   ROWS=200000 RAW_VARIANTS=1 bench/sinks.sh   # + raw runs that mimic cdc-host's sink
 #   PIPELINE_TOML=$'max_changes = 16384\nmax_inflight = 16' bench/sinks.sh
+#   MODE=atomic ROWS=200000 bench/sinks.sh  # cdc-host plain vs atomic = "transaction"
+#
+# MODE=atomic: the cost of `[sinks.jetstream] atomic = "transaction"` (each transaction of
+# BATCH rows one JetStream atomic batch, at most 1000 messages each, one in flight) against
+# the same sink without it. Per round, cdc-host drains slot s_plain<R> and slot s_atomic<R>
+# (both created before the load), each into a fresh nats-server (odd rounds plain first);
+# each stream must hold ROWS messages. Prints changes/s per round and the median of
+# atomic/plain, then stops (no raw publisher, no HTTP). Step 1 (pg_recvlogical) runs as
+# usual.
 #
 # One run, one backlog (like bench/drain.sh): build cdc-host and cdc-bench-tools (release)
 # -> throwaway Postgres (scripts/pg-throwaway.sh: free 127.0.0.1 port, wal_level=logical,
@@ -187,6 +196,10 @@ sql "CREATE TABLE bench(id bigserial PRIMARY KEY, n int, t text, amount numeric(
 sql "CREATE PUBLICATION bench_pub FOR TABLE bench"
 NATS_SLOTS=(s_nats)
 for ((r = 2; r <= ROUNDS; r++)); do NATS_SLOTS+=("s_nats$r"); done
+if [[ ${MODE:-} == atomic ]]; then
+  NATS_SLOTS=()
+  for ((r = 1; r <= ROUNDS; r++)); do NATS_SLOTS+=("s_plain$r" "s_atomic$r"); done
+fi
 for slot in s_recv "${NATS_SLOTS[@]}" s_http; do
   sql "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')" >/dev/null
 done
@@ -336,6 +349,45 @@ nats_sink_toml() {
     'subject = "cdc.{schema}.{table}"' 'format = "json"' "[sinks.jetstream]" 'stream = "CDC"' \
     "create_stream = true"
 }
+
+# --- MODE=atomic: plain vs atomic = "transaction" ------------------------------------------------
+if [[ ${MODE:-} == atomic ]]; then
+  A_RATIOS=() A_ROWS=()
+  for ((r = 1; r <= ROUNDS; r++)); do
+    if ((r % 2)); then sides=(plain atomic); else sides=(atomic plain); fi
+    for side in "${sides[@]}"; do
+      stop_pid "$NATS_PID" TERM; NATS_PID=
+      start_nats
+      extra=
+      [[ $side == atomic ]] && extra='atomic = "transaction"'
+      write_config "$DIR/$side$r.toml" "s_$side$r" "$(nats_sink_toml)
+$extra"
+      log "round $r/$ROUNDS: cdc-host drains s_$side$r into JetStream ($side)"
+      sync
+      drain_host "$side$r" "s_$side$r" "$DIR/$side$r.toml" "$NATS_PID"
+      [[ $H_STATUS == ok ]] || die "$side round $r: cdc-host did not confirm the end"
+      "$TOOLS_DIR/raw-nats-publish" --url "$NATS_URL" --source-stream CDC --info-only \
+        >"$DIR/$side$r.count" 2>&1 || true
+      got=$(kv "$DIR/$side$r.count" source_messages)
+      [[ $got == "$ROWS" ]] || die "$side round $r: stream CDC holds ${got:-?} messages, not $ROWS"
+      cps=$(calc "$ROWS / $H_WALL")
+      if [[ $side == plain ]]; then P_CPS=$cps P_CPU=$H_CPU; else A_CPS=$cps A_CPU=$H_CPU; fi
+    done
+    ratio=$(calc "$A_CPS / $P_CPS")
+    A_RATIOS+=("$ratio")
+    A_ROWS+=("$(printf '%5d  %10.0f  %10.0f  %6.2f  %8s  %8s' "$r" "$P_CPS" "$A_CPS" "$ratio" "$(f2 "$P_CPU")" "$(f2 "$A_CPU")")")
+  done
+  mapfile -t sorted < <(printf '%s\n' "${A_RATIOS[@]}" | sort -g)
+  k=${#sorted[@]}
+  if ((k % 2)); then median=${sorted[k / 2]}; else median=$(calc "(${sorted[k / 2 - 1]} + ${sorted[k / 2]}) / 2"); fi
+  echo
+  echo "MODE=atomic: $ROWS rows in transactions of $BATCH, $("$NATS_SERVER" --version), $ROUNDS rounds"
+  echo "round  plain c/s   atomic c/s  atomic/plain  plain cpu s  atomic cpu s"
+  printf '%s\n' "${A_ROWS[@]}"
+  printf 'median atomic/plain: %.2f\n' "$median"
+  exit 0
+fi
+
 write_config "$DIR/nats.toml" s_nats "$(nats_sink_toml)"
 
 log "2/4 cdc-host drains s_nats into JetStream stream CDC"

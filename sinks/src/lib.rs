@@ -76,6 +76,11 @@ pub struct EncodedBatch {
     /// The pipeline batch sequence number (1, 2, …).
     pub seq: u64,
     pub messages: Vec<Message>,
+    /// The batch's last transaction continues in the next batch: a transaction larger
+    /// than the pipeline's `max_changes` / `max_batch_bytes` was split here. Every other
+    /// transaction of a batch is whole (its commit is in it). The NATS sink's atomic mode
+    /// marks the chunk that ends a transaction by it.
+    pub continues: bool,
 }
 
 /// Why a sink could not acknowledge a batch. Transient failures (a server down, a 5xx) are

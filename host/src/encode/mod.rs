@@ -65,5 +65,9 @@ pub fn encode_batch(
             }
         })
         .collect();
-    EncodedBatch { seq, messages }
+    EncodedBatch {
+        seq,
+        messages,
+        continues: false,
+    }
 }

@@ -141,7 +141,9 @@ pub async fn deliver(
                 for &i in &targets {
                     let f = lanes[i].format;
                     if !encoded.iter().any(|(g, _)| *g == f) {
-                        encoded.push((f, Arc::new(encode_batch(batch.seq, &batch.changes, f, &ctx))));
+                        let mut e = encode_batch(batch.seq, &batch.changes, f, &ctx);
+                        e.continues = batch.continues;
+                        encoded.push((f, Arc::new(e)));
                     }
                 }
                 let bytes = encoded.iter().map(|(_, e)| e.messages.iter().map(|m| m.payload.len()).sum::<usize>()).sum();
@@ -277,6 +279,7 @@ impl Lane {
         Arc::new(EncodedBatch {
             seq: batch.seq,
             messages,
+            continues: batch.continues,
         })
     }
 }

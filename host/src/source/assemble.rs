@@ -41,6 +41,9 @@ pub struct Batch {
     /// Set by the transform stage when a module failed with `on_error = "dead-letter"`:
     /// deliver these (original) changes to this sink only.
     pub dead_letter: Option<std::sync::Arc<str>>,
+    /// The last transaction continues in the next batch (a split: this batch holds only
+    /// part of one transaction, and no checkpoint).
+    pub continues: bool,
 }
 
 /// `commit_ts` of a non-transactional logical message (`pg_logical_emit_message` with
@@ -142,6 +145,7 @@ impl Pending {
             changes,
             checkpoint: self.checkpoint.take(),
             dead_letter: None,
+            continues: split,
         }
     }
 }

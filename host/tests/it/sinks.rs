@@ -1,6 +1,8 @@
 //! End to end through the real sinks: NATS JetStream (a real nats-server) and HTTP (a
 //! scriptable receiver), fan-out, and a checkpoint that waits for every sink.
 
+mod atomic;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{JetStreamOptions, NatsAuth, NatsOptions, NatsSink, NatsTls, DEFAULT_DUPLICATE_WINDOW};
+use super::{
+    Atomic, JetStreamOptions, NatsAuth, NatsOptions, NatsSink, NatsTls, DEFAULT_ATOMIC_MAX_BATCH,
+    DEFAULT_DUPLICATE_WINDOW,
+};
 use crate::keys::{check_authority, env, safe_scheme, sink_keys, Entry, KeyError};
 use crate::{Sink, SinkError};
 
@@ -38,7 +41,7 @@ sink_keys! {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a [sinks.jetstream] table with stream, create_stream, subjects, duplicate_window_secs, replicas, ordering_check"
+    expecting = "a [sinks.jetstream] table with stream, create_stream, subjects, duplicate_window_secs, replicas, ordering_check, atomic, atomic_max_batch"
 )]
 pub struct JetStreamConfig {
     pub stream: String,
@@ -58,6 +61,18 @@ pub struct JetStreamConfig {
     /// when several sidecars publish to one stream.
     #[serde(default = "yes")]
     pub ordering_check: bool,
+    /// `"transaction"`: each Postgres transaction is one JetStream atomic batch (default
+    /// `"none"`).
+    #[serde(default)]
+    pub atomic: Atomic,
+    /// Most messages in one atomic batch; larger transactions go out as ordered atomic
+    /// chunks (default 1000, nats-server's own limit).
+    #[serde(default = "default_atomic_max_batch")]
+    pub atomic_max_batch: serde_spanned::Spanned<usize>,
+}
+
+fn default_atomic_max_batch() -> serde_spanned::Spanned<usize> {
+    serde_spanned::Spanned::new(0..0, DEFAULT_ATOMIC_MAX_BATCH)
 }
 
 fn yes() -> bool {
@@ -102,6 +117,17 @@ pub(crate) fn check(c: &Entry<'_, NatsKeys>) -> Result<(), KeyError> {
                 ),
             ));
         }
+        let m = &j.get_ref().atomic_max_batch;
+        if *m.get_ref() == 0 {
+            return Err((
+                Some(m.span()),
+                "jetstream.atomic_max_batch",
+                format!(
+                    "must be at least 1 (nats-server's own limit is {DEFAULT_ATOMIC_MAX_BATCH} \
+                     messages per atomic batch)"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -133,6 +159,8 @@ fn resolve(c: &Entry<'_, NatsKeys>) -> Result<NatsOptions, KeyError> {
             duplicate_window: Duration::from_secs(j.duplicate_window_secs),
             replicas: *j.replicas.get_ref(),
             ordering_check: j.ordering_check,
+            atomic: j.atomic,
+            atomic_max_batch: *j.atomic_max_batch.get_ref(),
         }
     });
     o.tls = c.keys.tls.as_ref().map(|t| {

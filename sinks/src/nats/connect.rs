@@ -157,6 +157,8 @@ impl NatsSink {
             events,
             subjects: Subjects::new(opts.subject),
             prepared: Vec::new(),
+            chunks: Vec::new(),
+            open_txn: None,
         })
     }
 }

@@ -27,8 +27,13 @@
 //! across reconnects is no longer enforced. Messages whose transform set its own
 //! `Nats-Expected-*` header are left alone.
 //!
+//! Atomic mode (`atomic = "transaction"`, see `atomic`): each transaction one JetStream
+//! atomic batch, or ordered atomic chunks; one chunk in flight at a time takes the fence's
+//! place (the server refuses `Nats-Expected-Last-Msg-Id` inside a batch).
+//!
 //! Layers, each using only those below it: `sink` (the [`NatsSink`] and its `deliver`
-//! loop) and `connect` at the top; `publish` (one attempt, through a `Publisher` of the
+//! loop) and `connect` at the top; `atomic` (chunks, and one atomic attempt) over
+//! `publish` (one attempt, through a `Publisher` of the
 //! sink's client and limits); `stream` (stream lookups); `fence` (the ordering check);
 //! `prepare` (subjects, headers); `state` (the JetStream side `Js`, the fence's memory,
 //! `Failure`, `Verdict`), `acks`, `events` and `options` at the bottom.
@@ -36,6 +41,7 @@
 //! [`Sink::deliver`]: crate::Sink::deliver
 
 mod acks;
+mod atomic;
 pub mod config;
 mod connect;
 mod events;
@@ -48,7 +54,8 @@ mod state;
 mod stream;
 
 pub use options::{
-    JetStreamOptions, NatsAuth, NatsOptions, NatsTls, CONNECT_DEADLINE, DEFAULT_ACK_TIMEOUT,
-    DEFAULT_DUPLICATE_WINDOW, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SUBJECT,
+    Atomic, JetStreamOptions, NatsAuth, NatsOptions, NatsTls, CONNECT_DEADLINE,
+    DEFAULT_ACK_TIMEOUT, DEFAULT_ATOMIC_MAX_BATCH, DEFAULT_DUPLICATE_WINDOW, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_SUBJECT,
 };
 pub use sink::NatsSink;

@@ -16,6 +16,22 @@ pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Default duplicate window of a stream the sink creates.
 pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Default `atomic_max_batch`: nats-server's own limit on the messages of one atomic batch
+/// (`streamDefaultMaxAtomicBatchSize`; raised in the server's configuration with
+/// `jetstream { limits { batch { max_msgs: N } } }`).
+pub const DEFAULT_ATOMIC_MAX_BATCH: usize = 1000;
+
+/// How changes are grouped into JetStream atomic batches (ADR-50, nats-server 2.12+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Atomic {
+    /// One publish per change, no batch (the default).
+    #[default]
+    None,
+    /// Each Postgres transaction is one atomic batch (or, when larger than
+    /// `atomic_max_batch` or split by the pipeline, ordered atomic chunks).
+    Transaction,
+}
 
 /// How to reach NATS and where to publish.
 #[derive(Debug, Clone)]
@@ -72,6 +88,12 @@ pub struct JetStreamOptions {
     /// across reconnects when this sink is the stream's only publisher. Off for a stream
     /// several sidecars publish to.
     pub ordering_check: bool,
+    /// Each transaction as one atomic batch (see [`Atomic`]); a created stream then allows
+    /// atomic publishing, an existing one must.
+    pub atomic: Atomic,
+    /// Most messages in one atomic batch (at least 1): a larger transaction goes out as
+    /// ordered atomic chunks of at most this many.
+    pub atomic_max_batch: usize,
 }
 
 impl JetStreamOptions {
@@ -84,6 +106,8 @@ impl JetStreamOptions {
             duplicate_window: DEFAULT_DUPLICATE_WINDOW,
             replicas: 1,
             ordering_check: true,
+            atomic: Atomic::None,
+            atomic_max_batch: DEFAULT_ATOMIC_MAX_BATCH,
         }
     }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 use async_nats::connection::State;
 use async_nats::jetstream;
 
+use super::atomic::{self, api_code, Chunk, OpenTxn};
 use super::events::ConnEvents;
+use super::options::Atomic;
 use super::prepare::{prepare, Prepared, Subjects};
 use super::publish::Publisher;
 use super::state::{sink_error, Failure, FailureKind, Js, Strikes, Verdict, RETRY};
@@ -27,6 +29,10 @@ pub struct NatsSink {
     pub(super) subjects: Subjects,
     /// Reused by every `deliver` (empty between calls).
     pub(super) prepared: Vec<Prepared>,
+    /// Atomic mode: the batch's chunks (reused), and the transaction the last batch left
+    /// open.
+    pub(super) chunks: Vec<Chunk>,
+    pub(super) open_txn: Option<OpenTxn>,
 }
 
 impl NatsSink {
@@ -57,19 +63,36 @@ impl Sink for NatsSink {
         for m in &batch.messages {
             prepared.push(prepare(&self.name, &mut self.subjects, m)?);
         }
-        let result = self.deliver_prepared(&batch, &prepared).await;
+        let mut chunks = std::mem::take(&mut self.chunks);
+        chunks.clear();
+        if let Some(js) = self
+            .js
+            .as_ref()
+            .filter(|j| j.opts.atomic == Atomic::Transaction)
+        {
+            atomic::chunks(
+                &batch,
+                js.opts.atomic_max_batch,
+                &mut self.open_txn,
+                &mut chunks,
+            );
+        }
+        let result = self.deliver_prepared(&batch, &prepared, &chunks).await;
         prepared.clear();
         self.prepared = prepared;
+        self.chunks = chunks;
         result
     }
 }
 
 impl NatsSink {
-    /// Publishes a prepared batch until it is durable, retrying transient failures.
+    /// Publishes a prepared batch until it is durable, retrying transient failures: as
+    /// atomic `chunks` when there are some, else one publish per message.
     async fn deliver_prepared(
         &self,
         batch: &EncodedBatch,
         prepared: &[Prepared],
+        chunks: &[Chunk],
     ) -> Result<(), SinkError> {
         if prepared.is_empty() {
             return Ok(());
@@ -77,12 +100,102 @@ impl NatsSink {
         if let Some(js) = &self.js {
             js.resolve_streams(prepared).await;
         }
-        let publisher = Publisher {
+        match &self.js {
+            Some(js) if !chunks.is_empty() => {
+                self.deliver_atomic(js, batch, prepared, chunks).await
+            }
+            _ => self.deliver_plain(batch, prepared).await,
+        }
+    }
+
+    fn publisher(&self) -> Publisher<'_> {
+        Publisher {
             name: &self.name,
             client: &self.client,
             ack_timeout: self.ack_timeout,
             max_in_flight: self.max_in_flight,
-        };
+        }
+    }
+
+    /// Atomic mode: the chunks in order, each retried until durable (see `atomic`).
+    async fn deliver_atomic(
+        &self,
+        js: &Js,
+        batch: &EncodedBatch,
+        prepared: &[Prepared],
+        chunks: &[Chunk],
+    ) -> Result<(), SinkError> {
+        let publisher = self.publisher();
+        let mut next = 0usize;
+        let mut attempt = 0u32;
+        let mut strikes = Strikes::default();
+        while next < chunks.len() {
+            let f = match publisher.atomic(js, batch, prepared, &chunks[next..]).await {
+                Ok(()) => return Ok(()),
+                Err(f) => f,
+            };
+            if f.done > 0 {
+                attempt = 0;
+            }
+            next += f.done;
+            let c = &chunks[next];
+            if f.duplicate {
+                // Stored before (a replay after a crash or a lost PubAck): message by
+                // message, so the server drops what it holds and stores anything missing.
+                tracing::debug!(
+                    sink = %self.name,
+                    batch = batch.seq,
+                    change = %batch.messages[c.start].id,
+                    changes = c.end - c.start,
+                    "the stream already holds changes of this atomic batch (replay); \
+                     publishing them one by one"
+                );
+                let part = EncodedBatch {
+                    seq: batch.seq,
+                    messages: batch.messages[c.start..c.end].to_vec(),
+                    continues: false,
+                };
+                self.deliver_plain(&part, &prepared[c.start..c.end]).await?;
+                next += 1;
+                attempt = 0;
+                continue;
+            }
+            let failure = f.failure;
+            let wait = match self.classify(batch, prepared, &failure, &mut strikes).await {
+                Verdict::Fatal(e) => return Err(e),
+                Verdict::RetryNow => continue,
+                Verdict::Retry => {
+                    attempt += 1;
+                    RETRY.delay(attempt)
+                }
+            };
+            tracing::warn!(
+                sink = %self.name,
+                attempt,
+                error = %failure.kind,
+                batch = batch.seq,
+                chunk = next,
+                chunks = chunks.len(),
+                change = %batch.messages[failure.index.min(batch.messages.len() - 1)].id,
+                retry_in_ms = wait.as_millis() as u64,
+                "NATS atomic batch publish to {} failed; retrying the batch",
+                self.url
+            );
+            if let Some(o) = self.events.observer() {
+                o.retrying(&self.name, attempt);
+            }
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
+    }
+
+    /// One publish per message, pipelined, until the batch is durable.
+    async fn deliver_plain(
+        &self,
+        batch: &EncodedBatch,
+        prepared: &[Prepared],
+    ) -> Result<(), SinkError> {
+        let publisher = self.publisher();
         let mut start = 0usize;
         let mut attempt = 0u32;
         let mut strikes = Strikes::default();
@@ -199,9 +312,23 @@ impl NatsSink {
                     .await
             }
             K::Other => {
-                let api =
-                    std::error::Error::source(e).and_then(|s| s.downcast_ref::<jetstream::Error>());
-                match api.map(|a| a.error_code()) {
+                let stream = &js.opts.stream;
+                match api_code(e) {
+                    Some(atomic::code::DISABLED) => Verdict::Fatal(self.err(format!(
+                        "{e}: JetStream stream {stream} does not allow atomic batches, which \
+                         [sinks.jetstream] atomic = \"transaction\" needs (allow them with \
+                         `nats stream edit {stream} --allow-batch`, i.e. allow_atomic = true in \
+                         the stream's configuration; nats-server 2.12 or later)"
+                    ))),
+                    Some(atomic::code::TOO_LARGE) => Verdict::Fatal(self.err(format!(
+                        "{e}: the server takes fewer messages per atomic batch than \
+                         atomic_max_batch = {}: lower atomic_max_batch or raise the server's \
+                         limit (jetstream {{ limits {{ batch {{ max_msgs: N }} }} }})",
+                        js.opts.atomic_max_batch
+                    ))),
+                    Some(atomic::code::UNSUPPORTED_HEADER) => rejected(format!(
+                        "{e} (a header set by a transform is not allowed in an atomic batch)"
+                    )),
                     Some(
                         ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
                         | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT,

@@ -7,7 +7,7 @@ use async_nats::jetstream::{self, stream};
 use tokio::time::Instant;
 
 use super::fence::MAX_LOOKUPS_PER_BATCH;
-use super::options::JetStreamOptions;
+use super::options::{Atomic, JetStreamOptions};
 use super::prepare::Prepared;
 use super::state::{sink_error, Js, Verdict, RETRY, SEEN_CAP};
 use crate::SinkError;
@@ -38,6 +38,17 @@ pub(super) async fn ensure_stream(
                 replicas = ?info.as_ref().map(|c| c.num_replicas),
                 "JetStream stream exists; leaving its configuration as is"
             );
+            if opts.atomic == Atomic::Transaction
+                && info.as_ref().is_some_and(|c| !c.allow_atomic_publish)
+            {
+                return Err(Step::Fatal(format!(
+                    "JetStream stream {stream} does not allow atomic batches, which \
+                     [sinks.jetstream] atomic = \"transaction\" needs: allow them with `nats \
+                     stream edit {stream} --allow-batch` (allow_atomic = true in the stream's \
+                     configuration; nats-server 2.12 or later), or set atomic = \"none\"",
+                    stream = opts.stream
+                )));
+            }
             if let Some(have) = info.as_ref().map(|c| c.num_replicas.max(1)) {
                 if have != opts.replicas {
                     tracing::warn!(
@@ -92,6 +103,7 @@ pub(super) async fn ensure_stream(
         storage: stream::StorageType::File,
         duplicate_window: opts.duplicate_window,
         num_replicas: opts.replicas,
+        allow_atomic_publish: opts.atomic == Atomic::Transaction,
         ..Default::default()
     };
     match context.create_stream(config).await {
@@ -118,6 +130,14 @@ pub(super) async fn ensure_stream(
                  lower jetstream.replicas or add servers)",
                 opts.stream, opts.replicas
             ))),
+            CreateStreamErrorKind::JetStream(api) if opts.atomic == Atomic::Transaction => {
+                Err(Step::Fatal(format!(
+                    "cannot create JetStream stream {} with subjects {subjects:?} and atomic \
+                     batches allowed: {api} (atomic = \"transaction\" needs nats-server 2.12 \
+                     or later)",
+                    opts.stream
+                )))
+            }
             CreateStreamErrorKind::JetStream(api) => Err(Step::Fatal(format!(
                 "cannot create JetStream stream {} with subjects {subjects:?}: {api}",
                 opts.stream

@@ -40,7 +40,11 @@ fn msg(n: u64, table: &str, op: &'static str) -> Message {
 }
 
 fn batch(seq: u64, messages: Vec<Message>) -> Arc<EncodedBatch> {
-    Arc::new(EncodedBatch { seq, messages })
+    Arc::new(EncodedBatch {
+        seq,
+        messages,
+        continues: false,
+    })
 }
 
 fn options(url: String) -> HttpOptions {

@@ -5,5 +5,6 @@
 //! that writes the sinks' logs into the captured test output; HTTP tests running after one
 //! of them capture their sink's logs too.
 
+mod atomic;
 mod http;
 mod nats;

@@ -35,6 +35,7 @@ fn message(i: u64, schema: &str, table: &str) -> Message {
 fn batch(seq: u64, range: std::ops::Range<u64>) -> Arc<EncodedBatch> {
     Arc::new(EncodedBatch {
         seq,
+        continues: false,
         messages: range.map(|i| message(i, "public", "users")).collect(),
     })
 }
@@ -238,6 +239,7 @@ async fn delivering_a_batch_twice_stores_each_id_once() {
     // A transform's own Nats-Msg-Id replaces the change id as the dedup key.
     let custom = Arc::new(EncodedBatch {
         seq: 3,
+        continues: false,
         messages: (0..200)
             .map(|i| {
                 let mut m = message(10_000 + i, "public", "users");
@@ -389,6 +391,7 @@ async fn routes_into_a_second_stream_keep_both_in_order() {
     let make = |seq: u64, range: std::ops::Range<u64>| {
         Arc::new(EncodedBatch {
             seq,
+            continues: false,
             messages: range
                 .map(|i| {
                     let mut m = message(i, "public", "users");
@@ -600,6 +603,7 @@ async fn subjects_follow_the_template_and_routes() {
     routed.route = Some("custom.audit.users".into());
     let b = Arc::new(EncodedBatch {
         seq: 1,
+        continues: false,
         messages: vec![plain, no_names, routed],
     });
     deliver(&mut sink, b).await.unwrap();
@@ -620,6 +624,7 @@ async fn subjects_follow_the_template_and_routes() {
     bad.id = "0/BAD:4".into();
     let b = Arc::new(EncodedBatch {
         seq: 2,
+        continues: false,
         messages: vec![message(5, "public", "users"), bad],
     });
     match deliver(&mut sink, b).await {
@@ -633,6 +638,7 @@ async fn subjects_follow_the_template_and_routes() {
     empty_token.route = Some("custom..x".into());
     let b = Arc::new(EncodedBatch {
         seq: 3,
+        continues: false,
         messages: vec![empty_token],
     });
     assert!(matches!(
@@ -645,6 +651,7 @@ async fn subjects_follow_the_template_and_routes() {
     elsewhere.route = Some("elsewhere.users".into());
     let b = Arc::new(EncodedBatch {
         seq: 4,
+        continues: false,
         messages: vec![elsewhere],
     });
     let err = deliver(&mut sink, b).await.unwrap_err().to_string();
@@ -663,6 +670,7 @@ async fn subjects_follow_the_template_and_routes() {
     huge.payload = Bytes::from(vec![b'x'; 2 << 20]);
     let b = Arc::new(EncodedBatch {
         seq: 5,
+        continues: false,
         messages: vec![huge],
     });
     match deliver(&mut sink, b).await {
@@ -772,6 +780,7 @@ async fn a_publish_permission_violation_is_a_clear_error() {
     secret.id = "0/SECRET:10".into();
     let b = Arc::new(EncodedBatch {
         seq: 2,
+        continues: false,
         messages: vec![secret],
     });
     let err = deliver(&mut sink, b).await.unwrap_err().to_string();
@@ -894,6 +903,7 @@ async fn throughput() {
         .map(|b| {
             Arc::new(EncodedBatch {
                 seq: b + 1,
+                continues: false,
                 messages: (b * PER_BATCH..(b + 1) * PER_BATCH)
                     .map(|i| Message {
                         payload: payload.clone(),

@@ -89,7 +89,7 @@ impl BatchConfig {
     }
 
     /// The budget's share for changes in flight: all of it but what the process itself needs.
-    fn budget_bytes(&self) -> usize {
+    pub fn budget_bytes(&self) -> usize {
         self.memory_budget_mb
             .saturating_sub(PROCESS_BASE_MB)
             .saturating_mul(1 << 20)

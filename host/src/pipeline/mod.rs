@@ -138,7 +138,8 @@ async fn run_once(
             slot: loaded.config.source.slot.get_ref().clone(),
             publication: loaded.publication.name.clone(),
             config: loaded.config.source.snapshot.clone(),
-            max_chunk_bytes: loaded.config.pipeline.max_batch_bytes(),
+            // The share a batch of changes has: chunks become changes once reconciled.
+            chunks_memory: loaded.config.pipeline.budget_bytes() / 4,
         },
         progress_rx.clone(),
     );

@@ -684,6 +684,75 @@ async fn kill9_during_a_snapshot_resumes_from_the_last_acknowledged_chunk() {
     );
 }
 
+/// Wide rows and a large `chunk_rows`: a chunk ends at its share of the memory budget
+/// (the chunks of every worker in flight together stay within it), the next one starts
+/// after its last row, and every row arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_rows_end_a_chunk_at_its_share_of_the_budget() {
+    const ROWS: usize = 200;
+    let db = db_with(
+        "snap_wide",
+        &format!(
+            "CREATE TABLE wide (id int PRIMARY KEY, v text);
+             INSERT INTO wide SELECT g, repeat(md5(g::text), 3000) FROM generate_series(1, {ROWS}) g;"
+        ),
+        "CREATE PUBLICATION p FOR TABLE wide",
+    )
+    .await;
+    // 64 MB: 8 MB for chunks, a third of it decoded, over 1 worker x 3 chunks in flight:
+    // about 0.9 MB of COPY data, 9 of these 96 kB rows, per chunk instead of 1000.
+    let (_d, cfg) = config(
+        &db.dsn(),
+        "snap_wide",
+        "p",
+        "[source.snapshot]\nchunk_rows = 1000\nworkers = 1\n\n[pipeline]\nmemory_budget_mb = 64\n",
+    );
+    let mut host = start_host_env(
+        &db,
+        &cfg,
+        "snap_wide",
+        &[("RUST_LOG", "info,cdc_host::source::snapshot=debug")],
+    )
+    .await;
+    let out = wait_json(&mut host, ROWS).await;
+    stop_clean(&mut host).await;
+    let mut ids: Vec<i64> = out
+        .iter()
+        .map(|c| {
+            assert_eq!(c["op"], "read");
+            assert_eq!(c["after"]["v"].as_str().unwrap().len(), 96_000);
+            c["after"]["id"].as_i64().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=ROWS as i64).collect::<Vec<_>>(), "each row once");
+    let err = host.stderr();
+    let chunks: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("snapshot chunk copied"))
+        .collect();
+    let cut = chunks
+        .iter()
+        .filter(|l| l.contains("cut_at_byte_share=true"))
+        .count();
+    // Rows per chunk: at most 9 (each row is 96 kB of the 0.9 MB share); the first chunks
+    // end at the share, later ones ask for fewer rows (the limit halves after a cut).
+    let per_chunk: Vec<usize> = chunks
+        .iter()
+        .map(|l| {
+            let rows = l.split("rows=").nth(1).unwrap();
+            rows[..rows.find(' ').unwrap_or(rows.len())]
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        chunks.len() >= 20 && cut >= 1 && per_chunk.iter().all(|n| *n <= 9),
+        "{} chunks, {cut} cut at the byte share, rows per chunk {per_chunk:?}",
+        chunks.len()
+    );
+}
+
 /// Every type the stream decodes, copied by a snapshot: each value exactly as `to_jsonb`.
 /// `typed_bin` (every column of `typed` but `isb`) is copied in COPY's binary format;
 /// `typed` is copied as text (isbn13 has no binary send function at all, so `COPY … (FORMAT

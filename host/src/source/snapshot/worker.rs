@@ -42,8 +42,22 @@ pub struct Setup {
     pub slot: String,
     pub publication: String,
     pub config: SnapshotConfig,
-    /// Rows per chunk are also capped so a chunk stays near this many bytes.
-    pub max_chunk_bytes: usize,
+    /// The memory every snapshot chunk held at once may take (see [`Setup::chunk_bytes`]).
+    pub chunks_memory: usize,
+}
+
+/// Decoded rows take about this many times their COPY bytes (values, the change around
+/// them); measured with `bench/snapshot.sh` (peak RSS over the rows in flight).
+const DECODED_PER_COPY_BYTE: usize = 3;
+
+impl Setup {
+    /// COPY bytes one chunk may hold: the chunks' memory shared by every worker's chunks
+    /// in flight. A chunk ends early at this size (the next one starts after its last
+    /// row), so memory stays within the budget whatever `chunk_rows` and the rows' width.
+    pub fn chunk_bytes(&self) -> usize {
+        let in_flight = self.config.workers().max(1) * CHUNKS_IN_FLIGHT as usize;
+        (self.chunks_memory / DECODED_PER_COPY_BYTE / in_flight).max(64 * 1024)
+    }
 }
 
 /// `copying "schema"."table": <server message>`.
@@ -523,8 +537,8 @@ impl Worker {
                     return Err(e);
                 }
             };
-            // Wide rows: keep a chunk near the byte budget.
-            if bytes > self.setup.max_chunk_bytes && limit > 1 {
+            // Wide rows: the next chunk asks for fewer rows than this one cut short.
+            if bytes > self.setup.chunk_bytes() && limit > 1 {
                 limit = (limit / 2).max(1);
             }
             let _ = self.register.send(Registered {
@@ -613,8 +627,12 @@ impl Worker {
         let mut scratch = Vec::new();
         let mut binary = desc.binary.then(BinaryCopy::default);
         let mut tuples = Vec::new();
+        // COPY bytes received so far; past the cap the chunk ends at the rows it has (they
+        // are all from this chunk's window, and the next chunk starts after the last).
+        let received = std::sync::atomic::AtomicUsize::new(0);
+        let cap = self.setup.chunk_bytes();
         let mut take = |r: Result<_, CopyError>| -> Result<(), String> {
-            if rows.len() == limit {
+            if rows.len() == limit || (received.load(Ordering::Relaxed) > cap && !rows.is_empty()) {
                 more = true; // the one extra row: not delivered, the next chunk starts at it
                 return Ok(());
             }
@@ -627,6 +645,7 @@ impl Worker {
         };
         while let Some(msg) = stream.try_next().await.map_err(|e| db_message(table, &e))? {
             bytes += msg.len();
+            received.store(bytes, Ordering::Relaxed);
             match &mut binary {
                 None => take(typed_row(&desc.table, &desc.key, &msg))?,
                 Some(b) => {
@@ -638,6 +657,14 @@ impl Worker {
                 }
             }
         }
+        tracing::debug!(
+            table = %table,
+            seq,
+            rows = rows.len(),
+            copy_bytes = bytes,
+            cut_at_byte_share = more && rows.len() < limit,
+            "snapshot chunk copied"
+        );
         if !rows.is_empty() {
             upper = Some(
                 last_key

@@ -107,25 +107,15 @@ fn scalar(ty: &TypeInfo, s: &[u8]) -> Option<Result<Value, Reason>> {
 /// The kinds whose value keeps (a slice of) `raw`, or is built by a parser of its own.
 fn parse_kept(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
     // The commonest kinds take `raw` itself: no second reference count.
-    let wrap: Option<fn(PgText) -> Value> = match &ty.kind {
-        TypeKind::Text => Some(Value::Text),
-        TypeKind::Json => Some(Value::Json),
-        TypeKind::Enum => Some(Value::Enum),
-        _ => None,
-    };
-    if let Some(wrap) = wrap {
-        return PgText::try_new(raw)
-            .map(wrap)
-            .map_err(|raw| ValueError::new(ty, &raw, "invalid UTF-8"));
-    }
     match &ty.kind {
+        TypeKind::Text => return Value::text_of(ty, raw, Value::Text),
+        TypeKind::Json => return Value::text_of(ty, raw, Value::Json),
+        TypeKind::Enum => return Value::text_of(ty, raw, Value::Enum),
         TypeKind::Bytea => return Ok(Value::Bytea(raw)),
         TypeKind::Jsonb if raw.first() == Some(&1) => {
             let mut body = raw;
             bytes::Buf::advance(&mut body, 1); // the version byte; no new reference
-            return PgText::try_new(body)
-                .map(Value::Jsonb)
-                .map_err(|b| ValueError::new(ty, &b, "invalid UTF-8"));
+            return Value::text_of(ty, body, Value::Jsonb);
         }
         _ => {}
     }

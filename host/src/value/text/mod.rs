@@ -34,18 +34,10 @@ use super::types::{TypeInfo, TypeKind};
 /// `raw` is normally a slice of the network buffer; text-like results share
 /// it instead of copying.
 pub fn parse_text(ty: &TypeInfo, raw: Bytes) -> Result<Value, ValueError> {
-    // Text and enums take `raw` itself rather than a second reference to it (a reference
-    // count shared with the whole network buffer: each costs an atomic operation here and
-    // one where the change is dropped, on another thread).
-    let wrap: Option<fn(PgText) -> Value> = match &ty.kind {
-        TypeKind::Text => Some(Value::Text),
-        TypeKind::Enum => Some(Value::Enum),
-        _ => None,
-    };
-    if let Some(wrap) = wrap {
-        return PgText::try_new(raw)
-            .map(wrap)
-            .map_err(|raw| ValueError::new(ty, &raw, "invalid UTF-8"));
+    match &ty.kind {
+        TypeKind::Text => return Value::text_of(ty, raw, Value::Text),
+        TypeKind::Enum => return Value::text_of(ty, raw, Value::Enum),
+        _ => {}
     }
     let s: &[u8] = &raw;
     let parsed = match &ty.kind {

@@ -175,7 +175,8 @@ mod tests {
             (
                 "\"CDC\"",
                 "invalid type: string \"CDC\", expected a [sinks.jetstream] table with stream, \
-                 create_stream, subjects, duplicate_window_secs, replicas, ordering_check"
+                 create_stream, subjects, duplicate_window_secs, replicas, ordering_check, \
+                 atomic, atomic_max_batch"
                     .into()
             )
         );

@@ -15,7 +15,7 @@
 # row of cdc_host.snapshots is done, then SIGTERM; wall time, CPU and peak RSS.
 #
 # Env: ROWS (5000000), WORKERS ("1 2 4"), FORMATS ("binary"; "binary text" compares the two
-# COPY formats), CHUNK_ROWS (10000), MEMORY_BUDGET_MB (256),
+# COPY formats), CHUNK_ROWS (cdc-host's default when unset), MEMORY_BUDGET_MB (256),
 # CARGO_TARGET_DIR (/var/tmp/cdc-host-target), SKIP_BUILD=1 with HOST_BIN to bench a built
 # binary, CDC_TEST_PG_BIN (/usr/lib/postgresql/15/bin).
 set -euo pipefail
@@ -25,7 +25,7 @@ WORKERS=${WORKERS:-"1 2 4"}
 # COPY formats cdc-host uses: "binary" (its default where every column has a binary decoder)
 # and/or "text" (`[source.snapshot] binary = false`).
 FORMATS=${FORMATS:-"binary"}
-CHUNK_ROWS=${CHUNK_ROWS:-10000}
+CHUNK_ROWS=${CHUNK_ROWS:-}
 MEMORY_BUDGET_MB=${MEMORY_BUDGET_MB:-256}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cdc-host-target}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -98,7 +98,7 @@ publication = "bench_pub"
 [source.snapshot]
 mode = "initial"
 workers = $w
-chunk_rows = $CHUNK_ROWS
+${CHUNK_ROWS:+chunk_rows = $CHUNK_ROWS}
 binary = $binary
 [pipeline]
 memory_budget_mb = $MEMORY_BUDGET_MB
@@ -141,7 +141,7 @@ done
 
 # --- report --------------------------------------------------------------------------------
 printf '\nsnapshot of %s rows (%s MB table), chunk_rows %s, memory_budget_mb %s, %s cores\n' \
-  "$ROWS" "$SIZE_MB" "$CHUNK_ROWS" "$MEMORY_BUDGET_MB" "$(nproc)"
+  "$ROWS" "$SIZE_MB" "${CHUNK_ROWS:-default}" "$MEMORY_BUDGET_MB" "$(nproc)"
 printf '%-22s %8s %10s %8s %8s %9s %8s\n' tool ranges wall_s rows/s cpu_s peak_MB x_COPY
 printf '%-22s %8s %10.2f %8.0f %8.2f %9.1f %8s\n' "psql COPY (1 conn)" 1 "$COPY_WALL" "$COPY_RPS" "$COPY_CPU" "$COPY_RSS" 1.00
 for r in "${RESULTS[@]}"; do

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use super::acks::{parse_pub_ack, AckInbox};
 use super::prepare::{headers, Prepared};
-use super::publish::Publisher;
+use super::publish::{publish_error, Publisher};
 use super::state::{Failure, FailureKind, Js};
 use crate::EncodedBatch;
 
@@ -223,16 +223,7 @@ impl Publisher<'_> {
                 )
                 .await;
             if let Err(e) = published {
-                use async_nats::client::PublishErrorKind as C;
-                use jetstream::context::PublishErrorKind as K;
-                let kind = match e.kind() {
-                    C::MaxPayloadExceeded => K::MaxPayloadExceeded,
-                    C::InvalidSubject | C::Send => K::Other,
-                };
-                return Err(fail(
-                    index,
-                    FailureKind::Publish(PublishError::with_source(kind, e)),
-                ));
+                return Err(fail(index, FailureKind::Publish(publish_error(e))));
             }
             // Take the answers already there: a large chunk must not fill the inbox.
             while let Some(Some(m)) = inbox.sub.next().now_or_never() {

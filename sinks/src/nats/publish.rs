@@ -243,14 +243,7 @@ impl<'a> Attempt<'a> {
             )
             .await;
         if let Err(e) = published {
-            use async_nats::client::PublishErrorKind as C;
-            use jetstream::context::PublishErrorKind as K;
-            let kind = match e.kind() {
-                C::MaxPayloadExceeded => K::MaxPayloadExceeded,
-                C::InvalidSubject | C::Send => K::Other,
-            };
-            let e = PublishError::with_source(kind, e);
-            return Err(self.failure(index, FailureKind::Publish(e)));
+            return Err(self.failure(index, FailureKind::Publish(publish_error(e))));
         }
         self.slots.push_back(AckSlot::Pending);
         self.next += 1;
@@ -311,4 +304,16 @@ impl<'a> Attempt<'a> {
         }
         Ok(self.acked > before)
     }
+}
+
+/// A core-NATS publish error (the message never left: too large, bad subject, connection
+/// gone) as the JetStream publish error the failure paths classify.
+pub(super) fn publish_error(e: async_nats::client::PublishError) -> PublishError {
+    use async_nats::client::PublishErrorKind as C;
+    use jetstream::context::PublishErrorKind as K;
+    let kind = match e.kind() {
+        C::MaxPayloadExceeded => K::MaxPayloadExceeded,
+        C::InvalidSubject | C::Send => K::Other,
+    };
+    PublishError::with_source(kind, e)
 }

@@ -37,6 +37,7 @@ pub fn encode_batch(
         match format {
             Format::Json => json::write_change(change, &mut buf),
             Format::Debezium => debezium::write_change(change, ctx, now_ms, &mut buf),
+            Format::JsonTyped => crate::transform::replay::write_typed(change, &mut buf),
         }
         ends.push(buf.len());
     }

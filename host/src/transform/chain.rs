@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::batch::{Changes, Shapes};
 use super::config::OnFailure;
 use super::convert::{json_batch, to_wit, FromGuest};
 use super::module::{Instance, Module};
@@ -38,6 +39,8 @@ struct Stage {
     module: Arc<Module>,
     instance: Option<Instance>,
     from_guest: FromGuest,
+    /// Tables retyped by a batch-world module's edits.
+    shapes: Shapes,
     /// The most changes handed to the module in one call, learned when a call ran out
     /// of memory or time; `None`: whole batches.
     max_batch: Option<usize>,
@@ -83,6 +86,7 @@ impl Chain {
                 module: Arc::clone(module),
                 instance: Some(module.instantiate()?),
                 from_guest: FromGuest::default(),
+                shapes: Shapes::default(),
                 max_batch: None,
                 recycled: 0,
             });
@@ -116,9 +120,26 @@ impl Chain {
                 break;
             }
             let started = Instant::now();
-            let result = stage.call(&current);
+            let n = current.len();
+            let result = if stage.module.is_batch() {
+                // The batch world edits its input: it is handed over, and handed back
+                // unedited when the call fails. Kept aside (one copy) only when a
+                // later stage may still dead-letter the batch as it came in.
+                if self.last_dead_letter.is_some_and(|last| last > i) && original.is_none() {
+                    original = Some(current.clone());
+                }
+                match stage.call_owned(std::mem::take(&mut current)) {
+                    Ok(out) => Ok(out),
+                    Err((error, back)) => {
+                        current = back;
+                        Err(error)
+                    }
+                }
+            } else {
+                stage.call(&current)
+            };
             let elapsed = started.elapsed();
-            tracing::debug!(module = %stage.module.name, changes_in = current.len(), micros = elapsed.as_micros() as u64, ok = result.is_ok(), "transform call");
+            tracing::debug!(module = %stage.module.name, changes_in = n, micros = elapsed.as_micros() as u64, ok = result.is_ok(), "transform call");
             crate::metrics::transform_call(&stage.module.name, elapsed, result.is_ok());
             match result {
                 Ok(out) => {
@@ -234,6 +255,102 @@ impl Stage {
         }
     }
 
+    /// [`Stage::call`] for a batch-world module, which takes the batch and gives it back
+    /// unedited with the error.
+    fn call_owned(
+        &mut self,
+        changes: Vec<Change>,
+    ) -> Result<Vec<Change>, (TransformError, Vec<Change>)> {
+        match self.max_batch {
+            Some(max) if changes.len() > max => {
+                // Rare (the module ran out of memory or time before): a copy lets a
+                // failure hand back the batch as it came in.
+                let backup = changes.clone();
+                let mut out = Vec::with_capacity(changes.len());
+                let mut rest = changes;
+                while !rest.is_empty() {
+                    let tail = rest.split_off(max.max(1).min(rest.len()));
+                    match self.call_split_owned(rest, 0) {
+                        Ok(o) => out.extend(o),
+                        Err((e, _)) => return Err((e, backup)),
+                    }
+                    rest = tail;
+                }
+                Ok(out)
+            }
+            _ => self.call_split_owned(changes, 0),
+        }
+    }
+
+    /// [`Stage::call_split`] for a batch-world module.
+    fn call_split_owned(
+        &mut self,
+        changes: Vec<Change>,
+        depth: u32,
+    ) -> Result<Vec<Change>, (TransformError, Vec<Change>)> {
+        match self.call_once_owned(changes) {
+            Err((error, changes))
+                if error.is_exhaustion() && changes.len() > 1 && depth < MAX_SPLITS =>
+            {
+                self.instance = None;
+                let half = changes.len().div_ceil(2);
+                self.shrink_batch(half, &error.to_string());
+                let backup = changes.clone();
+                let mut a = changes;
+                let b = a.split_off(half);
+                let mut out = match self.call_split_owned(a, depth + 1) {
+                    Ok(o) => o,
+                    Err((e, _)) => return Err((e, backup)),
+                };
+                match self.call_split_owned(b, depth + 1) {
+                    Ok(o) => out.extend(o),
+                    Err((e, _)) => return Err((e, backup)),
+                }
+                Ok(out)
+            }
+            other => other,
+        }
+    }
+
+    fn call_once_owned(
+        &mut self,
+        changes: Vec<Change>,
+    ) -> Result<Vec<Change>, (TransformError, Vec<Change>)> {
+        let instance = match &mut self.instance {
+            Some(i) => i,
+            None => match self.module.instantiate() {
+                Ok(i) => self.instance.insert(i),
+                Err(e) => return Err((e, changes)),
+            },
+        };
+        let (batch, result) = instance.transform_batch(Changes::new(changes));
+        self.recycle_if_large();
+        match result {
+            Ok(()) => Ok(batch.into_edited(&mut self.shapes)),
+            Err(e) => Err((e, batch.into_unedited())),
+        }
+    }
+
+    /// Replaces the instance before the next call when its memory passed
+    /// [`RECYCLE_SHARE`] of its cap (its last output is already out of its memory).
+    fn recycle_if_large(&mut self) {
+        let Some(instance) = &self.instance else {
+            return;
+        };
+        let memory = instance.memory_bytes();
+        let cap = self.module.memory_cap();
+        if memory > cap / RECYCLE_SHARE.1 * RECYCLE_SHARE.0 {
+            self.instance = None;
+            self.recycled += 1;
+            let (module, mib, cap_mib) = (&self.module.name, memory >> 20, cap >> 20);
+            if self.recycled == 1 {
+                tracing::info!(module = %module, memory_mib = mib, cap_mib, "transform instance replaced by a fresh one (init runs again): its memory passed 3/4 of its cap");
+            } else {
+                tracing::debug!(module = %module, memory_mib = mib, cap_mib, recycled = self.recycled, "transform instance replaced");
+            }
+        }
+    }
+
     fn call_once(&mut self, changes: &[Change]) -> Result<Vec<Change>, TransformError> {
         let instance = match &mut self.instance {
             Some(i) => i,
@@ -247,19 +364,7 @@ impl Stage {
             let input: Vec<_> = changes.iter().map(to_wit).collect();
             Output::Wit(instance.transform(input)?)
         };
-        let memory = instance.memory_bytes();
-        let cap = self.module.memory_cap();
-        if memory > cap / RECYCLE_SHARE.1 * RECYCLE_SHARE.0 {
-            // Replaced before the next call (the output is already out of its memory).
-            self.instance = None;
-            self.recycled += 1;
-            let (module, mib, cap_mib) = (&self.module.name, memory >> 20, cap >> 20);
-            if self.recycled == 1 {
-                tracing::info!(module = %module, memory_mib = mib, cap_mib, "transform instance replaced by a fresh one (init runs again): its memory passed 3/4 of its cap");
-            } else {
-                tracing::debug!(module = %module, memory_mib = mib, cap_mib, recycled = self.recycled, "transform instance replaced");
-            }
-        }
+        self.recycle_if_large();
         match output {
             Output::Wit(output) => self.from_guest.convert(changes, output),
             Output::Json(relations, json) => json_batch::decode(changes, &relations, &json),

@@ -10,6 +10,7 @@
 //! - [`chain`] — modules in config order with their `on_error` policies.
 //! - [`config`] — `[[transforms]]`.
 
+pub mod batch;
 pub mod cache;
 pub mod chain;
 pub mod config;

@@ -7,21 +7,24 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
+use super::batch::Changes;
 use super::cache::{compile_cached, CodeSource, ModuleCache};
 use super::config::OnFailure;
 use super::config::TransformConfig;
 use super::convert::compat;
 use super::limits::{LogLimiter, MemoryCap};
 use super::runtime::{
-    json02, v01, v02, wit, HostState, Runtime, EPOCH_TICK, JSON_TRANSFORMER_EXPORT,
-    TRANSFORMER_EXPORT, TRANSFORMER_EXPORT_V01,
+    batch02, json02, v01, v02, wit, HostState, Runtime, BATCH_TRANSFORMER_EXPORT, EPOCH_TICK,
+    JSON_TRANSFORMER_EXPORT, TRANSFORMER_EXPORT, TRANSFORMER_EXPORT_V01,
 };
+use wasmtime::component::Resource;
 
 /// A linked module of either WIT version.
 enum Pre {
     V02(v02::TransformPre<HostState>),
     V01(v01::TransformPre<HostState>),
     Json(json02::TransformJsonPre<HostState>),
+    Batch(batch02::TransformBatchPre<HostState>),
 }
 
 /// An instance's exports, of its WIT version.
@@ -29,6 +32,7 @@ enum Bindings {
     V02(v02::Transform),
     V01(v01::Transform),
     Json(json02::TransformJson),
+    Batch(batch02::TransformBatch),
 }
 use super::TransformError;
 
@@ -65,6 +69,11 @@ impl Module {
         matches!(self.pre, Pre::Json(_))
     }
 
+    /// Whether the module reads and edits its batches through the host (`wit/batch.wit`).
+    pub fn is_batch(&self) -> bool {
+        matches!(self.pre, Pre::Batch(_))
+    }
+
     /// The module's memory cap in bytes.
     pub fn memory_cap(&self) -> usize {
         self.memory_bytes
@@ -95,6 +104,7 @@ impl Module {
             WitVersion::V02 => v02::TransformPre::new(instance_pre).map(Pre::V02),
             WitVersion::V01 => v01::TransformPre::new(instance_pre).map(Pre::V01),
             WitVersion::Json02 => json02::TransformJsonPre::new(instance_pre).map(Pre::Json),
+            WitVersion::Batch02 => batch02::TransformBatchPre::new(instance_pre).map(Pre::Batch),
         }
         .map_err(|e| fail(format!("{e:#}")))?;
         tracing::info!(module = %name, path = %cfg.path.display(), wit = version.as_str(), cache = match source { CodeSource::Cache => "hit", CodeSource::Compiled => "miss" }, "transform module ready");
@@ -136,6 +146,7 @@ impl Module {
             Pre::V02(pre) => pre.instantiate(&mut instance.store).map(Bindings::V02),
             Pre::V01(pre) => pre.instantiate(&mut instance.store).map(Bindings::V01),
             Pre::Json(pre) => pre.instantiate(&mut instance.store).map(Bindings::Json),
+            Pre::Batch(pre) => pre.instantiate(&mut instance.store).map(Bindings::Batch),
         }
         .map_err(|e| instance.call_error("instantiate", e))?;
         instance.arm()?;
@@ -148,6 +159,9 @@ impl Module {
                 .call_init(&mut instance.store, &self.config),
             Bindings::Json(b) => b
                 .cdc_pipeline_json_transformer()
+                .call_init(&mut instance.store, &self.config),
+            Bindings::Batch(b) => b
+                .cdc_pipeline_batch_transformer()
                 .call_init(&mut instance.store, &self.config),
         }
         .map_err(|e| instance.call_error("init", e))?;
@@ -221,10 +235,10 @@ impl Instance {
                     .call_transform(&mut self.store, &old)
                     .map(|r| r.map(|out| out.into_iter().map(compat::up).collect()))
             }
-            Bindings::Json(_) => {
+            Bindings::Json(_) | Bindings::Batch(_) => {
                 return Err(TransformError::Trap {
                     module: self.module.name.to_string(),
-                    reason: "a JSON-world module called with records".into(),
+                    reason: "a JSON- or batch-world module called with records".into(),
                 })
             }
         };
@@ -263,6 +277,62 @@ impl Instance {
             }),
             Err(e) => Err(self.call_error_batch("transform", e, n)),
         }
+    }
+
+    /// One batch through a `transform-batch` module: lent to the guest as a resource,
+    /// taken back after the call. The batch comes back with the result: edited when
+    /// the guest returned `ok` (see [`Changes::into_edited`]), as it went in otherwise.
+    pub fn transform_batch(&mut self, batch: Changes) -> (Changes, Result<(), TransformError>) {
+        let n = batch.len();
+        let name = Arc::clone(&self.module.name);
+        let trap = move |reason: String| TransformError::Trap {
+            module: name.to_string(),
+            reason,
+        };
+        if !matches!(self.bindings, Some(Bindings::Batch(_))) {
+            let e = trap("instance is not initialised (or not a batch-world module)".into());
+            return (batch, Err(e));
+        }
+        if let Err(e) = self.arm() {
+            return (batch, Err(e));
+        }
+        let own = match self.store.data_mut().table.push(batch) {
+            Ok(r) => r,
+            // The table holds one batch at a time; it cannot be full.
+            Err(e) => {
+                return (
+                    Changes::new(Vec::new()),
+                    Err(trap(format!("resource table: {e}"))),
+                )
+            }
+        };
+        let started = Instant::now();
+        let Some(Bindings::Batch(b)) = &self.bindings else {
+            unreachable!("checked above")
+        };
+        let out = b
+            .cdc_pipeline_batch_transformer()
+            .call_transform(&mut self.store, Resource::new_borrow(own.rep()));
+        self.module.log.flush();
+        tracing::trace!(module = %self.module.name, changes = n, micros = started.elapsed().as_micros() as u64, memory_bytes = self.store.data().limits.size(), "transform call");
+        let batch = match self.store.data_mut().table.delete(own) {
+            Ok(b) => b,
+            Err(e) => {
+                return (
+                    Changes::new(Vec::new()),
+                    Err(trap(format!("resource table: {e}"))),
+                )
+            }
+        };
+        let result = match out {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(TransformError::Returned {
+                module: self.module.name.to_string(),
+                message,
+            }),
+            Err(e) => Err(self.call_error_batch("transform", e, n)),
+        };
+        (batch, result)
     }
 
     /// The size of the instance's linear memory (it never shrinks).
@@ -322,6 +392,8 @@ enum WitVersion {
     V01,
     /// 0.2.0's `transform-json` world.
     Json02,
+    /// 0.2.0's `transform-batch` world.
+    Batch02,
 }
 
 impl WitVersion {
@@ -330,6 +402,7 @@ impl WitVersion {
             WitVersion::V02 => "0.2.0",
             WitVersion::V01 => "0.1.0",
             WitVersion::Json02 => "0.2.0 (json)",
+            WitVersion::Batch02 => "0.2.0 (batch)",
         }
     }
 }
@@ -347,6 +420,9 @@ fn check_exports(runtime: &Runtime, component: &Component) -> Result<WitVersion,
     if exports.iter().any(|e| e == JSON_TRANSFORMER_EXPORT) {
         return Ok(WitVersion::Json02);
     }
+    if exports.iter().any(|e| e == BATCH_TRANSFORMER_EXPORT) {
+        return Ok(WitVersion::Batch02);
+    }
     if exports.iter().any(|e| e == TRANSFORMER_EXPORT_V01) {
         return Ok(WitVersion::V01);
     }
@@ -355,10 +431,11 @@ fn check_exports(runtime: &Runtime, component: &Component) -> Result<WitVersion,
         .find(|e| {
             e.starts_with("cdc:pipeline/transformer@")
                 || e.starts_with("cdc:pipeline/json-transformer@")
+                || e.starts_with("cdc:pipeline/batch-transformer@")
         })
     {
         Some(other) => format!(
-            "it was built against {other}, which this cdc-host does not implement (it implements {TRANSFORMER_EXPORT}, {JSON_TRANSFORMER_EXPORT} and {TRANSFORMER_EXPORT_V01}): rebuild it against wit/ of this release (cdc:pipeline@0.2.0)"
+            "it was built against {other}, which this cdc-host does not implement (it implements {TRANSFORMER_EXPORT}, {BATCH_TRANSFORMER_EXPORT}, {JSON_TRANSFORMER_EXPORT} and {TRANSFORMER_EXPORT_V01}): rebuild it against wit/ of this release (cdc:pipeline@0.2.0)"
         ),
         None if exports.is_empty() => "it exports nothing".into(),
         None => format!("it exports {}", exports.join(", ")),

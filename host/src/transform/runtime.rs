@@ -39,6 +39,22 @@ pub mod json02 {
     });
 }
 
+/// `cdc:pipeline@0.2.0`, world `transform-batch`: the batch as a host resource the guest
+/// reads and edits through calls (`wit/batch.wit`, [`super::batch`]). Shares `host` and
+/// `types` with [`v02`]. Its calls trap on an index out of range.
+pub mod batch02 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "transform-batch",
+        imports: { "cdc:pipeline/batch": trappable },
+        with: {
+            "cdc:pipeline/host": super::v02::cdc::pipeline::host,
+            "cdc:pipeline/types": super::v02::cdc::pipeline::types,
+            "cdc:pipeline/batch.changes": crate::transform::batch::Changes,
+        },
+    });
+}
+
 /// `cdc:pipeline@0.1.0` (`transform/wit-0.1.0/`), kept so modules built against it
 /// still load: they get 0.2 changes converted down (a read becomes an insert with a
 /// read id) and their output converted back up ([`super::convert::compat`]).
@@ -61,6 +77,9 @@ pub const TRANSFORMER_EXPORT: &str = "cdc:pipeline/transformer@0.2.0";
 
 /// The JSON world's export (`wit/json.wit`).
 pub const JSON_TRANSFORMER_EXPORT: &str = "cdc:pipeline/json-transformer@0.2.0";
+
+/// The batch world's export (`wit/batch.wit`).
+pub const BATCH_TRANSFORMER_EXPORT: &str = "cdc:pipeline/batch-transformer@0.2.0";
 
 /// The previous version's export, still accepted.
 pub const TRANSFORMER_EXPORT_V01: &str = "cdc:pipeline/transformer@0.1.0";
@@ -93,6 +112,10 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         v02::Transform::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         v01::Transform::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        batch02::cdc::pipeline::batch::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
         let stop = Arc::clone(&ticker_stop);
@@ -133,7 +156,7 @@ impl Drop for Runtime {
 pub struct HostState {
     pub(crate) module: Arc<str>,
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     pub(crate) limits: MemoryCap,
     log: Arc<LogLimiter>,
 }

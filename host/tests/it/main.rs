@@ -29,6 +29,7 @@ mod snapshot;
 mod streaming;
 mod tls;
 mod transforms;
+mod transforms_batch;
 mod transforms_wit;
 mod two_phase;
 mod windows;

@@ -28,7 +28,7 @@ pub(crate) fn guest(lang: &str, name: &str) -> PathBuf {
 }
 
 /// One `[[transforms]]` entry.
-fn transform(name: &str, module: &Path, extra: &str, config: &[(&str, &str)]) -> String {
+pub(crate) fn transform(name: &str, module: &Path, extra: &str, config: &[(&str, &str)]) -> String {
     let mut s = format!(
         "[[transforms]]\nname = \"{name}\"\nmodule = \"{}\"\n{extra}\n",
         module.display()
@@ -44,7 +44,7 @@ fn transform(name: &str, module: &Path, extra: &str, config: &[(&str, &str)]) ->
 
 /// A pipeline file: source, then `body` (transforms, sinks); a stdout sink unless `body`
 /// has sinks of its own.
-fn pipeline(dir: &Path, db: &TestDb, slot: &str, body: &str) -> PathBuf {
+pub(crate) fn pipeline(dir: &Path, db: &TestDb, slot: &str, body: &str) -> PathBuf {
     let mut s = format!(
         "[source]\ndsn = \"{}\"\nslot = \"{slot}\"\npublication = \"p\"\n[source.snapshot]\nmode = \"never\"\n\n[pipeline]\nmodule_cache = \"{}\"\n\n{body}\n",
         db.dsn(),
@@ -58,7 +58,7 @@ fn pipeline(dir: &Path, db: &TestDb, slot: &str, body: &str) -> PathBuf {
     path
 }
 
-async fn users_db(hint: &str) -> TestDb {
+pub(crate) async fn users_db(hint: &str) -> TestDb {
     db_with(
         hint,
         "CREATE TABLE users (id int8 PRIMARY KEY, email text, phone text, note text);
@@ -70,16 +70,16 @@ async fn users_db(hint: &str) -> TestDb {
 
 /// One test's pipeline: its database, slot `s_<hint>`, and a temp dir holding the
 /// config and the module cache for as long as the case lives.
-struct Case {
-    db: TestDb,
+pub(crate) struct Case {
+    pub(crate) db: TestDb,
     cfg: PathBuf,
     slot: String,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Case {
     /// `body` on a fresh database with `users` and `other` (see [`users_db`]).
-    async fn users(hint: &str, body: &str) -> Case {
+    pub(crate) async fn users(hint: &str, body: &str) -> Case {
         Case::on(users_db(hint).await, hint, body)
     }
 
@@ -91,12 +91,12 @@ impl Case {
     }
 
     /// Starts the host and waits until it streams from the slot.
-    async fn start(&self) -> HostProcess {
+    pub(crate) async fn start(&self) -> HostProcess {
         start_host(&self.db, &self.cfg, &self.slot).await
     }
 
     /// Waits until the slot is confirmed up to the WAL position of now.
-    async fn wait_confirmed_to_now(&self) {
+    pub(crate) async fn wait_confirmed_to_now(&self) {
         let client = self.db.client().await;
         harness::wait_confirmed_to_now(&client, &self.slot, WAIT)
             .await
@@ -105,7 +105,7 @@ impl Case {
 }
 
 /// Waits for the host to exit with an error and returns its stderr.
-async fn wait_failure(host: &mut HostProcess) -> String {
+pub(crate) async fn wait_failure(host: &mut HostProcess) -> String {
     let st = host.wait_exit(WAIT).await.unwrap();
     assert!(!st.success(), "host should have failed:\n{}", host.stderr());
     host.stderr()
@@ -899,4 +899,61 @@ async fn large_batch_under_a_small_cap_and_a_wit_0_1_module_on_a_real_slot() {
     );
     assert!(err.contains("built against cdc:pipeline@0.1.0"), "{err}");
     stop_clean(&mut host).await;
+}
+
+/// A live typed recording: the stdout sink's `format = "json-typed"` writes every column's
+/// type and the key, and `cdc-host transform --typed` replays it with exactly those types —
+/// an identity module of every language (and of both worlds) gives the recording back
+/// byte for byte, twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_typed_recording_replays_with_the_exact_types() {
+    let db = db_with("tx_rec", TYPES_DDL, "CREATE PUBLICATION p FOR TABLE typed").await;
+    let case = Case::on(
+        db,
+        "tx_rec",
+        "[[sinks]]\ntype = \"stdout\"\nformat = \"json-typed\"\n",
+    );
+    let (db, mut host) = (&case.db, case.start().await);
+    db.exec(TYPES_ROWS).await;
+    db.exec("UPDATE typed SET t = 'changed' WHERE id = 1; DELETE FROM typed WHERE id = 2")
+        .await;
+    let lines = host.wait_for_lines(7, WAIT).await.unwrap();
+    stop_clean(&mut host).await;
+    let first: Json = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["types"]["id"], 23, "{first}");
+    assert_eq!(first["key"], json!(["id"]));
+    let recording = case.dir.path().join("rec.jsonl");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&recording, &text).unwrap();
+    for (lang, module) in [
+        ("rust", "identity"),
+        ("rust", "identity-batch"),
+        ("c", "identity"),
+        ("js", "identity"),
+        ("js", "identity-batch"),
+        ("python", "identity"),
+        ("python", "identity-batch"),
+    ] {
+        for round in 0..2 {
+            let out = cdc_test_harness::host_command(BIN)
+                .args(["transform"])
+                .arg(guest(lang, module))
+                .arg("--input")
+                .arg(&recording)
+                .arg("--typed")
+                .env("CDC_HOST_MODULE_CACHE", case.dir.path().join("cache"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{lang} {module}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                text,
+                "{lang} {module}, replay {round}"
+            );
+        }
+    }
 }

@@ -56,6 +56,11 @@ pub enum Format {
     Json,
     /// The Debezium envelope (`before`, `after`, `source`, `op`, `ts_ms`).
     Debezium,
+    /// Native JSON plus each change's column types (`"types"`) and key columns
+    /// (`"key"`): a recording `cdc-host transform` replays with the exact types a module
+    /// sees live.
+    #[serde(rename = "json-typed")]
+    JsonTyped,
 }
 
 /// One `[[sinks]]` entry, as written. See the module docs for how it is read.

@@ -306,7 +306,7 @@ impl FromGuest {
     }
 }
 
-pub(super) fn check_routing(r: &Routing) -> Result<(), String> {
+pub(crate) fn check_routing(r: &Routing) -> Result<(), String> {
     if let Some(route) = &r.route {
         if route.is_empty() || route.chars().any(char::is_control) {
             return Err(format!("invalid route {route:?}"));
@@ -324,7 +324,7 @@ pub(super) fn check_routing(r: &Routing) -> Result<(), String> {
 }
 
 /// The builtin type oid a value stands for (for columns a transform adds with oid 0).
-fn oid_of(v: &wit::Value) -> u32 {
+pub(crate) fn oid_of(v: &wit::Value) -> u32 {
     use wit::Value as W;
     match v {
         W::Null | W::UnchangedToast | W::Text(_) => oid::TEXT,
@@ -371,7 +371,7 @@ fn text(s: String) -> PgText {
     PgText::from(s)
 }
 
-fn value_from_wit(v: wit::Value) -> Result<Value, String> {
+pub(crate) fn value_from_wit(v: wit::Value) -> Result<Value, String> {
     use wit::Value as W;
     Ok(match v {
         W::Null => Value::Null,

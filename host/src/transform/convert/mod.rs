@@ -16,7 +16,9 @@ pub mod json_batch;
 mod to_wit;
 
 pub use from_wit::FromGuest;
+pub(crate) use from_wit::{check_routing, oid_of, value_from_wit};
 pub use to_wit::to_wit;
+pub(crate) use to_wit::{to_wit_meta, value_to_wit};
 
 use crate::value::{DATE_NEG_INFINITY, DATE_POS_INFINITY, TS_NEG_INFINITY, TS_POS_INFINITY};
 

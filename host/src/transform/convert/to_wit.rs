@@ -6,21 +6,23 @@ use crate::transform::runtime::wit;
 use crate::value::Value;
 
 pub fn to_wit(c: &Change) -> wit::Change {
+    let mut w = to_wit_meta(c);
+    if let Some(t) = &c.table {
+        if let Some((kind, row)) = &c.before {
+            w.before = Some(row_to_wit(t, row, *kind == Before::Key));
+        }
+        w.after = c.after.as_ref().map(|row| row_to_wit(t, row, false));
+    }
+    w
+}
+
+/// The record without its rows (`before`/`after` are `None`; `before_is_full` is set).
+pub(crate) fn to_wit_meta(c: &Change) -> wit::Change {
     let (schema, table) = match &c.table {
         Some(t) => (t.schema.to_string(), t.name.to_string()),
         None => (String::new(), String::new()),
     };
-    let (before, before_is_full) = match (&c.before, &c.table) {
-        (Some((kind, row)), Some(t)) => (
-            Some(row_to_wit(t, row, *kind == Before::Key)),
-            *kind == Before::Full,
-        ),
-        _ => (None, false),
-    };
-    let after = match (&c.after, &c.table) {
-        (Some(row), Some(t)) => Some(row_to_wit(t, row, false)),
-        _ => None,
-    };
+    let before_is_full = matches!((&c.before, &c.table), (Some((Before::Full, _)), Some(_)));
     let (route, headers) = match &c.routing {
         Some(r) => (r.route.clone(), r.headers.clone()),
         None => (None, Vec::new()),
@@ -37,9 +39,9 @@ pub fn to_wit(c: &Change) -> wit::Change {
         },
         schema,
         table,
-        before,
+        before: None,
         before_is_full,
-        after,
+        after: None,
         lsn: c.lsn.0,
         commit_lsn: c.commit_lsn.0,
         xid: c.xid,
@@ -92,7 +94,7 @@ pub(super) fn uuid_text(u: &[u8; 16]) -> String {
     s
 }
 
-fn value_to_wit(v: &Value) -> wit::Value {
+pub(crate) fn value_to_wit(v: &Value) -> wit::Value {
     use wit::Value as W;
     match v {
         Value::Null => W::Null,

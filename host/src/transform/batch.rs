@@ -224,13 +224,14 @@ impl Changes {
         Ok(Some(values))
     }
 
-    fn set(
-        &mut self,
+    /// Whether `index` may have `column` of its new (`after`) or old row set; the
+    /// column's type when it may.
+    fn settable(
+        &self,
         index: u32,
         column: u32,
-        value: wit::Value,
         after: bool,
-    ) -> wasmtime::Result<Result<(), String>> {
+    ) -> wasmtime::Result<Result<&Column, String>> {
         let Some(col) = self.column(index, column)? else {
             return Ok(Err(format!(
                 "change {index} is a {} without a table: it has no columns to set",
@@ -250,22 +251,28 @@ impl Changes {
                 if after { "new" } else { "old" }
             )));
         }
+        Ok(Ok(col))
+    }
+
+    /// A guest's value for column `col`: checked, converted, with the builtin type it
+    /// stands for (the column's own for an array into an array column).
+    fn prepare(col: &Column, value: wit::Value) -> Result<(Value, u32), String> {
         let oid = match (&value, &col.type_info.kind) {
             (wit::Value::Array(_), TypeKind::Array(_)) => col.type_oid,
             (wit::Value::Array(_), _) => {
-                return Ok(Err(format!(
+                return Err(format!(
                     "column {:?} is not an array: an array value cannot be set in it",
                     col.name
-                )))
+                ))
             }
             (v, _) => oid_of(v),
         };
-        let name = Arc::clone(&col.name);
-        let value = match value_from_wit(value) {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(format!("column {name}: {e}"))),
-        };
-        let edit = self.edit(index)?;
+        let value = value_from_wit(value).map_err(|e| format!("column {}: {e}", col.name))?;
+        Ok((value, oid))
+    }
+
+    fn put(&mut self, index: u32, column: u32, value: Value, oid: u32, after: bool) {
+        let edit = self.edits[index as usize].get_or_insert_with(Default::default);
         let edits = if after {
             &mut edit.after
         } else {
@@ -274,6 +281,102 @@ impl Changes {
         match edits.iter_mut().find(|(c, _, _)| *c == column) {
             Some(e) => *e = (column, value, oid),
             None => edits.push((column, value, oid)),
+        }
+    }
+
+    fn set(
+        &mut self,
+        index: u32,
+        column: u32,
+        value: wit::Value,
+        after: bool,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let col = match self.settable(index, column, after)? {
+            Ok(col) => col,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (value, oid) = match Self::prepare(col, value) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.put(index, column, value, oid, after);
+        Ok(Ok(()))
+    }
+
+    fn get_many(
+        &self,
+        indexes: &[u32],
+        column: u32,
+        after: bool,
+    ) -> wasmtime::Result<Vec<Option<wit::Value>>> {
+        indexes
+            .iter()
+            .map(|&i| self.value(i, column, after))
+            .collect()
+    }
+
+    /// `values`: one per index, or one for all. Nothing is set unless all can be.
+    fn set_many(
+        &mut self,
+        indexes: &[u32],
+        column: u32,
+        values: Vec<wit::Value>,
+        after: bool,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let broadcast = values.len() == 1 && indexes.len() != 1;
+        if !broadcast && values.len() != indexes.len() {
+            return Ok(Err(format!(
+                "{} values for {} changes: give one value per change, or one for all",
+                values.len(),
+                indexes.len()
+            )));
+        }
+        let Some(&first) = indexes.first() else {
+            return Ok(Ok(()));
+        };
+        // Convert (once for a single value), then check every change's column.
+        let mut converted = Vec::with_capacity(values.len());
+        for (&index, v) in std::iter::repeat(&first)
+            .take(usize::from(broadcast))
+            .chain(indexes.iter().take(if broadcast { 0 } else { indexes.len() }))
+            .zip(values)
+        {
+            let col = match self.settable(index, column, after)? {
+                Ok(col) => col,
+                Err(e) => return Ok(Err(e)),
+            };
+            match Self::prepare(col, v) {
+                Ok(p) => converted.push(p),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let mut oids = Vec::with_capacity(indexes.len());
+        for (k, &index) in indexes.iter().enumerate() {
+            let col = match self.settable(index, column, after)? {
+                Ok(col) => col,
+                Err(e) => return Ok(Err(e)),
+            };
+            let (value, oid) = &converted[if broadcast { 0 } else { k }];
+            oids.push(match (value, &col.type_info.kind) {
+                (Value::Array(_), TypeKind::Array(_)) => col.type_oid,
+                (Value::Array(_), _) => {
+                    return Ok(Err(format!(
+                        "change {index}: column {:?} is not an array: an array value cannot be set in it",
+                        col.name
+                    )))
+                }
+                _ => *oid,
+            });
+        }
+        if broadcast {
+            let value = converted.pop().map_or(Value::Null, |(v, _)| v);
+            for (&index, oid) in indexes.iter().zip(oids) {
+                self.put(index, column, value.clone(), oid, after);
+            }
+        } else {
+            for ((&index, (value, _)), oid) in indexes.iter().zip(converted).zip(oids) {
+                self.put(index, column, value, oid, after);
+            }
         }
         Ok(Ok(()))
     }
@@ -499,6 +602,44 @@ impl api::HostChanges for HostState {
         value: wit::Value,
     ) -> wasmtime::Result<Result<(), String>> {
         changes(self, &r)?.set(index, column, value, false)
+    }
+
+    fn get_many(
+        &mut self,
+        r: Resource<Changes>,
+        indexes: Vec<u32>,
+        column: u32,
+    ) -> wasmtime::Result<Vec<Option<wit::Value>>> {
+        changes(self, &r)?.get_many(&indexes, column, true)
+    }
+
+    fn get_many_before(
+        &mut self,
+        r: Resource<Changes>,
+        indexes: Vec<u32>,
+        column: u32,
+    ) -> wasmtime::Result<Vec<Option<wit::Value>>> {
+        changes(self, &r)?.get_many(&indexes, column, false)
+    }
+
+    fn set_many(
+        &mut self,
+        r: Resource<Changes>,
+        indexes: Vec<u32>,
+        column: u32,
+        values: Vec<wit::Value>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        changes(self, &r)?.set_many(&indexes, column, values, true)
+    }
+
+    fn set_many_before(
+        &mut self,
+        r: Resource<Changes>,
+        indexes: Vec<u32>,
+        column: u32,
+        values: Vec<wit::Value>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        changes(self, &r)?.set_many(&indexes, column, values, false)
     }
 
     fn discard(&mut self, r: Resource<Changes>, index: u32) -> wasmtime::Result<()> {

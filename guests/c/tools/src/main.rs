@@ -7,9 +7,10 @@
 //! c-guest-tool componentize --module <core.wasm> --out <component.wasm>
 //! ```
 //!
-//! `bindgen` writes what `wit-bindgen c` writes: `<world>.h`, `<world>.c` and
-//! `<world>_component_type.o` (the component type as a custom section, linked
-//! into the module). Files are rewritten only when their contents change, so
+//! `bindgen` writes what `wit-bindgen c --autodrop-borrows yes` writes:
+//! `<world_>.h`, `<world_>.c` and `<world_>_component_type.o` (`<world_>` is
+//! the world's name with `-` written `_`; the `.o` holds the component type as
+//! a custom section, linked into the module). Files are rewritten only when their contents change, so
 //! `make`-style timestamp checks stay quiet.
 //!
 //! `componentize` is `wasm-tools component new --adapt <reactor adapter>`: the
@@ -91,9 +92,15 @@ fn bindgen(wit: &Path, world: Option<&str>, out: &Path) -> Result<()> {
         .with_context(|| format!("reading WIT from {}", wit.display()))?;
     let world = resolve.select_world(&[pkg], world)?;
     let mut files = wit_bindgen_core::Files::default();
-    wit_bindgen_c::Opts::default()
-        .build()
-        .generate(&mut resolve, world, &mut files)?;
+    let mut opts = wit_bindgen_c::Opts::default();
+    // An export that receives a `borrow<T>` of an imported resource (world
+    // `transform-batch`: `transform(changes: borrow<changes>)`) must drop the
+    // borrow before it returns, or the call fails ("borrow handles still remain
+    // at the end of the call"). With this the generated export wrapper drops it
+    // on every return path, so a module never does (and has no `*_drop_borrow`
+    // to call). Worlds without resources are generated exactly as before.
+    opts.autodrop_borrows = wit_bindgen_c::Enabled::Yes;
+    opts.build().generate(&mut resolve, world, &mut files)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for (name, contents) in files.iter() {
         write_if_changed(&out.join(name), contents)?;

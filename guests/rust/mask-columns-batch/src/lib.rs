@@ -3,9 +3,10 @@
 //! new row and in the old row. Same config as `mask-columns` (`columns`, `tables`,
 //! `mode = "redact"`; the hash mode is `mask-columns`'s only).
 //!
-//! It reads the relations and each change's relation index once per batch, and touches
-//! only the masked columns of the changes of matching tables: the other values never
-//! leave the host.
+//! Per batch it reads the relations and each change's relation index once, then per
+//! masked column of a matching table one `get-many` and one `set-many` (and the same for
+//! the old rows): the other values never leave the host, and the number of calls does
+//! not grow with the batch.
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -143,18 +144,34 @@ impl Guest for MaskColumns {
             if masked.iter().all(Vec::is_empty) {
                 return Ok(());
             }
-            let stars = Value::Text("***".into());
+            // The changes of each relation to mask, then per masked column one call to
+            // read it in all of them and one to set `***` where it is not null.
+            let mut members: Vec<Vec<u32>> = vec![Vec::new(); masked.len()];
             for (i, rel) in changes.relation_ids().into_iter().enumerate() {
-                let Some(cols) = usize::try_from(rel).ok().and_then(|r| masked.get(r)) else {
+                if let Some(m) = usize::try_from(rel).ok().and_then(|r| members.get_mut(r)) {
+                    m.push(i as u32);
+                }
+            }
+            let stars = [Value::Text("***".into())];
+            for (cols, idx) in masked.iter().zip(&members) {
+                if idx.is_empty() {
                     continue;
-                };
-                let i = i as u32;
+                }
                 for &col in cols {
-                    if masks(&changes.get(i, col)) {
-                        changes.set(i, col, &stars)?;
+                    let pick = |values: Vec<Option<Value>>| -> Vec<u32> {
+                        idx.iter()
+                            .zip(values)
+                            .filter(|(_, v)| masks(v))
+                            .map(|(&i, _)| i)
+                            .collect()
+                    };
+                    let now = pick(changes.get_many(idx, col));
+                    if !now.is_empty() {
+                        changes.set_many(&now, col, &stars)?;
                     }
-                    if masks(&changes.get_before(i, col)) {
-                        changes.set_before(i, col, &stars)?;
+                    let old = pick(changes.get_many_before(idx, col));
+                    if !old.is_empty() {
+                        changes.set_many_before(&old, col, &stars)?;
                     }
                 }
             }

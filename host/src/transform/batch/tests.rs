@@ -229,3 +229,44 @@ fn bad_edits_are_errors_the_guest_sees_and_bad_indexes_trap() {
         .iter()
         .all(|e| e.as_ref().is_none_or(|e| e.after.is_empty())));
 }
+
+#[test]
+fn many_at_once_reads_and_sets_all_or_nothing() {
+    let (users, _, mut b) = batch();
+    let got = b.get_many(&[0, 1, 2, 3], 1, true).unwrap();
+    assert_eq!(got.len(), 4);
+    assert_eq!(wtext(got[0].clone()).as_deref(), Some("a"));
+    assert!(got[2].is_none() && got[3].is_none(), "a message and a delete: no new row");
+    // One value for all: a mask. Column 0 (int8) becomes text in both tables.
+    b.set_many(&[0, 1], 0, vec![wit::Value::Text("***".into())], true)
+        .unwrap()
+        .unwrap();
+    // One per change.
+    b.set_many(
+        &[0, 1],
+        1,
+        vec![wit::Value::Text("x".into()), wit::Value::Text("y".into())],
+        true,
+    )
+    .unwrap()
+    .unwrap();
+    let before = b.get_many(&[1, 3], 1, false).unwrap();
+    assert_eq!(wtext(before[1].clone()).as_deref(), Some("c"));
+    // All or nothing: change 3 has no new row, so change 0 is not set either.
+    let e = b
+        .set_many(&[0, 3], 1, vec![wit::Value::Text("z".into())], true)
+        .unwrap()
+        .unwrap_err();
+    assert!(e.contains("change 3 (a delete) has no new row"), "{e}");
+    let e = b
+        .set_many(&[0, 1], 1, vec![wit::Value::Text("z".into()); 3], true)
+        .unwrap()
+        .unwrap_err();
+    assert!(e.contains("3 values for 2 changes"), "{e}");
+    assert!(b.get_many(&[9], 0, true).is_err(), "an index out of range traps");
+    let out = b.into_edited(&mut Shapes::default());
+    assert_eq!(out[0].after.as_ref().unwrap().0, vec![text("***"), text("x")]);
+    assert_eq!(out[1].after.as_ref().unwrap().0, vec![text("***"), text("y")]);
+    assert_eq!(out[0].table.as_ref().unwrap().columns[0].type_oid, oid::TEXT);
+    assert!(!Arc::ptr_eq(out[0].table.as_ref().unwrap(), &users));
+}

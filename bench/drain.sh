@@ -23,6 +23,14 @@
 # cdc-host, default "warn"), HOST_EXTRA_TOML (lines appended to [source] of
 # the cdc-host config, e.g. "status_interval_secs = 1"), KEEP_BENCH_DIR=1 keeps the temp dir (logs).
 #
+# MODULES: drain once per transform module instead, each on its own slot (created before
+# the load, so one backlog serves all) with the module at its DEFAULT limits, and print
+# one row per module: changes/s, ratio to pg_recvlogical, CPU, peak RSS, and whether it
+# completed. Entries are `lang/name[:key=value,...]` (guests/<lang>/<name>/<name>.wasm,
+# config for its init), or MODULES=examples for every example module of every language:
+#   MODULES=examples SKIP_BUILD=1 bench/drain.sh
+#   MODULES="js/mask-columns-batch:columns=t python/identity" ROWS=100000 bench/drain.sh
+#
 # Notes: the s_recv drain runs first, so the WAL is in the page cache for
 # both. pg_recvlogical reports its position when it reaches --endpos; for
 # cdc-host the measured wall time includes however long it takes to confirm
@@ -130,8 +138,8 @@ cat >>"$DATA/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$DIR'
 wal_level = logical
-max_replication_slots = 20
-max_wal_senders = 20
+max_replication_slots = 40
+max_wal_senders = 40
 fsync = off
 synchronous_commit = off
 full_page_writes = off
@@ -159,7 +167,29 @@ sql() { "${PSQL[@]}" -d bench -c "$1"; }
 sql "CREATE TABLE bench(id bigserial PRIMARY KEY, n int, t text, amount numeric(12,2), doc jsonb, ts timestamptz)"
 sql "CREATE PUBLICATION bench_pub FOR TABLE bench"
 sql "SELECT pg_create_logical_replication_slot('s_recv', 'pgoutput')" >/dev/null
-sql "SELECT pg_create_logical_replication_slot('s_host', 'pgoutput')" >/dev/null
+# MODULES=examples: every example of every language (the bench table's text column `t` is
+# the one masked; the test-only modules misbehave, identity-v01 and batch-edits are left out).
+EXAMPLES="rust/identity rust/identity-batch rust/mask-columns:columns=t rust/mask-columns-batch:columns=t
+rust/filter-tables:deny=public.nothing rust/route-by-column:column=n rust/outbox
+c/identity c/identity-batch c/mask-columns:columns=t c/mask-columns-batch:columns=t
+js/identity js/identity-batch js/identity-json js/mask-columns:columns=t js/mask-columns-batch:columns=t js/mask-columns-json:columns=t
+python/identity python/identity-batch python/identity-json python/mask-columns:columns=t python/mask-columns-batch:columns=t python/mask-columns-json:columns=t"
+[[ ${MODULES:-} == examples ]] && MODULES=$EXAMPLES
+MODULE_LIST=()
+if [[ -n ${MODULES:-} ]]; then
+  read -r -d '' -a MODULE_LIST <<<"$MODULES" || true
+  for m in "${MODULE_LIST[@]}"; do
+    spec=${m%%:*}; name=${spec#*/}
+    [[ -f $REPO/guests/$spec/${name//-/_}.wasm ]] || die "$m: guests/$spec/${name//-/_}.wasm missing (./scripts/build-guests)"
+  done
+fi
+if ((${#MODULE_LIST[@]})); then
+  for ((k = 0; k < ${#MODULE_LIST[@]}; k++)); do
+    sql "SELECT pg_create_logical_replication_slot('s_host_$k', 'pgoutput')" >/dev/null
+  done
+else
+  sql "SELECT pg_create_logical_replication_slot('s_host', 'pgoutput')" >/dev/null
+fi
 START_LSN=$(sql "SELECT pg_current_wal_insert_lsn()")
 
 # --- load -------------------------------------------------------------------
@@ -190,22 +220,25 @@ RECV_CPS=$(calc "$ROWS / $RECV_WALL")
 log "pg_recvlogical: $(printf '%.2f' "$RECV_WALL")s, s_recv confirmed_flush_lsn=$RECV_CONFIRMED"
 
 # --- drain 2: cdc-host --------------------------------------------------------
-HOST_STATUS=skipped
-if [[ $SKIP_HOST != 1 ]]; then
+# drain_host SLOT EXTRA_TOML: one cdc-host run on SLOT until it confirmed END_LSN; sets
+# HOST_STATUS (ok / timeout / exited), HOST_WALL, HOST_CPU, HOST_RSS, HOST_CPS, HOST_RC.
+drain_host() {
+  local slot=$1 extra=$2
   cat >"$DIR/cfg.toml" <<EOF
 [source]
 dsn = "postgres://postgres@127.0.0.1:$PORT/bench?sslmode=disable"
-slot = "s_host"
+slot = "$slot"
 publication = "bench_pub"
 create_slot = false
 ${HOST_EXTRA_TOML:-}
+$extra
 
 [[sinks]]
 type = "stdout"
 format = "json"
 EOF
   [[ -x $HOST_BIN ]] || die "$HOST_BIN missing"
-  log "draining s_host with cdc-host until confirmed_flush_lsn >= $END_LSN"
+  log "draining $slot with cdc-host until confirmed_flush_lsn >= $END_LSN"
   [[ -n ${POLL_PSQL_PID:-} ]] || poll_open bench
   t0=$(now)
   RUST_LOG=${HOST_RUST_LOG:-warn} /usr/bin/time -v -o "$DIR/host.time" \
@@ -214,7 +247,7 @@ EOF
   deadline=$((SECONDS + DRAIN_TIMEOUT))
   HOST_STATUS=timeout
   while :; do
-    poll_sql "SELECT coalesce(confirmed_flush_lsn >= '$END_LSN'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = 's_host';"; done_=$POLL_OUT
+    poll_sql "SELECT coalesce(confirmed_flush_lsn >= '$END_LSN'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = '$slot';"; done_=$POLL_OUT
     if [[ $done_ == t ]]; then HOST_STATUS=ok; break; fi
     if ! kill -0 "$HOST_TIME_PID" 2>/dev/null; then HOST_STATUS=exited; break; fi
     ((SECONDS < deadline)) || break
@@ -232,7 +265,7 @@ EOF
   fi
   set +e; wait "$HOST_TIME_PID"; HOST_RC=$?; set -e
   HOST_TIME_PID=
-  HOST_CONFIRMED=$(sql "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 's_host'")
+  HOST_CONFIRMED=$(sql "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '$slot'")
   if [[ $HOST_STATUS != ok ]]; then
     log "cdc-host did not confirm $END_LSN ($HOST_STATUS, exit $HOST_RC, confirmed=$HOST_CONFIRMED); stderr tail:"
     tail -n 30 "$DIR/host.stderr" >&2 || true
@@ -243,7 +276,32 @@ EOF
     HOST_CPU=nan HOST_RSS=nan
   fi
   HOST_CPS=$(calc "$ROWS / $HOST_WALL")
-  log "cdc-host: $(printf '%.2f' "$HOST_WALL")s ($HOST_STATUS), exit $HOST_RC, s_host confirmed_flush_lsn=$HOST_CONFIRMED"
+  log "cdc-host: $(printf '%.2f' "$HOST_WALL")s ($HOST_STATUS), exit $HOST_RC, $slot confirmed_flush_lsn=$HOST_CONFIRMED"
+}
+
+HOST_STATUS=skipped
+MODULE_ROWS=()
+if [[ $SKIP_HOST != 1 ]]; then
+  if ((${#MODULE_LIST[@]})); then
+    for ((k = 0; k < ${#MODULE_LIST[@]}; k++)); do
+      m=${MODULE_LIST[$k]}
+      spec=${m%%:*}; name=${spec#*/}
+      toml=$'[[transforms]]\nname = "t"\nmodule = "'"$REPO/guests/$spec/${name//-/_}.wasm"$'"\n'
+      if [[ $m == *:* ]]; then
+        toml+=$'[transforms.config]\n'
+        IFS=, read -r -a kvs <<<"${m#*:}"
+        for kv in "${kvs[@]}"; do toml+="${kv%%=*} = \"${kv#*=}\""$'\n'; done
+      fi
+      drain_host "s_host_$k" "$toml"
+      if [[ $HOST_STATUS == ok ]]; then
+        MODULE_ROWS+=("$(printf '%-34s %10.2f %12.0f %6.2f %8s %13s  %s' "$m" "$HOST_WALL" "$HOST_CPS" "$(calc "$HOST_CPS / $RECV_CPS")" "$HOST_CPU" "$HOST_RSS" completed)")
+      else
+        MODULE_ROWS+=("$(printf '%-34s %10s %12s %6s %8s %13s  %s: %s' "$m" - - - "$HOST_CPU" "$HOST_RSS" "$HOST_STATUS" "$(grep -m1 -i 'error' "$DIR/host.stderr" | cut -c1-160)")")
+      fi
+    done
+  else
+    drain_host s_host ""
+  fi
 fi
 
 # --- report -------------------------------------------------------------------
@@ -251,7 +309,11 @@ echo
 echo "drain benchmark: $ROWS rows in $TXNS txns of $BATCH, ${WAL_MB} MB WAL, ~${ROW_BYTES} B/row, PG $(cat "$DATA/PG_VERSION"), $(nproc) cores"
 printf '%-16s %10s %12s %8s %13s\n' tool wall_s changes/s cpu_s peak_rss_MB
 printf '%-16s %10.2f %12.0f %8.2f %13.1f\n' pg_recvlogical "$RECV_WALL" "$RECV_CPS" "$RECV_CPU" "$RECV_RSS"
-if [[ $SKIP_HOST != 1 ]]; then
+if ((${#MODULE_ROWS[@]})); then
+  echo "one drain per module, each at its default limits (memory_mb 64, timeout_ms 1000, [pipeline] defaults):"
+  printf '%-34s %10s %12s %6s %8s %13s  %s\n' module wall_s changes/s ratio cpu_s peak_rss_MB result
+  printf '%s\n' "${MODULE_ROWS[@]}"
+elif [[ $SKIP_HOST != 1 ]]; then
   if [[ $HOST_STATUS == ok ]]; then
     printf '%-16s %10.2f %12.0f %8s %13s\n' cdc-host "$HOST_WALL" "$HOST_CPS" "$HOST_CPU" "$HOST_RSS"
     printf 'ratio host/recvlogical (changes/s): %.2f\n' "$(calc "$HOST_CPS / $RECV_CPS")"
@@ -260,5 +322,10 @@ if [[ $SKIP_HOST != 1 ]]; then
   fi
 else
   echo "cdc-host: skipped (SKIP_HOST=1)"
+fi
+if ((${#MODULE_ROWS[@]})); then
+  # Every module must have completed.
+  printf '%s\n' "${MODULE_ROWS[@]}" | grep -vq ' completed$' && exit 2
+  exit 0
 fi
 [[ $SKIP_HOST == 1 || $HOST_STATUS == ok ]] || exit 2

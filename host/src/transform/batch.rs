@@ -315,6 +315,36 @@ impl Changes {
             .collect()
     }
 
+    /// `value-kinds`: 0 no such row, 1 null, 2 unchanged-toast, 3 a value.
+    fn kinds(&self, indexes: &[u32], column: u32, after: bool) -> wasmtime::Result<Vec<u8>> {
+        indexes
+            .iter()
+            .map(|&index| {
+                if self.column(index, column)?.is_none() {
+                    return Ok(0);
+                }
+                let c = &self.changes[index as usize];
+                let row = if after {
+                    c.after.as_ref()
+                } else {
+                    c.before.as_ref().map(|(_, r)| r)
+                };
+                let Some(row) = row else {
+                    return Ok(0);
+                };
+                let edited = self.edits[index as usize].as_ref().and_then(|e| {
+                    let edits = if after { &e.after } else { &e.before };
+                    edits.iter().rev().find(|(c, _, _)| *c == column).map(|(_, v, _)| v)
+                });
+                Ok(match edited.or(row.0.get(column as usize)) {
+                    None | Some(Value::Null) => 1,
+                    Some(Value::UnchangedToast) => 2,
+                    Some(_) => 3,
+                })
+            })
+            .collect()
+    }
+
     /// `values`: one per index, or one for all. Nothing is set unless all can be.
     fn set_many(
         &mut self,
@@ -620,6 +650,24 @@ impl api::HostChanges for HostState {
         column: u32,
     ) -> wasmtime::Result<Vec<Option<wit::Value>>> {
         changes(self, &r)?.get_many(&indexes, column, false)
+    }
+
+    fn value_kinds(
+        &mut self,
+        r: Resource<Changes>,
+        indexes: Vec<u32>,
+        column: u32,
+    ) -> wasmtime::Result<Vec<u8>> {
+        changes(self, &r)?.kinds(&indexes, column, true)
+    }
+
+    fn value_kinds_before(
+        &mut self,
+        r: Resource<Changes>,
+        indexes: Vec<u32>,
+        column: u32,
+    ) -> wasmtime::Result<Vec<u8>> {
+        changes(self, &r)?.kinds(&indexes, column, false)
     }
 
     fn set_many(

@@ -4,8 +4,8 @@
 //! `mode = "redact"`; the hash mode is `mask-columns`'s only).
 //!
 //! Per batch it reads the relations and each change's relation index once, then per
-//! masked column of a matching table one `get-many` and one `set-many` (and the same for
-//! the old rows): the other values never leave the host, and the number of calls does
+//! masked column of a matching table one `value-kinds` (which changes hold a value there)
+//! and one `set-many` (and the same for the old rows): the other values never leave the host, and the number of calls does
 //! not grow with the batch.
 
 wit_bindgen::generate!({
@@ -120,9 +120,8 @@ impl Config {
 
 struct MaskColumns;
 
-fn masks(v: &Option<Value>) -> bool {
-    !matches!(v, None | Some(Value::Null | Value::UnchangedToast))
-}
+/// `value-kinds`: the column holds a value (not null, not unchanged-TOAST).
+const VALUE: u8 = 3;
 
 impl Guest for MaskColumns {
     fn init(config: Vec<(String, String)>) -> Result<(), String> {
@@ -158,18 +157,19 @@ impl Guest for MaskColumns {
                     continue;
                 }
                 for &col in cols {
-                    let pick = |values: Vec<Option<Value>>| -> Vec<u32> {
+                    // The changes holding a value there (not null, not unchanged-TOAST).
+                    let pick = |kinds: Vec<u8>| -> Vec<u32> {
                         idx.iter()
-                            .zip(values)
-                            .filter(|(_, v)| masks(v))
+                            .zip(kinds)
+                            .filter(|&(_, k)| k == VALUE)
                             .map(|(&i, _)| i)
                             .collect()
                     };
-                    let now = pick(changes.get_many(idx, col));
+                    let now = pick(changes.value_kinds(idx, col));
                     if !now.is_empty() {
                         changes.set_many(&now, col, &stars)?;
                     }
-                    let old = pick(changes.get_many_before(idx, col));
+                    let old = pick(changes.value_kinds_before(idx, col));
                     if !old.is_empty() {
                         changes.set_many_before(&old, col, &stars)?;
                     }

@@ -2,6 +2,8 @@
 //   node build.mjs mask-columns identity
 // Each <name>/ holds <name>.js (or index.js); the component is written to
 // <name>/<name with - replaced by _>.wasm. build.sh decides what needs rebuilding.
+// The world is picked by the exported object: `batchTransformer` → transform-batch,
+// `jsonTransformer` → transform-json, `transformer` → transform.
 import { componentize } from '@bytecodealliance/componentize-js';
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -16,10 +18,15 @@ async function build(name) {
   const source = [join(dir, `${name}.js`), join(dir, 'index.js')].find(existsSync);
   if (!source) throw new Error(`${dir}: no ${name}.js or index.js`);
   const out = join(dir, `${name.replaceAll('-', '_')}.wasm`);
-  // A module exporting `jsonTransformer` takes its batches as JSON (wit/json.wit).
-  const worldName = /export\s+const\s+jsonTransformer\b/.test(readFileSync(source, 'utf8'))
-    ? 'transform-json'
-    : 'transform';
+  // The world follows the export: `batchTransformer` edits its batches in place
+  // through the host (wit/batch.wit), `jsonTransformer` takes them as JSON
+  // (wit/json.wit), `transformer` as records (wit/world.wit).
+  const text = readFileSync(source, 'utf8');
+  const worldName = /export\s+const\s+batchTransformer\b/.test(text)
+    ? 'transform-batch'
+    : /export\s+const\s+jsonTransformer\b/.test(text)
+      ? 'transform-json'
+      : 'transform';
   const started = Date.now();
   const { component } = await componentize({
     sourcePath: source,

@@ -2,6 +2,8 @@
 # Builds the Python transform modules into components with componentize-py:
 #   guests/python/<name>/<name with - replaced by _>.wasm   (from <name>/app.py)
 # Usage: guests/python/build.sh [--force] [module...]   (default: every module directory)
+# The world is picked by the class app.py defines: `BatchTransformer` →
+# transform-batch, `JsonTransformer` → transform-json, `Transformer` → transform.
 #
 # Idempotent: installs componentize-py (pinned below) into a venv under
 # ${CDC_GUEST_CACHE:-/var/tmp/cdc-host-guests}/py-venv only when it is missing,
@@ -22,7 +24,7 @@ modules=()
 for arg in "$@"; do
   case $arg in
     --force) force=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     -*) echo "build.sh: unknown option $arg" >&2; exit 2 ;;
     *) modules+=("${arg%/}") ;;
   esac
@@ -91,9 +93,15 @@ for m in "${modules[@]}"; do
   trap 'rm -rf "$scratch"' EXIT
   (cd "$m" && find . -name '*.py' -not -path '*/__pycache__/*' -exec cp --parents {} "$scratch/" \;)
   started=$SECONDS
-  # A module defining `JsonTransformer` takes its batches as JSON (wit/json.wit).
+  # The world follows the class app.py defines: `BatchTransformer` edits its
+  # batches in place through the host (wit/batch.wit), `JsonTransformer` takes
+  # them as JSON (wit/json.wit), `Transformer` as records (wit/world.wit).
   world=transform
-  grep -q '^class JsonTransformer(' "$m/app.py" && world=transform-json
+  if grep -q '^class BatchTransformer(' "$m/app.py"; then
+    world=transform-batch
+  elif grep -q '^class JsonTransformer(' "$m/app.py"; then
+    world=transform-json
+  fi
   (cd "$scratch" && componentize_py -q -d "$wit" -w "$world" componentize app -p . -o "$out.tmp")
   mv "$out.tmp" "$out"
   echo "$h" > "$stamp"

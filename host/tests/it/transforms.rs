@@ -523,32 +523,35 @@ async fn guest_output_goes_to_the_log_tagged_with_the_module() {
     assert_eq!(host.stdout_lines().len(), 1);
 }
 
-/// The mask and identity examples of every language, on a real slot: same input, same
-/// output.
+/// The mask and identity examples of every language and of both the records world and the
+/// batch world (`*-batch`), on a real slot: same input, same output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mask_columns_in_every_language() {
     let db = users_db("tx_langs").await;
     let dir = tempfile::tempdir().unwrap();
     let mut hosts = Vec::new();
     for lang in ["rust", "js", "python", "c"] {
-        let d = dir.path().join(lang);
-        std::fs::create_dir_all(&d).unwrap();
-        let mut body = transform(
-            &format!("mask-{lang}"),
-            &guest(lang, "mask-columns"),
-            "timeout_ms = 5000\nmemory_mb = 256",
-            &[("columns", "email, phone"), ("tables", "public.users")],
-        );
-        // Each language's identity module too, chained after its mask.
-        body.push_str(&transform(
-            &format!("identity-{lang}"),
-            &guest(lang, "identity"),
-            "timeout_ms = 5000\nmemory_mb = 256",
-            &[],
-        ));
-        let slot = format!("s_tx_{lang}");
-        let cfg = pipeline(&d, &db, &slot, &body);
-        hosts.push((lang, start_host(&db, &cfg, &slot).await));
+        for world in ["", "-batch"] {
+            let name = format!("{lang}{world}");
+            let d = dir.path().join(&name);
+            std::fs::create_dir_all(&d).unwrap();
+            let mut body = transform(
+                &format!("mask-{name}"),
+                &guest(lang, &format!("mask-columns{world}")),
+                "timeout_ms = 5000\nmemory_mb = 256",
+                &[("columns", "email, phone"), ("tables", "public.users")],
+            );
+            // Each language's identity module too, chained after its mask.
+            body.push_str(&transform(
+                &format!("identity-{name}"),
+                &guest(lang, &format!("identity{world}")),
+                "timeout_ms = 5000\nmemory_mb = 256",
+                &[],
+            ));
+            let slot = format!("s_tx_{}", name.replace('-', "_"));
+            let cfg = pipeline(&d, &db, &slot, &body);
+            hosts.push((name, start_host(&db, &cfg, &slot).await));
+        }
     }
     db.exec(
         "ALTER TABLE users REPLICA IDENTITY FULL;
@@ -564,7 +567,7 @@ async fn mask_columns_in_every_language() {
             .wait_for_lines(5, WAIT)
             .await
             .unwrap_or_else(|e| panic!("{lang}: {e:#}\n{}", host.stderr_tail(30)));
-        outputs.push((*lang, lines));
+        outputs.push((lang.clone(), lines));
     }
     for (_, host) in &mut hosts {
         stop_clean(host).await;

@@ -55,7 +55,11 @@ impl Guest for BatchEdits {
             match k.as_str() {
                 "upper" => c.upper = Some(v),
                 "fail" if matches!(v.as_str(), "index" | "numeric" | "error") => c.fail = Some(v),
-                _ => return Err(format!("unknown config `{k} = {v}` (upper, fail = index|numeric|error)")),
+                _ => {
+                    return Err(format!(
+                        "unknown config `{k} = {v}` (upper, fail = index|numeric|error)"
+                    ))
+                }
             }
         }
         CONFIG.with(|cell| *cell.borrow_mut() = c);
@@ -93,7 +97,10 @@ impl Guest for BatchEdits {
                         changes.set(i, col, &v)?;
                         // An edit is seen by the next read.
                         assert_eq!(changes.get(i, col), Some(v.clone()));
-                        assert_eq!(changes.after(i).map(|row| row[col as usize].clone()), Some(v));
+                        assert_eq!(
+                            changes.after(i).map(|row| row[col as usize].clone()),
+                            Some(v)
+                        );
                     }
                     if let Some(v) = upper(changes.get_before(i, col)) {
                         changes.set_before(i, col, &v)?;

@@ -102,9 +102,8 @@ impl Config {
     /// The indexes of the masked columns of `r`; empty when its table does not match.
     fn masked(&self, r: &Relation) -> Vec<u32> {
         let table_ok = self.tables.as_ref().is_none_or(|ps| {
-            ps.iter().any(|(s, t)| {
-                s.as_deref().is_none_or(|s| glob(s, &r.schema)) && glob(t, &r.table)
-            })
+            ps.iter()
+                .any(|(s, t)| s.as_deref().is_none_or(|s| glob(s, &r.schema)) && glob(t, &r.table))
         });
         if !table_ok {
             return Vec::new();
@@ -137,9 +136,14 @@ impl Guest for MaskColumns {
     fn transform(changes: &Changes) -> Result<(), String> {
         CONFIG.with(|c| {
             let c = c.borrow();
-            let config = c.as_ref().ok_or("transform called before a successful init")?;
-            let masked: Vec<Vec<u32>> =
-                changes.relations().iter().map(|r| config.masked(r)).collect();
+            let config = c
+                .as_ref()
+                .ok_or("transform called before a successful init")?;
+            let masked: Vec<Vec<u32>> = changes
+                .relations()
+                .iter()
+                .map(|r| config.masked(r))
+                .collect();
             if masked.iter().all(Vec::is_empty) {
                 return Ok(());
             }

@@ -334,7 +334,11 @@ impl Changes {
                 };
                 let edited = self.edits[index as usize].as_ref().and_then(|e| {
                     let edits = if after { &e.after } else { &e.before };
-                    edits.iter().rev().find(|(c, _, _)| *c == column).map(|(_, v, _)| v)
+                    edits
+                        .iter()
+                        .rev()
+                        .find(|(c, _, _)| *c == column)
+                        .map(|(_, v, _)| v)
                 });
                 Ok(match edited.or(row.0.get(column as usize)) {
                     None | Some(Value::Null) => 1,
@@ -368,7 +372,11 @@ impl Changes {
         let mut converted = Vec::with_capacity(values.len());
         for (&index, v) in std::iter::repeat(&first)
             .take(usize::from(broadcast))
-            .chain(indexes.iter().take(if broadcast { 0 } else { indexes.len() }))
+            .chain(
+                indexes
+                    .iter()
+                    .take(if broadcast { 0 } else { indexes.len() }),
+            )
             .zip(values)
         {
             let col = match self.settable(index, column, after)? {

@@ -74,6 +74,13 @@ pub(crate) fn parse_object(
             // Columns: after's (plus unchanged TOAST ones), else before's.
             let mut names: Vec<(&str, &Json)> = match (after, before) {
                 (Some(a), _) => a.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+                // A key-only old row of a typed line: the table's columns are the recorded
+                // types' (a delete keeps its table's shape through a replay).
+                (None, Some(b)) if types.is_some_and(|t| t.len() > b.len()) => types
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, _)| (k.as_str(), b.get(k).unwrap_or(&Json::Null)))
+                    .collect(),
                 (None, Some(b)) => b.iter().map(|(k, v)| (k.as_str(), v)).collect(),
                 _ => Vec::new(),
             };
@@ -356,7 +363,8 @@ fn typed_value(ty: &TypeInfo, v: &Json) -> Result<Value, String> {
         return Ok(Value::Null);
     }
     let text = match (&ty.kind, v) {
-        (TypeKind::Json | TypeKind::Jsonb, v) => v.to_string(),
+        (TypeKind::Jsonb, v) => jsonb_text(v),
+        (TypeKind::Json, v) => v.to_string(),
         (TypeKind::Array(_), Json::Array(_)) => array_literal(v),
         (TypeKind::Timestamp | TypeKind::TimestampTz | TypeKind::Date, Json::String(s)) => {
             s.replacen('T', " ", 1)
@@ -366,6 +374,49 @@ fn typed_value(ty: &TypeInfo, v: &Json) -> Result<Value, String> {
         (_, other) => other.to_string(),
     };
     parse_text(ty, Bytes::from(text)).map_err(|e| format!("not a {}: {e}", ty.kind.name()))
+}
+
+/// A JSON value as `jsonb` prints it: `", "` between items, `": "` after keys (the
+/// recording holds the server's text, and its key order; a compact form would make a
+/// replay differ from the live line).
+fn jsonb_text(v: &Json) -> String {
+    struct Jsonb;
+    impl serde_json::ser::Formatter for Jsonb {
+        fn begin_array_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first {
+                Ok(())
+            } else {
+                w.write_all(b", ")
+            }
+        }
+        fn begin_object_key<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first {
+                Ok(())
+            } else {
+                w.write_all(b", ")
+            }
+        }
+        fn begin_object_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+        ) -> std::io::Result<()> {
+            w.write_all(b": ")
+        }
+    }
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, Jsonb);
+    match serde::Serialize::serialize(v, &mut ser) {
+        Ok(()) => String::from_utf8(out).unwrap_or_else(|_| v.to_string()),
+        Err(_) => v.to_string(),
+    }
 }
 
 /// A JSON array as a Postgres array literal (`{1,"a b",NULL,{2,3}}`).

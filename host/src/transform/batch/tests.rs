@@ -236,7 +236,10 @@ fn many_at_once_reads_and_sets_all_or_nothing() {
     let got = b.get_many(&[0, 1, 2, 3], 1, true).unwrap();
     assert_eq!(got.len(), 4);
     assert_eq!(wtext(got[0].clone()).as_deref(), Some("a"));
-    assert!(got[2].is_none() && got[3].is_none(), "a message and a delete: no new row");
+    assert!(
+        got[2].is_none() && got[3].is_none(),
+        "a message and a delete: no new row"
+    );
     // One value for all: a mask. Column 0 (int8) becomes text in both tables.
     b.set_many(&[0, 1], 0, vec![wit::Value::Text("***".into())], true)
         .unwrap()
@@ -263,16 +266,30 @@ fn many_at_once_reads_and_sets_all_or_nothing() {
         .unwrap()
         .unwrap_err();
     assert!(e.contains("3 values for 2 changes"), "{e}");
-    assert!(b.get_many(&[9], 0, true).is_err(), "an index out of range traps");
+    assert!(
+        b.get_many(&[9], 0, true).is_err(),
+        "an index out of range traps"
+    );
     // Kinds: a value, a value, none (a message), none (a delete); edits seen.
     assert_eq!(b.kinds(&[0, 1, 2, 3], 1, true).unwrap(), vec![3, 3, 0, 0]);
     b.set(0, 1, wit::Value::Null, true).unwrap().unwrap();
     assert_eq!(b.kinds(&[0, 3], 1, true).unwrap(), vec![1, 0]);
     assert_eq!(b.kinds(&[0, 3], 1, false).unwrap(), vec![0, 3]);
-    b.set(0, 1, wit::Value::Text("x".into()), true).unwrap().unwrap();
+    b.set(0, 1, wit::Value::Text("x".into()), true)
+        .unwrap()
+        .unwrap();
     let out = b.into_edited(&mut Shapes::default());
-    assert_eq!(out[0].after.as_ref().unwrap().0, vec![text("***"), text("x")]);
-    assert_eq!(out[1].after.as_ref().unwrap().0, vec![text("***"), text("y")]);
-    assert_eq!(out[0].table.as_ref().unwrap().columns[0].type_oid, oid::TEXT);
+    assert_eq!(
+        out[0].after.as_ref().unwrap().0,
+        vec![text("***"), text("x")]
+    );
+    assert_eq!(
+        out[1].after.as_ref().unwrap().0,
+        vec![text("***"), text("y")]
+    );
+    assert_eq!(
+        out[0].table.as_ref().unwrap().columns[0].type_oid,
+        oid::TEXT
+    );
     assert!(!Arc::ptr_eq(out[0].table.as_ref().unwrap(), &users));
 }

@@ -370,15 +370,12 @@ impl Changes {
         };
         // Convert (once for a single value), then check every change's column.
         let mut converted = Vec::with_capacity(values.len());
-        for (&index, v) in std::iter::repeat(&first)
-            .take(usize::from(broadcast))
-            .chain(
-                indexes
-                    .iter()
-                    .take(if broadcast { 0 } else { indexes.len() }),
-            )
-            .zip(values)
-        {
+        let targets: &[u32] = if broadcast {
+            std::slice::from_ref(&first)
+        } else {
+            indexes
+        };
+        for (&index, v) in targets.iter().zip(values) {
             let col = match self.settable(index, column, after)? {
                 Ok(col) => col,
                 Err(e) => return Ok(Err(e)),

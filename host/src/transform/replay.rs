@@ -381,28 +381,27 @@ fn typed_value(ty: &TypeInfo, v: &Json) -> Result<Value, String> {
 /// replay differ from the live line).
 fn jsonb_text(v: &Json) -> String {
     struct Jsonb;
+    fn comma<W: ?Sized + std::io::Write>(w: &mut W, first: bool) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
     impl serde_json::ser::Formatter for Jsonb {
         fn begin_array_value<W: ?Sized + std::io::Write>(
             &mut self,
             w: &mut W,
             first: bool,
         ) -> std::io::Result<()> {
-            if first {
-                Ok(())
-            } else {
-                w.write_all(b", ")
-            }
+            comma(w, first)
         }
         fn begin_object_key<W: ?Sized + std::io::Write>(
             &mut self,
             w: &mut W,
             first: bool,
         ) -> std::io::Result<()> {
-            if first {
-                Ok(())
-            } else {
-                w.write_all(b", ")
-            }
+            comma(w, first)
         }
         fn begin_object_value<W: ?Sized + std::io::Write>(
             &mut self,
@@ -504,6 +503,18 @@ fn json_value(v: &Json) -> Result<Value, String> {
 mod tests {
     use super::*;
     use crate::encode::json::write_change;
+
+    /// jsonb as the server prints it: the live line and its replay stay byte-identical.
+    #[test]
+    fn jsonb_is_printed_with_the_servers_separators() {
+        let v: Json =
+            serde_json::from_str(r#"{"a":null,"b":[1,2.50,{"c":"x, y"}],"d":{}}"#).unwrap();
+        assert_eq!(
+            jsonb_text(&v),
+            r#"{"a": null, "b": [1, 2.50, {"c": "x, y"}], "d": {}}"#
+        );
+        assert_eq!(jsonb_text(&Json::from(7)), "7");
+    }
 
     #[test]
     fn native_json_round_trips_for_inferable_types() {

@@ -239,7 +239,7 @@ fn cases() -> Vec<Case> {
         nats_url("NATS url: bad port in a list", "nats://127.0.0.1:4222, nats://127.0.0.1:x",
             "sinks.url: invalid URL: the port must be a number from 1 to 65535"),
         case("unknown format", format!("{HEAD}[[sinks]]\nformat = \"avro\"\ntype = \"stdout\"\n"), (6, 10),
-            "sinks.format: unknown variant `avro`, expected `json` or `debezium`"),
+            "sinks.format: unknown variant `avro`, expected one of `json`, `debezium`, `json-typed`"),
         case("unknown batch", format!("{HEAD}[[sinks]]\ntype = \"http\"\nurl = \"http://127.0.0.1/cdc\"\nbatch = \"lines\"\n"), (8, 9),
             "sinks.batch: unknown variant `lines`, expected one of `ndjson`, `array`, `none`"),
         case("unknown sink type", format!("{HEAD}[[sinks]]\ntype = \"kafka\"\n"), (6, 8),

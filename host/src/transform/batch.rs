@@ -181,38 +181,30 @@ impl Changes {
         })
     }
 
-    /// One value of a row image, edits seen.
-    fn value(&self, index: u32, column: u32, after: bool) -> wasmtime::Result<Option<wit::Value>> {
+    /// One value of a row image, edits seen; `None` when the change has no such row
+    /// (or no table).
+    fn current(&self, index: u32, column: u32, after: bool) -> wasmtime::Result<Option<&Value>> {
         if self.column(index, column)?.is_none() {
             return Ok(None);
         }
-        let c = &self.changes[index as usize];
-        let row = if after {
-            c.after.as_ref()
-        } else {
-            c.before.as_ref().map(|(_, r)| r)
-        };
-        let Some(row) = row else {
+        let Some(row) = image(&self.changes[index as usize], after) else {
             return Ok(None);
         };
-        if let Some(edit) = &self.edits[index as usize] {
-            let edits = if after { &edit.after } else { &edit.before };
-            if let Some((_, v, _)) = edits.iter().rev().find(|(c, _, _)| *c == column) {
-                return Ok(Some(value_to_wit(v)));
-            }
-        }
-        Ok(row.0.get(column as usize).map(value_to_wit))
+        let edited = self.edits[index as usize].as_ref().and_then(|e| {
+            let edits = if after { &e.after } else { &e.before };
+            edits.iter().rev().find(|(c, _, _)| *c == column)
+        });
+        Ok(edited.map(|(_, v, _)| v).or(row.0.get(column as usize)))
+    }
+
+    /// [`Changes::current`] as the guest gets it.
+    fn value(&self, index: u32, column: u32, after: bool) -> wasmtime::Result<Option<wit::Value>> {
+        Ok(self.current(index, column, after)?.map(value_to_wit))
     }
 
     /// A whole row image, edits seen.
     fn row(&self, index: u32, after: bool) -> wasmtime::Result<Option<Vec<wit::Value>>> {
-        let c = self.change(index)?;
-        let row: Option<&Row> = if after {
-            c.after.as_ref()
-        } else {
-            c.before.as_ref().map(|(_, r)| r)
-        };
-        let Some(row) = row else {
+        let Some(row) = image(self.change(index)?, after) else {
             return Ok(None);
         };
         let mut values: Vec<wit::Value> = row.0.iter().map(value_to_wit).collect();
@@ -239,12 +231,7 @@ impl Changes {
             )));
         };
         let c = &self.changes[index as usize];
-        let has_row = if after {
-            c.after.is_some()
-        } else {
-            c.before.is_some()
-        };
-        if !has_row {
+        if image(c, after).is_none() {
             return Ok(Err(format!(
                 "change {index} (a {}) has no {} row",
                 c.op.as_str(),
@@ -320,30 +307,13 @@ impl Changes {
         indexes
             .iter()
             .map(|&index| {
-                if self.column(index, column)?.is_none() {
-                    return Ok(0);
-                }
-                let c = &self.changes[index as usize];
-                let row = if after {
-                    c.after.as_ref()
-                } else {
-                    c.before.as_ref().map(|(_, r)| r)
-                };
-                let Some(row) = row else {
+                let Some(value) = self.current(index, column, after)? else {
                     return Ok(0);
                 };
-                let edited = self.edits[index as usize].as_ref().and_then(|e| {
-                    let edits = if after { &e.after } else { &e.before };
-                    edits
-                        .iter()
-                        .rev()
-                        .find(|(c, _, _)| *c == column)
-                        .map(|(_, v, _)| v)
-                });
-                Ok(match edited.or(row.0.get(column as usize)) {
-                    None | Some(Value::Null) => 1,
-                    Some(Value::UnchangedToast) => 2,
-                    Some(_) => 3,
+                Ok(match value {
+                    Value::Null => 1,
+                    Value::UnchangedToast => 2,
+                    _ => 3,
                 })
             })
             .collect()
@@ -746,6 +716,15 @@ impl api::HostChanges for HostState {
 }
 
 impl api::Host for HostState {}
+
+/// The new (`after`) or old row image of a change.
+fn image(c: &Change, after: bool) -> Option<&Row> {
+    if after {
+        c.after.as_ref()
+    } else {
+        c.before.as_ref().map(|(_, r)| r)
+    }
+}
 
 fn wit_op(op: Op) -> wit::Op {
     match op {

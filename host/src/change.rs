@@ -179,7 +179,9 @@ impl ChangeId {
     /// The id's text, as `to_string()` gives it, without the formatting machinery (one per
     /// encoded change).
     pub fn to_text(&self) -> String {
-        let mut out = Vec::with_capacity(if self.split > 0 { 36 } else { 25 });
+        // A read's id is 42 bytes, a stream change's 25; a split suffix at most 11 more.
+        let base = if self.read.is_some() { 42 } else { 25 };
+        let mut out = Vec::with_capacity(base + if self.split > 0 { 11 } else { 0 });
         self.write_text(&mut out);
         String::from_utf8(out).unwrap_or_default()
     }

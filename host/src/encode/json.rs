@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::io::Write;
+use std::sync::Arc;
 
 use crate::change::{Before, Change, Row, Table};
 use crate::value::{write_json, write_json_str, Value};
@@ -25,17 +26,17 @@ pub(crate) fn write_change_as(c: &Change, out: &mut Vec<u8>, value: fn(&Value, &
     c.id().write_text(out);
     out.extend_from_slice(b"\",\"op\":\"");
     out.extend_from_slice(c.op.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"schema\":");
+    out.extend_from_slice(b"\",");
     match &c.table {
-        Some(t) => {
-            write_json_str(&t.schema, out);
-            out.extend_from_slice(b",\"table\":");
-            write_json_str(&t.name, out);
+        Some(t) => with_names(t, |names| {
+            out.extend_from_slice(&names.head);
+            write_images_named(c, names, out, value);
+        }),
+        None => {
+            out.extend_from_slice(b"\"schema\":null,\"table\":null,");
+            write_images_named(c, &Names::NONE, out, value);
         }
-        None => out.extend_from_slice(b"null,\"table\":null"),
     }
-    out.push(b',');
-    write_images_as(c, out, value);
     out.extend_from_slice(b",\"lsn\":\"");
     c.lsn.write_text(out);
     out.extend_from_slice(b"\",\"commit_lsn\":\"");
@@ -129,18 +130,109 @@ fn write_routing(r: &crate::change::Routing, out: &mut Vec<u8>) {
 
 /// `"before":…,"after":…` — the row images, shared by every format.
 pub(crate) fn write_images(c: &Change, out: &mut Vec<u8>) {
-    write_images_as(c, out, write_json)
+    match &c.table {
+        Some(t) => with_names(t, |names| write_images_named(c, names, out, write_json)),
+        None => write_images_named(c, &Names::NONE, out, write_json),
+    }
 }
 
-fn write_images_as(c: &Change, out: &mut Vec<u8>, value: fn(&Value, &mut Vec<u8>)) {
+/// The JSON of a table's names, escaped once per table instead of once per change (a
+/// snapshot writes the same names for every row): `"schema":…,"table":…,` and each
+/// column's `"name":`.
+struct Names {
+    /// Held, so the table's address (what [`with_names`] compares) is not reused while the
+    /// names are cached.
+    table: Option<Arc<Table>>,
+    head: Vec<u8>,
+    /// Every column's `"name":`, one after another; `ends[i]` is where column `i`'s ends.
+    keys: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Names {
+    /// For a change without a table (no rows either).
+    const NONE: Names = Names {
+        table: None,
+        head: Vec::new(),
+        keys: Vec::new(),
+        ends: Vec::new(),
+    };
+
+    fn of(t: &Arc<Table>) -> Names {
+        let mut head = b"\"schema\":".to_vec();
+        write_json_str(&t.schema, &mut head);
+        head.extend_from_slice(b",\"table\":");
+        write_json_str(&t.name, &mut head);
+        head.push(b',');
+        let mut keys = Vec::new();
+        let mut ends = Vec::with_capacity(t.columns.len());
+        for col in &t.columns {
+            write_json_str(&col.name, &mut keys);
+            keys.push(b':');
+            ends.push(keys.len());
+        }
+        Names {
+            table: Some(Arc::clone(t)),
+            head,
+            keys,
+            ends,
+        }
+    }
+
+    /// Column `i`'s `"name":`.
+    fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.keys[start..self.ends[i]]
+    }
+}
+
+/// Tables whose names are cached per thread: more than a pipeline interleaves in a batch
+/// as a rule; past that, the oldest entry is replaced.
+const NAMES_CACHED: usize = 16;
+
+thread_local! {
+    static NAMES: RefCell<(Vec<Names>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+}
+
+/// Runs `f` with `t`'s cached [`Names`] (made on first use).
+fn with_names<R>(t: &Arc<Table>, f: impl FnOnce(&Names) -> R) -> R {
+    NAMES.with_borrow_mut(|(cache, next)| {
+        let found = cache
+            .iter()
+            .position(|n| n.table.as_ref().is_some_and(|c| Arc::ptr_eq(c, t)));
+        let i = match found {
+            Some(i) => i,
+            None if cache.len() < NAMES_CACHED => {
+                cache.push(Names::of(t));
+                cache.len() - 1
+            }
+            None => {
+                let i = *next;
+                *next = (i + 1) % NAMES_CACHED;
+                cache[i] = Names::of(t);
+                i
+            }
+        };
+        f(&cache[i])
+    })
+}
+
+fn write_images_named(
+    c: &Change,
+    names: &Names,
+    out: &mut Vec<u8>,
+    value: fn(&Value, &mut Vec<u8>),
+) {
     out.extend_from_slice(b"\"before\":");
-    match (&c.before, &c.table) {
-        (Some((kind, row)), Some(t)) => write_row(t, row, *kind == Before::Key, out, value),
+    match &c.before {
+        Some((kind, row)) if names.table.is_some() => {
+            write_row(names, row, *kind == Before::Key, out, value)
+        }
         _ => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"after\":");
-    match (&c.after, &c.table) {
-        (Some(row), Some(t)) => write_row(t, row, false, out, value),
+    match &c.after {
+        Some(row) if names.table.is_some() => write_row(names, row, false, out, value),
         _ => out.extend_from_slice(b"null"),
     }
 }
@@ -148,15 +240,18 @@ fn write_images_as(c: &Change, out: &mut Vec<u8>, value: fn(&Value, &mut Vec<u8>
 /// A row as an object keyed by column name. Unchanged TOAST columns are left out (they are
 /// listed in `unchanged_toast`); with `key_only`, only replica-identity columns appear.
 fn write_row(
-    table: &Table,
+    names: &Names,
     row: &Row,
     key_only: bool,
     out: &mut Vec<u8>,
     write_value: fn(&Value, &mut Vec<u8>),
 ) {
+    let Some(table) = &names.table else {
+        return out.extend_from_slice(b"null");
+    };
     out.push(b'{');
     let mut first = true;
-    for (col, value) in table.columns.iter().zip(&row.0) {
+    for (i, (col, value)) in table.columns.iter().zip(&row.0).enumerate() {
         if (key_only && !col.is_key) || matches!(value, Value::UnchangedToast) {
             continue;
         }
@@ -164,8 +259,7 @@ fn write_row(
             out.push(b',');
         }
         first = false;
-        write_json_str(&col.name, out);
-        out.push(b':');
+        out.extend_from_slice(names.key(i));
         write_value(value, out);
     }
     out.push(b'}');
@@ -187,4 +281,90 @@ fn write_unchanged_toast(table: &Table, row: &Row, out: &mut Vec<u8>) {
         write_json_str(&col.name, out);
     }
     out.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{Column, Op};
+    use crate::lsn::Lsn;
+    use crate::pgoutput::ReplicaIdentity;
+    use crate::value::{builtin_type, oid};
+
+    fn table(id: u32, name: &str, columns: &[&str]) -> Arc<Table> {
+        Arc::new(Table {
+            id,
+            schema: "s\"q".into(),
+            name: name.into(),
+            replica_identity: ReplicaIdentity::Default,
+            columns: columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Column {
+                    name: (*c).into(),
+                    type_oid: oid::INT4,
+                    type_info: builtin_type(oid::INT4).unwrap(),
+                    is_key: i == 0,
+                })
+                .collect(),
+        })
+    }
+
+    fn update(t: &Arc<Table>, values: &[i32]) -> Change {
+        let row = Row(values.iter().map(|v| Value::Int4(*v)).collect());
+        Change {
+            op: Op::Update,
+            commit_lsn: Lsn(16),
+            ordinal: 0,
+            lsn: Lsn(8),
+            xid: 7,
+            commit_ts: 0,
+            table: Some(Arc::clone(t)),
+            before: Some((Before::Key, row.clone())),
+            after: Some(row),
+            truncate: None,
+            message: None,
+            split: 0,
+            routing: None,
+            read: None,
+            origin: None,
+        }
+    }
+
+    /// The images as serde_json writes them (its escapes agree with Postgres' for these
+    /// names): what the cached names must add up to.
+    fn images(t: &Table, values: &[i32]) -> serde_json::Value {
+        let obj = |key_only: bool| {
+            let mut m = serde_json::Map::new();
+            for (c, v) in t.columns.iter().zip(values) {
+                if !key_only || c.is_key {
+                    m.insert(c.name.to_string(), (*v).into());
+                }
+            }
+            serde_json::Value::Object(m)
+        };
+        serde_json::json!({"schema": *t.schema, "table": *t.name, "before": obj(true), "after": obj(false)})
+    }
+
+    /// Tables interleaved, more than the cache holds, and a table replaced by a new
+    /// description (new address, new columns): every change carries its own table's names.
+    #[test]
+    fn cached_names_follow_each_changes_table() {
+        let mut tables: Vec<Arc<Table>> = (0..NAMES_CACHED as u32 + 3)
+            .map(|i| table(i, &format!("t{i}\n"), &["id", &format!("c\"{i}"), "é"]))
+            .collect();
+        for round in 0..3 {
+            for (i, t) in tables.iter().enumerate() {
+                let values = [i as i32, round, -1];
+                let mut out = Vec::new();
+                write_change(&update(t, &values), &mut out);
+                let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
+                let want = images(t, &values);
+                for key in ["schema", "table", "before", "after"] {
+                    assert_eq!(got[key], want[key], "{key} of table {i}, round {round}");
+                }
+            }
+            tables[0] = table(0, "renamed", &["k", "v", "w"]);
+        }
+    }
 }

@@ -3,6 +3,7 @@
 pub mod debezium;
 pub mod json;
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use cdc_sinks::{EncodedBatch, Message};
 
 use crate::change::Change;
 use crate::config::Format;
+use crate::lsn::Lsn;
 
 /// What encoders need beyond the change itself.
 #[derive(Debug, Clone)]
@@ -20,6 +22,19 @@ pub struct EncodeContext {
     pub server_name: Arc<str>,
 }
 
+thread_local! {
+    /// Encoded bytes per change to reserve, per format (see [`encode_batch`]).
+    static BYTES_PER_CHANGE: [Cell<usize>; 3] = const { [Cell::new(256), Cell::new(256), Cell::new(256)] };
+}
+
+fn slot(format: Format) -> usize {
+    match format {
+        Format::Json => 0,
+        Format::Debezium => 1,
+        Format::JsonTyped => 2,
+    }
+}
+
 /// Encodes every change into one contiguous buffer; each message's payload is a slice of
 /// it, so a batch costs one large allocation rather than one per change.
 pub fn encode_batch(
@@ -28,7 +43,11 @@ pub fn encode_batch(
     format: Format,
     ctx: &EncodeContext,
 ) -> EncodedBatch {
-    let mut buf = Vec::with_capacity(changes.len() * 256);
+    // Room for the whole batch at the size the last batch of this format took per change
+    // (256 B at first): growing a buffer of megabytes by doubling copies it, and touches
+    // fresh pages twice.
+    let per_change = BYTES_PER_CHANGE.with(|b| b[slot(format)].get());
+    let mut buf = Vec::with_capacity(changes.len() * per_change + per_change);
     let mut ends = Vec::with_capacity(changes.len());
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -41,8 +60,16 @@ pub fn encode_batch(
         }
         ends.push(buf.len());
     }
+    if let Some(avg) = buf.len().checked_div(changes.len()) {
+        // A little over the average: a batch of slightly wider rows still fits.
+        BYTES_PER_CHANGE.with(|b| b[slot(format)].set((avg + avg / 8).clamp(64, 1 << 16)));
+    }
     let buf = Bytes::from(buf);
     let mut start = 0;
+    // Neighbouring changes share their LSNs (a transaction's commit LSN; a snapshot
+    // chunk's reads share both): the previous text is copied rather than formatted again.
+    let mut lsn_text = LsnText::default();
+    let mut commit_lsn_text = LsnText::default();
     let messages = changes
         .iter()
         .zip(ends)
@@ -54,8 +81,8 @@ pub fn encode_batch(
                 schema: c.table.as_ref().map(|t| Arc::clone(&t.schema)),
                 table: c.table.as_ref().map(|t| Arc::clone(&t.name)),
                 op: c.op.as_str(),
-                lsn: c.lsn.to_text(),
-                commit_lsn: c.commit_lsn.to_text(),
+                lsn: lsn_text.of(c.lsn),
+                commit_lsn: commit_lsn_text.of(c.commit_lsn),
                 route: c.routing.as_ref().and_then(|r| r.route.clone()),
                 headers: c
                     .routing
@@ -70,5 +97,22 @@ pub fn encode_batch(
         seq,
         messages,
         continues: false,
+    }
+}
+
+/// The last LSN formatted, and its text.
+#[derive(Default)]
+struct LsnText(Option<(Lsn, String)>);
+
+impl LsnText {
+    fn of(&mut self, lsn: Lsn) -> String {
+        match &self.0 {
+            Some((last, text)) if *last == lsn => text.clone(),
+            _ => {
+                let text = lsn.to_text();
+                self.0 = Some((lsn, text.clone()));
+                text
+            }
+        }
     }
 }

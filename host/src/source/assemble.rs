@@ -230,6 +230,9 @@ impl Assembler {
         };
         let n = rows.len();
         self.pending.bytes += bytes;
+        // A chunk is far more than `Pending::push` grows by: room for all of it at once
+        // (growing a vector of tens of thousands of changes copies it every doubling).
+        self.pending.changes.reserve(n);
         for (key, row) in rows {
             let ordinal = txn.next_ordinal;
             txn.next_ordinal += 1;

@@ -199,45 +199,75 @@ fn numeric(s: &[u8]) -> Result<Numeric, Reason> {
     if body.len() != ndigits as usize * 2 {
         return Err("numeric digits do not match ndigits");
     }
-    let digits: Vec<u16> = body
+    if body
         .chunks_exact(2)
-        .map(|d| u16::from_be_bytes([d[0], d[1]]))
-        .collect();
-    if digits.iter().any(|d| *d > 9999) {
+        .any(|d| u16::from_be_bytes([d[0], d[1]]) > 9999)
+    {
         return Err("numeric digit out of range");
     }
     let digit = |i: i32| -> u16 {
         usize::try_from(i)
             .ok()
-            .and_then(|i| digits.get(i).copied())
-            .unwrap_or(0)
+            .and_then(|i| body.get(2 * i..2 * i + 2))
+            .map_or(0, |d| u16::from_be_bytes([d[0], d[1]]))
     };
-    let mut out = String::new();
+    // The exact length first: one allocation of the final size, which `Bytes` then takes
+    // over as it is (a buffer with spare capacity would cost it a second allocation).
+    // A snapshot of a table with numeric columns types one of these per row and column.
+    let first = digit(0);
+    let int_len = if weight < 0 {
+        1
+    } else {
+        group_width(first) + 4 * weight as usize
+    };
+    let len =
+        usize::from(sign == 0x4000) + int_len + if dscale > 0 { 1 + dscale as usize } else { 0 };
+    let mut out = Vec::with_capacity(len);
     if sign == 0x4000 {
-        out.push('-');
+        out.push(b'-');
     }
     if weight < 0 {
-        out.push('0');
+        out.push(b'0');
     } else {
-        for i in 0..=weight {
-            if i == 0 {
-                let _ = write!(out, "{}", digit(i));
-            } else {
-                let _ = write!(out, "{:04}", digit(i));
-            }
+        let g = group(first);
+        out.extend_from_slice(&g[4 - group_width(first)..]);
+        for i in 1..=weight {
+            out.extend_from_slice(&group(digit(i)));
         }
     }
     if dscale > 0 {
-        out.push('.');
-        let start = out.len();
+        out.push(b'.');
+        let mut left = dscale as usize;
         let mut i = weight + 1;
-        while out.len() - start < dscale as usize {
-            let _ = write!(out, "{:04}", digit(i));
+        while left > 0 {
+            let n = left.min(4);
+            out.extend_from_slice(&group(digit(i))[..n]);
+            left -= n;
             i += 1;
         }
-        out.truncate(start + dscale as usize);
     }
+    debug_assert_eq!(out.len(), len);
     Ok(Numeric::Finite(Bytes::from(out)))
+}
+
+/// A base-10000 digit as its four decimal digits.
+fn group(d: u16) -> [u8; 4] {
+    [
+        b'0' + (d / 1000) as u8,
+        b'0' + (d / 100 % 10) as u8,
+        b'0' + (d / 10 % 10) as u8,
+        b'0' + (d % 10) as u8,
+    ]
+}
+
+/// How many decimal digits `d` prints without padding (`0` prints one).
+fn group_width(d: u16) -> usize {
+    match d {
+        1000.. => 4,
+        100.. => 3,
+        10.. => 2,
+        _ => 1,
+    }
 }
 
 /// `array_send`: `ndim`, a has-nulls flag, the element type, `ndim` × (length, lower

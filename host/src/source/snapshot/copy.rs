@@ -51,11 +51,7 @@ impl BinaryCopy {
     /// NULL), ranges of `msg`. Ranges rather than slices: a slice of `msg` is a reference
     /// count shared with the connection's read buffer (many rows, and dropped by another
     /// thread), so only the values that keep their bytes take one (see `typed_binary_row`).
-    pub fn rows(
-        &mut self,
-        msg: &Bytes,
-        out: &mut Vec<Vec<Option<Range<usize>>>>,
-    ) -> Result<(), CopyError> {
+    pub fn rows(&mut self, msg: &Bytes, out: &mut Tuples) -> Result<(), CopyError> {
         let mut pos = 0;
         if !self.header_seen {
             let head = msg.get(..19).ok_or(CopyError::Binary("header cut short"))?;
@@ -84,7 +80,8 @@ impl BinaryCopy {
             }
             let count =
                 usize::try_from(count).map_err(|_| CopyError::Binary("negative field count"))?;
-            let mut fields = Vec::with_capacity(count);
+            let fields = &mut out.fields;
+            fields.reserve(count);
             for _ in 0..count {
                 let len = msg
                     .get(pos..pos + 4)
@@ -103,21 +100,47 @@ impl BinaryCopy {
                 fields.push(Some(pos..end));
                 pos = end;
             }
-            out.push(fields);
+            out.ends.push(out.fields.len());
         }
         Ok(())
     }
 }
 
+/// The rows [`BinaryCopy::rows`] split a message into: every row's fields in one vector
+/// (not a vector per row: one allocation per row less, reused from message to message).
+#[derive(Debug, Default)]
+pub struct Tuples {
+    fields: Vec<Option<Range<usize>>>,
+    /// Where each row's fields end in `fields`.
+    ends: Vec<usize>,
+}
+
+impl Tuples {
+    pub fn clear(&mut self) {
+        self.fields.clear();
+        self.ends.clear();
+    }
+
+    /// Each row's fields, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[Option<Range<usize>>]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let row = &self.fields[start..end];
+            start = end;
+            row
+        })
+    }
+}
+
 /// Types one binary COPY row against `table`'s columns: the columns' values in their send
 /// formats, then the key columns again as text (`key::text`: the next chunk's lower bound
-/// is written as text literals), which are returned alongside.
+/// is written as text literals; see [`binary_key_text`]).
 pub fn typed_binary_row(
     table: &Table,
     key_count: usize,
     msg: &Bytes,
     raw: &[Option<Range<usize>>],
-) -> Result<(Row, Vec<Option<Bytes>>), CopyError> {
+) -> Result<Row, CopyError> {
     if raw.len() != table.columns.len() + key_count {
         return Err(CopyError::Width {
             table: format!("{}.{}", table.schema, table.name),
@@ -125,11 +148,7 @@ pub fn typed_binary_row(
             want: table.columns.len(),
         });
     }
-    let (values, keys) = raw.split_at(table.columns.len());
-    let key_text = keys
-        .iter()
-        .map(|k| k.clone().map(|r| msg.slice(r)))
-        .collect();
+    let values = &raw[..table.columns.len()];
     let mut row = Vec::with_capacity(values.len());
     for (f, col) in values.iter().zip(&table.columns) {
         row.push(match f {
@@ -142,7 +161,22 @@ pub fn typed_binary_row(
             }
         });
     }
-    Ok((Row(row), key_text))
+    Ok(Row(row))
+}
+
+/// The key columns' text of a binary COPY row [`typed_binary_row`] accepted. Only a
+/// chunk's last row needs it (the next chunk's lower bound), so it is taken once per
+/// message, not per row: each slice is a reference count on the connection's buffer.
+pub fn binary_key_text(
+    table: &Table,
+    msg: &Bytes,
+    raw: &[Option<Range<usize>>],
+) -> Vec<Option<Bytes>> {
+    raw.get(table.columns.len()..)
+        .unwrap_or_default()
+        .iter()
+        .map(|k| k.clone().map(|r| msg.slice(r)))
+        .collect()
 }
 
 /// The row of `raw` fields (`None`: NULL), each parsed as its column's type by `parse`.
@@ -298,11 +332,11 @@ mod tests {
         let mut out = Vec::new();
         for m in [&first, &second, &trailer] {
             let msg = Bytes::copy_from_slice(m);
-            let mut rows = Vec::new();
+            let mut rows = Tuples::default();
             c.rows(&msg, &mut rows).unwrap();
-            out.extend(rows.into_iter().map(|r| {
-                r.into_iter()
-                    .map(|f| f.map(|r| msg.slice(r)))
+            out.extend(rows.iter().map(|r| {
+                r.iter()
+                    .map(|f| f.clone().map(|r| msg.slice(r)))
                     .collect::<Vec<_>>()
             }));
         }
@@ -316,17 +350,17 @@ mod tests {
         );
         // After the trailer nothing may follow.
         assert!(c
-            .rows(&Bytes::from(second.clone()), &mut Vec::new())
+            .rows(&Bytes::from(second.clone()), &mut Tuples::default())
             .is_err());
         // Header and trailer in one message: an empty result.
         let mut empty = SIGNATURE.to_vec();
         empty.extend_from_slice(&[0; 8]);
         empty.extend_from_slice(&trailer);
-        let mut out = Vec::new();
+        let mut out = Tuples::default();
         BinaryCopy::default()
             .rows(&Bytes::from(empty), &mut out)
             .unwrap();
-        assert!(out.is_empty());
+        assert_eq!(out.iter().count(), 0);
     }
 
     #[test]
@@ -335,12 +369,12 @@ mod tests {
         msg.extend_from_slice(&[0; 8]);
         msg.extend_from_slice(&binary_row(&[Some(b"abc"), None]));
         for cut in 0..msg.len() {
-            let mut out = Vec::new();
+            let mut out = Tuples::default();
             let r = BinaryCopy::default().rows(&Bytes::copy_from_slice(&msg[..cut]), &mut out);
             // Cut exactly after the header is a valid (empty) message; anything else errs.
             assert_eq!(r.is_ok(), cut == 19, "cut at {cut}");
         }
-        let mut out = Vec::new();
+        let mut out = Tuples::default();
         assert!(BinaryCopy::default()
             .rows(&Bytes::from_static(b"1\tabc\n"), &mut out)
             .is_err());

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio_postgres::SimpleQueryMessage;
 
 use super::catalog::{self, CatalogError, Described};
-use super::copy::{typed_binary_row, typed_row, BinaryCopy, CopyError};
+use super::copy::{binary_key_text, typed_binary_row, typed_row, BinaryCopy, CopyError, Tuples};
 use super::key::key_hash;
 use super::state::{self, Job};
 use super::{Chunk, Delivered, Event, Link, Watermark, STATE_SCHEMA, WATERMARK_PREFIX};
@@ -626,33 +626,48 @@ impl Worker {
         pin_mut!(stream);
         let mut scratch = Vec::new();
         let mut binary = desc.binary.then(BinaryCopy::default);
-        let mut tuples = Vec::new();
+        let mut tuples = Tuples::default();
         // COPY bytes received so far; past the cap the chunk ends at the rows it has (they
         // are all from this chunk's window, and the next chunk starts after the last).
         let received = std::sync::atomic::AtomicUsize::new(0);
         let cap = self.setup.chunk_bytes();
-        let mut take = |r: Result<_, CopyError>| -> Result<(), String> {
+        // `true` when the row joined the chunk.
+        let mut take = |r: Result<_, CopyError>| -> Result<bool, String> {
             if rows.len() == limit || (received.load(Ordering::Relaxed) > cap && !rows.is_empty()) {
                 more = true; // the one extra row: not delivered, the next chunk starts at it
-                return Ok(());
+                return Ok(false);
             }
-            let (row, key_text) = r.map_err(|e| format!("{table}: {e}"))?;
+            let row = r.map_err(|e| format!("{table}: {e}"))?;
             let h = key_hash(&desc.table, &desc.key, &row, &mut scratch)
                 .ok_or_else(|| format!("{table}: a key value is missing"))?;
             rows.push((h, row));
-            last_key = key_text;
-            Ok(())
+            Ok(true)
         };
         while let Some(msg) = stream.try_next().await.map_err(|e| db_message(table, &e))? {
             bytes += msg.len();
             received.store(bytes, Ordering::Relaxed);
             match &mut binary {
-                None => take(typed_row(&desc.table, &desc.key, &msg))?,
+                None => {
+                    let (row, key_text) = match typed_row(&desc.table, &desc.key, &msg) {
+                        Ok((row, key_text)) => (Ok(row), key_text),
+                        Err(e) => (Err(e), Vec::new()),
+                    };
+                    if take(row)? {
+                        last_key = key_text;
+                    }
+                }
                 Some(b) => {
+                    tuples.clear();
                     b.rows(&msg, &mut tuples)
                         .map_err(|e| format!("{table}: {e}"))?;
-                    for t in tuples.drain(..) {
-                        take(typed_binary_row(&desc.table, desc.key.len(), &msg, &t))?;
+                    let mut taken = None;
+                    for t in tuples.iter() {
+                        if take(typed_binary_row(&desc.table, desc.key.len(), &msg, t))? {
+                            taken = Some(t);
+                        }
+                    }
+                    if let Some(t) = taken {
+                        last_key = binary_key_text(&desc.table, &msg, t);
                     }
                 }
             }

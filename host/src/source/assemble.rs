@@ -169,6 +169,24 @@ pub(super) struct Assembler {
     pending: Pending,
     /// Snapshot chunks being reconciled against the stream.
     windows: Windows,
+    /// A chunk's reads not yet in `pending` (see [`Assembler::push_reads`]).
+    reads_left: Option<ReadsLeft>,
+}
+
+/// The reads of a chunk still to join the open transaction: they go into `pending` as
+/// batches are handed over, so a chunk of tens of thousands of rows travels in batches of
+/// `max_changes` like any large transaction. (As one batch, every chunk took fresh
+/// megabytes for its changes, its encoding and its messages: page faults, and more memory
+/// at once than `max_changes` promises.)
+#[derive(Debug)]
+struct ReadsLeft {
+    table: Arc<Table>,
+    snapshot: u32,
+    rows: std::vec::IntoIter<(u128, Row)>,
+    last: Option<u128>,
+    lsn: Lsn,
+    /// The chunk's COPY bytes spread over its rows (the values point into them).
+    row_bytes: usize,
 }
 
 impl Assembler {
@@ -184,6 +202,7 @@ impl Assembler {
             txn: None,
             pending: Pending::default(),
             windows: Windows::default(),
+            reads_left: None,
         }
     }
 
@@ -225,26 +244,52 @@ impl Assembler {
         lsn: Lsn,
         bytes: usize,
     ) -> usize {
-        let Some(txn) = self.txn.as_mut() else {
+        if self.txn.is_none() || rows.is_empty() {
             return 0;
-        };
+        }
+        // Another chunk's reads still waiting (not expected: the stream loop hands batches
+        // over until none are left before it reads on) go first, whatever the limits.
+        self.fill_reads(true);
         let n = rows.len();
-        self.pending.bytes += bytes;
-        // A chunk is far more than `Pending::push` grows by: room for all of it at once
-        // (growing a vector of tens of thousands of changes copies it every doubling).
-        self.pending.changes.reserve(n);
-        for (key, row) in rows {
+        self.pending
+            .changes
+            .reserve(n.min(self.limits.max_changes.max(1)));
+        self.reads_left = Some(ReadsLeft {
+            table: Arc::clone(table),
+            snapshot,
+            rows: rows.into_iter(),
+            last,
+            lsn,
+            row_bytes: bytes / n,
+        });
+        self.fill_reads(false);
+        n
+    }
+
+    /// Moves waiting reads into `pending` until it is full (or all of them when `all`).
+    fn fill_reads(&mut self, all: bool) {
+        let Some(left) = self.reads_left.as_mut() else {
+            return;
+        };
+        let Some(txn) = self.txn.as_mut() else {
+            self.reads_left = None;
+            return;
+        };
+        while all || !self.pending.is_full(&self.limits) {
+            let Some((key, row)) = left.rows.next() else {
+                break;
+            };
             let ordinal = txn.next_ordinal;
             txn.next_ordinal += 1;
-            self.pending.bytes += CHANGE_OVERHEAD + row.0.len() * VALUE_OVERHEAD;
+            self.pending.bytes += left.row_bytes + CHANGE_OVERHEAD + row.0.len() * VALUE_OVERHEAD;
             let change = Change {
                 op: Op::Read,
                 commit_lsn: txn.commit_lsn,
                 ordinal,
-                lsn,
+                lsn: left.lsn,
                 xid: txn.xid,
                 commit_ts: txn.commit_ts,
-                table: Some(Arc::clone(table)),
+                table: Some(Arc::clone(&left.table)),
                 before: None,
                 after: Some(row),
                 truncate: None,
@@ -252,14 +297,19 @@ impl Assembler {
                 split: 0,
                 routing: None,
                 read: Some(SnapshotRead {
-                    key: ReadKey { snapshot, key },
-                    last: last == Some(key),
+                    key: ReadKey {
+                        snapshot: left.snapshot,
+                        key,
+                    },
+                    last: left.last == Some(key),
                 }),
                 origin: None,
             };
             self.pending.push(change, &self.limits);
         }
-        n
+        if left.rows.len() == 0 {
+            self.reads_left = None;
+        }
     }
 
     /// A `Relation` message, with its columns' types resolved by the caller (that needs the
@@ -330,7 +380,7 @@ impl Assembler {
 
     /// Whether reading should pause until a batch is handed over.
     pub(super) fn is_full(&self) -> bool {
-        self.pending.is_full(&self.limits)
+        self.pending.is_full(&self.limits) || self.reads_left.is_some()
     }
 
     /// Whether whole transactions (or a lone checkpoint) wait to be handed over.
@@ -340,7 +390,10 @@ impl Assembler {
 
     /// Nothing open, nothing pending: every change received so far was handed over.
     pub(super) fn is_drained(&self) -> bool {
-        self.txn.is_none() && self.pending.changes.is_empty() && !self.pending.has_complete()
+        self.txn.is_none()
+            && self.pending.changes.is_empty()
+            && !self.pending.has_complete()
+            && self.reads_left.is_none()
     }
 
     /// `seq` of the last batch handed over (0 before the first).
@@ -353,7 +406,9 @@ impl Assembler {
     /// checkpoint; the rest follows in later batches).
     pub(super) fn take_full(&mut self) -> Batch {
         let split = self.pending.complete == 0;
-        self.pending.take(split)
+        let batch = self.pending.take(split);
+        self.fill_reads(false);
+        batch
     }
 
     /// The whole transactions collected so far (see [`Assembler::has_complete`]).
@@ -375,6 +430,8 @@ impl Assembler {
     }
 
     fn apply_message(&mut self, msg: LogicalMessage, lsn: Lsn) -> Result<(), SourceError> {
+        // Whatever follows a chunk's reads in the stream comes after all of them.
+        self.fill_reads(true);
         match msg {
             LogicalMessage::Begin(b) => {
                 self.txn = Some(Txn {

@@ -182,9 +182,11 @@ impl Replicator {
                 } else {
                     break;
                 }
-                if self.assembler.is_full() {
+                while self.assembler.is_full() {
                     // Too many changes to keep reading: wait for room, keep reporting. Hand
-                    // over whole transactions; split one only when it alone is this large.
+                    // over whole transactions; split one only when it alone is this large
+                    // (a snapshot chunk's reads join batch by batch: nothing is read on
+                    // until all of them are handed over).
                     loop {
                         tokio::select! {
                             biased;

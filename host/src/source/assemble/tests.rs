@@ -320,3 +320,53 @@ fn message_bytes_are_counted_only_while_changes_hold_them() {
     a.ignore(10);
     assert_eq!(a.pending.bytes, 30 + CHANGE_OVERHEAD + VALUE_OVERHEAD);
 }
+
+/// A snapshot chunk's reads join the open transaction batch by batch (`max_changes` each),
+/// in order, with ordinals after the transaction's own changes; the commit that follows
+/// them closes the last batch.
+#[test]
+fn a_chunk_s_reads_travel_in_batches_of_max_changes() {
+    let mut a = Assembler::new(Lsn::ZERO, 4, usize::MAX);
+    with_table(&mut a);
+    let table = Arc::clone(a.relations.get(&REL).unwrap());
+    a.apply(begin(9_000, 1_000, 7), Lsn(8_000), 21).unwrap();
+    a.apply(insert(100), Lsn(8_100), 20).unwrap();
+    let rows: Vec<(u128, Row)> = (0..10)
+        .map(|id| (id as u128, Row(vec![Value::Int4(id)])))
+        .collect();
+    assert_eq!(
+        a.push_reads(&table, 1, rows, Some(9), Lsn(8_200), 1_000),
+        10
+    );
+    let mut batches = Vec::new();
+    while a.is_full() {
+        batches.push(a.take_full());
+    }
+    a.apply(commit(9_000, 1_000), Lsn(9_000), 26).unwrap();
+    batches.push(a.take_complete());
+    let parts: Vec<_> = batches
+        .iter()
+        .map(|b| (ids(b), b.checkpoint, b.continues))
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            (vec![100, 0, 1, 2], None, true),
+            (vec![3, 4, 5, 6], None, true),
+            (vec![7, 8, 9], Some(Lsn(9_008)), false),
+        ]
+    );
+    let reads: Vec<_> = batches
+        .iter()
+        .flat_map(|b| &b.changes)
+        .filter_map(|c| c.read.map(|r| (c.ordinal, r.key.key, r.last)))
+        .collect();
+    assert_eq!(reads.len(), 10);
+    assert!(reads
+        .iter()
+        .enumerate()
+        .all(|(i, &(ordinal, key, last))| ordinal == i as u32 + 1
+            && key == i as u128
+            && last == (i == 9)));
+    assert!(a.is_drained());
+}

@@ -527,6 +527,7 @@ impl Worker {
                 self.abort(client, seq).await;
                 return Err("a chunk could not be reconciled with the stream".into());
             }
+            let copy_started = Instant::now();
             let (chunk, upper, more, bytes) = match self
                 .chunk(client, &desc, &job, seq, after.as_deref(), limit)
                 .await
@@ -548,6 +549,10 @@ impl Worker {
                 permit,
             });
             let _ = self.events.send(Event::Rows(chunk));
+            // Where a chunk's time goes (debug log): its COPY, the wait for room among the
+            // chunks in flight, the watermarks' round trip.
+            let copied = copy_started.elapsed();
+            let wait_started = Instant::now();
             let next = if more {
                 let p = Arc::clone(&permits)
                     .acquire_owned()
@@ -557,9 +562,18 @@ impl Worker {
             } else {
                 None
             };
+            let waited = wait_started.elapsed();
+            let marks_started = Instant::now();
             let running = self
                 .marks(client, job.id, true, Some(seq), next.as_ref().map(|n| n.0))
                 .await?;
+            tracing::debug!(
+                seq,
+                copy_ms = copied.as_millis() as u64,
+                permit_wait_ms = waited.as_millis() as u64,
+                marks_ms = marks_started.elapsed().as_millis() as u64,
+                "snapshot chunk timings"
+            );
             let Some((next_seq, next_permit)) = next else {
                 break;
             };

@@ -42,11 +42,9 @@ pub struct Message {
     pub schema: Option<Arc<str>>,
     pub table: Option<Arc<str>>,
     pub op: &'static str,
-    /// WAL position of the change and of its transaction's commit, as `X/X` text. Shared:
-    /// neighbouring changes have the same ones (a transaction's commit LSN, a snapshot
-    /// chunk's both), and a copy per message was an allocation per change.
-    pub lsn: Arc<str>,
-    pub commit_lsn: Arc<str>,
+    /// WAL position of the change and of its transaction's commit, as `X/X` text.
+    pub lsn: String,
+    pub commit_lsn: String,
     /// A subject/route chosen by a transform; overrides the sink's template when set.
     pub route: Option<String>,
     /// Extra headers chosen by a transform.

@@ -383,6 +383,11 @@ impl Assembler {
         self.pending.is_full(&self.limits) || self.reads_left.is_some()
     }
 
+    /// Whether a snapshot chunk's reads still wait to join their transaction.
+    pub(super) fn has_reads_left(&self) -> bool {
+        self.reads_left.is_some()
+    }
+
     /// Whether whole transactions (or a lone checkpoint) wait to be handed over.
     pub(super) fn has_complete(&self) -> bool {
         self.pending.has_complete()

@@ -182,11 +182,12 @@ impl Replicator {
                 } else {
                     break;
                 }
-                while self.assembler.is_full() {
+                // Once a batch is due; again while a snapshot chunk's reads wait to join
+                // (nothing is read on until all of them are handed over).
+                let mut due = self.assembler.is_full();
+                while due {
                     // Too many changes to keep reading: wait for room, keep reporting. Hand
-                    // over whole transactions; split one only when it alone is this large
-                    // (a snapshot chunk's reads join batch by batch: nothing is read on
-                    // until all of them are handed over).
+                    // over whole transactions; split one only when it alone is this large.
                     loop {
                         tokio::select! {
                             biased;
@@ -198,6 +199,7 @@ impl Replicator {
                             _ = tick.tick() => self.report(latest(&progress), false).await?,
                         }
                     }
+                    due = self.assembler.has_reads_left();
                 }
             }
             let can_send = self.assembler.has_complete();

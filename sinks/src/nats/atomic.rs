@@ -28,7 +28,6 @@
 //! - A failed chunk (timeout, reconnect, incomplete batch, too many batches in flight) is
 //!   published again with a new batch id.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishError};
@@ -72,7 +71,7 @@ pub(super) struct Chunk {
 /// its next chunk, and that batch's sequence number.
 #[derive(Debug, Clone)]
 pub(super) struct OpenTxn {
-    commit_lsn: Arc<str>,
+    commit_lsn: String,
     next_chunk: u32,
     seq: u64,
 }
@@ -322,8 +321,8 @@ mod tests {
                     schema: None,
                     table: None,
                     op: "insert",
-                    lsn: "".into(),
-                    commit_lsn: (*l).into(),
+                    lsn: String::new(),
+                    commit_lsn: (*l).to_string(),
                     route: None,
                     headers: Vec::new(),
                     payload: bytes::Bytes::new(),

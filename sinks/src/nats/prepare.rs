@@ -69,7 +69,7 @@ pub(super) fn prepare(
     let subject = subject
         .map_err(|(subject, why)| rejected(format!("invalid NATS subject {subject:?}: {why}")))?;
     // Quoted Postgres identifiers may hold line breaks, which a header value cannot.
-    let ours = [m.id.as_str(), &*m.lsn, &*m.commit_lsn]
+    let ours = [m.id.as_str(), &m.lsn, &m.commit_lsn]
         .into_iter()
         .chain(m.schema.as_deref())
         .chain(m.table.as_deref());
@@ -163,8 +163,8 @@ pub(super) fn headers(m: &Message, p: &Prepared) -> HeaderMap {
     headers.insert(MSG_ID, m.id.clone());
     headers.insert(CDC_OP, m.op);
     headers.insert(CDC_TABLE, table);
-    headers.insert(CDC_LSN, &*m.lsn);
-    headers.insert(CDC_COMMIT_LSN, &*m.commit_lsn);
+    headers.insert(CDC_LSN, m.lsn.clone());
+    headers.insert(CDC_COMMIT_LSN, m.commit_lsn.clone());
     for (name, value) in &p.extra {
         headers.insert(name.clone(), value.clone());
     }

@@ -173,9 +173,9 @@ sql "SELECT pg_create_logical_replication_slot('s_recv', 'pgoutput')" >/dev/null
 # the one masked; the test-only modules misbehave, identity-v01 and batch-edits are left out).
 EXAMPLES="rust/identity rust/identity-batch rust/mask-columns:columns=t rust/mask-columns-batch:columns=t
 rust/filter-tables:deny=public.nothing rust/route-by-column:column=n rust/outbox
-c/identity c/identity-batch c/mask-columns:columns=t c/mask-columns-batch:columns=t
-js/identity js/identity-batch js/identity-json js/mask-columns:columns=t js/mask-columns-batch:columns=t js/mask-columns-json:columns=t
-python/identity python/identity-batch python/identity-json python/mask-columns:columns=t python/mask-columns-batch:columns=t python/mask-columns-json:columns=t"
+c/identity c/identity-batch c/mask-columns:columns=t c/mask-columns-batch:columns=t c/filter-route:deny=public.nothing,column=n
+js/identity js/identity-batch js/identity-json js/mask-columns:columns=t js/mask-columns-batch:columns=t js/mask-columns-json:columns=t js/filter-route:deny=public.nothing,column=n
+python/identity python/identity-batch python/identity-json python/mask-columns:columns=t python/mask-columns-batch:columns=t python/mask-columns-json:columns=t python/filter-route:deny=public.nothing,column=n"
 [[ ${MODULES:-} == examples ]] && MODULES=$EXAMPLES
 MODULE_LIST=()
 if [[ -n ${MODULES:-} ]]; then

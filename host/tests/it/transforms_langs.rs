@@ -1,6 +1,7 @@
 //! Every language's example modules on a real slot, behaviour by behaviour: filtering and
 //! routing, a module's error (fail and skip) and its config rejected, the memory cap at a
-//! large batch, and a module built against a WIT version this host does not implement.
+//! large batch, modules built against WIT 0.1.0 (JavaScript, Python) and a module built
+//! against a WIT version this host does not implement.
 //! (Masking in every language: `transforms::mask_columns_in_every_language`; record →
 //! replay: `transforms::a_live_typed_recording_replays_with_the_exact_types`.)
 //!
@@ -381,5 +382,113 @@ fn other_wit_versions_are_refused_in_every_language() {
             "{lang}: {err}"
         );
         assert!(err.contains("rebuild it against wit/"), "{lang}: {err}");
+    }
+}
+
+/// Modules built against WIT 0.1.0 in JavaScript and Python — the identity examples'
+/// sources, built here with the templates' build scripts against
+/// `host/src/transform/wit-0.1.0` (the toolchains `scripts/build-guests` installed) — still
+/// load and run on a real slot, and the log says which version they have. (Rust:
+/// `guests/rust/identity-v01`, `transforms::large_batch_under_a_small_cap_and_a_wit_0_1_module_on_a_real_slot`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wit_0_1_modules_in_javascript_and_python_still_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let venv = std::env::var("CDC_GUEST_CACHE")
+        .unwrap_or_else(|_| "/var/tmp/cdc-host-guests".into())
+        + "/py-venv/bin";
+    let path = format!("{venv}:{}", std::env::var("PATH").unwrap_or_default());
+    let mut modules = Vec::new();
+    for (lang, source, to, build_file, build) in [
+        (
+            "js",
+            "identity/identity.js",
+            "transform.js",
+            "build.mjs",
+            "node build.mjs",
+        ),
+        (
+            "python",
+            "identity/app.py",
+            "app.py",
+            "build.sh",
+            "bash build.sh",
+        ),
+    ] {
+        let project = dir.path().join(format!("v01-{lang}"));
+        let wit = project.join("wit");
+        std::fs::create_dir_all(&wit).unwrap();
+        for f in ["types.wit", "world.wit"] {
+            std::fs::copy(
+                root.join("host/src/transform/wit-0.1.0").join(f),
+                wit.join(f),
+            )
+            .unwrap();
+        }
+        std::fs::copy(
+            root.join("guests").join(lang).join(source),
+            project.join(to),
+        )
+        .unwrap();
+        // The template's build script, for world `transform` of the 0.1.0 WIT.
+        let script =
+            std::fs::read_to_string(root.join("guests/templates").join(lang).join(build_file))
+                .unwrap()
+                .replace("transform-batch", "transform")
+                .replace("__NAME_", "identity_v01");
+        std::fs::write(project.join(build_file), script).unwrap();
+        if lang == "js" {
+            std::os::unix::fs::symlink(
+                root.join("guests/js/node_modules"),
+                project.join("node_modules"),
+            )
+            .unwrap();
+        }
+        let out = std::process::Command::new("bash")
+            .args(["-c", build])
+            .current_dir(&project)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{lang}: {build}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        modules.push((lang, project.join("identity_v01.wasm")));
+    }
+    let db = db_with(
+        "txl_v01",
+        "CREATE TABLE users (id int8 PRIMARY KEY, email text)",
+        "CREATE PUBLICATION p FOR TABLE users",
+    )
+    .await;
+    let bodies = modules
+        .iter()
+        .map(|(lang, module)| {
+            let body = transform(&format!("old-{lang}"), module, "timeout_ms = 5000", &[]);
+            (lang.to_string(), body)
+        })
+        .collect();
+    let mut hosts = start_each(&db, dir.path(), "txl_v01", bodies).await;
+    db.exec("INSERT INTO users VALUES (1, 'a@x'); UPDATE users SET email = 'b@x'")
+        .await;
+    for (lang, slot, host) in &mut hosts {
+        let out = wait_json(host, 2).await;
+        wait_confirmed(&db, slot).await;
+        stop_clean(host).await;
+        assert_eq!(out[0]["op"], "insert", "{lang}: {out:?}");
+        assert_eq!(out[0]["after"]["email"], "a@x", "{lang}");
+        assert_eq!(out[1]["op"], "update", "{lang}");
+        assert_eq!(out[1]["after"]["email"], "b@x", "{lang}");
+        let log = host.stderr();
+        assert!(
+            log.contains("built against cdc:pipeline@0.1.0"),
+            "{lang}: {log}"
+        );
     }
 }

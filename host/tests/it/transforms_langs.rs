@@ -334,10 +334,9 @@ async fn a_batch_too_large_for_the_cap_is_split_in_every_language() {
 
 /// A module of every language claiming a WIT version this host does not implement
 /// (`cdc:pipeline@0.9.0`, patched into its bytes): `check` refuses it in one line naming
-/// the version it was built for and how to rebuild it. (A module really built against
-/// 0.1.0 loads: `transforms_wit::wit_0_1_modules_still_load_and_see_reads_as_inserts`
-/// offline, `transforms::large_batch_under_a_small_cap_and_a_wit_0_1_module_on_a_real_slot`
-/// on a slot; only Rust has one.)
+/// the version it was built for and how to rebuild it. (Modules really built against
+/// 0.1.0 load: [`wit_0_1_modules_in_javascript_and_python_still_run`], and Rust's
+/// `identity-v01` in `transforms_wit` and `transforms`.)
 #[test]
 fn other_wit_versions_are_refused_in_every_language() {
     let dir = tempfile::tempdir().unwrap();

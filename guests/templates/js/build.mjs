@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 const { component } = await componentize({
   sourcePath: 'transform.js',
   witPath: 'wit',
-  worldName: 'transform',
+  worldName: 'transform-batch', // `batchTransformer`: the batch stays in the host (wit/batch.wit)
   // cdc-host links WASI cli/io/clocks/random only: no fetch, no wasi:http.
   disableFeatures: ['http', 'fetch-event'],
 });

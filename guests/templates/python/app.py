@@ -1,22 +1,27 @@
-"""__NAME__: hashes `email` (SHA-256, hex), drops deletes, routes by table."""
+"""__NAME__: hashes `email` (SHA-256, hex), drops deletes, routes by table. World
+transform-batch: the batch stays in the host; read and edit it by index."""
 import hashlib
 
 from wit_world import exports
-from wit_world.imports.types import Change, Op, Value_Text
+from wit_world.imports.batch import Changes
+from wit_world.imports.types import Op, Value_Text
 
 
-class Transformer(exports.Transformer):
+class BatchTransformer(exports.BatchTransformer):
     def init(self, config: list[tuple[str, str]]) -> None:
         pass
 
-    def transform(self, changes: list[Change]) -> list[Change]:
-        out = []
-        for c in changes:
-            if c.op == Op.DELETE:
+    def transform(self, changes: Changes) -> None:
+        rels, ops = changes.relations(), changes.ops()
+        for i, r in enumerate(changes.relation_ids()):
+            if ops[i] == Op.DELETE:
+                changes.discard(i)
                 continue
-            for col in c.after or []:
-                if col.name == "email" and isinstance(col.value, Value_Text):
-                    col.value = Value_Text(hashlib.sha256(col.value.value.encode()).hexdigest())
-            c.route = f"cdc.{c.schema}.{c.table}"
-            out.append(c)
-        return out
+            if r < 0:
+                continue  # a message: no table
+            rel = rels[r]
+            email = next((c for c, col in enumerate(rel.columns) if col.name == "email"), None)
+            v = None if email is None else changes.get(i, email)
+            if isinstance(v, Value_Text):
+                changes.set(i, email, Value_Text(hashlib.sha256(v.value.encode()).hexdigest()))
+            changes.route(i, f"cdc.{rel.schema}.{rel.table}")

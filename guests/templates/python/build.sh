@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ "${1:-}" = bindings ]; then
-  componentize-py -d wit -w transform bindings .
+  componentize-py -d wit -w transform-batch bindings .
   exit
 fi
-componentize-py -d wit -w transform componentize app -p . -o __NAME_.wasm
+componentize-py -d wit -w transform-batch componentize app -p . -o __NAME_.wasm

@@ -30,6 +30,7 @@ mod streaming;
 mod tls;
 mod transforms;
 mod transforms_batch;
+mod transforms_langs;
 mod transforms_wit;
 mod two_phase;
 mod windows;

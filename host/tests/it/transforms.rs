@@ -957,6 +957,7 @@ async fn a_live_typed_recording_replays_with_the_exact_types() {
         ("rust", "identity"),
         ("rust", "identity-batch"),
         ("c", "identity"),
+        ("c", "identity-batch"),
         ("js", "identity"),
         ("js", "identity-batch"),
         ("python", "identity"),

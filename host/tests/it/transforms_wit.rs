@@ -206,7 +206,8 @@ fn a_batch_too_large_for_the_cap_is_split() {
 
 /// `guests/new-transform` starts a transform outside the repository that builds and
 /// passes its offline test: JavaScript (async, crypto.subtle) and Python (hashlib) hash
-/// `email` the same way, drop the delete and route by table.
+/// `email` the same way, drop the delete and route by table, in world `transform-batch`
+/// (the fast path).
 #[test]
 fn new_transform_templates_build_outside_the_repo() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -254,7 +255,13 @@ fn new_transform_templates_build_outside_the_repo() {
         }
         run(build, &project);
         let module = project.join(format!("h_{lang}.wasm"));
-        let out = lines(&replay(&module, &project.join("changes.jsonl"), &[]));
+        let result = replay(&module, &project.join("changes.jsonl"), &[]);
+        let log = String::from_utf8_lossy(&result.stderr);
+        assert!(
+            log.contains("wit=\"0.2.0 (batch)\""),
+            "{lang}: the template is in the batch world: {log}"
+        );
+        let out = lines(&result);
         assert_eq!(out.len(), 1, "{lang}: the delete is dropped");
         assert_eq!(out[0]["route"], "cdc.public.users", "{lang}");
         outputs.push(out[0]["after"]["email"].clone());

@@ -335,7 +335,7 @@ async fn a_batch_too_large_for_the_cap_is_split_in_every_language() {
 /// A module of every language claiming a WIT version this host does not implement
 /// (`cdc:pipeline@0.9.0`, patched into its bytes): `check` refuses it in one line naming
 /// the version it was built for and how to rebuild it. (Modules really built against
-/// 0.1.0 load: [`wit_0_1_modules_in_javascript_and_python_still_run`], and Rust's
+/// 0.1.0 load: [`wit_0_1_modules_in_javascript_python_and_c_still_run`], and Rust's
 /// `identity-v01` in `transforms_wit` and `transforms`.)
 #[test]
 fn other_wit_versions_are_refused_in_every_language() {
@@ -384,13 +384,13 @@ fn other_wit_versions_are_refused_in_every_language() {
     }
 }
 
-/// Modules built against WIT 0.1.0 in JavaScript and Python — the identity examples'
+/// Modules built against WIT 0.1.0 in JavaScript, Python and C — the identity examples'
 /// sources, built here with the templates' build scripts against
 /// `host/src/transform/wit-0.1.0` (the toolchains `scripts/build-guests` installed) — still
 /// load and run on a real slot, and the log says which version they have. (Rust:
 /// `guests/rust/identity-v01`, `transforms::large_batch_under_a_small_cap_and_a_wit_0_1_module_on_a_real_slot`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wit_0_1_modules_in_javascript_and_python_still_run() {
+async fn wit_0_1_modules_in_javascript_python_and_c_still_run() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .canonicalize()
@@ -413,6 +413,13 @@ async fn wit_0_1_modules_in_javascript_and_python_still_run() {
             "python",
             "identity/app.py",
             "app.py",
+            "build.sh",
+            "bash build.sh",
+        ),
+        (
+            "c",
+            "identity/identity.c",
+            "transform.c",
             "build.sh",
             "bash build.sh",
         ),
@@ -450,6 +457,7 @@ async fn wit_0_1_modules_in_javascript_and_python_still_run() {
             .args(["-c", build])
             .current_dir(&project)
             .env("PATH", &path)
+            .env("CDC_HOST_REPO", &root)
             .output()
             .unwrap();
         assert!(

@@ -250,10 +250,8 @@ impl Assembler {
         // Another chunk's reads still waiting (not expected: the stream loop hands batches
         // over until none are left before it reads on) go first, whatever the limits.
         self.fill_reads(true);
+        // No reserve here: `Pending::push` grows straight to a batch's worth of room.
         let n = rows.len();
-        self.pending
-            .changes
-            .reserve(n.min(self.limits.max_changes.max(1)));
         self.reads_left = Some(ReadsLeft {
             table: Arc::clone(table),
             snapshot,

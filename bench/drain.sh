@@ -33,6 +33,21 @@
 #   MODULES=examples SKIP_BUILD=1 bench/drain.sh
 #   MODULES="js/mask-columns-batch:columns=t python/identity" ROWS=100000 bench/drain.sh
 #
+# HOST_MODES: drain once per replication mode instead, each on its own slot (created before
+# the load), and print one row per mode with changes/s and CPU per million changes, each
+# as a ratio to pg_recvlogical's (which always drains text, protocol 1). Modes:
+#   text    proto_version 1, text values (the default)
+#   binary  proto_version 1, binary = true (Postgres >= 14)
+#   stream  streaming = "on" with the newest protocol the server speaks (4 on Postgres >= 16,
+#           2 below): in-progress transactions streamed
+#   binary-stream  both
+# ROUNDS (1) repeats it: each round drains its own pg_recvlogical slot first, then every
+# mode (starting with a different one each round); the ratios are per round, and their
+# medians are printed at the end.
+#   HOST_MODES="text binary stream" ROUNDS=3 SKIP_BUILD=1 bench/drain.sh
+# A mode may name its own binary, to compare two builds on the same backlog, alternated:
+#   HOST_MODES="text text@/tmp/cdc-host-before" ROUNDS=4 SKIP_BUILD=1 bench/drain.sh
+#
 # Notes: the s_recv drain runs first, so the WAL is in the page cache for
 # both. pg_recvlogical reports its position when it reaches --endpos; for
 # cdc-host the measured wall time includes however long it takes to confirm
@@ -40,6 +55,7 @@
 set -euo pipefail
 
 ROWS=${ROWS:-1000000}
+ROUNDS=${ROUNDS:-1}
 BATCH=${BATCH:-1000}
 SKIP_HOST=${SKIP_HOST:-0}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-1800}
@@ -185,9 +201,44 @@ if [[ -n ${MODULES:-} ]]; then
     [[ -f $REPO/guests/$spec/${name//-/_}.wasm ]] || die "$m: guests/$spec/${name//-/_}.wasm missing (./scripts/build-guests)"
   done
 fi
+MODE_LIST=()
+if [[ -n ${HOST_MODES:-} ]]; then
+  ((${#MODULE_LIST[@]} == 0)) || die "HOST_MODES and MODULES: one at a time"
+  read -r -d '' -a MODE_LIST <<<"$HOST_MODES" || true
+  for m in "${MODE_LIST[@]}"; do
+    case ${m%%@*} in text | binary | stream | binary-stream) ;; *) die "HOST_MODES: unknown mode $m (text binary stream binary-stream)" ;; esac
+    [[ $m != *@* || -x ${m#*@} ]] || die "HOST_MODES: $m: ${m#*@} is not an executable"
+  done
+fi
+# What the walsender spilled to disk and streamed for SLOT (pg_stat_replication_slots,
+# Postgres >= 14; written when the walsender exits, so read after a short wait).
+slot_stats() {
+  (($(cat "$DATA/PG_VERSION") >= 14)) || { echo "-"; return; }
+  sleep 0.5
+  sql "SELECT round(spill_bytes / 1048576.0) || '/' || round(stream_bytes / 1048576.0) FROM pg_stat_replication_slots WHERE slot_name = '$1'" || echo "?"
+}
+# The toml of a mode's [source] lines.
+mode_toml() {
+  local major proto
+  major=$(cat "$DATA/PG_VERSION")
+  proto=2; ((major >= 16)) && proto=4
+  case $1 in
+    text) echo "proto_version = 1" ;;
+    binary) echo $'proto_version = 1\nbinary = true' ;;
+    stream) echo $'proto_version = '"$proto"$'\nstreaming = "on"' ;;
+    binary-stream) echo $'proto_version = '"$proto"$'\nstreaming = "on"\nbinary = true' ;;
+  esac
+}
 if ((${#MODULE_LIST[@]})); then
   for ((k = 0; k < ${#MODULE_LIST[@]}; k++)); do
     sql "SELECT pg_create_logical_replication_slot('s_host_$k', 'pgoutput')" >/dev/null
+  done
+elif ((${#MODE_LIST[@]})); then
+  for ((r = 1; r <= ROUNDS; r++)); do
+    ((r == 1)) || sql "SELECT pg_create_logical_replication_slot('s_recv_$r', 'pgoutput')" >/dev/null
+    for ((k = 0; k < ${#MODE_LIST[@]}; k++)); do
+      sql "SELECT pg_create_logical_replication_slot('s_mode_${r}_$k', 'pgoutput')" >/dev/null
+    done
   done
 else
   sql "SELECT pg_create_logical_replication_slot('s_host', 'pgoutput')" >/dev/null
@@ -198,28 +249,32 @@ START_LSN=$(sql "SELECT pg_current_wal_insert_lsn()")
 load_backlog
 
 # --- drain 1: pg_recvlogical ------------------------------------------------
-log "draining s_recv with pg_recvlogical --endpos=$END_LSN"
-t0=$(now)
-set +e
-timeout "$DRAIN_TIMEOUT" /usr/bin/time -v -o "$DIR/recv.time" \
-  "$PG_BIN/pg_recvlogical" -d bench -h 127.0.0.1 -p "$PORT" -U postgres --slot s_recv --start \
-  -o proto_version=1 -o publication_names=bench_pub --endpos="$END_LSN" -f /dev/null \
-  2>"$DIR/recv.stderr" &
-RECV_PID=$!
-wait "$RECV_PID"
-rc=$?
-set -e
-RECV_PID=
-t1=$(now)
-if [[ $rc -ne 0 ]]; then
-  cat "$DIR/recv.stderr" >&2
-  die "pg_recvlogical exited with $rc"
-fi
-RECV_WALL=$(calc "$t1 - $t0")
-read -r RECV_CPU RECV_RSS _ < <(parse_time "$DIR/recv.time")
-RECV_CONFIRMED=$(sql "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 's_recv'")
-RECV_CPS=$(calc "$ROWS / $RECV_WALL")
-log "pg_recvlogical: $(printf '%.2f' "$RECV_WALL")s, s_recv confirmed_flush_lsn=$RECV_CONFIRMED"
+# drain_recv SLOT: sets RECV_WALL, RECV_CPU, RECV_RSS, RECV_CPS.
+drain_recv() {
+  local slot=$1 rc t0 t1
+  log "draining $slot with pg_recvlogical --endpos=$END_LSN"
+  t0=$(now)
+  set +e
+  timeout "$DRAIN_TIMEOUT" /usr/bin/time -v -o "$DIR/recv.time" \
+    "$PG_BIN/pg_recvlogical" -d bench -h 127.0.0.1 -p "$PORT" -U postgres --slot "$slot" --start \
+    -o proto_version=1 -o publication_names=bench_pub --endpos="$END_LSN" -f /dev/null \
+    2>"$DIR/recv.stderr" &
+  RECV_PID=$!
+  wait "$RECV_PID"
+  rc=$?
+  set -e
+  RECV_PID=
+  t1=$(now)
+  if [[ $rc -ne 0 ]]; then
+    cat "$DIR/recv.stderr" >&2
+    die "pg_recvlogical exited with $rc"
+  fi
+  RECV_WALL=$(calc "$t1 - $t0")
+  read -r RECV_CPU RECV_RSS _ < <(parse_time "$DIR/recv.time")
+  RECV_CPS=$(calc "$ROWS / $RECV_WALL")
+  log "pg_recvlogical: $(printf '%.2f' "$RECV_WALL")s, $slot confirmed_flush_lsn=$(sql "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '$slot'")"
+}
+drain_recv s_recv
 
 # --- drain 2: cdc-host --------------------------------------------------------
 # drain_host SLOT EXTRA_TOML: one cdc-host run on SLOT until it confirmed END_LSN; sets
@@ -291,6 +346,7 @@ EOF
 
 HOST_STATUS=skipped
 MODULE_ROWS=()
+MODE_ROWS=()
 if [[ $SKIP_HOST != 1 ]]; then
   if ((${#MODULE_LIST[@]})); then
     for ((k = 0; k < ${#MODULE_LIST[@]}; k++)); do
@@ -309,6 +365,31 @@ if [[ $SKIP_HOST != 1 ]]; then
         MODULE_ROWS+=("$(printf '%-34s %10s %12s %6s %8s %13s  %s: %s' "$m" - - - "$HOST_CPU" "$HOST_RSS" "$HOST_STATUS" "$(grep -m1 -i 'error' "$DIR/host.stderr" | cut -c1-160)")")
       fi
     done
+  elif ((${#MODE_LIST[@]})); then
+    for ((r = 1; r <= ROUNDS; r++)); do
+      if ((r > 1)); then
+        drain_recv "s_recv_$r"
+        MODE_ROWS+=("$(printf '%-5s %-22s %10.2f %12.0f %6s %8s %9.2f %6s %13s %s' "$r" pg_recvlogical "$RECV_WALL" "$RECV_CPS" 1.00 "$RECV_CPU" "$(calc "$RECV_CPU * 1000000 / $ROWS")" 1.00 "$RECV_RSS" "$(slot_stats "s_recv_$r")")")
+      else
+        MODE_ROWS+=("$(printf '%-5s %-22s %10.2f %12.0f %6s %8s %9.2f %6s %13s %s' 1 pg_recvlogical "$RECV_WALL" "$RECV_CPS" 1.00 "$RECV_CPU" "$(calc "$RECV_CPU * 1000000 / $ROWS")" 1.00 "$RECV_RSS" "$(slot_stats s_recv)")")
+      fi
+      # Each round starts with a different mode, so no mode always drains first.
+      for ((j = 0; j < ${#MODE_LIST[@]}; j++)); do
+        k=$(((j + r - 1) % ${#MODE_LIST[@]}))
+        m=${MODE_LIST[$k]}
+        # The mode's [source] lines first: HOST_EXTRA_TOML may open another table.
+        bin=$HOST_BIN label=$m
+        [[ $m == *@* ]] && bin=${m#*@} label=${m%%@*}@$(basename "${m#*@}")
+        HOST_BIN=$bin HOST_EXTRA_TOML="$(mode_toml "${m%%@*}")"$'\n'"${HOST_EXTRA_TOML:-}" drain_host "s_mode_${r}_$k" ""
+        if [[ $HOST_STATUS == ok ]]; then
+          MODE_ROWS+=("$(printf '%-5s %-22s %10.2f %12.0f %6.2f %8s %9.2f %6.2f %13s %s' "$r" "$label" "$HOST_WALL" "$HOST_CPS" \
+            "$(calc "$HOST_CPS / $RECV_CPS")" "$HOST_CPU" "$(calc "$HOST_CPU * 1000000 / $ROWS")" \
+            "$(calc "$HOST_CPU / $RECV_CPU")" "$HOST_RSS" "$(slot_stats "s_mode_${r}_$k")")")
+        else
+          MODE_ROWS+=("$(printf '%-5s %-22s %10s %12s %6s %8s %9s %6s %13s  %s' "$r" "$label" - - - "$HOST_CPU" - - "$HOST_RSS" "$HOST_STATUS")")
+        fi
+      done
+    done
   else
     drain_host s_host ""
   fi
@@ -319,6 +400,18 @@ echo
 echo "drain benchmark: $ROWS rows in $TXNS txns of $BATCH, ${WAL_MB} MB WAL, ~${ROW_BYTES} B/row, PG $(cat "$DATA/PG_VERSION"), $(nproc) cores"
 printf '%-16s %10s %12s %8s %13s\n' tool wall_s changes/s cpu_s peak_rss_MB
 printf '%-16s %10.2f %12.0f %8.2f %13.1f\n' pg_recvlogical "$RECV_WALL" "$RECV_CPS" "$RECV_CPU" "$RECV_RSS"
+if ((${#MODE_ROWS[@]})); then
+  echo "one drain per mode and round (ratio, cpu_x: to the round's pg_recvlogical, text, protocol 1; cpu_s/M: CPU seconds per million changes):"
+  printf '%-5s %-22s %10s %12s %6s %8s %9s %6s %13s %s\n' round mode wall_s changes/s ratio cpu_s cpu_s/M cpu_x peak_rss_MB "server spill/stream MB"
+  printf '%s\n' "${MODE_ROWS[@]}"
+  echo "median over $ROUNDS round(s):"
+  printf '%s\n' "${MODE_ROWS[@]}" | awk '$3 != "-" && $2 != "pg_recvlogical" { r[$2] = r[$2] " " $5; c[$2] = c[$2] " " $8 }
+    function med(s,   a, n, i, j, t) { n = split(s, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+    END { for (m in r) printf "  %-22s changes/s ratio %.2f   cpu_x %.2f\n", m, med(r[m]), med(c[m]) }'
+  printf '%s\n' "${MODE_ROWS[@]}" | grep -q -E '(timeout|exited)$' && exit 2
+  exit 0
+fi
 if ((${#MODULE_ROWS[@]})); then
   echo "one drain per module, each at its default limits (memory_mb 64, timeout_ms 1000, [pipeline] defaults):"
   printf '%-34s %10s %12s %6s %8s %13s  %s\n' module wall_s changes/s ratio cpu_s peak_rss_MB result

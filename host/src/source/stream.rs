@@ -232,7 +232,7 @@ impl Replicator {
                         self.heartbeat().await;
                     }
                 }
-                filled = self.conn.fill() => filled?,
+                filled = self.conn.fill_coalesced() => filled?,
             }
         }
         self.drain(tx, progress).await

@@ -191,14 +191,14 @@ impl ChangeId {
         use crate::lsn::Hex;
         if let Some(r) = self.read {
             out.push(b'r');
-            out.extend_from_slice(Hex::new(u64::from(r.snapshot), 8).as_bytes());
+            crate::value::push_short(out, Hex::new(u64::from(r.snapshot), 8).as_bytes());
             out.push(b'-');
-            out.extend_from_slice(Hex::new((r.key >> 64) as u64, 16).as_bytes());
-            out.extend_from_slice(Hex::new(r.key as u64, 16).as_bytes());
+            crate::value::push_short(out, Hex::new((r.key >> 64) as u64, 16).as_bytes());
+            crate::value::push_short(out, Hex::new(r.key as u64, 16).as_bytes());
         } else {
-            out.extend_from_slice(Hex::new(self.commit_lsn.0, 16).as_bytes());
+            crate::value::push_short(out, Hex::new(self.commit_lsn.0, 16).as_bytes());
             out.push(b'-');
-            out.extend_from_slice(Hex::new(u64::from(self.ordinal), 8).as_bytes());
+            crate::value::push_short(out, Hex::new(u64::from(self.ordinal), 8).as_bytes());
         }
         if self.split > 0 {
             // Split suffixes are rare: the formatting machinery is fine here.

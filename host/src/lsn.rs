@@ -26,9 +26,9 @@ impl Lsn {
 
     /// Appends the `X/X` text.
     pub fn write_text(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(Hex::new(self.0 >> 32, 1).as_bytes());
+        crate::value::push_short(out, Hex::new(self.0 >> 32, 1).as_bytes());
         out.push(b'/');
-        out.extend_from_slice(Hex::new(self.0 & 0xFFFF_FFFF, 1).as_bytes());
+        crate::value::push_short(out, Hex::new(self.0 & 0xFFFF_FFFF, 1).as_bytes());
     }
 }
 

@@ -801,26 +801,55 @@ async fn a_rolling_restart_of_the_cluster_keeps_every_change_once() {
 /// and started again; the other is unaffected; every change of both is in the stream once,
 /// each table's in commit order.
 ///
-/// `ordering_check = false` on both: with it on (the default, for a stream with one
-/// publisher) both sidecars stall on PubAck timeouts once their messages interleave in a
-/// clustered stream (on a single node the same test passes with it on).
+/// `ordering_check = false` on both, as the README recommends for a shared stream (see
+/// `..._with_the_default_ordering_check` for the default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sidecars_on_two_publications_share_one_r3_stream() {
+    let logs =
+        two_sidecars_share_one_r3_stream("jssidecars", "s_side", "ordering_check = false\n").await;
+    for log in &logs {
+        assert_eq!(log.matches(REPLICATED_WARNING).count(), 0, "{log}");
+    }
+}
+
+/// The same with the default `ordering_check = true`: a refused `Nats-Expected-Last-Msg-Id`
+/// stops a replicated stream in nats-server (see `sinks/src/nats/fence.rs`), and two
+/// publishers make it refuse on every interleaving, so before this both sidecars stalled on
+/// PubAck timeouts. Now each sidecar sees the stream has 3 replicas, warns once (naming
+/// `ordering_check = false`) and publishes without the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sidecars_share_one_r3_stream_with_the_default_ordering_check() {
+    let logs = two_sidecars_share_one_r3_stream("jssidecarsdef", "s_sdef", "").await;
+    for log in &logs {
+        assert_eq!(
+            log.matches(REPLICATED_WARNING).count(),
+            1,
+            "one warning per sidecar process:\n{log}"
+        );
+        assert!(log.contains("ordering_check = false"), "{log}");
+    }
+}
+
+/// The warning a sink logs for a replicated stream with the ordering check on.
+const REPLICATED_WARNING: &str = "not checking Nats-Expected-Last-Msg-Id on it";
+
+/// The two-sidecar run (database `db_name`, slots `<slot>_a`/`<slot>_b`, `extra` appended to
+/// `[sinks.jetstream]`); returns the stderr of sidecar a before and after its restart and of
+/// sidecar b.
+async fn two_sidecars_share_one_r3_stream(db_name: &str, slot: &str, extra: &str) -> [String; 3] {
     const TXNS: i64 = 100;
     let cluster = NatsCluster::start(3);
     cluster.wait_jetstream(0).await;
     let db = db_with(
-        "jssidecars",
+        db_name,
         "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)",
         "CREATE PUBLICATION pa FOR TABLE a; CREATE PUBLICATION pb FOR TABLE b",
     )
     .await;
     let client = db.client().await;
     let dir = tempfile::tempdir().unwrap();
-    // Two publishers in one stream: each sink's ordering check (the stream's last message is
-    // its own previous one) cannot hold; with it on, both stall on a clustered stream.
     let sink = format!(
-        "{}replicas = 3\nordering_check = false\n",
+        "{}replicas = 3\n{extra}",
         nats_sink(&cluster.url(), "SIDECARS")
     );
     let config = |name: &str| {
@@ -828,7 +857,7 @@ async fn two_sidecars_on_two_publications_share_one_r3_stream() {
         std::fs::write(
             &path,
             format!(
-                "[source]\ndsn = \"{}\"\nslot = \"s_side_{name}\"\npublication = \"p{name}\"\n[source.snapshot]\nmode = \"never\"\n[pipeline]\nmax_changes = 200\n{sink}",
+                "[source]\ndsn = \"{}\"\nslot = \"{slot}_{name}\"\npublication = \"p{name}\"\n[source.snapshot]\nmode = \"never\"\n[pipeline]\nmax_changes = 200\n{sink}",
                 db.dsn()
             ),
         )
@@ -836,10 +865,11 @@ async fn two_sidecars_on_two_publications_share_one_r3_stream() {
         path
     };
     let (cfg_a, cfg_b) = (config("a"), config("b"));
+    let (slot_a, slot_b) = (format!("{slot}_a"), format!("{slot}_b"));
     let mut host_a = HostProcess::spawn(BIN, &cfg_a).unwrap();
     let mut host_b = HostProcess::spawn(BIN, &cfg_b).unwrap();
-    wait_slot_active(&db, "s_side_a", &mut host_a).await;
-    wait_slot_active(&db, "s_side_b", &mut host_b).await;
+    wait_slot_active(&db, &slot_a, &mut host_a).await;
+    wait_slot_active(&db, &slot_b, &mut host_b).await;
     let writer = |table: &'static str| {
         let dsn = db.dsn();
         tokio::spawn(async move {
@@ -861,13 +891,14 @@ async fn two_sidecars_on_two_publications_share_one_r3_stream() {
     wait_stream_len(&url, "SIDECARS", 2000, &mut host_b).await;
     host_a.kill9().unwrap();
     host_a.wait_exit(WAIT).await.unwrap();
+    let log_a = host_a.stderr();
     // B carries on alone meanwhile.
     let len = stream_len(&url, "SIDECARS").await;
     wait_stream_len(&url, "SIDECARS", len + 500, &mut host_b).await;
     let mut host_a = HostProcess::spawn(BIN, &cfg_a).unwrap();
     wa.await.unwrap();
     wb.await.unwrap();
-    for (slot, host) in [("s_side_a", &mut host_a), ("s_side_b", &mut host_b)] {
+    for (slot, host) in [(&slot_a, &mut host_a), (&slot_b, &mut host_b)] {
         harness::wait_confirmed_to_now(&client, slot, Duration::from_secs(180))
             .await
             .unwrap_or_else(|e| panic!("{e:#}\n{}", host.stderr_tail(30)));
@@ -894,4 +925,5 @@ async fn two_sidecars_on_two_publications_share_one_r3_stream() {
         );
     }
     assert_eq!(stored.len() as i64, 2 * TXNS * 100);
+    [log_a, host_a.stderr(), host_b.stderr()]
 }

@@ -58,7 +58,8 @@ pub struct JetStreamConfig {
     #[serde(default = "one_replica")]
     pub replicas: serde_spanned::Spanned<usize>,
     /// `Nats-Expected-Last-Msg-Id` ordering across reconnects (default true); set false
-    /// when several sidecars publish to one stream.
+    /// when several sidecars publish to one stream. Never applied to a replicated stream
+    /// (a refusal stops it in nats-server; see `fence`), which is warned about once.
     #[serde(default = "yes")]
     pub ordering_check: bool,
     /// `"transaction"`: each Postgres transaction is one JetStream atomic batch (default

@@ -1,7 +1,27 @@
 //! The ordering fence: `Nats-Expected-Last-Msg-Id` on every message of an attempt but the
 //! first, naming the previous message bound for the same stream (see the module docs).
+//!
+//! Only streams with a single replica are fenced. On a replicated (clustered) stream,
+//! nats-server checks `Nats-Expected-Last-Msg-Id` only when it applies the replicated
+//! entry, not before proposing it (`processJetStreamMsg`, "last msgid mismatch"; the
+//! clustered pre-proposal checks in `checkMsgHeadersPreClusteredProposal` cover the other
+//! `Nats-Expected-*` headers but not this one). Since nats-server 2.14 an error while
+//! applying that `applyStreamMsgOp` does not tolerate stops the stream on every replica
+//! (`applyStreamEntries` → `setWriteErr`: "JetStream stream ... critical write error: last
+//! msgid mismatch"): the refused publish still gets its error PubAck (10070), but the stream
+//! loses its leader and no later publish, ours or anyone's, is answered. Measured on 2.15.1
+//! (3 nodes): after one refusal the stream had no leader and every publish timed out for
+//! 40 s, and a rolling restart of the three servers did not bring it back (no responders
+//! 18 s later). A refusal is what the fence is for
+//! (a reconnect reordered our publishes), and what a second publisher causes on every
+//! interleaving (two sidecars on one stream), so it must never reach a replicated stream:
+//! there the check is off (one warning per sink and stream), message ids still keep out
+//! duplicates, and order across a reconnect is not enforced. Deciding before publishing
+//! is the only safe rule: a rule reacting to refusals or to missing PubAcks would fire
+//! after the stream had already stopped.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream;
 use async_nats::Subject;
@@ -16,28 +36,104 @@ pub(super) const MAX_LOOKUPS_PER_BATCH: usize = 64;
 /// Refusals naming an id outside the batch, within one `deliver`, before the order check is
 /// dropped as the stream evidently has other publishers.
 const FOREIGN_REFUSALS: u32 = 3;
+
+/// Where a message goes, as the fence sees it.
+#[derive(Clone)]
+pub(super) struct Dest {
+    /// Its stream (known, or assumed to be the configured one).
+    pub(super) stream: Arc<str>,
+    /// Whether `stream` is known rather than assumed.
+    pub(super) known: bool,
+    /// Whether it carries the check (the stream is known to have one replica).
+    pub(super) fenced: bool,
+}
+
 impl Js {
-    /// The stream of each message of `prepared` (known, or assumed to be the configured
-    /// one), for the ordering check; empty when the check is off.
-    pub(super) fn streams_of(&self, prepared: &[Prepared]) -> Vec<(Arc<str>, bool)> {
+    /// Where each message of `prepared` goes, for the ordering check; empty when the
+    /// check is off.
+    pub(super) fn streams_of(&self, prepared: &[Prepared]) -> Vec<Dest> {
         let fence = self.fence();
         if fence.disabled {
             return Vec::new();
         }
         // Consecutive messages mostly share a subject: look each run up once.
-        let mut last: Option<(&Subject, (Arc<str>, bool))> = None;
+        let mut last: Option<(&Subject, Dest)> = None;
         prepared
             .iter()
             .map(|p| match &last {
                 Some((subject, found)) if **subject == p.subject => found.clone(),
                 _ => {
-                    let found = fence.stream_of(p.subject.as_str(), &self.default_stream);
+                    let (stream, known) = fence.stream_of(p.subject.as_str(), &self.default_stream);
+                    let fenced = fence.fences(&stream);
+                    let found = Dest {
+                        stream,
+                        known,
+                        fenced,
+                    };
                     last = Some((&p.subject, found.clone()));
                     found
                 }
             })
             .collect()
     }
+
+    /// Learns whether the streams the fence may name are replicated (one stream info
+    /// request per stream, once): the configured one and those learned for subjects. A
+    /// stream whose info cannot be had now stays unfenced and is asked about again.
+    pub(super) async fn check_replicas(&self, sink: &str) {
+        let unknown: Vec<Arc<str>> = {
+            let mut fence = self.fence();
+            if fence.disabled {
+                return;
+            }
+            let mut unknown = std::mem::take(&mut fence.unchecked);
+            if !fence.replicated.contains_key(&self.default_stream) {
+                unknown.push(self.default_stream.clone());
+            }
+            unknown
+        };
+        for stream in unknown {
+            let info = match self.context.get_stream(&*stream).await {
+                Ok(mut s) => s.info().await.map(|i| i.config.num_replicas).ok(),
+                Err(_) => None,
+            };
+            let Some(replicas) = info.map(|r| r.max(1)) else {
+                // Not answering now: ask again before the next batch.
+                let mut fence = self.fence();
+                if !fence.unchecked.contains(&stream) && stream != self.default_stream {
+                    fence.unchecked.push(stream);
+                }
+                continue;
+            };
+            let replicated = replicas > 1;
+            if replicated && first_warning(sink, &stream) {
+                tracing::warn!(
+                    sink = %sink,
+                    stream = %stream,
+                    replicas,
+                    "JetStream stream {stream} has {replicas} replicas: not checking \
+                     Nats-Expected-Last-Msg-Id on it (ordering_check), because nats-server \
+                     stops a replicated stream that refuses that check (\"critical write \
+                     error: last msgid mismatch\"; no publish is answered after it), and \
+                     another publisher on the stream (a second sidecar) or a reconnect would \
+                     make it refuse. Message ids still keep duplicates out, but after a \
+                     reconnect a few messages may land out of order. Set [sinks.jetstream] \
+                     ordering_check = false to say so and silence this warning"
+                );
+            }
+            self.fence().replicated.insert(stream, replicated);
+        }
+    }
+}
+
+/// Whether the replicated-stream warning is still due for sink `sink` and `stream` in this
+/// process: it is about the configuration, so a sink built again does not repeat it.
+fn first_warning(sink: &str, stream: &str) -> bool {
+    static WARNED: Mutex<Option<HashSet<(String, String)>>> = Mutex::new(None);
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    warned
+        .get_or_insert_with(HashSet::new)
+        .insert((sink.to_owned(), stream.to_owned()))
 }
 
 /// Per stream, the id of the last message published in an attempt: what the next message

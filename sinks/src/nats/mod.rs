@@ -22,7 +22,9 @@
 //! the previous message bound for the same stream: the server stores it only right after
 //! that one (duplicates are recognised before that check), and refuses it otherwise; the
 //! refusal is retried from the first unacknowledged message. Streams are learned per subject
-//! (a lookup, then the PubAcks). If the stream turns out to have other publishers (the
+//! (a lookup, then the PubAcks), and only streams with one replica are fenced: nats-server
+//! stops a replicated stream that refuses the check (see `fence`), so there the check is off
+//! with one warning. If the stream turns out to have other publishers (the
 //! refusals name ids not ours), the check is dropped for the sink with a warning, and order
 //! across reconnects is no longer enforced. Messages whose transform set its own
 //! `Nats-Expected-*` header are left alone.

@@ -86,7 +86,7 @@ pub struct JetStreamOptions {
     pub replicas: usize,
     /// `Nats-Expected-Last-Msg-Id` on each message (see the module docs): keeps order
     /// across reconnects when this sink is the stream's only publisher. Off for a stream
-    /// several sidecars publish to.
+    /// several sidecars publish to; never applied to a replicated stream (see `fence`).
     pub ordering_check: bool,
     /// Each transaction as one atomic batch (see [`Atomic`]); a created stream then allows
     /// atomic publishing, an existing one must.

@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishError};
@@ -13,7 +12,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use super::acks::{parse_pub_ack, AckInbox, AckSlot};
-use super::fence::Chain;
+use super::fence::{Chain, Dest};
 use super::prepare::{headers, Prepared, EXPECTED_LAST_MSG_ID};
 use super::state::{Failure, FailureKind, Js};
 use crate::EncodedBatch;
@@ -150,9 +149,9 @@ struct Attempt<'a> {
     batch: &'a EncodedBatch,
     prepared: &'a [Prepared],
     start: usize,
-    /// The stream of each message from `start` (known, or assumed to be the configured
-    /// one), for the ordering check; empty when the check is off.
-    streams: Vec<(Arc<str>, bool)>,
+    /// Where each message from `start` goes, for the ordering check; empty when the check
+    /// is off.
+    streams: Vec<Dest>,
     /// Tokens `base..` belong to messages `start..` of this attempt.
     base: u64,
     /// The ordering fence's last id per stream.
@@ -222,9 +221,9 @@ impl<'a> Attempt<'a> {
         let m = &batch.messages[index];
         let id = p.msg_id.as_deref().unwrap_or(&m.id);
         let mut headers = headers(m, p);
-        if self.fenced() {
-            let stream = &self.streams[index - self.start].0;
-            if let Some(previous) = self.chain.follow(stream, id) {
+        let dest = self.streams.get(index - self.start);
+        if let Some(dest) = dest.filter(|d| d.fenced) {
+            if let Some(previous) = self.chain.follow(&dest.stream, id) {
                 if !p.user_expectation {
                     if let Ok(value) = HeaderValue::from_str(previous) {
                         headers.insert(EXPECTED_LAST_MSG_ID, value);
@@ -270,8 +269,8 @@ impl<'a> Attempt<'a> {
         self.slots[k] = match parse_pub_ack(m) {
             Ok((stream, duplicate)) => {
                 if self.fenced() {
-                    let (assumed, known) = &self.streams[index - self.start];
-                    if !known || **assumed != *stream {
+                    let dest = &self.streams[index - self.start];
+                    if !dest.known || *dest.stream != *stream {
                         let js = self.js;
                         js.fence().learn(
                             self.prepared[index].subject.as_str(),

@@ -99,6 +99,7 @@ impl NatsSink {
         }
         if let Some(js) = &self.js {
             js.resolve_streams(prepared).await;
+            js.check_replicas(&self.name).await;
         }
         match &self.js {
             Some(js) if !chunks.is_empty() => {

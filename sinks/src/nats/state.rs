@@ -70,6 +70,11 @@ pub(super) struct Fence {
     pub(super) seen: HashSet<String>,
     /// Dropped once the stream turned out to have other publishers.
     pub(super) disabled: bool,
+    /// Per stream, whether it is replicated (see `fence`: a replicated stream is never
+    /// fenced); a stream not in here yet is not fenced either until its replicas are known.
+    pub(super) replicated: HashMap<Arc<str>, bool>,
+    /// Streams learned for subjects whose replicas are not known yet.
+    pub(super) unchecked: Vec<Arc<str>>,
 }
 
 impl Fence {
@@ -80,11 +85,21 @@ impl Fence {
         (stream, self.seen.contains(subject))
     }
 
+    /// Whether messages bound for `stream` carry the check: only once the stream is known
+    /// to have a single replica.
+    pub(super) fn fences(&self, stream: &str) -> bool {
+        self.replicated.get(stream) == Some(&false)
+    }
+
     pub(super) fn learn(&mut self, subject: &str, stream: &str, default: &Arc<str>) {
         if stream == &**default {
             self.streams.remove(subject);
         } else if self.streams.len() < SEEN_CAP {
-            self.streams.insert(subject.to_string(), Arc::from(stream));
+            let stream: Arc<str> = Arc::from(stream);
+            if !self.replicated.contains_key(&stream) && !self.unchecked.contains(&stream) {
+                self.unchecked.push(stream.clone());
+            }
+            self.streams.insert(subject.to_string(), stream);
         }
         if self.seen.len() < SEEN_CAP && !self.seen.contains(subject) {
             self.seen.insert(subject.to_string());

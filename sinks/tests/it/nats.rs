@@ -12,7 +12,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use cdc_sinks::nats::{JetStreamOptions, NatsAuth, NatsOptions, NatsSink, NatsTls};
 use cdc_sinks::{EncodedBatch, Message, Sink, SinkError};
-use cdc_test_harness::nats_server::{self, free_port, NatsServer};
+use cdc_test_harness::nats_server::{self, free_port, NatsCluster, NatsServer};
 use futures_util::StreamExt;
 
 /// Upper bound for any single step of a test.
@@ -363,6 +363,113 @@ async fn other_publishers_on_the_stream_do_not_stall_delivery() {
     let foreign = tokio::time::timeout(STEP, other).await.unwrap().unwrap();
 
     let stored = read_stream(&server.url(), "CDC").await;
+    let ours: Vec<String> = ids(&stored)
+        .into_iter()
+        .filter(|id| !id.starts_with("other-"))
+        .collect();
+    assert_eq!(
+        ours,
+        expected_ids(0..TOTAL),
+        "ours lost, doubled or reordered"
+    );
+    assert_eq!(stored.len() as u64, TOTAL + foreign);
+}
+
+/// The fact the sink's rule rests on (see `sinks/src/nats/fence.rs`): on a replicated stream
+/// one refused `Nats-Expected-Last-Msg-Id` is answered (10070), and then the stream answers
+/// no publish at all (nats-server ≥ 2.14 stops it with "critical write error: last msgid
+/// mismatch"). When a nats-server release stops doing this, this test fails: the fence may
+/// then be allowed on replicated streams again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_expected_last_msg_id_stops_a_replicated_stream() {
+    let cluster = NatsCluster::start(3);
+    cluster.wait_jetstream(0).await;
+    let c = client(&cluster.nodes[0].url()).await;
+    jetstream::new(c.clone())
+        .create_stream(jetstream::stream::Config {
+            name: "R3".into(),
+            subjects: vec!["r3.>".into()],
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let publish = |id: &str, expect: Option<&str>| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        if let Some(expect) = expect {
+            headers.insert("Nats-Expected-Last-Msg-Id", expect);
+        }
+        let c = c.clone();
+        async move {
+            match tokio::time::timeout(
+                Duration::from_secs(5),
+                c.request_with_headers("r3.x", headers, "x".into()),
+            )
+            .await
+            {
+                Ok(Ok(m)) => Some(String::from_utf8_lossy(&m.payload).to_string()),
+                Ok(Err(e)) => Some(format!("request error: {e}")),
+                Err(_) => None,
+            }
+        }
+    };
+    for id in ["a1", "b1"] {
+        let ack = publish(id, None).await.unwrap();
+        assert!(ack.contains("\"seq\""), "{ack}");
+    }
+    // a2 expects a1, but b1 came in between (a second publisher).
+    let refused = publish("a2", Some("a1")).await.unwrap();
+    assert!(refused.contains("10070"), "{refused}");
+    // Nothing is answered after it, not even a fresh message without any check.
+    assert_eq!(publish("c1", None).await, None, "the stream still answers");
+    let log = std::fs::read_to_string(cluster.nodes[0].log_path()).unwrap();
+    assert!(log.contains("last msgid mismatch"), "{log}");
+}
+
+/// A sink with the default ordering check on a replicated stream, with another publisher
+/// interleaving: the sink does not fence a replicated stream (a refusal would stop it, see
+/// the test above), so both publishers' messages are all stored and the sink's in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_stream_is_not_fenced_so_another_publisher_cannot_stop_it() {
+    const TOTAL: u64 = 5_000;
+    let cluster = NatsCluster::start(3);
+    cluster.wait_jetstream(0).await;
+    let url = cluster.nodes[0].url();
+    let mut opts = js_options(&cluster.url(), "CDC");
+    opts.jetstream.as_mut().unwrap().replicas = 3;
+    assert!(opts.jetstream.as_ref().unwrap().ordering_check);
+    let mut sink = connect(opts).await;
+    deliver(&mut sink, batch(1, 0..10)).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let other = {
+        let js = jetstream::new(client(&url).await);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) && n < 2_000 {
+                let publish = jetstream::message::PublishMessage::build()
+                    .payload("other".into())
+                    .message_id(format!("other-{n}"));
+                js.send_publish("cdc.other.app", publish)
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    for (seq, lo) in (10..TOTAL).step_by(500).enumerate() {
+        deliver(&mut sink, batch(seq as u64 + 2, lo..(lo + 500).min(TOTAL)))
+            .await
+            .unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    let foreign = tokio::time::timeout(STEP, other).await.unwrap().unwrap();
+    assert!(foreign > 0);
+    let stored = read_stream(&url, "CDC").await;
     let ours: Vec<String> = ids(&stored)
         .into_iter()
         .filter(|id| !id.starts_with("other-"))

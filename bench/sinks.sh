@@ -154,7 +154,8 @@ done
 # --- temp dir, processes, cleanup ----------------------------------------------------------
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/cdc-sinks-bench-XXXXXX")
 # Postgres (scripts/pg-throwaway.sh): sets PG_BIN, PG_PORT, PG_DIR; pg_start, pg_stop.
-PG_EXTRA_OPTS="-c max_wal_size=8GB -c timezone=UTC -c log_timezone=UTC ${PG_EXTRA_OPTS:-}"
+# Slots: s_recv, s_http and up to 3 per round (MODE=sidecars); a later -c wins.
+PG_EXTRA_OPTS="-c max_wal_size=8GB -c timezone=UTC -c log_timezone=UTC -c max_replication_slots=$((3 * ROUNDS + 4)) ${PG_EXTRA_OPTS:-}"
 # shellcheck source=../scripts/pg-throwaway.sh
 source "$REPO/scripts/pg-throwaway.sh"
 for t in psql pg_recvlogical; do

@@ -221,7 +221,7 @@ for s in ss: print(s.getsockname()[1])')
 # stop_cluster: SIGTERM to every node at once, then up to 10 s each, then SIGKILL.
 stop_cluster() {
   local p
-  for p in "${CLUSTER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${CLUSTER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${CLUSTER_PIDS[@]}"; do stop_pid "$p" TERM; done
   CLUSTER_PIDS=()
   return 0
@@ -664,7 +664,7 @@ drain_hosts() {
     for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
       log "$tag: a cdc-host ignored SIGTERM for 15s; SIGKILL"
-      for host_pid in $(pgrep -P "$pid"); do kill -KILL "$host_pid" 2>/dev/null; done
+      for host_pid in $(pgrep -P "$pid"); do kill -KILL "$host_pid" 2>/dev/null || true; done
     fi
     wait "$pid" 2>/dev/null || true
   done

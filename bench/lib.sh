@@ -27,27 +27,45 @@ parse_time() {
 # COMMIT after every BATCH); PAD (default 0) adds that many bytes of text to each row (wide
 # rows: e.g. ROWS=1000000 BATCH=1000000 PAD=1000 is a ~1.2 GB single transaction). The end
 # LSN is read in the same session right after the last COMMIT. Sets END_LSN, TXNS, WAL_MB,
-# ROW_BYTES.
+# ROW_BYTES. LOAD_TABLES (default `bench`): several tables of bench's columns, e.g.
+# "bench_a bench_b": transaction k goes to table k mod their number (bench/sinks.sh
+# MODE=sidecars: two tables, each its own publication, the rows split evenly).
 load_backlog() {
   local pad=${PAD:-0}
   [[ $pad =~ ^[0-9]+$ ]] || die "PAD must be a non-negative integer"
   local wide=
   ((pad > 0)) && wide=" (+$pad bytes of text per row)"
   log "loading $ROWS rows in transactions of $BATCH$wide"
-  local t0 t1
+  local t0 t1 tables
+  read -r -a tables <<<"${LOAD_TABLES:-bench}"
+  ((${#tables[@]} > 0)) || die "LOAD_TABLES is empty"
+  # The INSERT of one transaction; with several tables, the same statement run through
+  # EXECUTE on table k mod n (\$1, \$2: the first and last row number).
+  local insert="SELECT g, md5(g::text) || md5((g * 2)::text) || md5((g * 3)::text) || repeat('x', $pad),
+           (g % 10000) / 100.0,
+           jsonb_build_object('k', g, 'v', md5(g::text)),
+           now()"
+  local body
+  if ((${#tables[@]} == 1)); then
+    body="INSERT INTO ${tables[0]}(n, t, amount, doc, ts)
+    $insert
+    FROM generate_series(s, least(s + $BATCH - 1, $ROWS)) AS g;"
+  else
+    local list
+    list=$(printf "'%s'," "${tables[@]}")
+    body="EXECUTE format(\$q\$INSERT INTO %I(n, t, amount, doc, ts) ${insert//%/%%}
+      FROM generate_series(\$1, \$2) AS g\$q\$, (ARRAY[${list%,}])[k % ${#tables[@]} + 1])
+      USING s, least(s + $BATCH - 1, $ROWS);
+    k := k + 1;"
+  fi
   t0=$(now)
   # In the background + `wait`, so a signal is handled at once (the caller's trap).
   "${PSQL[@]}" -d bench >"$DIR/end_lsn" <<SQL &
 DO \$\$
-DECLARE s bigint := 1;
+DECLARE s bigint := 1; k int := 0;
 BEGIN
   WHILE s <= $ROWS LOOP
-    INSERT INTO bench(n, t, amount, doc, ts)
-    SELECT g, md5(g::text) || md5((g * 2)::text) || md5((g * 3)::text) || repeat('x', $pad),
-           (g % 10000) / 100.0,
-           jsonb_build_object('k', g, 'v', md5(g::text)),
-           now()
-    FROM generate_series(s, least(s + $BATCH - 1, $ROWS)) AS g;
+    $body
     COMMIT;
     s := s + $BATCH;
   END LOOP;
@@ -62,7 +80,7 @@ SQL
   t1=$(now)
   TXNS=$(( (ROWS + BATCH - 1) / BATCH ))
   WAL_MB=$(sql "SELECT round(pg_wal_lsn_diff('$END_LSN', '$START_LSN') / 1048576.0, 1)")
-  ROW_BYTES=$(sql "SELECT round(avg(pg_column_size(b.*))) FROM (SELECT * FROM bench LIMIT 10000) b")
+  ROW_BYTES=$(sql "SELECT round(avg(pg_column_size(b.*))) FROM (SELECT * FROM ${tables[0]} LIMIT 10000) b")
   log "loaded in $(printf '%.1f' "$(calc "$t1 - $t0")")s: $TXNS txns, WAL $START_LSN..$END_LSN (${WAL_MB} MB), ~${ROW_BYTES} B/row"
 }
 

@@ -9,6 +9,9 @@
 #   ROWS=200000 RAW_VARIANTS=1 bench/sinks.sh   # + raw runs that mimic cdc-host's sink
 #   PIPELINE_TOML=$'max_changes = 16384\nmax_inflight = 16' bench/sinks.sh
 #   MODE=atomic ROWS=200000 bench/sinks.sh  # cdc-host plain vs atomic = "transaction"
+#   MODE=cluster ROWS=200000 bench/sinks.sh # cdc-host vs raw publisher, R3 stream, 3 nodes
+#   MODE=sidecars ROWS=200000 bench/sinks.sh   # one sidecar vs two on two publications
+#   MODE=sidecars CLUSTER=1 ROWS=200000 bench/sinks.sh   # the same into an R3 stream
 #
 # MODE=atomic: the cost of `[sinks.jetstream] atomic = "transaction"` (each transaction of
 # BATCH rows one JetStream atomic batch, at most 1000 messages each, one in flight) against
@@ -17,6 +20,32 @@
 # each stream must hold ROWS messages. Prints changes/s per round and the median of
 # atomic/plain, then stops (no raw publisher, no HTTP). Step 1 (pg_recvlogical) runs as
 # usual.
+#
+# MODE=cluster: cdc-host into a replicated stream against the raw publisher sending the same
+# messages to the same kind of cluster. Each side runs on a fresh 3-node JetStream cluster
+# on 127.0.0.1 (the pinned nats-server; free client and route ports, routes between all
+# three, cluster name cdc, file stores in the temp dir; JetStream awaited with
+# raw-nats-publish --wait-jetstream). cdc-host drains slot s_nats<R> into stream CDC that it
+# creates with `[sinks.jetstream] replicas = 3` (url: the three seeds, comma-separated;
+# ordering_check at its default, which a replicated stream turns off: no
+# Nats-Expected-Last-Msg-Id is stored); the stream must hold ROWS messages with 3 replicas.
+# Round 1's stream is read back into a file (as in step 3), and raw-nats-publish republishes
+# it, headers as stored, into a fresh R3 stream RAW (--replicas 3) on a fresh cluster.
+# Rounds alternate who goes first (odd rounds cdc-host). Prints changes/s per round, the
+# CPU seconds of cdc-host (or the publisher) and of the three servers together, and the
+# median cdc-host/raw (issue 21's target: >= 0.9); then stops (no HTTP).
+#
+# MODE=sidecars: one sidecar against two. The backlog goes to two tables, bench_a and
+# bench_b (transactions alternate: ROWS/2 rows each), with publications pub_a, pub_b and
+# pub_ab (both). Per round, on a fresh nats-server (CLUSTER=1: a fresh 3-node cluster, R3
+# stream): `one` = one cdc-host on pub_ab (slot s_one<R>); `two` = two cdc-host processes
+# started together, on pub_a (s_a<R>) and pub_b (s_b<R>), into the same stream CDC (subjects
+# cdc.public.bench_a / _b; ordering_check = false on every side, as the README's recipe
+# says for a shared stream). Wall time runs from the first start to the poll that sees every
+# slot involved confirmed; aggregate changes/s = ROWS / that. The stream must hold ROWS
+# messages. Odd rounds run `one` first. Prints per-round figures (each sidecar's own finish
+# time too) and the median two/one. Every walsender decodes the whole WAL, whatever its
+# publication: two slots cost Postgres twice the decoding.
 #
 # One run, one backlog (like bench/drain.sh): build cdc-host and cdc-bench-tools (release)
 # -> throwaway Postgres (scripts/pg-throwaway.sh: free 127.0.0.1 port, wal_level=logical,
@@ -69,7 +98,8 @@
 # RAW_ARGS (extra raw-nats-publish arguments), RAW_VARIANTS=1 (also time raw publishes
 # with Nats-Msg-Id only, with cdc-host's per-batch ack barrier, and taking PubAcks
 # cdc-host's way: one inbox subscription instead of async-nats's JetStream API), SKIP_RAW=1,
-# SKIP_HTTP=1, KEEP_BENCH_DIR=1 (keep logs and configs).
+# SKIP_HTTP=1, KEEP_BENCH_DIR=1 (keep logs and configs), MODE (atomic, cluster, sidecars;
+# unset: the steps above), CLUSTER=1 (MODE=sidecars on a 3-node cluster, R3 stream).
 set -euo pipefail
 
 ROWS=${ROWS:-1000000}
@@ -80,6 +110,8 @@ SKIP_RAW=${SKIP_RAW:-0}
 SKIP_HTTP=${SKIP_HTTP:-0}
 RAW_VARIANTS=${RAW_VARIANTS:-0}
 ROUNDS=${ROUNDS:-3}
+MODE=${MODE:-}
+CLUSTER=${CLUSTER:-0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cdc-target}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # The server the tests run (installed on first use), unless one is named.
@@ -92,6 +124,8 @@ log() { printf '[sinks %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 [[ $ROWS =~ ^[0-9]+$ && $ROWS -gt 0 ]] || die "ROWS must be a positive integer"
 [[ $BATCH =~ ^[0-9]+$ && $BATCH -gt 0 ]] || die "BATCH must be a positive integer"
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 ]] || die "ROUNDS must be a positive integer"
+[[ -z $MODE || $MODE == atomic || $MODE == cluster || $MODE == sidecars ]] ||
+  die "MODE must be atomic, cluster or sidecars (or unset)"
 command -v "$NATS_SERVER" >/dev/null || die "$NATS_SERVER not found (scripts/nats-bin installs the pinned one)"
 command -v python3 >/dev/null || die "python3 missing (free ports)"
 if ! /usr/bin/time -v true >/dev/null 2>&1; then
@@ -120,7 +154,8 @@ done
 # --- temp dir, processes, cleanup ----------------------------------------------------------
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/cdc-sinks-bench-XXXXXX")
 # Postgres (scripts/pg-throwaway.sh): sets PG_BIN, PG_PORT, PG_DIR; pg_start, pg_stop.
-PG_EXTRA_OPTS="-c max_wal_size=8GB -c timezone=UTC -c log_timezone=UTC ${PG_EXTRA_OPTS:-}"
+# Slots: s_recv, s_http and up to 3 per round (MODE=sidecars); a later -c wins.
+PG_EXTRA_OPTS="-c max_wal_size=8GB -c timezone=UTC -c log_timezone=UTC -c max_replication_slots=$((3 * ROUNDS + 4)) ${PG_EXTRA_OPTS:-}"
 # shellcheck source=../scripts/pg-throwaway.sh
 source "$REPO/scripts/pg-throwaway.sh"
 for t in psql pg_recvlogical; do
@@ -128,6 +163,7 @@ for t in psql pg_recvlogical; do
 done
 
 LOAD_PID= RECV_PID= HOST_TIME_PID= NATS_PID= RECEIVER_PID= RAW_PID=
+HOST_TIME_PIDS=() CLUSTER_PIDS=() # MODE=sidecars' cdc-hosts (under GNU time); a cluster's nodes
 VARIANTS=()
 stop_pid() { # pid signal: signal it and wait up to 10 s, then SIGKILL
   local pid=$1 sig=$2 i
@@ -136,6 +172,67 @@ stop_pid() { # pid signal: signal it and wait up to 10 s, then SIGKILL
   for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
 }
+# start_cluster: a fresh 3-node JetStream cluster on 127.0.0.1 (free client and route
+# ports, routes between all three, cluster name cdc, servers n0..n2, empty file stores in
+# $DIR/cl<i>), started together; waits until each accepts connections and JetStream answers
+# (a meta leader). Sets CLUSTER_PIDS, CLUSTER_URL (the three seeds, comma-separated).
+start_cluster() {
+  local attempt i j ports routes all ok
+  for attempt in 1 2 3; do
+    # Six free ports from one python3 (each start of it takes seconds on a loaded box).
+    mapfile -t ports < <(python3 -c 'import socket
+ss = [socket.socket() for _ in range(6)]
+for s in ss: s.bind(("127.0.0.1", 0))
+for s in ss: print(s.getsockname()[1])')
+    ((${#ports[@]} == 6)) || die "no free ports"
+    routes=("${ports[@]:3}") ports=("${ports[@]:0:3}") all=
+    for i in 0 1 2; do all+="${all:+,}nats://127.0.0.1:${routes[i]}"; done
+    CLUSTER_PIDS=()
+    for i in 0 1 2; do
+      rm -rf "$DIR/cl$i"; mkdir -p "$DIR/cl$i"
+      "$NATS_SERVER" -js -a 127.0.0.1 -p "${ports[i]}" -sd "$DIR/cl$i" --cluster_name cdc \
+        --name "n$i" --cluster "nats://127.0.0.1:${routes[i]}" --routes "$all" \
+        >>"$DIR/cluster-n$i.log" 2>&1 &
+      CLUSTER_PIDS+=($!)
+    done
+    ok=1
+    for i in 0 1 2; do
+      for ((j = 0; j < 200; j++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/${ports[i]}") 2>/dev/null && break
+        kill -0 "${CLUSTER_PIDS[i]}" 2>/dev/null || break
+        sleep 0.05
+      done
+      kill -0 "${CLUSTER_PIDS[i]}" 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/${ports[i]}") 2>/dev/null || ok=0
+    done
+    CLUSTER_URL=
+    for i in 0 1 2; do CLUSTER_URL+="${CLUSTER_URL:+,}nats://127.0.0.1:${ports[i]}"; done
+    if ((ok)) && "$TOOLS_DIR/raw-nats-publish" --url "$CLUSTER_URL" --wait-jetstream 60 \
+      >"$DIR/cluster-ready.out" 2>&1; then
+      log "3-node cluster ($("$NATS_SERVER" --version)) on $CLUSTER_URL, JetStream after $(kv "$DIR/cluster-ready.out" jetstream_ready_s)s"
+      return 0
+    fi
+    stop_cluster
+    if ((attempt == 3)); then
+      cat "$DIR/cluster-ready.out" >&2 2>/dev/null; tail -n 20 "$DIR/cluster-n0.log" >&2
+      die "the 3-node cluster did not start"
+    fi
+  done
+}
+# stop_cluster: SIGTERM to every node at once, then up to 10 s each, then SIGKILL.
+stop_cluster() {
+  local p
+  for p in "${CLUSTER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${CLUSTER_PIDS[@]}"; do stop_pid "$p" TERM; done
+  CLUSTER_PIDS=()
+  return 0
+}
+# ticks_of PID... -> the CPU clock ticks of those processes, summed (the live ones).
+ticks_of() {
+  local p sum=0
+  for p in "$@"; do proc_ticks "$p"; sum=$((sum + ${TICKS:-0})); done
+  echo "$sum"
+}
+
 cleanup() {
   local rc=$?
   set +e
@@ -146,9 +243,14 @@ cleanup() {
     for c in $(pgrep -P "$HOST_TIME_PID"); do kill -KILL "$c" 2>/dev/null; done
     kill -KILL "$HOST_TIME_PID" 2>/dev/null
   fi
+  for p in "${HOST_TIME_PIDS[@]}"; do
+    for c in $(pgrep -P "$p"); do kill -KILL "$c" 2>/dev/null; done
+    kill -KILL "$p" 2>/dev/null
+  done
   [[ -n $RAW_PID ]] && kill -KILL "$RAW_PID" 2>/dev/null
   stop_pid "$RECEIVER_PID" TERM
   stop_pid "$NATS_PID" TERM
+  stop_cluster
   if [[ ${KEEP_BENCH_DIR:-0} == 1 ]]; then
     cp "$PG_DIR/postgres.log" "$DIR/" 2>/dev/null
   fi
@@ -194,11 +296,23 @@ sql() { "${PSQL[@]}" -d bench -c "$1"; }
 PG_VERSION=$(sql "SHOW server_version_num")
 sql "CREATE TABLE bench(id bigserial PRIMARY KEY, n int, t text, amount numeric(12,2), doc jsonb, ts timestamptz)"
 sql "CREATE PUBLICATION bench_pub FOR TABLE bench"
+RECV_PUB=bench_pub # pg_recvlogical's
 NATS_SLOTS=(s_nats)
 for ((r = 2; r <= ROUNDS; r++)); do NATS_SLOTS+=("s_nats$r"); done
-if [[ ${MODE:-} == atomic ]]; then
+if [[ $MODE == atomic ]]; then
   NATS_SLOTS=()
   for ((r = 1; r <= ROUNDS; r++)); do NATS_SLOTS+=("s_plain$r" "s_atomic$r"); done
+elif [[ $MODE == cluster ]]; then
+  NATS_SLOTS=()
+  for ((r = 1; r <= ROUNDS; r++)); do NATS_SLOTS+=("s_nats$r"); done
+elif [[ $MODE == sidecars ]]; then
+  for t in bench_a bench_b; do sql "CREATE TABLE $t (LIKE bench INCLUDING ALL)"; done
+  sql "CREATE PUBLICATION pub_a FOR TABLE bench_a"
+  sql "CREATE PUBLICATION pub_b FOR TABLE bench_b"
+  sql "CREATE PUBLICATION pub_ab FOR TABLE bench_a, bench_b"
+  LOAD_TABLES="bench_a bench_b" RECV_PUB=pub_ab
+  NATS_SLOTS=()
+  for ((r = 1; r <= ROUNDS; r++)); do NATS_SLOTS+=("s_one$r" "s_a$r" "s_b$r"); done
 fi
 for slot in s_recv "${NATS_SLOTS[@]}" s_http; do
   sql "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')" >/dev/null
@@ -219,7 +333,7 @@ log "1/4 pg_recvlogical drains s_recv (--endpos=$END_LSN)"
 t0=$(now)
 timeout "$DRAIN_TIMEOUT" /usr/bin/time -v -o "$DIR/recv.time" \
   "$PG_BIN/pg_recvlogical" -d bench -h 127.0.0.1 -p "$PG_PORT" -U postgres --slot s_recv --start \
-  -o proto_version=1 -o publication_names=bench_pub --endpos="$END_LSN" -f /dev/null \
+  -o proto_version=1 -o publication_names="$RECV_PUB" --endpos="$END_LSN" -f /dev/null \
   2>"$DIR/recv.stderr" &
 RECV_PID=$!
 RECV_WS_TICKS=
@@ -244,12 +358,12 @@ RECV_CPS=$(calc "$ROWS / $RECV_WALL")
 log "pg_recvlogical: ${RECV_WALL}s ($(printf '%.0f' "$RECV_CPS")/s)"
 
 # --- cdc-host runs ------------------------------------------------------------------------
-write_config() { # FILE SLOT SINK_TOML
+write_config() { # FILE SLOT SINK_TOML [PUBLICATION (bench_pub)]
   cat >"$1" <<EOF
 [source]
 dsn = "postgres://postgres@127.0.0.1:$PG_PORT/bench?sslmode=disable"
 slot = "$2"
-publication = "bench_pub"
+publication = "${4:-bench_pub}"
 create_slot = false
 status_interval_secs = 1
 
@@ -342,12 +456,46 @@ start_nats() {
   NATS_URL=nats://127.0.0.1:$NATS_PORT
   log "$("$NATS_SERVER" --version) on $NATS_URL, store $DIR/js"
 }
-start_nats
+[[ $MODE == cluster || $MODE == sidecars ]] || start_nats
 
-nats_sink_toml() {
-  printf '%s\n' "[[sinks]]" 'name = "bus"' 'type = "nats"' "url = \"$NATS_URL\"" \
+nats_sink_toml() { # [URL ($NATS_URL)]
+  printf '%s\n' "[[sinks]]" 'name = "bus"' 'type = "nats"' "url = \"${1:-$NATS_URL}\"" \
     'subject = "cdc.{schema}.{table}"' 'format = "json"' "[sinks.jetstream]" 'stream = "CDC"' \
     "create_stream = true"
+}
+
+# raw_publish TAG [ARGS...]: sets R_OK, R_CPS, R_WALL, R_CPU, R_RSS, R_SERVER_CPU, R_BUSY,
+# R_STEAL. Into the server at NATS_URL, or PUB_URL (server pids PUB_PIDS, comma-separated).
+raw_publish() {
+  local tag=$1 c0 c1; shift
+  R_OK=0 R_CPS=nan R_WALL=nan R_CPU=nan R_RSS=nan R_SERVER_CPU=nan R_BUSY=nan R_STEAL=nan
+  c0=$(proc_cpu "$NATS_PID")
+  set +e
+  # shellcheck disable=SC2086
+  "$TOOLS_DIR/raw-nats-publish" --url "${PUB_URL:-$NATS_URL}" --from-file "$DIR/messages.bin" --expect "$ROWS" \
+    --stream RAW --subject raw.public.bench --max-in-flight "$RAW_MAX_IN_FLIGHT" --server-pid "${PUB_PIDS:-$NATS_PID}" \
+    ${RAW_ARGS:-} "$@" \
+    >"$DIR/$tag.out" 2>"$DIR/$tag.stderr" &
+  RAW_PID=$!
+  wait "$RAW_PID"; local rc=$?
+  set -e
+  RAW_PID=
+  c1=$(proc_cpu "$NATS_PID")
+  if [[ $rc -ne 0 ]]; then
+    log "$tag: raw-nats-publish exited with $rc:"; tail -n 20 "$DIR/$tag.stderr" >&2
+    return 0
+  fi
+  R_OK=1
+  R_WALL=$(kv "$DIR/$tag.out" publish_wall_s)
+  R_CPU=$(kv "$DIR/$tag.out" publish_cpu_s)
+  R_RSS=$(kv "$DIR/$tag.out" peak_rss_mb)
+  R_CPS=$(calc "$ROWS / $R_WALL")
+  R_BUSY=$(kv "$DIR/$tag.out" machine_busy_pct)
+  R_STEAL=$(kv "$DIR/$tag.out" machine_steal_pct)
+  # nats-server CPU during the publish phase (or, failing that, the whole run).
+  R_SERVER_CPU=$(kv "$DIR/$tag.out" server_publish_cpu_s)
+  if [[ -z $R_SERVER_CPU && -n $c0 && -n $c1 ]]; then R_SERVER_CPU=$(calc "$c1 - $c0"); fi
+  log "$tag: ${R_WALL}s, $(printf '%.0f' "$R_CPS")/s${*:+ ($*)}"
 }
 
 # --- MODE=atomic: plain vs atomic = "transaction" ------------------------------------------------
@@ -388,6 +536,223 @@ $extra"
   exit 0
 fi
 
+# median_of VALUES... -> the median
+median_of() {
+  local sorted k
+  mapfile -t sorted < <(printf '%s\n' "$@" | sort -g)
+  k=${#sorted[@]}
+  if ((k % 2)); then echo "${sorted[k / 2]}"; else calc "(${sorted[k / 2 - 1]} + ${sorted[k / 2]}) / 2"; fi
+}
+# stream_count URL STREAM TAG: S_MSGS and S_REPLICAS of STREAM (empty when unreadable).
+stream_count() {
+  "$TOOLS_DIR/raw-nats-publish" --url "$1" --source-stream "$2" --info-only >"$DIR/$3.count" 2>&1 || true
+  S_MSGS=$(kv "$DIR/$3.count" source_messages)
+  S_REPLICAS=$(kv "$DIR/$3.count" source_replicas)
+}
+
+# --- MODE=cluster: cdc-host vs the raw publisher, R3 stream on a 3-node cluster --------------
+if [[ $MODE == cluster ]]; then
+  stop_pid "$NATS_PID" TERM; NATS_PID=
+  CL_ROWS=() CL_RATIOS=() CL_RATIOS_C=()
+  # cluster_cdc R: a fresh cluster, cdc-host drains s_nats<R> into R3 stream CDC; sets C_*.
+  cluster_cdc() {
+    local r=$1 s0
+    start_cluster
+    write_config "$DIR/cl_cdc$r.toml" "s_nats$r" "$(nats_sink_toml "$CLUSTER_URL")
+replicas = 3"
+    log "round $r/$ROUNDS: cdc-host drains s_nats$r into R3 stream CDC"
+    sync
+    s0=$(ticks_of "${CLUSTER_PIDS[@]}")
+    drain_host "cl_cdc$r" "s_nats$r" "$DIR/cl_cdc$r.toml"
+    C_SRV=$(calc "($(ticks_of "${CLUSTER_PIDS[@]}") - $s0) / $CLK_TCK")
+    [[ $H_STATUS == ok ]] || die "round $r: cdc-host did not drain s_nats$r"
+    stream_count "$CLUSTER_URL" CDC "cl_cdc$r"
+    [[ $S_MSGS == "$ROWS" && $S_REPLICAS == 3 ]] ||
+      die "round $r: stream CDC holds ${S_MSGS:-?} messages with ${S_REPLICAS:-?} replicas, expected $ROWS with 3"
+    C_CPS=$(calc "$ROWS / $H_WALL") C_CPU=$H_CPU C_STEAL=$H_STEAL
+    if [[ ! -s $DIR/messages.bin ]]; then
+      "$TOOLS_DIR/raw-nats-publish" --url "$CLUSTER_URL" --source-stream CDC --expect "$ROWS" \
+        --dump "$DIR/messages.bin" >"$DIR/dump.out" 2>"$DIR/dump.stderr" ||
+        { cat "$DIR/dump.stderr" >&2; die "reading stream CDC back failed"; }
+    fi
+    stop_cluster
+  }
+  # cluster_raw R: a fresh cluster, the same messages republished into R3 stream RAW.
+  cluster_raw() {
+    local r=$1 pids
+    start_cluster
+    pids=$(IFS=,; echo "${CLUSTER_PIDS[*]}")
+    log "round $r/$ROUNDS: raw-nats-publish republishes $ROWS messages into R3 stream RAW"
+    PUB_URL=$CLUSTER_URL PUB_PIDS=$pids raw_publish "cl_raw$r" --replicas 3
+    [[ $R_OK == 1 ]] || die "round $r: raw-nats-publish failed"
+    [[ $(kv "$DIR/cl_raw$r.out" replicas) == 3 ]] || die "round $r: stream RAW has not 3 replicas"
+    # The same publish counting the creation of its R3 stream, as cdc-host's run does.
+    R_CREATE=$(kv "$DIR/cl_raw$r.out" create_stream_s)
+    R_CPS_C=$(calc "$ROWS / ($R_WALL + ${R_CREATE:-0})")
+    stop_cluster
+  }
+  for ((r = 1; r <= ROUNDS; r++)); do
+    if ((r % 2)); then
+      cluster_cdc "$r"; cluster_raw "$r"; order="cdc first"
+    else
+      cluster_raw "$r"; cluster_cdc "$r"; order="raw first"
+    fi
+    ratio=$(calc "$C_CPS / $R_CPS") ratio_c=$(calc "$C_CPS / $R_CPS_C")
+    CL_RATIOS+=("$ratio") CL_RATIOS_C+=("$ratio_c")
+    CL_ROWS+=("$(printf '  %-5d %-10s %9.0f %9.0f %6.2f %8s %6.2f %8s %8s %10s %10s   %s/%s' "$r" "$order" "$C_CPS" "$R_CPS" "$ratio" \
+      "$(f2 "${R_CREATE:-nan}")" "$ratio_c" "$(f2 "$C_CPU")" "$(f2 "$R_CPU")" "$(f2 "$C_SRV")" "$(f2 "$R_SERVER_CPU")" "$(f1 "$C_STEAL")" "$(f1 "$R_STEAL")")")
+  done
+  mapfile -t sorted < <(printf '%s\n' "${CL_RATIOS[@]}" | sort -g)
+  echo
+  echo "MODE=cluster: $ROWS rows in $TXNS txns of $BATCH, ~${ROW_BYTES} B/row, PG $PG_VERSION, 3 x $("$NATS_SERVER" --version) on 127.0.0.1 (R3 file streams, fresh cluster per side), $(nproc) cores, $ROUNDS rounds"
+  echo "messages: avg payload $(kv "$DIR/cl_raw1.out" avg_payload_bytes) B, avg headers ~$(kv "$DIR/cl_raw1.out" avg_header_bytes) B (as cdc-host stored them)"
+  printf '  %-5s %-10s %9s %9s %6s %8s %6s %8s %8s %10s %10s   %s\n' round order cdc-host raw ratio create_s r+cre cdc_cpu raw_cpu "srv_cpu c" "srv_cpu r" "steal % cdc/raw"
+  printf '%s\n' "${CL_ROWS[@]}"
+  printf 'median ratio cdc-host/raw-nats-publish, R3 stream (the same messages) over %d rounds: %.2f (min %.2f, max %.2f; target >= 0.9)\n' \
+    "$ROUNDS" "$(median_of "${CL_RATIOS[@]}")" "${sorted[0]}" "${sorted[-1]}"
+  printf 'median ratio with the raw side timed from its stream creation on (as cdc-host is): %.2f\n' "$(median_of "${CL_RATIOS_C[@]}")"
+  echo "changes/s: cdc-host from its start to the slot confirmed (connecting and creating the R3 stream included); raw: its publish phase (create_s: creating its R3 stream, before; r+cre: the ratio counting it). cpu_s: the process; srv_cpu: the three nats-servers together"
+  exit 0
+fi
+
+# --- MODE=sidecars: one cdc-host on both tables vs two, one per publication ------------------
+# drain_hosts TAG SLOT:CONFIG...: starts one cdc-host per SLOT:CONFIG together and polls
+# until every SLOT is confirmed past the end (or one exits, or DRAIN_TIMEOUT). Sets H_STATUS
+# (ok|exited|timeout), H_WALL (first start to the last slot confirmed), H_DONE (each slot's
+# seconds), H_CPU (summed), H_RSS (the largest), H_BUSY, H_STEAL.
+drain_hosts() {
+  local tag=$1 sc i n t0 t1 deadline b0 m0 s0 pid left host_pid
+  shift
+  local -a slots=() cfgs=() done_s=()
+  for sc in "$@"; do slots+=("${sc%%:*}"); cfgs+=("${sc#*:}"); done
+  n=${#slots[@]}
+  machine_ticks; b0=$M_BUSY m0=$M_TOTAL s0=$M_STEAL
+  t0=$(now)
+  HOST_TIME_PIDS=()
+  for ((i = 0; i < n; i++)); do
+    RUST_LOG=${HOST_RUST_LOG:-warn} /usr/bin/time -v -o "$DIR/$tag-$i.time" \
+      "$HOST_BIN" run "${cfgs[i]}" >"$DIR/$tag-$i.stdout" 2>"$DIR/$tag-$i.stderr" &
+    HOST_TIME_PIDS+=($!)
+    done_s+=("")
+  done
+  deadline=$((SECONDS + DRAIN_TIMEOUT))
+  H_STATUS=timeout
+  while :; do
+    left=0
+    for ((i = 0; i < n; i++)); do
+      [[ -z ${done_s[i]} ]] || continue
+      slot_poll "${slots[i]}"
+      if [[ ${POLL_OUT%%|*} == t ]]; then done_s[i]=$(calc "$(now) - $t0"); else left=1; fi
+    done
+    ((left)) || { H_STATUS=ok; break; }
+    for pid in "${HOST_TIME_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || H_STATUS=exited; done
+    [[ $H_STATUS == timeout ]] || break
+    ((SECONDS < deadline)) || break
+    sleep "$POLL_SECS"
+  done
+  t1=$(now)
+  machine_ticks
+  H_BUSY=$(busy_pct "$b0" "$m0")
+  H_STEAL=$(steal_pct "$s0" "$m0")
+  H_WALL=$(calc "$t1 - $t0")
+  # SIGTERM each cdc-host itself (GNU time would die of it without reporting).
+  for pid in "${HOST_TIME_PIDS[@]}"; do
+    host_pid=$(pgrep -P "$pid" || true)
+    [[ -n $host_pid ]] && kill -TERM "$host_pid" 2>/dev/null || true
+  done
+  for pid in "${HOST_TIME_PIDS[@]}"; do
+    for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$tag: a cdc-host ignored SIGTERM for 15s; SIGKILL"
+      for host_pid in $(pgrep -P "$pid"); do kill -KILL "$host_pid" 2>/dev/null || true; done
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+  HOST_TIME_PIDS=()
+  H_CPU=0 H_RSS=0 H_DONE=
+  for ((i = 0; i < n; i++)); do
+    H_DONE+="${H_DONE:+ }${slots[i]}=$(f2 "${done_s[i]:-nan}")s"
+    if [[ -s $DIR/$tag-$i.time ]] && grep -q 'Maximum resident' "$DIR/$tag-$i.time"; then
+      read -r c rss _ < <(parse_time "$DIR/$tag-$i.time")
+      H_CPU=$(calc "$H_CPU + $c")
+      H_RSS=$(awk -v a="$H_RSS" -v b="$rss" 'BEGIN { print (b > a ? b : a) }')
+    else
+      H_CPU=nan H_RSS=nan
+    fi
+    if [[ $H_STATUS != ok ]]; then
+      log "$tag: cdc-host on ${slots[i]}: stderr tail:"; tail -n 30 "$DIR/$tag-$i.stderr" >&2 || true
+    fi
+  done
+  log "$tag: $(f2 "$H_WALL")s ($H_STATUS; $H_DONE), $(printf '%.0f' "$(calc "$ROWS / $H_WALL")")/s"
+}
+
+if [[ $MODE == sidecars ]]; then
+  stop_pid "$NATS_PID" TERM; NATS_PID=
+  SC_ROWS=() SC_RATIOS=()
+  SC_WHERE="one nats-server, R1 stream"
+  [[ $CLUSTER == 1 ]] && SC_WHERE="3-node cluster, R3 stream"
+  # sidecars_side R SIDE: a fresh server (or cluster); SIDE one|two drains into stream CDC.
+  sidecars_side() {
+    local r=$1 side=$2 url pids s0 extra=$'ordering_check = false'
+    if [[ $CLUSTER == 1 ]]; then
+      start_cluster; url=$CLUSTER_URL pids=("${CLUSTER_PIDS[@]}"); extra+=$'\nreplicas = 3'
+    else
+      start_nats; url=$NATS_URL pids=("$NATS_PID")
+    fi
+    if [[ $side == one ]]; then
+      write_config "$DIR/one$r.toml" "s_one$r" "$(nats_sink_toml "$url")
+$extra" pub_ab
+      set -- "s_one$r:$DIR/one$r.toml"
+    else
+      write_config "$DIR/two_a$r.toml" "s_a$r" "$(nats_sink_toml "$url")
+$extra" pub_a
+      write_config "$DIR/two_b$r.toml" "s_b$r" "$(nats_sink_toml "$url")
+$extra" pub_b
+      set -- "s_a$r:$DIR/two_a$r.toml" "s_b$r:$DIR/two_b$r.toml"
+    fi
+    log "round $r/$ROUNDS: $side ($*) into stream CDC ($SC_WHERE)"
+    sync
+    s0=$(ticks_of "${pids[@]}")
+    drain_hosts "$side$r" "$@"
+    S_SRV=$(calc "($(ticks_of "${pids[@]}") - $s0) / $CLK_TCK")
+    [[ $H_STATUS == ok ]] || die "round $r: $side did not confirm the end ($H_STATUS)"
+    stream_count "$url" CDC "$side$r"
+    [[ $S_MSGS == "$ROWS" ]] || die "round $r ($side): stream CDC holds ${S_MSGS:-?} messages, expected $ROWS"
+    if [[ $CLUSTER == 1 ]]; then
+      [[ $S_REPLICAS == 3 ]] || die "round $r ($side): stream CDC has ${S_REPLICAS:-?} replicas"
+      stop_cluster
+    else
+      stop_pid "$NATS_PID" TERM; NATS_PID=
+    fi
+  }
+  for ((r = 1; r <= ROUNDS; r++)); do
+    if ((r % 2)); then sides=(one two) order="one first"; else sides=(two one) order="two first"; fi
+    for side in "${sides[@]}"; do
+      sidecars_side "$r" "$side"
+      if [[ $side == one ]]; then
+        O_CPS=$(calc "$ROWS / $H_WALL") O_CPU=$H_CPU O_SRV=$S_SRV O_STEAL=$H_STEAL O_BUSY=$H_BUSY
+      else
+        T_CPS=$(calc "$ROWS / $H_WALL") T_CPU=$H_CPU T_SRV=$S_SRV T_STEAL=$H_STEAL T_BUSY=$H_BUSY T_DONE=$H_DONE
+      fi
+    done
+    ratio=$(calc "$T_CPS / $O_CPS")
+    SC_RATIOS+=("$ratio")
+    SC_ROWS+=("$(printf '  %-5d %-9s %9.0f %9.0f %6.2f %8s %8s %9s %9s %5s/%-5s %5s/%-5s  %s' "$r" "$order" "$O_CPS" "$T_CPS" "$ratio" \
+      "$(f2 "$O_CPU")" "$(f2 "$T_CPU")" "$(f2 "$O_SRV")" "$(f2 "$T_SRV")" "$(f1 "$O_BUSY")" "$(f1 "$T_BUSY")" \
+      "$(f1 "$O_STEAL")" "$(f1 "$T_STEAL")" "$T_DONE")")
+  done
+  mapfile -t sorted < <(printf '%s\n' "${SC_RATIOS[@]}" | sort -g)
+  echo
+  echo "MODE=sidecars: $ROWS rows in $TXNS txns of $BATCH (alternating bench_a / bench_b), ~${ROW_BYTES} B/row, PG $PG_VERSION, $("$NATS_SERVER" --version), $SC_WHERE, fresh per side, $(nproc) cores, $ROUNDS rounds"
+  printf '  %-5s %-9s %9s %9s %6s %8s %8s %9s %9s %11s %11s  %s\n' round order "one c/s" "two c/s" two/one \
+    "one cpu" "two cpu" "srv one" "srv two" "busy% o/t" "steal% o/t" "two: each slot confirmed after"
+  printf '%s\n' "${SC_ROWS[@]}"
+  printf 'median ratio two sidecars/one (aggregate changes/s) over %d rounds: %.2f (min %.2f, max %.2f)\n' \
+    "$ROUNDS" "$(median_of "${SC_RATIOS[@]}")" "${sorted[0]}" "${sorted[-1]}"
+  echo "changes/s: $ROWS / (first start .. every slot confirmed); cpu: the cdc-hosts together; srv: nats-server(s) CPU seconds meanwhile"
+  exit 0
+fi
+
 write_config "$DIR/nats.toml" s_nats "$(nats_sink_toml)"
 
 log "2/4 cdc-host drains s_nats into JetStream stream CDC"
@@ -412,41 +777,7 @@ else
   NATS_VERIFIED="MISMATCH (${CDC_MSGS:-?} messages)"
 fi
 
-# --- 3. raw async-nats publisher ---------------------------------------------------------------
-# raw_publish TAG [ARGS...]: sets R_OK, R_CPS, R_WALL, R_CPU, R_RSS, R_SERVER_CPU, R_BUSY,
-# R_STEAL.
-raw_publish() {
-  local tag=$1 c0 c1; shift
-  R_OK=0 R_CPS=nan R_WALL=nan R_CPU=nan R_RSS=nan R_SERVER_CPU=nan R_BUSY=nan R_STEAL=nan
-  c0=$(proc_cpu "$NATS_PID")
-  set +e
-  # shellcheck disable=SC2086
-  "$TOOLS_DIR/raw-nats-publish" --url "$NATS_URL" --from-file "$DIR/messages.bin" --expect "$ROWS" \
-    --stream RAW --subject raw.public.bench --max-in-flight "$RAW_MAX_IN_FLIGHT" --server-pid "$NATS_PID" \
-    ${RAW_ARGS:-} "$@" \
-    >"$DIR/$tag.out" 2>"$DIR/$tag.stderr" &
-  RAW_PID=$!
-  wait "$RAW_PID"; local rc=$?
-  set -e
-  RAW_PID=
-  c1=$(proc_cpu "$NATS_PID")
-  if [[ $rc -ne 0 ]]; then
-    log "$tag: raw-nats-publish exited with $rc:"; tail -n 20 "$DIR/$tag.stderr" >&2
-    return 0
-  fi
-  R_OK=1
-  R_WALL=$(kv "$DIR/$tag.out" publish_wall_s)
-  R_CPU=$(kv "$DIR/$tag.out" publish_cpu_s)
-  R_RSS=$(kv "$DIR/$tag.out" peak_rss_mb)
-  R_CPS=$(calc "$ROWS / $R_WALL")
-  R_BUSY=$(kv "$DIR/$tag.out" machine_busy_pct)
-  R_STEAL=$(kv "$DIR/$tag.out" machine_steal_pct)
-  # nats-server CPU during the publish phase (or, failing that, the whole run).
-  R_SERVER_CPU=$(kv "$DIR/$tag.out" server_publish_cpu_s)
-  if [[ -z $R_SERVER_CPU && -n $c0 && -n $c1 ]]; then R_SERVER_CPU=$(calc "$c1 - $c0"); fi
-  log "$tag: ${R_WALL}s, $(printf '%.0f' "$R_CPS")/s${*:+ ($*)}"
-}
-
+# --- 3. raw async-nats publisher (raw_publish: above) --------------------------------------------
 # fresh_nats: stops the running nats-server and starts another on an empty store.
 fresh_nats() {
   stop_pid "$NATS_PID" TERM; NATS_PID=
@@ -606,13 +937,6 @@ echo "cpu_s elsewhere: walsender $(f2 "$RECV_WS_CPU") (recvlogical), $(f2 "$NATS
   "nats-server $(f2 "$NATS_SERVER_CPU") (nats run)${RAW_SERVER_CPU:+, $(f2 "$RAW_SERVER_CPU") (raw publish)}${PLAIN_SERVER_CPU:+, $(f2 "$PLAIN_SERVER_CPU") (raw, no ordering hdr)}${RECEIVER_CPU:+; receiver $(f2 "$RECEIVER_CPU")}"
 echo "cores busy: $(f1 "${RECV_BUSY:-}")% (recvlogical), $(f1 "${NATS_BUSY:-}")% (nats run)${RAW_BUSY:+, $(f1 "$RAW_BUSY")% (raw publish)}${PLAIN_BUSY:+, $(f1 "$PLAIN_BUSY")% (raw, no ordering hdr)}${HTTP_BUSY:+, $(f1 "$HTTP_BUSY")% (http run)} of $(nproc) cores"
 echo "raw-nats-publish: wall and cpu are the publish phase only; peak RSS includes every message held in memory"
-# median_of VALUES... -> the median
-median_of() {
-  local sorted k
-  mapfile -t sorted < <(printf '%s\n' "$@" | sort -g)
-  k=${#sorted[@]}
-  if ((k % 2)); then echo "${sorted[k / 2]}"; else calc "(${sorted[k / 2 - 1]} + ${sorted[k / 2]}) / 2"; fi
-}
 if [[ ${#RATIOS[@]} -gt 0 ]]; then
   echo
   echo "rounds (changes/s, every side on a fresh nats-server; steal = share of the cores' time the hypervisor took):"

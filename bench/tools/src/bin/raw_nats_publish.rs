@@ -20,6 +20,11 @@
 //! wildcard subscription, matched by reply token, as cdc-host's sink takes them, instead
 //! of async-nats's JetStream API with its per-publish request machinery).
 //!
+//! Clusters: `--url` takes comma-separated seed servers (as cdc-host's does); `--replicas 3`
+//! creates the target stream with three replicas, like cdc-host's `[sinks.jetstream]
+//! replicas = 3`, so both publishers pay for the same replication; `--wait-jetstream`
+//! only waits until JetStream answers (a cluster's meta leader is elected) and exits.
+//!
 //! Prints `key=value` lines on stdout (for the script); progress on stderr.
 //! `--info-only` prints the message count of `--source-stream` and exits.
 
@@ -60,7 +65,7 @@ enum Acks {
     about = "Republish a JetStream stream's messages into a fresh stream, pipelined, and time it"
 )]
 struct Args {
-    /// NATS server URL.
+    /// NATS server URL, or several seed servers comma-separated.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     url: String,
     /// Stream to read the payloads (and headers) from.
@@ -96,9 +101,17 @@ struct Args {
     /// Duplicate window of the created stream, seconds (cdc-host's default: 120).
     #[arg(long, default_value_t = 120)]
     duplicate_window_secs: u64,
-    /// Also report the CPU seconds this process (the nats-server) used while publishing.
+    /// Replicas of the created stream (3 on a 3-node cluster, as cdc-host's `replicas`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=5))]
+    replicas: u16,
+    /// Only wait (up to this many seconds) until JetStream answers an account info request
+    /// (on a fresh cluster: once a meta leader is elected), then exit.
     #[arg(long)]
-    server_pid: Option<u32>,
+    wait_jetstream: Option<u64>,
+    /// Also report the CPU seconds these processes (the nats-servers, comma-separated pids)
+    /// used while publishing, summed.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Read the messages from this file (written by `--dump`) instead of a stream.
     #[arg(long, conflicts_with = "dump")]
     from_file: Option<PathBuf>,
@@ -137,7 +150,7 @@ async fn main() -> Result<()> {
         .name("raw-nats-publish")
         .request_timeout(Some(ack_timeout))
         .client_capacity(max_in_flight.saturating_mul(2).max(2048))
-        .connect(args.url.as_str())
+        .connect(servers(&args.url)?)
         .await
         .with_context(|| format!("connecting to {}", args.url))?;
     let js = jetstream::context::ContextBuilder::new()
@@ -146,6 +159,10 @@ async fn main() -> Result<()> {
         .max_ack_inflight(max_in_flight.saturating_mul(4).max(64))
         .backpressure_on_inflight(true)
         .build(client.clone());
+
+    if let Some(secs) = args.wait_jetstream {
+        return wait_jetstream(&js, Duration::from_secs(secs)).await;
+    }
 
     let t = Instant::now();
     let raws = match &args.from_file {
@@ -227,23 +244,36 @@ async fn main() -> Result<()> {
     // --- target stream -----------------------------------------------------------
     let _ = js.delete_stream(&args.stream).await;
     let first = args.subject.split('.').next().unwrap_or("raw");
+    let created = Instant::now();
     js.create_stream(jetstream::stream::Config {
         name: args.stream.clone(),
         subjects: vec![format!("{first}.>")],
         storage: jetstream::stream::StorageType::File,
         duplicate_window: Duration::from_secs(args.duplicate_window_secs),
+        num_replicas: usize::from(args.replicas),
         ..Default::default()
     })
     .await
     .with_context(|| format!("creating stream {}", args.stream))?;
+    // Not in the publish phase; on a cluster an R3 stream's creation (its own Raft group and
+    // leader election) is a noticeable share of a short run, which cdc-host's timed run
+    // includes: the script reports both.
+    println!("create_stream_s={:.3}", created.elapsed().as_secs_f64());
 
     // --- publish ---------------------------------------------------------------------
     // Start with no dirty pages of earlier phases waiting to be written back (the script
     // does the same before cdc-host's run).
     let _ = std::process::Command::new("sync").status();
     let subject = Subject::from(args.subject.as_str());
-    let server_stat = args.server_pid.map(|p| format!("/proc/{p}/stat"));
-    let server0 = server_stat.as_deref().map(cpu_seconds_of);
+    let server_stats: Vec<String> = args
+        .server_pid
+        .iter()
+        .map(|p| format!("/proc/{p}/stat"))
+        .collect();
+    let servers_cpu = || -> Option<f64> {
+        (!server_stats.is_empty()).then(|| server_stats.iter().map(|p| cpu_seconds_of(p)).sum())
+    };
+    let server0 = servers_cpu();
     let cpu0 = cpu_seconds();
     let machine0 = machine_ticks();
     let t0 = Instant::now();
@@ -336,15 +366,13 @@ async fn main() -> Result<()> {
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     let machine1 = machine_ticks();
-    let server_cpu = server_stat
-        .as_deref()
-        .map(cpu_seconds_of)
-        .zip(server0)
-        .map(|(b, a)| b - a);
+    let server_cpu = servers_cpu().zip(server0).map(|(b, a)| b - a);
 
     let mut target = js.get_stream(&args.stream).await?;
-    let stored = target.info().await?.state.messages;
+    let info = target.info().await?;
+    let (stored, replicas) = (info.state.messages, info.config.num_replicas);
     println!("messages={total}");
+    println!("replicas={replicas}");
     println!("duplicates={duplicates}");
     println!("raw_stream_messages={stored}");
     println!("publish_wall_s={wall:.3}");
@@ -366,6 +394,13 @@ async fn main() -> Result<()> {
         total as f64 / wall,
         args.stream
     );
+    if replicas != usize::from(args.replicas) {
+        bail!(
+            "stream {} has {replicas} replicas, asked for {}",
+            args.stream,
+            args.replicas
+        );
+    }
     if stored != total as u64 {
         bail!(
             "stream {} holds {stored} messages, published {total}",
@@ -375,6 +410,35 @@ async fn main() -> Result<()> {
     let _ = js.delete_stream(&args.stream).await;
     drop(items);
     Ok(())
+}
+
+/// `--url`'s comma-separated seed servers (async-nats parses a `&str` as one address).
+fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse().with_context(|| format!("server url {u:?}")))
+        .collect()
+}
+
+/// `--wait-jetstream`: polls account info until JetStream answers or `limit` passes.
+async fn wait_jetstream(js: &jetstream::Context, limit: Duration) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        // Asked again every 250 ms: a request sent before the meta leader was elected gets
+        // no answer (it would wait out the whole request timeout).
+        match tokio::time::timeout(Duration::from_millis(250), js.query_account()).await {
+            Ok(Ok(_)) => {
+                println!("jetstream_ready_s={:.3}", t.elapsed().as_secs_f64());
+                return Ok(());
+            }
+            Ok(Err(e)) if t.elapsed() >= limit => {
+                bail!("JetStream did not answer in {limit:?}: {e}")
+            }
+            Err(_) if t.elapsed() >= limit => bail!("JetStream did not answer in {limit:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// The `duplicate` flag of a PubAck read from the inbox subscription; an error otherwise.
@@ -411,6 +475,10 @@ async fn read_stream(js: &jetstream::Context, args: &Args) -> Result<Option<Vec<
     println!("source_stream={}", args.source_stream);
     println!("source_messages={}", state.messages);
     println!("source_bytes={}", state.bytes);
+    println!(
+        "source_replicas={}",
+        source.cached_info().config.num_replicas
+    );
     if args.info_only {
         return Ok(None);
     }

@@ -339,25 +339,7 @@ async fn other_publishers_on_the_stream_do_not_stall_delivery() {
     // Another application publishes into the same stream while the sink delivers: the
     // ordering check sees foreign ids, and must give way rather than stall.
     let stop = Arc::new(AtomicBool::new(false));
-    let other = {
-        let js = jetstream::new(client(&server.url()).await);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::SeqCst) && n < 5_000 {
-                let publish = jetstream::message::PublishMessage::build()
-                    .payload("other".into())
-                    .message_id(format!("other-{n}"));
-                js.send_publish("cdc.other.app", publish)
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap();
-                n += 1;
-            }
-            n
-        })
-    };
+    let other = spawn_other_publisher(&server.url(), 5_000, stop.clone()).await;
     deliver(&mut sink, batch(2, 10..TOTAL)).await.unwrap();
     stop.store(true, Ordering::SeqCst);
     let foreign = tokio::time::timeout(STEP, other).await.unwrap().unwrap();
@@ -442,25 +424,7 @@ async fn a_replicated_stream_is_not_fenced_so_another_publisher_cannot_stop_it()
     let mut sink = connect(opts).await;
     deliver(&mut sink, batch(1, 0..10)).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let other = {
-        let js = jetstream::new(client(&url).await);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::SeqCst) && n < 2_000 {
-                let publish = jetstream::message::PublishMessage::build()
-                    .payload("other".into())
-                    .message_id(format!("other-{n}"));
-                js.send_publish("cdc.other.app", publish)
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap();
-                n += 1;
-            }
-            n
-        })
-    };
+    let other = spawn_other_publisher(&url, 2_000, stop.clone()).await;
     for (seq, lo) in (10..TOTAL).step_by(500).enumerate() {
         deliver(&mut sink, batch(seq as u64 + 2, lo..(lo + 500).min(TOTAL)))
             .await
@@ -1030,4 +994,29 @@ async fn throughput() {
         "{n} messages of 256 B in {took:?}: {:.0} msg/s",
         n as f64 / took.as_secs_f64()
     );
+}
+
+/// Another application publishing `other-<n>` ids into the stream (subject `cdc.other.app`)
+/// until `stop` or `limit` messages; the task returns how many it published.
+async fn spawn_other_publisher(
+    url: &str,
+    limit: u64,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    let js = jetstream::new(client(url).await);
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stop.load(Ordering::SeqCst) && n < limit {
+            let publish = jetstream::message::PublishMessage::build()
+                .payload("other".into())
+                .message_id(format!("other-{n}"));
+            js.send_publish("cdc.other.app", publish)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            n += 1;
+        }
+        n
+    })
 }

@@ -13,6 +13,7 @@ use super::batch::{Changes, Shapes};
 use super::config::OnFailure;
 use super::convert::{json_batch, to_wit, FromGuest};
 use super::module::{Instance, Module};
+use super::origins::Origins;
 use super::TransformError;
 use crate::change::Change;
 
@@ -46,6 +47,8 @@ struct Stage {
     max_batch: Option<usize>,
     /// Instances replaced because their memory passed [`RECYCLE_SHARE`] of the cap.
     recycled: u64,
+    /// The origins of the batch being run (`host.origin`).
+    origins: Origins,
 }
 
 /// A batch that exhausts a module's memory or time is halved and retried at most this
@@ -89,6 +92,7 @@ impl Chain {
                 shapes: Shapes::default(),
                 max_batch: None,
                 recycled: 0,
+                origins: Origins::default(),
             });
         }
         let last_dead_letter = stages
@@ -114,11 +118,13 @@ impl Chain {
         // borrows it, and it is set aside rather than dropped while a later stage may
         // still dead-letter it.
         let mut original: Option<Vec<Change>> = None;
+        let origins = Origins::of(&changes);
         let mut current = changes;
         for (i, stage) in self.stages.iter_mut().enumerate() {
             if current.is_empty() {
                 break;
             }
+            stage.origins = origins.clone();
             let started = Instant::now();
             let n = current.len();
             let result = if stage.module.is_batch() {
@@ -142,7 +148,9 @@ impl Chain {
             tracing::debug!(module = %stage.module.name, changes_in = n, micros = elapsed.as_micros() as u64, ok = result.is_ok(), "transform call");
             crate::metrics::transform_call(&stage.module.name, elapsed, result.is_ok());
             match result {
-                Ok(out) => {
+                Ok(mut out) => {
+                    // The WIT record carries no origin: each transaction's comes back.
+                    origins.restore(&mut out);
                     let input = std::mem::replace(&mut current, out);
                     if self.last_dead_letter.is_some_and(|last| last > i) {
                         original.get_or_insert(input);
@@ -323,6 +331,7 @@ impl Stage {
                 Err(e) => return Err((e, changes)),
             },
         };
+        instance.set_origins(self.origins.clone());
         let (batch, result) = instance.transform_batch(Changes::new(changes));
         self.recycle_if_large();
         match result {
@@ -356,6 +365,7 @@ impl Stage {
             Some(i) => i,
             None => self.instance.insert(self.module.instantiate()?),
         };
+        instance.set_origins(self.origins.clone());
         let output = if self.module.is_json() {
             let encoded = json_batch::encode(changes);
             let json = instance.transform_json(encoded.json.as_bytes(), changes.len())?;

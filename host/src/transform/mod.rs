@@ -8,6 +8,8 @@
 //!   code out of it.
 //! - [`convert`] — host changes ⇄ the WIT record.
 //! - [`chain`] — modules in config order with their `on_error` policies.
+//! - [`origins`] — each transaction's replication origin, asked for by modules
+//!   (`host.origin`) and kept on what they return.
 //! - [`config`] — `[[transforms]]`.
 
 pub mod batch;
@@ -17,6 +19,7 @@ pub mod config;
 pub mod convert;
 mod limits;
 pub mod module;
+pub mod origins;
 pub mod replay;
 pub mod runtime;
 #[cfg(test)]

@@ -335,6 +335,11 @@ impl Instance {
         (batch, result)
     }
 
+    /// The origins `host.origin` answers from during the next calls.
+    pub(crate) fn set_origins(&mut self, origins: super::origins::Origins) {
+        self.store.data_mut().origins = origins;
+    }
+
     /// The size of the instance's linear memory (it never shrinks).
     pub fn memory_bytes(&self) -> usize {
         self.store.data().limits.size()

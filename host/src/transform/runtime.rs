@@ -159,6 +159,8 @@ pub struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) limits: MemoryCap,
     log: Arc<LogLimiter>,
+    /// The origins of the batch being transformed (`host.origin`).
+    pub(crate) origins: super::origins::Origins,
 }
 
 impl HostState {
@@ -181,6 +183,7 @@ impl HostState {
             table: ResourceTable::new(),
             limits,
             log,
+            origins: Default::default(),
         }
     }
 }
@@ -201,6 +204,12 @@ impl v02::cdc::pipeline::host::Host for HostState {
 
     fn type_name(&mut self, oid: u32) -> Option<String> {
         super::type_names::type_name(oid).map(str::to_owned)
+    }
+
+    fn origin(&mut self, commit_lsn: u64) -> Option<String> {
+        self.origins
+            .get(crate::lsn::Lsn(commit_lsn))
+            .map(|o| o.to_string())
     }
 }
 

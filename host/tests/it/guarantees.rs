@@ -540,3 +540,154 @@ async fn changes_through_a_replication_origin_name_it() {
         assert_eq!(ids, [1, 3], "origin = \"none\" skips node_b's transaction");
     }
 }
+
+/// Two servers replicating to each other through native logical replication (a
+/// subscription each way on Postgres ≥ 16, with the subscriptions' own `origin = none`;
+/// one way on older servers, which cannot stop a loop): cdc-host on server B sees B's own
+/// transactions without an origin and A's, applied by B's subscription, with the
+/// subscription's origin `pg_<oid>` — in native JSON, and to a transform through
+/// `host.origin` (route-by-column's `{origin}`), which keeps the origin on what it returns.
+/// With `origin = "none"` B's walsender leaves A's transaction out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_replicating_to_each_other_name_the_origin() {
+    let a = harness::server().fresh_db("origin_two_a").await;
+    let server_b = harness::PgServer::start().unwrap();
+    let b = server_b.fresh_db("origin_two_b").await;
+    let both_ways = server_b.major() >= 16;
+    for db in [&a, &b] {
+        db.exec("CREATE TABLE t (id int PRIMARY KEY, at text NOT NULL)")
+            .await;
+        db.exec("CREATE PUBLICATION p FOR TABLE t").await;
+    }
+    let sub_opts = if both_ways {
+        "copy_data = false, origin = none"
+    } else {
+        "copy_data = false"
+    };
+    b.exec(&format!(
+        "CREATE SUBSCRIPTION from_a CONNECTION '{}' PUBLICATION p WITH ({sub_opts})",
+        a.dsn()
+    ))
+    .await;
+    if both_ways {
+        a.exec(&format!(
+            "CREATE SUBSCRIPTION from_b CONNECTION '{}' PUBLICATION p WITH ({sub_opts})",
+            b.dsn()
+        ))
+        .await;
+    }
+    let sub_oid: u32 = b
+        .client()
+        .await
+        .query_one(
+            "SELECT oid FROM pg_subscription WHERE subname = 'from_a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let origin = format!("pg_{sub_oid}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let route = crate::transforms::transform(
+        "route",
+        &crate::transforms::guest("rust", "route-by-column"),
+        "",
+        &[("column", "id"), ("template", "{origin}.{table}")],
+    );
+    let any_cfg = write_cfg(
+        &dir,
+        &b.dsn(),
+        "s_two_any",
+        &format!("{route}\n[[sinks]]\ntype = \"stdout\"\n"),
+    );
+    let mut any_host = start_host(&b, &any_cfg, "s_two_any").await;
+    let mut none_host = if both_ways {
+        let path = dir.path().join("s_two_none.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[source]\ndsn = \"{}\"\nslot = \"s_two_none\"\npublication = \"p\"\nproto_version = 4\norigin = \"none\"\n\n[source.snapshot]\nmode = \"never\"\n\n[[sinks]]\ntype = \"stdout\"\n",
+                b.dsn()
+            ),
+        )
+        .unwrap();
+        Some(start_host(&b, &path, "s_two_none").await)
+    } else {
+        None
+    };
+
+    // Rows appear on the other server once its subscription applied them.
+    async fn wait_rows(db: &TestDb, n: i64) {
+        let c = db.client().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got: i64 = c
+                .query_one("SELECT count(*) FROM t", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if got >= n {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: {got} of {n} rows replicated",
+                db.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    b.exec("INSERT INTO t VALUES (1, 'b')").await;
+    a.exec("INSERT INTO t VALUES (2, 'a')").await;
+    wait_rows(&b, 2).await;
+    b.exec("INSERT INTO t VALUES (3, 'b')").await;
+    let out = wait_json(&mut any_host, 3).await;
+    let filtered = match &mut none_host {
+        Some(host) => Some(wait_json(host, 2).await),
+        None => None,
+    };
+    if both_ways {
+        // B's own rows went back to A (and A's did not come back to B twice: a second
+        // copy would have failed B's subscription on the primary key).
+        wait_rows(&a, 3).await;
+    }
+    stop_clean(&mut any_host).await;
+    if let Some(host) = &mut none_host {
+        stop_clean(host).await;
+    }
+    // Each subscription's slot lives on the other server: drop them while both run.
+    if both_ways {
+        a.exec("DROP SUBSCRIPTION from_b").await;
+    }
+    b.exec("DROP SUBSCRIPTION from_a").await;
+
+    let rows: Vec<(i64, &str)> = out
+        .iter()
+        .map(|c| {
+            (
+                c["after"]["id"].as_i64().unwrap(),
+                c["after"]["at"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, [(1, "b"), (2, "a"), (3, "b")], "{out:?}");
+    assert!(out[0].get("origin").is_none(), "{}", out[0]);
+    assert_eq!(out[1]["origin"], origin.as_str(), "{}", out[1]);
+    assert!(out[2].get("origin").is_none(), "{}", out[2]);
+    // The transform asked the host, and the origin stayed on what it returned.
+    assert_eq!(out[0]["route"], "local.t", "{}", out[0]);
+    assert_eq!(out[1]["route"], format!("{origin}.t"), "{}", out[1]);
+    assert_eq!(out[2]["route"], "local.t", "{}", out[2]);
+    if let Some(out) = filtered {
+        let ids: Vec<i64> = out
+            .iter()
+            .map(|c| c["after"]["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            [1, 3],
+            "origin = \"none\" leaves out what B's subscription applied"
+        );
+    }
+}

@@ -9,6 +9,8 @@ enum Part {
     Table,
     Op,
     Value,
+    /// The transaction's replication origin, `local` for one made on this server.
+    Origin,
 }
 
 struct RouteByColumn {
@@ -41,12 +43,20 @@ impl Transform for RouteByColumn {
 
 impl RouteByColumn {
     fn render(&self, c: &Change, value: &str) -> String {
+        // Asked of the host only when the template uses it.
+        let origin = self
+            .template
+            .iter()
+            .any(|p| matches!(p, Part::Origin))
+            .then(|| c.origin())
+            .flatten();
         let parts = self.template.iter().map(|p| match p {
             Part::Literal(s) => s.as_str(),
             Part::Schema => &c.schema,
             Part::Table => &c.table,
             Part::Op => c.op.as_str(),
             Part::Value => value,
+            Part::Origin => origin.as_deref().unwrap_or("local"),
         });
         parts.collect()
     }
@@ -66,8 +76,9 @@ fn parse(template: &str) -> Result<Vec<Part>, String> {
             "table" => Part::Table,
             "op" => Part::Op,
             "value" => Part::Value,
+            "origin" => Part::Origin,
             other => {
-                let help = "use {schema} {table} {op} {value}";
+                let help = "use {schema} {table} {op} {value} {origin}";
                 return Err(format!(
                     "unknown placeholder `{{{other}}}` in template: {help}"
                 ));

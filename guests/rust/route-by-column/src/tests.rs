@@ -74,7 +74,7 @@ fn config_errors() {
     assert_eq!(err(&[]), "config key `column` is required");
     assert_eq!(
         err(&[("column", "a"), ("template", "{schema}.{tenant}")]),
-        "unknown placeholder `{tenant}` in template: use {schema} {table} {op} {value}"
+        "unknown placeholder `{tenant}` in template: use {schema} {table} {op} {value} {origin}"
     );
     assert_eq!(
         err(&[("column", "a"), ("template", "x.{value")]),
@@ -85,4 +85,17 @@ fn config_errors() {
 #[test]
 fn readme_shows_this_source() {
     assert!(include_str!("../README.md").contains(include_str!("lib.rs")));
+}
+
+/// `{origin}` asks the host; outside wasm there is none, so every change is `local` (the
+/// integration test `two_servers_replicating_to_each_other_name_the_origin` covers a real
+/// origin).
+#[test]
+fn origin_placeholder_without_a_host_is_local() {
+    let got = routes(&[
+        ("column", "tenant"),
+        ("template", "{origin}.{table}.{value}"),
+    ]);
+    assert_eq!(got[0].as_deref(), Some("local.orders.acme"));
+    assert_eq!(got[3].as_deref(), Some("local.orders.7"));
 }

@@ -63,6 +63,13 @@ impl Change {
         true
     }
 
+    /// The replication origin of this change's transaction: `Some(name)` when another
+    /// node's logical replication applied it here (needs `[source] origin = "any"`, the
+    /// default), `None` for a local transaction. Asks the host ([`crate::origin`]).
+    pub fn origin(&self) -> Option<String> {
+        crate::origin(self.commit_lsn)
+    }
+
     /// Routes the change: sinks send it here instead of to their own template
     /// (for NATS, the subject).
     pub fn set_route(&mut self, route: impl Into<String>) {

@@ -166,6 +166,23 @@ pub fn type_name(oid: u32) -> Option<String> {
     bindings::cdc::pipeline::host::type_name(oid)
 }
 
+/// The replication origin of the transaction that committed at `commit_lsn` (a change's
+/// `commit_lsn`): the origin name another node's logical replication applied it through
+/// (a subscription's is `pg_<oid>`); `None` for a transaction made on this server, a
+/// snapshot row, or a position not in the batch being transformed. See also
+/// [`Change::origin`].
+///
+/// Outside wasm (unit tests on the build machine) there is no host: always `None`.
+pub fn origin(commit_lsn: u64) -> Option<String> {
+    #[cfg(target_arch = "wasm32")]
+    return bindings::cdc::pipeline::host::origin(commit_lsn);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = commit_lsn;
+        None
+    }
+}
+
 /// Writes `message` to the host's log at `level`, tagged with the module's
 /// name. Prefer the macros ([`info!`], ...).
 ///

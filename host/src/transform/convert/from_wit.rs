@@ -220,7 +220,8 @@ impl FromGuest {
                 key,
                 last: Some(key) == last_read,
             }),
-            // The WIT carries no origin: a transformed change is the module's.
+            // The WIT carries no origin: the chain puts each transaction's back
+            // (`transform::origins`).
             origin: None,
         })
     }

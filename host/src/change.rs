@@ -186,19 +186,23 @@ impl ChangeId {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// Appends the id's text.
+    /// Appends the id's text: fixed widths, built in one array and appended whole.
     pub fn write_text(&self, out: &mut Vec<u8>) {
-        use crate::lsn::Hex;
+        use crate::lsn::hex_fixed;
         if let Some(r) = self.read {
-            out.push(b'r');
-            crate::value::push_short(out, Hex::new(u64::from(r.snapshot), 8).as_bytes());
-            out.push(b'-');
-            crate::value::push_short(out, Hex::new((r.key >> 64) as u64, 16).as_bytes());
-            crate::value::push_short(out, Hex::new(r.key as u64, 16).as_bytes());
+            let mut b = [0u8; 42];
+            b[0] = b'r';
+            b[1..9].copy_from_slice(&hex_fixed::<8>(u64::from(r.snapshot)));
+            b[9] = b'-';
+            b[10..26].copy_from_slice(&hex_fixed::<16>((r.key >> 64) as u64));
+            b[26..42].copy_from_slice(&hex_fixed::<16>(r.key as u64));
+            out.extend_from_slice(&b);
         } else {
-            crate::value::push_short(out, Hex::new(self.commit_lsn.0, 16).as_bytes());
-            out.push(b'-');
-            crate::value::push_short(out, Hex::new(u64::from(self.ordinal), 8).as_bytes());
+            let mut b = [0u8; 25];
+            b[..16].copy_from_slice(&hex_fixed::<16>(self.commit_lsn.0));
+            b[16] = b'-';
+            b[17..].copy_from_slice(&hex_fixed::<8>(u64::from(self.ordinal)));
+            out.extend_from_slice(&b);
         }
         if self.split > 0 {
             // Split suffixes are rare: the formatting machinery is fine here.

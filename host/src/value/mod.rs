@@ -31,7 +31,6 @@ mod text;
 mod types;
 
 pub use binary::{has_binary_decoder, parse_binary, parse_binary_at};
-pub(crate) use json::push_short;
 pub use json::{write_json, write_json_exact, write_json_str};
 pub use model::{
     Array, Numeric, PgText, Value, ValueError, DATE_NEG_INFINITY, DATE_POS_INFINITY,

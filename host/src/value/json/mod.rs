@@ -26,7 +26,6 @@
 
 mod datetime;
 mod digits;
-pub(crate) use digits::push_short;
 mod float;
 pub(in crate::value) use self::float::write_float8_text;
 pub(super) mod validate;

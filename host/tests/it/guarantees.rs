@@ -462,6 +462,19 @@ async fn a_guest_reaches_no_file_environment_or_network() {
     eprintln!("sandbox probes: {h}");
 }
 
+/// A pipeline on `p` with `origin = "none"` (protocol 4, Postgres ≥ 16) to stdout.
+fn origin_none_cfg(dir: &tempfile::TempDir, dsn: &str, slot: &str) -> std::path::PathBuf {
+    let path = dir.path().join(format!("{slot}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\ndsn = \"{dsn}\"\nslot = \"{slot}\"\npublication = \"p\"\nproto_version = 4\norigin = \"none\"\n\n[source.snapshot]\nmode = \"never\"\n\n[[sinks]]\ntype = \"stdout\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// A transaction applied through a replication origin (as another node's logical
 /// replication applies it) carries the origin's name: native JSON `origin`, Debezium
 /// `source.origin`; a local one has none. With `origin = "none"` (Postgres ≥ 16) the server
@@ -487,18 +500,8 @@ async fn changes_through_a_replication_origin_name_it() {
         "s_origin_dbz",
         "[[sinks]]\ntype = \"stdout\"\nformat = \"debezium\"\n",
     );
-    let filtered = (harness::server().major() >= 16).then(|| {
-        let path = dir.path().join("s_origin_none.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[source]\ndsn = \"{}\"\nslot = \"s_origin_none\"\npublication = \"p\"\nproto_version = 4\norigin = \"none\"\n\n[source.snapshot]\nmode = \"never\"\n\n[[sinks]]\ntype = \"stdout\"\n",
-                db.dsn()
-            ),
-        )
-        .unwrap();
-        path
-    });
+    let filtered = (harness::server().major() >= 16)
+        .then(|| origin_none_cfg(&dir, &db.dsn(), "s_origin_none"));
     let mut json_host = start_host(&db, &json_cfg, "s_origin_json").await;
     let mut dbz_host = start_host(&db, &dbz_cfg, "s_origin_dbz").await;
     let mut none_host = match &filtered {
@@ -603,15 +606,7 @@ async fn two_servers_replicating_to_each_other_name_the_origin() {
     );
     let mut any_host = start_host(&b, &any_cfg, "s_two_any").await;
     let mut none_host = if both_ways {
-        let path = dir.path().join("s_two_none.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[source]\ndsn = \"{}\"\nslot = \"s_two_none\"\npublication = \"p\"\nproto_version = 4\norigin = \"none\"\n\n[source.snapshot]\nmode = \"never\"\n\n[[sinks]]\ntype = \"stdout\"\n",
-                b.dsn()
-            ),
-        )
-        .unwrap();
+        let path = origin_none_cfg(&dir, &b.dsn(), "s_two_none");
         Some(start_host(&b, &path, "s_two_none").await)
     } else {
         None

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use cdc_test_harness as harness;
-use cdc_test_harness::nats_server::{self, stream_len, NatsServer};
+use cdc_test_harness::nats_server::{self, stream_len, NatsCluster, NatsServer};
 use cdc_test_harness::HostProcess;
 
 use super::{nats_sink, wait_stream_len, write};
@@ -265,5 +265,72 @@ async fn kill9_loop_in_atomic_mode_keeps_every_change_once_in_whole_batches() {
         let n: usize = chunks.iter().sum();
         let want = if n == 1500 { vec![1000, 500] } else { vec![n] };
         assert_eq!(*chunks, want, "transaction {lsn}");
+    }
+}
+
+/// Atomic mode on an R3 stream of a 3-node cluster whose leader is killed mid-stream: a
+/// batch in flight at the kill is published again under a new batch id (or, when it was
+/// stored and only its PubAck was lost, refused as a duplicate and found stored), the new
+/// leader takes the rest. Every change is in the stream once, in commit order, and every
+/// transaction is one whole atomic batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_batches_on_an_r3_stream_survive_the_loss_of_its_leader() {
+    const TXNS: i64 = 150;
+    let mut cluster = NatsCluster::start(3);
+    cluster.wait_jetstream(0).await;
+    let db = db_with(
+        "atomic_r3",
+        "CREATE TABLE t (id int PRIMARY KEY)",
+        "CREATE PUBLICATION p FOR TABLE t",
+    )
+    .await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = format!("{}replicas = 3\n", atomic_sink(&cluster.url(), "ATOMICR3"));
+    let cfg = write(
+        &dir,
+        &db,
+        "s_atomic_r3",
+        &sink,
+        "[pipeline]\nmax_changes = 2000\n",
+    );
+    let mut host = HostProcess::spawn(BIN, &cfg).unwrap();
+    wait_slot_active(&db, "s_atomic_r3", &mut host).await;
+    let writer = spawn_id_writer(db.dsn(), TXNS, 100, Duration::from_millis(50));
+    wait_stream_len(&cluster.nodes[0].url(), "ATOMICR3", 1000, &mut host).await;
+    let leader = cluster
+        .stream_leader(0, "ATOMICR3")
+        .await
+        .expect("the stream has a leader");
+    cluster.nodes[leader].kill();
+    let survivor = (0..3).find(|i| *i != leader).unwrap();
+    let before = stream_len(&cluster.nodes[survivor].url(), "ATOMICR3").await;
+    wait_stream_len(
+        &cluster.nodes[survivor].url(),
+        "ATOMICR3",
+        before + 1000,
+        &mut host,
+    )
+    .await;
+    cluster.nodes[leader].spawn();
+    writer.await.unwrap();
+    harness::wait_confirmed_to_now(&client, "s_atomic_r3", Duration::from_secs(180))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", host.stderr_tail(30)));
+    stop_clean(&mut host).await;
+
+    let seen = read_atomic(&cluster.nodes[survivor].url(), "ATOMICR3").await;
+    let ids: HashSet<&str> = seen.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids.len(), seen.len(), "no change stored twice");
+    let rows: Vec<i64> = seen.iter().map(|s| s.row).collect();
+    assert_eq!(
+        rows,
+        (1..=TXNS * 100).collect::<Vec<_>>(),
+        "every change, once, in commit order"
+    );
+    let txns = transactions(&seen);
+    assert_eq!(txns.len(), TXNS as usize);
+    for (lsn, chunks) in &txns {
+        assert_eq!(*chunks, [100], "transaction {lsn}: one whole batch");
     }
 }

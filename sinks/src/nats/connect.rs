@@ -121,10 +121,12 @@ impl NatsSink {
                     js_opts.subjects.clone()
                 };
                 let inbox = client.new_inbox();
+                // `>`: plain PubAcks come to `<inbox>.<token>`, an ordered batch's answers to
+                // `<inbox>.<batch id>.<flow>.fail.<seq>.<op>.$FI`.
                 let sub = client
-                    .subscribe(format!("{inbox}.*"))
+                    .subscribe(format!("{inbox}.>"))
                     .await
-                    .map_err(|e| connect_err(format!("cannot subscribe to {inbox}.*: {e}")))?;
+                    .map_err(|e| connect_err(format!("cannot subscribe to {inbox}.>: {e}")))?;
                 // Off when the stream has other publishers by design (several sidecars).
                 let fence = Mutex::new(super::state::Fence {
                     disabled: !js_opts.ordering_check,

@@ -94,10 +94,14 @@ impl Js {
         };
         for stream in unknown {
             let info = match self.context.get_stream(&*stream).await {
-                Ok(mut s) => s.info().await.map(|i| i.config.num_replicas).ok(),
+                Ok(mut s) => s
+                    .info()
+                    .await
+                    .map(|i| (i.config.num_replicas, i.config.allow_batch_publish))
+                    .ok(),
                 Err(_) => None,
             };
-            let Some(replicas) = info.map(|r| r.max(1)) else {
+            let Some((replicas, batched)) = info.map(|(r, b)| (r.max(1), b)) else {
                 // Not answering now: ask again before the next batch.
                 let mut fence = self.fence();
                 if !fence.unchecked.contains(&stream) && stream != self.default_stream {
@@ -106,23 +110,70 @@ impl Js {
                 continue;
             };
             let replicated = replicas > 1;
-            if replicated && first_warning(sink, &stream) {
+            if replicated && !batched && first_warning(sink, &stream) {
                 tracing::warn!(
                     sink = %sink,
                     stream = %stream,
                     replicas,
-                    "JetStream stream {stream} has {replicas} replicas: not checking \
-                     Nats-Expected-Last-Msg-Id on it (ordering_check), because nats-server \
-                     stops a replicated stream that refuses that check (\"critical write \
-                     error: last msgid mismatch\"; no publish is answered after it), and \
-                     another publisher on the stream (a second sidecar) or a reconnect would \
-                     make it refuse. Message ids still keep duplicates out, but after a \
-                     reconnect a few messages may land out of order. Set [sinks.jetstream] \
+                    "JetStream stream {stream} has {replicas} replicas and does not allow \
+                     batched publishing: after a reconnect or a change of the stream's leader a \
+                     few messages may land out of order (message ids still keep duplicates \
+                     out). Allow it (allow_batched = true in the stream's configuration, \
+                     nats-server 2.14 or later; streams cdc-host creates have it) and cdc-host \
+                     publishes ordered batches the server checks before storing. The \
+                     Nats-Expected-Last-Msg-Id check (ordering_check) is not used on a \
+                     replicated stream: nats-server stops a replicated stream that refuses it \
+                     (\"critical write error: last msgid mismatch\"). Set [sinks.jetstream] \
                      ordering_check = false to say so and silence this warning"
                 );
             }
-            self.fence().replicated.insert(stream, replicated);
+            if batched {
+                tracing::debug!(sink = %sink, stream = %stream, replicas, "publishing ordered batches");
+            }
+            let mut fence = self.fence();
+            fence.replicated.insert(stream.clone(), replicated);
+            fence.batched.insert(stream, batched);
         }
+    }
+
+    /// Whether `prepared` can go out as ordered batches (see `ordered`): ordering is on,
+    /// every message is bound for one stream, known to allow batched publishing, and no
+    /// transform set an expectation header of its own.
+    pub(super) fn one_batched_stream(&self, prepared: &[Prepared]) -> bool {
+        let fence = self.fence();
+        if fence.disabled {
+            return false;
+        }
+        let mut last: Option<&Subject> = None;
+        let mut stream: Option<Arc<str>> = None;
+        for p in prepared {
+            if p.user_expectation {
+                return false;
+            }
+            if last == Some(&p.subject) {
+                continue;
+            }
+            last = Some(&p.subject);
+            let (s, known) = fence.stream_of(p.subject.as_str(), &self.default_stream);
+            if !known {
+                return false;
+            }
+            match &stream {
+                Some(first) if *first != s => return false,
+                Some(_) => {}
+                None => stream = Some(s),
+            }
+        }
+        stream.is_some_and(|s| fence.batched.get(&s) == Some(&true))
+    }
+
+    /// A stream refused batched publishing after all (its configuration changed): publish
+    /// to it message by message from now on.
+    pub(super) fn not_batched(&self, prepared: &[Prepared]) {
+        let mut fence = self.fence();
+        let Some(p) = prepared.first() else { return };
+        let (stream, _) = fence.stream_of(p.subject.as_str(), &self.default_stream);
+        fence.batched.insert(stream, false);
     }
 }
 

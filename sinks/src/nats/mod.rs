@@ -49,6 +49,7 @@ mod connect;
 mod events;
 mod fence;
 mod options;
+mod ordered;
 mod prepare;
 mod publish;
 mod sink;

@@ -38,6 +38,9 @@ impl Publisher<'_> {
         let n = prepared.len();
         let mut inbox = js.acks.lock().await;
         let inbox = &mut *inbox;
+        if js.one_batched_stream(&prepared[start..]) {
+            return self.ordered(inbox, batch, prepared, start).await;
+        }
         let mut attempt = Attempt::new(js, batch, prepared, start, inbox, self.max_in_flight);
         let mut reply = String::with_capacity(inbox.prefix.len() + 20);
         // The ack timeout: no ack for that long while some are awaited. One timer, re-armed

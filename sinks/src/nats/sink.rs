@@ -9,6 +9,7 @@ use async_nats::jetstream;
 use super::atomic::{self, api_code, Chunk, OpenTxn};
 use super::events::ConnEvents;
 use super::options::Atomic;
+use super::ordered;
 use super::prepare::{prepare, Prepared, Subjects};
 use super::publish::Publisher;
 use super::state::{sink_error, Failure, FailureKind, Js, Strikes, Verdict, RETRY};
@@ -327,6 +328,22 @@ impl NatsSink {
                          limit (jetstream {{ limits {{ batch {{ max_msgs: N }} }} }})",
                         js.opts.atomic_max_batch
                     ))),
+                    Some(
+                        ordered::code::DISABLED
+                        | ordered::code::INVALID_PATTERN
+                        | ordered::code::INVALID_ID,
+                    ) => {
+                        tracing::warn!(
+                            sink = %self.name,
+                            error = %e,
+                            "the stream refused an ordered batch; publishing to it message by \
+                             message from now on"
+                        );
+                        js.not_batched(&prepared[failure.index..]);
+                        Verdict::RetryNow
+                    }
+                    // The stream's leader changed and the new one no longer knows the batch.
+                    Some(ordered::code::UNKNOWN_ID) => Verdict::RetryNow,
                     Some(atomic::code::UNSUPPORTED_HEADER) => rejected(format!(
                         "{e} (a header set by a transform is not allowed in an atomic batch)"
                     )),

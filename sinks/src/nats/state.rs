@@ -75,6 +75,10 @@ pub(super) struct Fence {
     pub(super) replicated: HashMap<Arc<str>, bool>,
     /// Streams learned for subjects whose replicas are not known yet.
     pub(super) unchecked: Vec<Arc<str>>,
+    /// Per stream, whether it allows fast batches (`allow_batched`): batches bound for
+    /// such a stream alone go out as ordered batches (see `ordered`) instead of fenced
+    /// publishes. Learned with `replicated`.
+    pub(super) batched: HashMap<Arc<str>, bool>,
 }
 
 impl Fence {

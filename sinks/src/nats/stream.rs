@@ -104,6 +104,8 @@ pub(super) async fn ensure_stream(
         duplicate_window: opts.duplicate_window,
         num_replicas: opts.replicas,
         allow_atomic_publish: opts.atomic == Atomic::Transaction,
+        // Ordered batches (`ordered`): order kept across reconnects and leader changes.
+        allow_batch_publish: true,
         ..Default::default()
     };
     match context.create_stream(config).await {

@@ -195,7 +195,45 @@ async fn a_batch_lands_once_in_order_with_headers() {
         assert_eq!(s.header("Cdc-Lsn"), Some(m.lsn.as_str()));
         assert_eq!(s.header("Cdc-Commit-Lsn"), Some(m.commit_lsn.as_str()));
         assert_eq!(s.header("X-Extra"), Some(format!("extra-{i}").as_str()));
-        // The ordering check: each message names its predecessor.
+        // Ordered by the server's batch check, not by a header (see the next test).
+        assert_eq!(s.header("Nats-Expected-Last-Msg-Id"), None, "message {i}");
+    }
+
+    // The created stream: file storage, subjects from the template, 2 min dedup window,
+    // batched publishing allowed (ordered batches).
+    let js = jetstream::new(client(&server.url()).await);
+    let mut stream = js.get_stream("CDC").await.unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert_eq!(config.subjects, ["cdc.>"]);
+    assert_eq!(config.storage, jetstream::stream::StorageType::File);
+    assert_eq!(config.duplicate_window, Duration::from_secs(120));
+    assert!(config.allow_batch_publish);
+
+    // A second sink finds the stream and leaves it alone.
+    let mut again = connect(js_options(&server.url(), "CDC")).await;
+    deliver(&mut again, batch(2, 1000..1010)).await.unwrap();
+    assert_eq!(stream_count(&js, "CDC").await, Some(1010));
+}
+
+/// A stream that does not allow batched publishing (created by someone else, single
+/// replica): each message but the first of an attempt names its predecessor in
+/// `Nats-Expected-Last-Msg-Id`, the fence that keeps order across reconnects there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_without_batched_publishing_is_fenced_by_message_id() {
+    let server = NatsServer::start(&[]);
+    let js = jetstream::new(client(&server.url()).await);
+    js.create_stream(jetstream::stream::Config {
+        name: "CDC".into(),
+        subjects: vec!["cdc.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut sink = connect(js_options(&server.url(), "CDC")).await;
+    deliver(&mut sink, batch(1, 0..300)).await.unwrap();
+    let stored = read_stream(&server.url(), "CDC").await;
+    assert_eq!(ids(&stored), expected_ids(0..300));
+    for (i, s) in stored.iter().enumerate() {
         let previous = i
             .checked_sub(1)
             .map(|p| message(p as u64, "public", "users").id);
@@ -205,19 +243,183 @@ async fn a_batch_lands_once_in_order_with_headers() {
             "message {i}"
         );
     }
+}
 
-    // The created stream: file storage, subjects from the template, 2 min dedup window.
-    let js = jetstream::new(client(&server.url()).await);
-    let mut stream = js.get_stream("CDC").await.unwrap();
-    let config = stream.info().await.unwrap().config.clone();
-    assert_eq!(config.subjects, ["cdc.>"]);
-    assert_eq!(config.storage, jetstream::stream::StorageType::File);
-    assert_eq!(config.duplicate_window, Duration::from_secs(120));
+/// On a replicated stream, a message the stream refuses ends the ordered batch: nothing
+/// after it is stored (published one by one, the later messages would land behind the gap),
+/// and the refusal names the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_message_ends_the_ordered_batch_on_a_replicated_stream() {
+    let cluster = NatsCluster::start(3);
+    cluster.wait_jetstream(0).await;
+    let js = jetstream::new(client(&cluster.nodes[0].url()).await);
+    js.create_stream(jetstream::stream::Config {
+        name: "R3".into(),
+        subjects: vec!["cdc.>".into()],
+        num_replicas: 3,
+        max_message_size: 2_000,
+        allow_batch_publish: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut sink = connect(js_options(&cluster.url(), "R3")).await;
+    let mut messages: Vec<Message> = (0..200).map(|i| message(i, "public", "users")).collect();
+    messages[120].payload = Bytes::from(vec![b'x'; 5_000]);
+    let refused = messages[120].id.clone();
+    let err = deliver(
+        &mut sink,
+        Arc::new(EncodedBatch {
+            seq: 1,
+            continues: false,
+            messages,
+        }),
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        SinkError::Rejected { id, message, .. } => {
+            assert_eq!(*id, refused, "{err}");
+            assert!(message.contains("maximum"), "{err}");
+        }
+        other => panic!("expected a rejection: {other}"),
+    }
+    let stored = read_stream(&cluster.nodes[0].url(), "R3").await;
+    assert_eq!(
+        ids(&stored),
+        expected_ids(0..120),
+        "stored past the refused message"
+    );
+}
 
-    // A second sink finds the stream and leaves it alone.
-    let mut again = connect(js_options(&server.url(), "CDC")).await;
-    deliver(&mut again, batch(2, 1000..1010)).await.unwrap();
-    assert_eq!(stream_count(&js, "CDC").await, Some(1010));
+/// The stream's leader steps down again and again while large batches go out to an R3
+/// stream: every change is stored once, in order (ordered batches end at the gap a
+/// leader change leaves, and go on from the first message not stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_changes_mid_batch_leave_every_change_once_in_order() {
+    const TOTAL: u64 = 60_000;
+    let cluster = NatsCluster::start(3);
+    cluster.wait_jetstream(0).await;
+    let mut opts = js_options(&cluster.url(), "R3");
+    opts.jetstream.as_mut().unwrap().replicas = 3;
+    let mut sink = connect(opts).await;
+    deliver(&mut sink, batch(1, 0..10)).await.unwrap();
+    let c = client(&cluster.nodes[0].url()).await;
+    let stepdowns = tokio::spawn(async move {
+        let mut done = 0u32;
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Ok(Ok(m)) = tokio::time::timeout(
+                Duration::from_secs(5),
+                c.request("$JS.API.STREAM.LEADER.STEPDOWN.R3", "".into()),
+            )
+            .await
+            {
+                if String::from_utf8_lossy(&m.payload).contains("\"success\":true") {
+                    done += 1;
+                }
+            }
+        }
+        done
+    });
+    let started = Instant::now();
+    let mut seq = 2;
+    let mut lo = 10;
+    while lo < TOTAL {
+        let hi = (lo + 10_000).min(TOTAL);
+        deliver(&mut sink, batch(seq, lo..hi)).await.unwrap();
+        seq += 1;
+        lo = hi;
+    }
+    let delivered_in = started.elapsed();
+    let stepped = tokio::time::timeout(STEP, stepdowns)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stepped >= 2, "only {stepped} leader changes happened");
+    // Through a consumer: one request per message would take longer than the rest.
+    let (_, stored) = nats_server::read_stream(&cluster.nodes[0].url(), "R3").await;
+    let stored: Vec<String> = stored.iter().map(|m| nats_server::msg_id(m)).collect();
+    let expected = expected_ids(0..TOTAL);
+    assert!(
+        stored == expected,
+        "{} ({stepped} leader changes, delivered in {delivered_in:?})",
+        differences(&stored, &expected)
+    );
+}
+
+/// The stream's leader is killed (`kill -9`) in the middle of a large batch, the sink being
+/// connected to another node: what the dead leader had queued is lost while the new leader
+/// stores what follows; the ordered batch ends at that gap and goes on from it, so every
+/// change is stored once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_mid_batch_leaves_every_change_once_in_order() {
+    const TOTAL: u64 = 40_000;
+    let mut cluster = NatsCluster::start(3);
+    cluster.wait_jetstream(0).await;
+    let mut opts = js_options(&cluster.url(), "R3");
+    opts.jetstream.as_mut().unwrap().replicas = 3;
+    let sink = connect(opts).await;
+    drop(sink);
+    let leader = cluster
+        .stream_leader(0, "R3")
+        .await
+        .expect("the R3 stream has a leader");
+    let others: Vec<String> = (0..3)
+        .filter(|i| *i != leader)
+        .map(|i| cluster.nodes[i].url())
+        .collect();
+    let mut opts = js_options(&others.join(","), "R3");
+    opts.jetstream.as_mut().unwrap().replicas = 3;
+    let mut sink = connect(opts).await;
+    deliver(&mut sink, batch(1, 0..10)).await.unwrap();
+    let sent = Arc::new(AtomicU64::new(0));
+    let delivering = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut seq = 2;
+            let mut lo = 10;
+            while lo < TOTAL {
+                let hi = (lo + 10_000).min(TOTAL);
+                deliver(&mut sink, batch(seq, lo..hi)).await.unwrap();
+                sent.store(hi, Ordering::SeqCst);
+                seq += 1;
+                lo = hi;
+            }
+        })
+    };
+    // Mid-stream: once some batches are stored.
+    let waited = Instant::now();
+    while sent.load(Ordering::SeqCst) < 10_010 && waited.elapsed() < STEP {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    cluster.nodes[leader].kill();
+    tokio::time::timeout(STEP * 2, delivering)
+        .await
+        .unwrap()
+        .unwrap();
+    cluster.nodes[leader].spawn();
+    let survivor = (0..3).find(|i| *i != leader).unwrap();
+    let (_, stored) = nats_server::read_stream(&cluster.nodes[survivor].url(), "R3").await;
+    let stored: Vec<String> = stored.iter().map(|m| nats_server::msg_id(m)).collect();
+    let expected = expected_ids(0..TOTAL);
+    assert!(stored == expected, "{}", differences(&stored, &expected));
+}
+
+/// Where `stored` departs from `expected`: counts, and the first difference.
+fn differences(stored: &[String], expected: &[String]) -> String {
+    let distinct: HashSet<&String> = stored.iter().collect();
+    let first = stored.iter().zip(expected).position(|(a, b)| a != b);
+    format!(
+        "lost, doubled or reordered: {} stored ({} distinct), {} expected; first difference at \
+         {first:?}: {:?} stored where {:?} was expected",
+        stored.len(),
+        distinct.len(),
+        expected.len(),
+        first.map(|i| &stored[i]),
+        first.map(|i| &expected[i]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

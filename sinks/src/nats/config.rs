@@ -57,9 +57,11 @@ pub struct JetStreamConfig {
     /// acknowledged message through the loss of one node). Default 1.
     #[serde(default = "one_replica")]
     pub replicas: serde_spanned::Spanned<usize>,
-    /// `Nats-Expected-Last-Msg-Id` ordering across reconnects (default true); set false
-    /// when several sidecars publish to one stream. Never applied to a replicated stream
-    /// (a refusal stops it in nats-server; see `fence`), which is warned about once.
+    /// Order across reconnects and leader changes (default true): ordered batches where the
+    /// stream allows batched publishing (see `ordered`), else `Nats-Expected-Last-Msg-Id` on
+    /// a single-replica stream (see `fence`; never on a replicated one, which is warned
+    /// about once). Set false on a stream without batched publishing that several sidecars
+    /// share.
     #[serde(default = "yes")]
     pub ordering_check: bool,
     /// `"transaction"`: each Postgres transaction is one JetStream atomic batch (default

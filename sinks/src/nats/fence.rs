@@ -1,5 +1,8 @@
 //! The ordering fence: `Nats-Expected-Last-Msg-Id` on every message of an attempt but the
-//! first, naming the previous message bound for the same stream (see the module docs).
+//! first, naming the previous message bound for the same stream (see the module docs) — the
+//! fallback for streams that do not allow batched publishing (else `ordered` keeps order).
+//! This module also learns, per stream, its replicas and whether it allows batched
+//! publishing (`check_replicas`), and decides which attempts go out as ordered batches.
 //!
 //! Only streams with a single replica are fenced. On a replicated (clustered) stream,
 //! nats-server checks `Nats-Expected-Last-Msg-Id` only when it applies the replicated
@@ -127,8 +130,15 @@ impl Js {
                      ordering_check = false to say so and silence this warning"
                 );
             }
-            if batched {
-                tracing::debug!(sink = %sink, stream = %stream, replicas, "publishing ordered batches");
+            if batched && first_warning(sink, &format!("ordered {stream}")) {
+                tracing::info!(
+                    sink = %sink,
+                    stream = %stream,
+                    replicas,
+                    "publishing ordered batches to JetStream stream {stream} (it allows batched \
+                     publishing): the server keeps our messages in order across reconnects and \
+                     leader changes"
+                );
             }
             let mut fence = self.fence();
             fence.replicated.insert(stream.clone(), replicated);

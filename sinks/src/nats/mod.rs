@@ -15,7 +15,13 @@
 //! a subject no stream listens on, an invalid subject or header, an oversized message, an
 //! authentication or permission failure.
 //!
-//! Ordering across outages: when the connection drops mid-batch, the client sends the
+//! Ordering across outages: where the stream allows batched publishing (streams the sink
+//! creates do), a batch goes out as one ordered fast batch (`ordered`): the stream's leader
+//! stores a message only right after its predecessor, so whatever is lost, what is stored is
+//! an in-order prefix, and the sink goes on from its end. That holds on replicated streams and
+//! with other publishers. Otherwise, the fence below.
+//!
+//! The fence: when the connection drops mid-batch, the client sends the
 //! publishes it still had queued once it reconnects, while some sent before the drop were
 //! lost; those would land ahead of the lost ones' republication. To prevent that, each
 //! message but the first of an attempt also carries `Nats-Expected-Last-Msg-Id` = the id of
@@ -35,8 +41,9 @@
 //!
 //! Layers, each using only those below it: `sink` (the [`NatsSink`] and its `deliver`
 //! loop) and `connect` at the top; `atomic` (chunks, and one atomic attempt) over
-//! `publish` (one attempt, through a `Publisher` of the
-//! sink's client and limits); `stream` (stream lookups); `fence` (the ordering check);
+//! `publish` (one attempt, through a `Publisher` of the sink's client and limits; an
+//! attempt bound for one batched stream is an ordered batch, `ordered`); `stream` (stream
+//! lookups); `fence` (the ordering check);
 //! `prepare` (subjects, headers); `state` (the JetStream side `Js`, the fence's memory,
 //! `Failure`, `Verdict`), `acks`, `events` and `options` at the bottom.
 //!

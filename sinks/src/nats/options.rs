@@ -84,9 +84,10 @@ pub struct JetStreamOptions {
     pub duplicate_window: Duration,
     /// Replicas of a created stream (an existing one with others is warned about).
     pub replicas: usize,
-    /// `Nats-Expected-Last-Msg-Id` on each message (see the module docs): keeps order
-    /// across reconnects when this sink is the stream's only publisher. Off for a stream
-    /// several sidecars publish to; never applied to a replicated stream (see `fence`).
+    /// Order across reconnects and leader changes (see the module docs): ordered batches
+    /// where the stream allows batched publishing, else `Nats-Expected-Last-Msg-Id` on each
+    /// message of a single-replica stream this sink alone publishes to (never on a
+    /// replicated one, see `fence`). Off: plain pipelined publishes.
     pub ordering_check: bool,
     /// Each transaction as one atomic batch (see [`Atomic`]); a created stream then allows
     /// atomic publishing, an existing one must.

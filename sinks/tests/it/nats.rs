@@ -620,6 +620,34 @@ async fn a_replicated_stream_is_not_fenced_so_another_publisher_cannot_stop_it()
     let cluster = NatsCluster::start(3);
     cluster.wait_jetstream(0).await;
     let url = cluster.nodes[0].url();
+    // Created by someone else, without batched publishing: no ordered batches either.
+    jetstream::new(client(&url).await)
+        .create_stream(jetstream::stream::Config {
+            name: "CDC".into(),
+            subjects: vec!["cdc.>".into()],
+            num_replicas: 3,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    replicated_stream_with_another_publisher(&cluster, TOTAL).await;
+}
+
+/// The same on a stream the sink created (batched publishing allowed): ordered batches of
+/// one publisher interleave with another publisher's messages; both are stored whole, ours
+/// in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_batches_share_a_replicated_stream_with_another_publisher() {
+    let cluster = NatsCluster::start(3);
+    cluster.wait_jetstream(0).await;
+    replicated_stream_with_another_publisher(&cluster, 5_000).await;
+}
+
+/// Our sink and another publisher on stream `CDC` of `cluster`: both stored whole, ours in
+/// order.
+async fn replicated_stream_with_another_publisher(cluster: &NatsCluster, total: u64) {
+    let url = cluster.nodes[0].url();
     let mut opts = js_options(&cluster.url(), "CDC");
     opts.jetstream.as_mut().unwrap().replicas = 3;
     assert!(opts.jetstream.as_ref().unwrap().ordering_check);
@@ -627,8 +655,8 @@ async fn a_replicated_stream_is_not_fenced_so_another_publisher_cannot_stop_it()
     deliver(&mut sink, batch(1, 0..10)).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let other = spawn_other_publisher(&url, 2_000, stop.clone()).await;
-    for (seq, lo) in (10..TOTAL).step_by(500).enumerate() {
-        deliver(&mut sink, batch(seq as u64 + 2, lo..(lo + 500).min(TOTAL)))
+    for (seq, lo) in (10..total).step_by(500).enumerate() {
+        deliver(&mut sink, batch(seq as u64 + 2, lo..(lo + 500).min(total)))
             .await
             .unwrap();
     }
@@ -642,10 +670,10 @@ async fn a_replicated_stream_is_not_fenced_so_another_publisher_cannot_stop_it()
         .collect();
     assert_eq!(
         ours,
-        expected_ids(0..TOTAL),
+        expected_ids(0..total),
         "ours lost, doubled or reordered"
     );
-    assert_eq!(stored.len() as u64, TOTAL + foreign);
+    assert_eq!(stored.len() as u64, total + foreign);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

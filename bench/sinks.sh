@@ -27,8 +27,8 @@
 # three, cluster name cdc, file stores in the temp dir; JetStream awaited with
 # raw-nats-publish --wait-jetstream). cdc-host drains slot s_nats<R> into stream CDC that it
 # creates with `[sinks.jetstream] replicas = 3` (url: the three seeds, comma-separated;
-# ordering_check at its default, which a replicated stream turns off: no
-# Nats-Expected-Last-Msg-Id is stored); the stream must hold ROWS messages with 3 replicas.
+# ordering_check at its default: the created stream allows batched publishing, so cdc-host
+# publishes ordered batches and no Nats-Expected-Last-Msg-Id is stored); the stream must hold ROWS messages with 3 replicas.
 # Round 1's stream is read back into a file (as in step 3), and raw-nats-publish republishes
 # it, headers as stored, into a fresh R3 stream RAW (--replicas 3) on a fresh cluster.
 # Rounds alternate who goes first (odd rounds cdc-host). Prints changes/s per round, the
@@ -40,8 +40,8 @@
 # pub_ab (both). Per round, on a fresh nats-server (CLUSTER=1: a fresh 3-node cluster, R3
 # stream): `one` = one cdc-host on pub_ab (slot s_one<R>); `two` = two cdc-host processes
 # started together, on pub_a (s_a<R>) and pub_b (s_b<R>), into the same stream CDC (subjects
-# cdc.public.bench_a / _b; ordering_check = false on every side, as the README's recipe
-# says for a shared stream). Wall time runs from the first start to the poll that sees every
+# cdc.public.bench_a / _b; ordering_check at its default, as in the README's recipe: ordered
+# batches on the stream cdc-host creates). Wall time runs from the first start to the poll that sees every
 # slot involved confirmed; aggregate changes/s = ROWS / that. The stream must hold ROWS
 # messages. Odd rounds run `one` first. Prints per-round figures (each sidecar's own finish
 # time too) and the median two/one. Every walsender decodes the whole WAL, whatever its
@@ -693,7 +693,7 @@ if [[ $MODE == sidecars ]]; then
   [[ $CLUSTER == 1 ]] && SC_WHERE="3-node cluster, R3 stream"
   # sidecars_side R SIDE: a fresh server (or cluster); SIDE one|two drains into stream CDC.
   sidecars_side() {
-    local r=$1 side=$2 url pids s0 extra=$'ordering_check = false'
+    local r=$1 side=$2 url pids s0 extra=''
     if [[ $CLUSTER == 1 ]]; then
       start_cluster; url=$CLUSTER_URL pids=("${CLUSTER_PIDS[@]}"); extra+=$'\nreplicas = 3'
     else

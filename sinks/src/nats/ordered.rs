@@ -187,14 +187,19 @@ impl Progress {
         }
     }
 
-    /// Records the answer to message `seq` of the batch: an error answering a later
-    /// message than the first is that message's refusal (the server checks some limits,
-    /// such as the message size, before the batch sees the message; the batch then ends at
-    /// the gap and its PubAck follows), unless the batch is gone.
+    /// Records the answer to message `seq` of the batch: the stream's error answering a
+    /// later message than the first is that message's refusal (the server checks some
+    /// limits, such as the message size, before the batch sees the message; the batch then
+    /// ends at the gap and its PubAck follows), unless the batch is gone. A status instead
+    /// (no responders: the stream has no leader right now) ends the batch here: nothing
+    /// more will come from the leader that had it, and the next batch starts from what was
+    /// acknowledged (anything stored beyond that is a duplicate then).
     fn answer(&mut self, seq: Option<u64>, reply: Reply) -> bool {
         match (seq, reply) {
             (Some(seq), Reply::Failed(error))
-                if seq > 1 && super::atomic::api_code(&error) != Some(code::UNKNOWN_ID) =>
+                if seq > 1
+                    && super::atomic::api_code(&error)
+                        .is_some_and(|code| code != code::UNKNOWN_ID) =>
             {
                 self.apply(Reply::Refused { seq, error })
             }
@@ -533,6 +538,11 @@ mod tests {
             )),
         );
         assert!(p.done && p.failed.is_some());
+        let mut none = answer("");
+        none.status = Some(async_nats::StatusCode::NO_RESPONDERS);
+        let mut p = Progress::default();
+        p.answer(Some(7), parse_reply(&none));
+        assert!(p.done && p.failed.is_some(), "no leader: the batch is over");
     }
 
     #[test]

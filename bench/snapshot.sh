@@ -134,7 +134,9 @@ TOML
     sleep 0.1
   done
   sql "SELECT pg_drop_replication_slot('$slot')" >/dev/null
-  log "cdc-host, $w worker(s): $(printf '%.2f' "$wall") s, $ranges range(s)"
+  faults=$(awk -F': ' '/Minor \(reclaiming a frame\) page faults/ {print $2}' "$DIR/host_$w.time")
+  switches=$(awk -F': ' '/Voluntary context switches/ {v=$2} /Involuntary context switches/ {i=$2} END {print v "+" i}' "$DIR/host_$w.time")
+  log "cdc-host, $w worker(s): $(printf '%.2f' "$wall") s, $ranges range(s), $faults minor page faults, $switches (in)voluntary context switches"
   RESULTS+=("$w $fmt $ranges $wall $cpu $rss")
 done
 done

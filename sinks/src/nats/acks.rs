@@ -20,6 +20,23 @@ pub(super) struct AckInbox {
     pub(super) next_token: u64,
 }
 
+impl AckInbox {
+    /// Takes `n` tokens and names a batch after the first: `<tag><inbox nuid><sep><token>`,
+    /// unique for the sink's lifetime (tokens only grow) and across processes (the inbox's
+    /// nuid), at most 64 characters, one subject token. Returns the first token and the id.
+    pub(super) fn batch_id(&mut self, n: u64, tag: &str, sep: &str) -> (u64, String) {
+        let base = self.next_token;
+        self.next_token += n;
+        let nuid = self
+            .prefix
+            .trim_end_matches('.')
+            .rsplit('.')
+            .next()
+            .unwrap_or("");
+        (base, format!("{tag}{nuid}{sep}{base}"))
+    }
+}
+
 /// The part of a PubAck (or of a JetStream API error) the sink uses.
 #[derive(serde::Deserialize)]
 struct PubAckBody<'a> {

@@ -176,16 +176,7 @@ impl Publisher<'_> {
         c: &Chunk,
     ) -> Result<(), Failure> {
         let n = c.end - c.start;
-        let base = inbox.next_token;
-        inbox.next_token += n as u64;
-        let nuid = inbox
-            .prefix
-            .trim_end_matches('.')
-            .rsplit('.')
-            .next()
-            .unwrap_or("");
-        // Unique for the sink's lifetime (tokens only grow), at most 64 characters.
-        let batch_id = format!("cdc-{nuid}-{base}");
+        let (base, batch_id) = inbox.batch_id(n as u64, "cdc-", "-");
         let mut wait = Wait {
             base,
             n,

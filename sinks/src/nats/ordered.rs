@@ -250,17 +250,7 @@ impl Publisher<'_> {
         from: usize,
     ) -> Result<usize, Failure> {
         let total = (prepared.len() - from) as u64;
-        // Unique for the sink's lifetime (tokens only grow), at most 64 characters, and a
-        // single subject token.
-        let token = inbox.next_token;
-        inbox.next_token += 1;
-        let nuid = inbox
-            .prefix
-            .trim_end_matches('.')
-            .rsplit('.')
-            .next()
-            .unwrap_or("");
-        let id = format!("cdc{nuid}f{token}");
+        let (_, id) = inbox.batch_id(1, "cdc", "f");
         // `<inbox>.<id>.`: answers to this batch start with it.
         let ours = format!("{}{id}.", inbox.prefix);
         // The acknowledgement interval asked for: a few per window.

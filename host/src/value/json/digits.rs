@@ -56,6 +56,13 @@ static PAIRS: [u8; 200] = {
     t
 };
 
+/// The two decimal digits of `v` (< 100).
+#[inline]
+pub(super) fn pair(v: u64) -> [u8; 2] {
+    let p = v as usize * 2;
+    [PAIRS[p], PAIRS[p + 1]]
+}
+
 fn push_padded_slow(out: &mut Vec<u8>, mut v: u64, width: usize) {
     let digits = v.checked_ilog10().map_or(1, |d| d as usize + 1);
     if width > 20 {

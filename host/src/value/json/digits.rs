@@ -25,9 +25,13 @@ fn push_u64(out: &mut Vec<u8>, v: u64) {
 /// writes a fixed-size array (no `memcpy` call, no division loop).
 #[inline]
 pub(super) fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
-    if v < 100 && width == 2 {
-        let v = v as u8;
-        out.extend_from_slice(&[b'0' + v / 10, b'0' + v % 10]);
+    if v < 100 && width <= 2 {
+        // Two-digit fields, and small integers (width 1).
+        if v < 10 && width <= 1 {
+            out.push(b'0' + v as u8);
+        } else {
+            out.extend_from_slice(&pair(v));
+        }
         return;
     }
     if v < 10_000 && width == 4 {
@@ -110,7 +114,7 @@ mod tests {
 
     #[test]
     fn padded_fast_paths_match_the_general_one() {
-        for width in [1, 2, 3, 4, 6, 19, 20, 23] {
+        for width in [0, 1, 2, 3, 4, 6, 19, 20, 23] {
             for v in
                 (0..12_000).chain([99_999, 123_456, 10u64.pow(19) - 1, 10u64.pow(19), u64::MAX])
             {

@@ -55,33 +55,44 @@ pub(super) enum AckSlot {
     Failed(jetstream::context::PublishError),
 }
 
+/// The error a status answer stands for (no responders: no stream listens on the
+/// subject, or it has no leader right now); `None` for an answer with a body.
+pub(super) fn status_error(m: &async_nats::Message) -> Option<jetstream::context::PublishError> {
+    use jetstream::context::{PublishError, PublishErrorKind as K};
+    let status = m.status?;
+    if status == async_nats::StatusCode::NO_RESPONDERS {
+        return Some(PublishError::new(K::StreamNotFound));
+    }
+    (!status.is_success()).then(|| {
+        let why = m.description.clone().unwrap_or_default();
+        PublishError::with_source(K::Other, format!("status {status} {why}"))
+    })
+}
+
+/// A JetStream API error in an answer, as the publish error the failure paths classify.
+pub(super) fn api_error(error: jetstream::Error) -> jetstream::context::PublishError {
+    use jetstream::context::{PublishError, PublishErrorKind as K};
+    use jetstream::ErrorCode;
+    let kind = match error.error_code() {
+        ErrorCode::STREAM_WRONG_LAST_MESSAGE_ID => K::WrongLastMessageId,
+        ErrorCode::STREAM_WRONG_LAST_SEQUENCE => K::WrongLastSequence,
+        _ => K::Other,
+    };
+    PublishError::with_source(kind, error)
+}
+
 /// The stream and duplicate flag of a PubAck, or the error it carries.
 pub(super) fn parse_pub_ack(
     m: &async_nats::Message,
 ) -> Result<(std::borrow::Cow<'_, str>, bool), jetstream::context::PublishError> {
     use jetstream::context::{PublishError, PublishErrorKind as K};
-    use jetstream::ErrorCode;
-    if let Some(status) = m.status {
-        if status == async_nats::StatusCode::NO_RESPONDERS {
-            return Err(PublishError::new(K::StreamNotFound));
-        }
-        if !status.is_success() {
-            let why = m.description.clone().unwrap_or_default();
-            return Err(PublishError::with_source(
-                K::Other,
-                format!("status {status} {why}"),
-            ));
-        }
+    if let Some(e) = status_error(m) {
+        return Err(e);
     }
     let body: PubAckBody<'_> =
         serde_json::from_slice(&m.payload).map_err(|e| PublishError::with_source(K::Other, e))?;
     if let Some(error) = body.error {
-        let kind = match error.error_code() {
-            ErrorCode::STREAM_WRONG_LAST_MESSAGE_ID => K::WrongLastMessageId,
-            ErrorCode::STREAM_WRONG_LAST_SEQUENCE => K::WrongLastSequence,
-            _ => K::Other,
-        };
-        return Err(PublishError::with_source(kind, error));
+        return Err(api_error(error));
     }
     match body.stream {
         Some(stream) => Ok((stream, body.duplicate)),

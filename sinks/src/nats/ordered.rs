@@ -35,7 +35,7 @@ use async_nats::Subject;
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
-use super::acks::AckInbox;
+use super::acks::{api_error, status_error, AckInbox};
 use super::prepare::{headers, Prepared};
 use super::publish::{publish_error, Publisher};
 use super::state::{Failure, FailureKind};
@@ -90,29 +90,12 @@ struct Body<'a> {
 /// Parses an answer to a fast batch message.
 pub(super) fn parse_reply(m: &async_nats::Message) -> Reply {
     use jetstream::context::PublishErrorKind as K;
-    if let Some(status) = m.status {
-        if status == async_nats::StatusCode::NO_RESPONDERS {
-            return Reply::Failed(PublishError::new(K::StreamNotFound));
-        }
-        if !status.is_success() {
-            let why = m.description.clone().unwrap_or_default();
-            return Reply::Failed(PublishError::with_source(
-                K::Other,
-                format!("status {status} {why}"),
-            ));
-        }
+    if let Some(e) = status_error(m) {
+        return Reply::Failed(e);
     }
     let body: Body<'_> = match serde_json::from_slice(&m.payload) {
         Ok(b) => b,
         Err(e) => return Reply::Failed(PublishError::with_source(K::Other, e)),
-    };
-    let api = |error: jetstream::Error| {
-        let kind = match error.error_code() {
-            jetstream::ErrorCode::STREAM_WRONG_LAST_MESSAGE_ID => K::WrongLastMessageId,
-            jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE => K::WrongLastSequence,
-            _ => K::Other,
-        };
-        PublishError::with_source(kind, error)
     };
     match body.kind.as_deref() {
         Some("ack") => Reply::Flow {
@@ -122,7 +105,7 @@ pub(super) fn parse_reply(m: &async_nats::Message) -> Reply {
         Some("err") => Reply::Refused {
             seq: body.seq.unwrap_or(0),
             error: match body.error {
-                Some(e) => api(e),
+                Some(e) => api_error(e),
                 None => PublishError::with_source(K::Other, "refused without a reason"),
             },
         },
@@ -131,7 +114,7 @@ pub(super) fn parse_reply(m: &async_nats::Message) -> Reply {
             format!("unknown batch answer type {other:?}"),
         )),
         None => match (body.error, body.stream, body.count) {
-            (Some(e), _, _) => Reply::Failed(api(e)),
+            (Some(e), _, _) => Reply::Failed(api_error(e)),
             (None, Some(_), Some(count)) => Reply::Done { count },
             _ => Reply::Failed(PublishError::with_source(
                 K::Other,

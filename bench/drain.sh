@@ -64,6 +64,7 @@ PG_BIN=${CDC_TEST_PG_BIN:-/usr/lib/postgresql/15/bin}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 log() { printf '[drain %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+CLK_TCK=$(getconf CLK_TCK)
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -217,6 +218,12 @@ slot_stats() {
   sleep 0.5
   sql "SELECT round(spill_bytes / 1048576.0) || '/' || round(stream_bytes / 1048576.0) FROM pg_stat_replication_slots WHERE slot_name = '$1'" || echo "?"
 }
+# ws_text CPU_S WALL_S: the walsender's CPU seconds per million changes and its share of
+# the wall time ("-" when it was not sampled).
+ws_text() {
+  [[ $1 != nan ]] || { echo "-"; return; }
+  printf '%.2f/%.0f%%' "$(calc "$1 * 1000000 / $ROWS")" "$(calc "$1 * 100 / $2")"
+}
 # The toml of a mode's [source] lines.
 mode_toml() {
   local major proto
@@ -260,10 +267,20 @@ drain_recv() {
     -o proto_version=1 -o publication_names=bench_pub --endpos="$END_LSN" -f /dev/null \
     2>"$DIR/recv.stderr" &
   RECV_PID=$!
+  # The walsender's CPU, sampled while it serves the drain (it ends with it).
+  [[ -n ${POLL_PSQL_PID:-} ]] || poll_open bench
+  local ws= p
+  while kill -0 "$RECV_PID" 2>/dev/null; do
+    poll_sql "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = '$slot';"; p=$POLL_OUT
+    if [[ $p != 0 ]]; then proc_ticks "$p"; [[ -n $TICKS ]] && ws=$TICKS; fi
+    sleep "$POLL_SECS"
+  done
   wait "$RECV_PID"
   rc=$?
   set -e
   RECV_PID=
+  RECV_WS=nan
+  [[ -n $ws ]] && RECV_WS=$(calc "$ws / $CLK_TCK")
   t1=$(now)
   if [[ $rc -ne 0 ]]; then
     cat "$DIR/recv.stderr" >&2
@@ -311,8 +328,11 @@ EOF
   HOST_TIME_PID=$!
   deadline=$((SECONDS + DRAIN_TIMEOUT))
   HOST_STATUS=timeout
+  local ws=
   while :; do
-    poll_sql "SELECT coalesce(confirmed_flush_lsn >= '$END_LSN'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = '$slot';"; done_=$POLL_OUT
+    poll_sql "SELECT coalesce(confirmed_flush_lsn >= '$END_LSN'::pg_lsn, false) || '|' || coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = '$slot';"
+    done_=${POLL_OUT%%|*} p=${POLL_OUT#*|}
+    if [[ $p != 0 ]]; then proc_ticks "$p"; [[ -n $TICKS ]] && ws=$TICKS; fi
     if [[ $done_ == t ]]; then HOST_STATUS=ok; break; fi
     if ! kill -0 "$HOST_TIME_PID" 2>/dev/null; then HOST_STATUS=exited; break; fi
     ((SECONDS < deadline)) || break
@@ -320,6 +340,8 @@ EOF
   done
   t1=$(now)
   HOST_WALL=$(calc "$t1 - $t0")
+  HOST_WS=nan
+  [[ -n $ws ]] && HOST_WS=$(calc "$ws / $CLK_TCK")
   # SIGTERM cdc-host itself (GNU time would die of it without reporting).
   HOST_PID=$(pgrep -P "$HOST_TIME_PID" || true)
   [[ -n $HOST_PID ]] && kill -TERM "$HOST_PID" 2>/dev/null || true
@@ -369,9 +391,9 @@ if [[ $SKIP_HOST != 1 ]]; then
     for ((r = 1; r <= ROUNDS; r++)); do
       if ((r > 1)); then
         drain_recv "s_recv_$r"
-        MODE_ROWS+=("$(printf '%-5s %-22s %10.2f %12.0f %6s %8s %9.2f %6s %13s %s' "$r" pg_recvlogical "$RECV_WALL" "$RECV_CPS" 1.00 "$RECV_CPU" "$(calc "$RECV_CPU * 1000000 / $ROWS")" 1.00 "$RECV_RSS" "$(slot_stats "s_recv_$r")")")
+        MODE_ROWS+=("$(printf '%-5s %-22s %10.2f %12.0f %6s %8s %9.2f %6s %13s %-10s %s' "$r" pg_recvlogical "$RECV_WALL" "$RECV_CPS" 1.00 "$RECV_CPU" "$(calc "$RECV_CPU * 1000000 / $ROWS")" 1.00 "$RECV_RSS" "$(slot_stats "s_recv_$r")" "$(ws_text "$RECV_WS" "$RECV_WALL")")")
       else
-        MODE_ROWS+=("$(printf '%-5s %-22s %10.2f %12.0f %6s %8s %9.2f %6s %13s %s' 1 pg_recvlogical "$RECV_WALL" "$RECV_CPS" 1.00 "$RECV_CPU" "$(calc "$RECV_CPU * 1000000 / $ROWS")" 1.00 "$RECV_RSS" "$(slot_stats s_recv)")")
+        MODE_ROWS+=("$(printf '%-5s %-22s %10.2f %12.0f %6s %8s %9.2f %6s %13s %-10s %s' 1 pg_recvlogical "$RECV_WALL" "$RECV_CPS" 1.00 "$RECV_CPU" "$(calc "$RECV_CPU * 1000000 / $ROWS")" 1.00 "$RECV_RSS" "$(slot_stats s_recv)" "$(ws_text "$RECV_WS" "$RECV_WALL")")")
       fi
       # Each round starts with a different mode, so no mode always drains first.
       for ((j = 0; j < ${#MODE_LIST[@]}; j++)); do
@@ -382,9 +404,9 @@ if [[ $SKIP_HOST != 1 ]]; then
         [[ $m == *@* ]] && bin=${m#*@} label=${m%%@*}@$(basename "${m#*@}")
         HOST_BIN=$bin HOST_EXTRA_TOML="$(mode_toml "${m%%@*}")"$'\n'"${HOST_EXTRA_TOML:-}" drain_host "s_mode_${r}_$k" ""
         if [[ $HOST_STATUS == ok ]]; then
-          MODE_ROWS+=("$(printf '%-5s %-22s %10.2f %12.0f %6.2f %8s %9.2f %6.2f %13s %s' "$r" "$label" "$HOST_WALL" "$HOST_CPS" \
+          MODE_ROWS+=("$(printf '%-5s %-22s %10.2f %12.0f %6.2f %8s %9.2f %6.2f %13s %-10s %s' "$r" "$label" "$HOST_WALL" "$HOST_CPS" \
             "$(calc "$HOST_CPS / $RECV_CPS")" "$HOST_CPU" "$(calc "$HOST_CPU * 1000000 / $ROWS")" \
-            "$(calc "$HOST_CPU / $RECV_CPU")" "$HOST_RSS" "$(slot_stats "s_mode_${r}_$k")")")
+            "$(calc "$HOST_CPU / $RECV_CPU")" "$HOST_RSS" "$(slot_stats "s_mode_${r}_$k")" "$(ws_text "$HOST_WS" "$HOST_WALL")")")
         else
           MODE_ROWS+=("$(printf '%-5s %-22s %10s %12s %6s %8s %9s %6s %13s  %s' "$r" "$label" - - - "$HOST_CPU" - - "$HOST_RSS" "$HOST_STATUS")")
         fi
@@ -402,7 +424,8 @@ printf '%-16s %10s %12s %8s %13s\n' tool wall_s changes/s cpu_s peak_rss_MB
 printf '%-16s %10.2f %12.0f %8.2f %13.1f\n' pg_recvlogical "$RECV_WALL" "$RECV_CPS" "$RECV_CPU" "$RECV_RSS"
 if ((${#MODE_ROWS[@]})); then
   echo "one drain per mode and round (ratio, cpu_x: to the round's pg_recvlogical, text, protocol 1; cpu_s/M: CPU seconds per million changes):"
-  printf '%-5s %-22s %10s %12s %6s %8s %9s %6s %13s %s\n' round mode wall_s changes/s ratio cpu_s cpu_s/M cpu_x peak_rss_MB "server spill/stream MB"
+  echo "walsender: its CPU seconds per million changes / its share of the drain's wall time (near 100%: the server, not the client, sets the pace)"
+  printf '%-5s %-22s %10s %12s %6s %8s %9s %6s %13s %-10s %s\n' round mode wall_s changes/s ratio cpu_s cpu_s/M cpu_x peak_rss_MB spill/strm walsender
   printf '%s\n' "${MODE_ROWS[@]}"
   echo "median over $ROUNDS round(s):"
   printf '%s\n' "${MODE_ROWS[@]}" | awk '$3 != "-" && $2 != "pg_recvlogical" { r[$2] = r[$2] " " $5; c[$2] = c[$2] " " $8 }
@@ -420,6 +443,7 @@ elif [[ $SKIP_HOST != 1 ]]; then
   if [[ $HOST_STATUS == ok ]]; then
     printf '%-16s %10.2f %12.0f %8s %13s\n' cdc-host "$HOST_WALL" "$HOST_CPS" "$HOST_CPU" "$HOST_RSS"
     printf 'ratio host/recvlogical (changes/s): %.2f\n' "$(calc "$HOST_CPS / $RECV_CPS")"
+    echo "walsender CPU s per million changes / share of wall: pg_recvlogical $(ws_text "$RECV_WS" "$RECV_WALL"), cdc-host $(ws_text "$HOST_WS" "$HOST_WALL")"
   else
     printf '%-16s %10s %12s %8s %13s   (%s)\n' cdc-host - - "$HOST_CPU" "$HOST_RSS" "$HOST_STATUS"
   fi

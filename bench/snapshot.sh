@@ -17,7 +17,11 @@
 # Env: ROWS (5000000), WORKERS ("1 2 4"), FORMATS ("binary"; "binary text" compares the two
 # COPY formats), CHUNK_ROWS (cdc-host's default when unset), MEMORY_BUDGET_MB (256),
 # CARGO_TARGET_DIR (/var/tmp/cdc-host-target), SKIP_BUILD=1 with HOST_BIN to bench a built
-# binary, CDC_TEST_PG_BIN (/usr/lib/postgresql/15/bin).
+# binary, CDC_TEST_PG_BIN (/usr/lib/postgresql/15/bin), HOST_RUST_LOG (warn; with
+# cdc_host::source::snapshot=debug the chunks' COPY, permit-wait and watermark times are summed). ROUNDS (1) repeats the COPY reference
+# and every run; HOST_BINS="a b" (with SKIP_BUILD=1) compares builds on the same table,
+# alternated round by round, each run's ratio to its own round's COPY, medians at the end:
+#   ROUNDS=3 WORKERS=1 SKIP_BUILD=1 HOST_BINS="/tmp/cdc-host-before /tmp/cdc-host-after" bench/snapshot.sh
 set -euo pipefail
 
 ROWS=${ROWS:-5000000}
@@ -37,11 +41,15 @@ log() { printf '[snapshot %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 /usr/bin/time -v true >/dev/null 2>&1 || die "/usr/bin/time (GNU time) missing: apt-get install time"
 
 HOST_BIN=${HOST_BIN:-$CARGO_TARGET_DIR/release/cdc-host}
+# HOST_BINS: several builds compared on the same table, alternated round by round.
+HOST_BINS=${HOST_BINS:-$HOST_BIN}
+ROUNDS=${ROUNDS:-1}
+[[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 ]] || die "ROUNDS must be a positive integer"
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
   log "cargo build --release -p cdc-host"
   (cd "$REPO" && cargo build --release -p cdc-host)
 fi
-[[ -x $HOST_BIN ]] || die "$HOST_BIN not built"
+for b in $HOST_BINS; do [[ -x $b ]] || die "$b not built"; done
 
 # shellcheck source=../scripts/pg-throwaway.sh
 source "$REPO/scripts/pg-throwaway.sh"
@@ -74,23 +82,27 @@ SIZE_MB=$(sql "SELECT pg_total_relation_size('bench') / 1048576")
 log "loaded in $(printf '%.0f' "$(calc "$(now) - $t0")") s: ${SIZE_MB} MB"
 
 # --- the reference: COPY on one connection -------------------------------------------------
-# Twice, the second one timed (the first warms the page cache, as the host runs see it).
+# Warmed once (the page cache, as the host runs see it), then timed once per round: this
+# machine's speed drifts, so each run's ratio is to the COPY of its own round.
 pg_psql bench -c "COPY (SELECT * FROM bench) TO STDOUT" >/dev/null
-t0=$(now)
-/usr/bin/time -v -o "$DIR/copy.time" "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench \
-  -c "COPY (SELECT * FROM bench) TO STDOUT" >/dev/null
-COPY_WALL=$(calc "$(now) - $t0")
-read -r COPY_CPU COPY_RSS _ < <(parse_time "$DIR/copy.time")
-COPY_RPS=$(calc "$ROWS / $COPY_WALL")
-log "COPY: $(printf '%.2f' "$COPY_WALL") s"
+copy_ref() {
+  local t0
+  t0=$(now)
+  /usr/bin/time -v -o "$DIR/copy.time" "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench \
+    -c "COPY (SELECT * FROM bench) TO STDOUT" >/dev/null
+  COPY_WALL=$(calc "$(now) - $t0")
+  read -r COPY_CPU COPY_RSS _ < <(parse_time "$DIR/copy.time")
+  COPY_RPS=$(calc "$ROWS / $COPY_WALL")
+  log "COPY: $(printf '%.2f' "$COPY_WALL") s"
+}
 
-# --- cdc-host, one run per worker count ----------------------------------------------------
-RESULTS=()
-for fmt in $FORMATS; do
-for w in $WORKERS; do
-  slot="s_snap_${fmt}_w$w"
+# --- cdc-host, one run per binary, format and worker count ---------------------------------
+# snapshot_run BIN FMT W TAG: one initial snapshot; appends a line to RESULTS.
+snapshot_run() {
+  local bin=$1 fmt=$2 w=$3 tag=$4 binary t0 wall cpu rss rows ranges faults switches left pending total
+  local slot="s_snap_$tag"
   binary=$([[ $fmt == text ]] && echo false || echo true)
-  cat >"$DIR/cfg_$w.toml" <<TOML
+  cat >"$DIR/cfg_$tag.toml" <<TOML
 [source]
 dsn = "postgres://postgres@127.0.0.1:$PG_PORT/bench?sslmode=disable"
 slot = "$slot"
@@ -107,14 +119,14 @@ type = "stdout"
 format = "json"
 TOML
   sql "DELETE FROM cdc_host.snapshots" >/dev/null 2>&1 || true
-  log "cdc-host, $w worker(s), COPY $fmt"
+  log "cdc-host $(basename "$bin"), $w worker(s), COPY $fmt"
   t0=$(now)
-  RUST_LOG=warn /usr/bin/time -v -o "$DIR/host_$w.time" "$HOST_BIN" run "$DIR/cfg_$w.toml" >/dev/null 2>"$DIR/host_$w.log" &
+  RUST_LOG=${HOST_RUST_LOG:-warn} /usr/bin/time -v -o "$DIR/host_$tag.time" "$bin" run "$DIR/cfg_$tag.toml" >/dev/null 2>"$DIR/host_$tag.log" &
   HOST_PID=$!
   # Done when every table (range) of the snapshot is done.
   while :; do
     sleep 0.2
-    kill -0 "$HOST_PID" 2>/dev/null || { tail -n 20 "$DIR/host_$w.log" >&2; die "cdc-host exited"; }
+    kill -0 "$HOST_PID" 2>/dev/null || { tail -n 20 "$DIR/host_$tag.log" >&2; die "cdc-host exited"; }
     left=$(sql "SELECT count(*) FILTER (WHERE state <> 'done') || ' ' || count(*) FROM cdc_host.snapshots WHERE slot = '$slot'" 2>/dev/null || echo "1 0")
     read -r pending total <<<"$left"
     [[ $total -gt 0 && $pending -eq 0 ]] && break
@@ -124,7 +136,7 @@ TOML
   pkill -TERM -P "$HOST_PID" || true
   wait "$HOST_PID" || true
   HOST_PID=
-  read -r cpu rss _ < <(parse_time "$DIR/host_$w.time")
+  read -r cpu rss _ < <(parse_time "$DIR/host_$tag.time")
   rows=$(sql "SELECT sum(rows_done) FROM cdc_host.snapshots WHERE slot = '$slot'")
   [[ $rows -ge $ROWS ]] || die "only $rows of $ROWS rows delivered"
   ranges=$(sql "SELECT count(*) FROM cdc_host.snapshots WHERE slot = '$slot'")
@@ -134,20 +146,51 @@ TOML
     sleep 0.1
   done
   sql "SELECT pg_drop_replication_slot('$slot')" >/dev/null
-  faults=$(awk -F': ' '/Minor \(reclaiming a frame\) page faults/ {print $2}' "$DIR/host_$w.time")
-  switches=$(awk -F': ' '/Voluntary context switches/ {v=$2} /Involuntary context switches/ {i=$2} END {print v "+" i}' "$DIR/host_$w.time")
+  faults=$(awk -F': ' '/Minor \(reclaiming a frame\) page faults/ {print $2}' "$DIR/host_$tag.time")
+  switches=$(awk -F': ' '/Voluntary context switches/ {v=$2} /Involuntary context switches/ {i=$2} END {print v "+" i}' "$DIR/host_$tag.time")
   log "cdc-host, $w worker(s): $(printf '%.2f' "$wall") s, $ranges range(s), $faults minor page faults, $switches (in)voluntary context switches"
-  RESULTS+=("$w $fmt $ranges $wall $cpu $rss")
-done
+  # With HOST_RUST_LOG=cdc_host::source::snapshot=debug: where the chunks' time went.
+  grep -q 'snapshot chunk timings' "$DIR/host_$tag.log" 2>/dev/null &&
+    log "chunks: $(grep 'snapshot chunk timings' "$DIR/host_$tag.log" | sed 's/\x1b\[[0-9;]*m//g' | awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] ~ /_ms$/) t[kv[1]] += kv[2] } n++ }
+      END { printf "%d chunks, sum", n; for (k in t) printf " %s=%d", k, t[k] }')"
+  RESULTS+=("$round $(basename "$bin") $w $fmt $ranges $wall $cpu $rss $COPY_RPS")
+}
+
+RESULTS=()
+read -r -a BINS <<<"$HOST_BINS"
+for ((round = 1; round <= ROUNDS; round++)); do
+  copy_ref
+  # Each round starts with a different binary, so none always runs first.
+  for ((j = 0; j < ${#BINS[@]}; j++)); do
+    b=$(((j + round - 1) % ${#BINS[@]}))
+    for fmt in $FORMATS; do
+      for w in $WORKERS; do
+        snapshot_run "${BINS[$b]}" "$fmt" "$w" "r${round}_b${b}_${fmt}_w$w"
+      done
+    done
+  done
 done
 
 # --- report --------------------------------------------------------------------------------
 printf '\nsnapshot of %s rows (%s MB table), chunk_rows %s, memory_budget_mb %s, %s cores\n' \
   "$ROWS" "$SIZE_MB" "${CHUNK_ROWS:-default}" "$MEMORY_BUDGET_MB" "$(nproc)"
-printf '%-22s %8s %10s %8s %8s %9s %8s\n' tool ranges wall_s rows/s cpu_s peak_MB x_COPY
-printf '%-22s %8s %10.2f %8.0f %8.2f %9.1f %8s\n' "psql COPY (1 conn)" 1 "$COPY_WALL" "$COPY_RPS" "$COPY_CPU" "$COPY_RSS" 1.00
+printf '%-5s %-30s %8s %10s %8s %8s %9s %8s\n' round tool ranges wall_s rows/s cpu_s peak_MB x_COPY
+last_round=
 for r in "${RESULTS[@]}"; do
-  read -r w fmt ranges wall cpu rss <<<"$r"
+  read -r round bin w fmt ranges wall cpu rss copy_rps <<<"$r"
+  if [[ $round != "$last_round" ]]; then
+    printf '%-5s %-30s %8s %10.2f %8.0f %8s %9s %8s\n' "$round" "psql COPY (1 conn)" 1 "$(calc "$ROWS / $copy_rps")" "$copy_rps" - - 1.00
+    last_round=$round
+  fi
   rps=$(calc "$ROWS / $wall")
-  printf '%-22s %8s %10.2f %8.0f %8.2f %9.1f %8.2f\n' "cdc-host w=$w $fmt" "$ranges" "$wall" "$rps" "$cpu" "$rss" "$(calc "$rps / $COPY_RPS")"
+  label="cdc-host w=$w $fmt"
+  ((${#BINS[@]} > 1)) && label+=" $bin"
+  printf '%-5s %-30s %8s %10.2f %8.0f %8.2f %9.1f %8.2f\n' "$round" "$label" "$ranges" "$wall" "$rps" "$cpu" "$rss" "$(calc "$rps / $copy_rps")"
 done
+if ((ROUNDS > 1)); then
+  echo "median over $ROUNDS rounds (x_COPY to each round's COPY; cpu_s):"
+  printf '%s\n' "${RESULTS[@]}" | awk -v rows="$ROWS" '{ k = "w=" $3 " " $4 " " $2; x[k] = x[k] " " (rows / $6) / $9; c[k] = c[k] " " $7 }
+    function med(s,   a, n, i, j, t) { n = split(s, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+    END { for (k in x) printf "  %-40s x_COPY %.2f   cpu_s %.2f\n", k, med(x[k]), med(c[k]) }'
+fi

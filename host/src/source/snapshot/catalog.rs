@@ -49,6 +49,10 @@ pub struct Described {
     /// Whether chunks are copied in COPY's binary format: every column has a binary
     /// decoder (and so a send function), and `[source.snapshot] binary` allows it.
     pub binary: bool,
+    /// A binary chunk also selects the key columns as text (`key::text`), for the next
+    /// chunk's lower bound: some key column's type is not one cdc-host prints itself
+    /// (`key::prints_key_text`).
+    pub server_key_text: bool,
 }
 
 /// `"schema"."table"`.
@@ -222,6 +226,7 @@ pub async fn describe(
         row_filter,
         estimate,
         binary: false,
+        server_key_text: true,
     })
 }
 
@@ -351,6 +356,13 @@ impl Described {
         } else {
             format!(" WHERE {}", conds.join(" AND "))
         };
+        if self.binary && !self.server_key_text {
+            // The next chunk's bound is printed from the last row's key values.
+            return format!(
+                "COPY (SELECT {cols} FROM {} {cond} ORDER BY {keys} LIMIT {limit}) TO STDOUT (FORMAT binary)",
+                qualified(&t.schema, &t.name)
+            );
+        }
         if self.binary {
             // The key again as text: the next chunk's bound is written as text literals.
             let key_text = self

@@ -133,8 +133,8 @@ impl Tuples {
 }
 
 /// Types one binary COPY row against `table`'s columns: the columns' values in their send
-/// formats, then the key columns again as text (`key::text`: the next chunk's lower bound
-/// is written as text literals; see [`binary_key_text`]).
+/// formats, then `key_count` more fields — the key columns again as text when the chunk
+/// query asked for them (`key::text`, see [`binary_key_text`]), which are not typed.
 pub fn typed_binary_row(
     table: &Table,
     key_count: usize,

@@ -15,7 +15,7 @@ use tokio_postgres::SimpleQueryMessage;
 
 use super::catalog::{self, CatalogError, Described};
 use super::copy::{binary_key_text, typed_binary_row, typed_row, BinaryCopy, CopyError, Tuples};
-use super::key::key_hash;
+use super::key::{key_hash, key_text, prints_key_text};
 use super::state::{self, Job};
 use super::{Chunk, Delivered, Event, Link, Watermark, STATE_SCHEMA, WATERMARK_PREFIX};
 use crate::config::SnapshotConfig;
@@ -88,6 +88,10 @@ impl Setup {
                 .columns
                 .iter()
                 .all(|c| crate::value::has_binary_decoder(&c.type_info));
+        desc.server_key_text = !desc
+            .key
+            .iter()
+            .all(|&k| prints_key_text(&desc.table.columns[k].type_info));
         Ok(desc)
     }
 }
@@ -675,12 +679,17 @@ impl Worker {
                     b.rows(&msg, &mut tuples)
                         .map_err(|e| format!("{table}: {e}"))?;
                     let mut taken = None;
+                    let extra = if desc.server_key_text {
+                        desc.key.len()
+                    } else {
+                        0
+                    };
                     for t in tuples.iter() {
-                        if take(typed_binary_row(&desc.table, desc.key.len(), &msg, t))? {
+                        if take(typed_binary_row(&desc.table, extra, &msg, t))? {
                             taken = Some(t);
                         }
                     }
-                    if let Some(t) = taken {
+                    if let Some(t) = taken.filter(|_| desc.server_key_text) {
                         last_key = binary_key_text(&desc.table, &msg, t);
                     }
                 }
@@ -694,7 +703,16 @@ impl Worker {
             cut_at_byte_share = more && rows.len() < limit,
             "snapshot chunk copied"
         );
-        if !rows.is_empty() {
+        if let (true, false, Some((_, row))) = (desc.binary, desc.server_key_text, rows.last()) {
+            // The key's text printed from the last row's values (`prints_key_text`).
+            let text = desc
+                .key
+                .iter()
+                .map(|&k| row.0.get(k).and_then(key_text))
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| format!("{table}: a key value of the last row cannot be printed"))?;
+            upper = Some(text);
+        } else if !rows.is_empty() {
             upper = Some(
                 last_key
                     .into_iter()

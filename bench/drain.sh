@@ -330,7 +330,7 @@ EOF
   HOST_STATUS=timeout
   local ws=
   while :; do
-    poll_sql "SELECT coalesce(confirmed_flush_lsn >= '$END_LSN'::pg_lsn, false) || '|' || coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = '$slot';"
+    poll_sql "SELECT CASE WHEN confirmed_flush_lsn >= '$END_LSN'::pg_lsn THEN 't' ELSE 'f' END || '|' || coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = '$slot';"
     done_=${POLL_OUT%%|*} p=${POLL_OUT#*|}
     if [[ $p != 0 ]]; then proc_ticks "$p"; [[ -n $TICKS ]] && ws=$TICKS; fi
     if [[ $done_ == t ]]; then HOST_STATUS=ok; break; fi

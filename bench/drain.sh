@@ -48,6 +48,10 @@
 # A mode may name its own binary, to compare two builds on the same backlog, alternated:
 #   HOST_MODES="text text@/tmp/cdc-host-before" ROUNDS=4 SKIP_BUILD=1 bench/drain.sh
 #
+# The walsender serving each drain is sampled from /proc while it runs: its CPU seconds per
+# million changes and its share of the drain's wall time are printed (busy near 100%: the
+# server, not the client, sets the pace).
+#
 # Notes: the s_recv drain runs first, so the WAL is in the page cache for
 # both. pg_recvlogical reports its position when it reaches --endpos; for
 # cdc-host the measured wall time includes however long it takes to confirm

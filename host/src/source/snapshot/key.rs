@@ -59,16 +59,11 @@ pub fn key_text(v: &Value) -> Option<String> {
         Value::Int8(i) => i.to_string(),
         Value::Numeric(n) => n.as_str().to_owned(),
         Value::Text(t) => t.as_str().to_owned(),
-        Value::Uuid(u) => {
-            let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-            format!(
-                "{}-{}-{}-{}-{}",
-                hex(&u[0..4]),
-                hex(&u[4..6]),
-                hex(&u[6..8]),
-                hex(&u[8..10]),
-                hex(&u[10..16])
-            )
+        // `to_jsonb` prints a uuid as `uuid_out` does, in quotes.
+        Value::Uuid(_) => {
+            let mut quoted = Vec::with_capacity(38);
+            write_json(v, &mut quoted);
+            String::from_utf8(quoted.get(1..quoted.len().saturating_sub(1))?.to_vec()).ok()?
         }
         _ => return None,
     })

@@ -644,6 +644,12 @@ impl Worker {
         pin_mut!(stream);
         let mut scratch = Vec::new();
         let mut binary = desc.binary.then(BinaryCopy::default);
+        // Fields a binary row has after the columns: the key as text, when the query asks.
+        let key_fields = if desc.server_key_text {
+            desc.key.len()
+        } else {
+            0
+        };
         let mut tuples = Tuples::default();
         // COPY bytes received so far; past the cap the chunk ends at the rows it has (they
         // are all from this chunk's window, and the next chunk starts after the last).
@@ -679,13 +685,8 @@ impl Worker {
                     b.rows(&msg, &mut tuples)
                         .map_err(|e| format!("{table}: {e}"))?;
                     let mut taken = None;
-                    let extra = if desc.server_key_text {
-                        desc.key.len()
-                    } else {
-                        0
-                    };
                     for t in tuples.iter() {
-                        if take(typed_binary_row(&desc.table, extra, &msg, t))? {
+                        if take(typed_binary_row(&desc.table, key_fields, &msg, t))? {
                             taken = Some(t);
                         }
                     }

@@ -81,6 +81,11 @@ pub struct EncodedBatch {
     /// transaction of a batch is whole (its commit is in it). The NATS sink's atomic mode
     /// marks the chunk that ends a transaction by it.
     pub continues: bool,
+    /// Every message's payload in order, each followed by `\n`, as one buffer — when the
+    /// encoder laid the batch out that way (it writes the payloads back to back anyway):
+    /// the stdout sink then writes it in one call instead of copying every line into a
+    /// buffer of its own. `None` for a batch filtered or built otherwise.
+    pub lines: Option<bytes::Bytes>,
 }
 
 /// Why a sink could not acknowledge a batch. Transient failures (a server down, a 5xx) are

@@ -331,6 +331,30 @@ mod tests {
         }
     }
 
+    /// A batch's lines are its payloads, each followed by a newline, in one buffer.
+    #[test]
+    fn a_batch_is_its_payloads_as_lines() {
+        let t = table(1, "t", &["id", "v"]);
+        let changes = [
+            update(&t, &[1, 2]),
+            update(&t, &[3, 4]),
+            update(&t, &[5, 6]),
+        ];
+        let ctx = crate::encode::EncodeContext {
+            database: "db".into(),
+            server_name: "slot".into(),
+        };
+        let batch = crate::encode::encode_batch(9, &changes, crate::config::Format::Json, &ctx);
+        let mut expected = Vec::new();
+        for m in &batch.messages {
+            assert!(!m.payload.ends_with(b"\n"));
+            expected.extend_from_slice(&m.payload);
+            expected.push(b'\n');
+        }
+        assert_eq!(batch.messages.len(), 3);
+        assert_eq!(batch.lines.as_deref(), Some(&expected[..]));
+    }
+
     /// The images as serde_json writes them (its escapes agree with Postgres' for these
     /// names): what the cached names must add up to.
     fn images(t: &Table, values: &[i32]) -> serde_json::Value {

@@ -35,8 +35,9 @@ fn slot(format: Format) -> usize {
     }
 }
 
-/// Encodes every change into one contiguous buffer; each message's payload is a slice of
-/// it, so a batch costs one large allocation rather than one per change.
+/// Encodes every change into one contiguous buffer, each followed by a newline; each
+/// message's payload is a slice of it (without the newline), so a batch costs one large
+/// allocation rather than one per change, and the whole buffer is the batch's lines.
 pub fn encode_batch(
     seq: u64,
     changes: &[Change],
@@ -59,12 +60,15 @@ pub fn encode_batch(
             Format::JsonTyped => crate::transform::replay::write_typed(change, &mut buf),
         }
         ends.push(buf.len());
+        // Not part of the payload: the newline that makes the buffer the batch's lines.
+        buf.push(b'\n');
     }
     if let Some(avg) = buf.len().checked_div(changes.len()) {
         // A little over the average: a batch of slightly wider rows still fits.
         BYTES_PER_CHANGE.with(|b| b[slot(format)].set((avg + avg / 8).clamp(64, 1 << 16)));
     }
     let buf = Bytes::from(buf);
+    let lines = buf.clone();
     let mut start = 0;
     // Neighbouring changes share their LSNs (a transaction's commit LSN; a snapshot
     // chunk's reads share both): the previous text is copied rather than formatted again.
@@ -75,7 +79,7 @@ pub fn encode_batch(
         .zip(ends)
         .map(|(c, end)| {
             let payload = buf.slice(start..end);
-            start = end;
+            start = end + 1;
             Message {
                 id: c.id().to_text(),
                 schema: c.table.as_ref().map(|t| Arc::clone(&t.schema)),
@@ -97,6 +101,7 @@ pub fn encode_batch(
         seq,
         messages,
         continues: false,
+        lines: Some(lines),
     }
 }
 

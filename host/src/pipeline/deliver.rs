@@ -280,6 +280,7 @@ impl Lane {
             seq: batch.seq,
             messages,
             continues: batch.continues,
+            lines: None,
         })
     }
 }

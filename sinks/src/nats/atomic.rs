@@ -320,6 +320,7 @@ mod tests {
                 })
                 .collect(),
             continues,
+            lines: None,
         }
     }
 

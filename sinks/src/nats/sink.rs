@@ -156,6 +156,7 @@ impl NatsSink {
                     seq: batch.seq,
                     messages: batch.messages[c.start..c.end].to_vec(),
                     continues: false,
+                    lines: None,
                 };
                 self.deliver_plain(&part, &prepared[c.start..c.end]).await?;
                 next += 1;

@@ -30,6 +30,12 @@ impl Sink for StdoutSink {
         // Blocking writes (a slow pipe reader) must not stall the async workers.
         let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let stdout = std::io::stdout();
+            if let Some(lines) = &batch.lines {
+                // Already laid out as lines: one write, no copy on our side.
+                let mut out = stdout.lock();
+                out.write_all(lines)?;
+                return out.flush();
+            }
             let mut out = std::io::BufWriter::with_capacity(BUFFER, stdout.lock());
             for m in &batch.messages {
                 out.write_all(&m.payload)?;

@@ -38,6 +38,7 @@ fn txns(seq: u64, list: &[(u64, u64)]) -> Arc<EncodedBatch> {
             .flat_map(|&(t, n)| (0..n).map(move |i| change(t, i)))
             .collect(),
         continues: false,
+        lines: None,
     })
 }
 
@@ -207,6 +208,7 @@ async fn a_transaction_over_the_limit_goes_out_as_ordered_atomic_chunks() {
             .chain((0..2).map(|i| change(0x600, i)))
             .collect(),
         continues: false,
+        lines: None,
     });
     deliver(&mut sink, rest).await.unwrap();
 

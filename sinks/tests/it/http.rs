@@ -44,6 +44,7 @@ fn batch(seq: u64, messages: Vec<Message>) -> Arc<EncodedBatch> {
         seq,
         messages,
         continues: false,
+        lines: None,
     })
 }
 

@@ -36,6 +36,7 @@ fn batch(seq: u64, range: std::ops::Range<u64>) -> Arc<EncodedBatch> {
     Arc::new(EncodedBatch {
         seq,
         continues: false,
+        lines: None,
         messages: range.map(|i| message(i, "public", "users")).collect(),
     })
 }
@@ -272,6 +273,7 @@ async fn a_refused_message_ends_the_ordered_batch_on_a_replicated_stream() {
         Arc::new(EncodedBatch {
             seq: 1,
             continues: false,
+            lines: None,
             messages,
         }),
     )
@@ -442,6 +444,7 @@ async fn delivering_a_batch_twice_stores_each_id_once() {
     let custom = Arc::new(EncodedBatch {
         seq: 3,
         continues: false,
+        lines: None,
         messages: (0..200)
             .map(|i| {
                 let mut m = message(10_000 + i, "public", "users");
@@ -693,6 +696,7 @@ async fn routes_into_a_second_stream_keep_both_in_order() {
         Arc::new(EncodedBatch {
             seq,
             continues: false,
+            lines: None,
             messages: range
                 .map(|i| {
                     let mut m = message(i, "public", "users");
@@ -905,6 +909,7 @@ async fn subjects_follow_the_template_and_routes() {
     let b = Arc::new(EncodedBatch {
         seq: 1,
         continues: false,
+        lines: None,
         messages: vec![plain, no_names, routed],
     });
     deliver(&mut sink, b).await.unwrap();
@@ -926,6 +931,7 @@ async fn subjects_follow_the_template_and_routes() {
     let b = Arc::new(EncodedBatch {
         seq: 2,
         continues: false,
+        lines: None,
         messages: vec![message(5, "public", "users"), bad],
     });
     match deliver(&mut sink, b).await {
@@ -940,6 +946,7 @@ async fn subjects_follow_the_template_and_routes() {
     let b = Arc::new(EncodedBatch {
         seq: 3,
         continues: false,
+        lines: None,
         messages: vec![empty_token],
     });
     assert!(matches!(
@@ -953,6 +960,7 @@ async fn subjects_follow_the_template_and_routes() {
     let b = Arc::new(EncodedBatch {
         seq: 4,
         continues: false,
+        lines: None,
         messages: vec![elsewhere],
     });
     let err = deliver(&mut sink, b).await.unwrap_err().to_string();
@@ -972,6 +980,7 @@ async fn subjects_follow_the_template_and_routes() {
     let b = Arc::new(EncodedBatch {
         seq: 5,
         continues: false,
+        lines: None,
         messages: vec![huge],
     });
     match deliver(&mut sink, b).await {
@@ -1082,6 +1091,7 @@ async fn a_publish_permission_violation_is_a_clear_error() {
     let b = Arc::new(EncodedBatch {
         seq: 2,
         continues: false,
+        lines: None,
         messages: vec![secret],
     });
     let err = deliver(&mut sink, b).await.unwrap_err().to_string();
@@ -1205,6 +1215,7 @@ async fn throughput() {
             Arc::new(EncodedBatch {
                 seq: b + 1,
                 continues: false,
+                lines: None,
                 messages: (b * PER_BATCH..(b + 1) * PER_BATCH)
                     .map(|i| Message {
                         payload: payload.clone(),

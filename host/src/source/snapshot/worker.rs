@@ -644,12 +644,11 @@ impl Worker {
         pin_mut!(stream);
         let mut scratch = Vec::new();
         let mut binary = desc.binary.then(BinaryCopy::default);
-        // Fields a binary row has after the columns: the key as text, when the query asks.
-        let key_fields = if desc.server_key_text {
-            desc.key.len()
-        } else {
-            0
-        };
+        // A binary chunk of a table whose key cdc-host prints itself (`prints_key_text`)
+        // selects no key text: the next bound is printed from the last row's values.
+        // Otherwise a binary row has the key again as text after its columns.
+        let prints_key = desc.binary && !desc.server_key_text;
+        let key_fields = if prints_key { 0 } else { desc.key.len() };
         let mut tuples = Tuples::default();
         // COPY bytes received so far; past the cap the chunk ends at the rows it has (they
         // are all from this chunk's window, and the next chunk starts after the last).
@@ -690,7 +689,7 @@ impl Worker {
                             taken = Some(t);
                         }
                     }
-                    if let Some(t) = taken.filter(|_| desc.server_key_text) {
+                    if let Some(t) = taken.filter(|_| !prints_key) {
                         last_key = binary_key_text(&desc.table, &msg, t);
                     }
                 }
@@ -704,8 +703,7 @@ impl Worker {
             cut_at_byte_share = more && rows.len() < limit,
             "snapshot chunk copied"
         );
-        if let (true, false, Some((_, row))) = (desc.binary, desc.server_key_text, rows.last()) {
-            // The key's text printed from the last row's values (`prints_key_text`).
+        if let Some((_, row)) = rows.last().filter(|_| prints_key) {
             let text = desc
                 .key
                 .iter()

@@ -42,9 +42,11 @@ pub struct Message {
     pub schema: Option<Arc<str>>,
     pub table: Option<Arc<str>>,
     pub op: &'static str,
-    /// WAL position of the change and of its transaction's commit, as `X/X` text.
-    pub lsn: String,
-    pub commit_lsn: String,
+    /// WAL position of the change and of its transaction's commit, as `X/X` text; shared
+    /// (a transaction's changes have one commit LSN, a snapshot chunk's reads one LSN too),
+    /// so a message costs no allocation for them.
+    pub lsn: Arc<str>,
+    pub commit_lsn: Arc<str>,
     /// A subject/route chosen by a transform; overrides the sink's template when set.
     pub route: Option<String>,
     /// Extra headers chosen by a transform.

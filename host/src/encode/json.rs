@@ -12,6 +12,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use crate::change::{Before, Change, Row, Table};
+use crate::lsn::Lsn;
 use crate::value::{write_json, write_json_str, Value};
 
 /// Appends one change as a JSON object (no newline).
@@ -37,14 +38,7 @@ pub(crate) fn write_change_as(c: &Change, out: &mut Vec<u8>, value: fn(&Value, &
             write_images_named(c, &Names::NONE, out, value);
         }
     }
-    out.extend_from_slice(b",\"lsn\":\"");
-    c.lsn.write_text(out);
-    out.extend_from_slice(b"\",\"commit_lsn\":\"");
-    c.commit_lsn.write_text(out);
-    out.extend_from_slice(b"\",\"xid\":");
-    write_json(&Value::Int8(i64::from(c.xid)), out);
-    out.extend_from_slice(b",\"commit_ts\":");
-    write_commit_ts(c.commit_ts, out);
+    write_positions(c, out);
     if let (Some(row), Some(t)) = (&c.after, &c.table) {
         write_unchanged_toast(t, row, out);
     }
@@ -73,7 +67,7 @@ pub(crate) fn write_change_as(c: &Change, out: &mut Vec<u8>, value: fn(&Value, &
     if let Some(r) = &c.read {
         // Which snapshot (or backfill) the row belongs to; `last` marks its final row.
         out.extend_from_slice(b",\"snapshot\":{\"id\":");
-        write_json(&Value::Int8(i64::from(r.key.snapshot)), out);
+        push_u32(out, r.key.snapshot);
         out.extend_from_slice(if r.last {
             b",\"last\":true}"
         } else {
@@ -91,21 +85,57 @@ pub(crate) fn write_change_as(c: &Change, out: &mut Vec<u8>, value: fn(&Value, &
     out.push(b'}');
 }
 
-thread_local! {
-    /// The last `commit_ts` written and its JSON: a transaction's changes (and a snapshot
-    /// chunk's rows) share one, and formatting a timestamp is a fair share of a change.
-    static LAST_COMMIT_TS: RefCell<(Option<i64>, Vec<u8>)> = const { RefCell::new((None, Vec::new())) };
+/// The text of the fields a transaction's changes share (`commit_lsn`, `xid`, `commit_ts`),
+/// and of the last `lsn`, as last written.
+#[derive(Default)]
+struct Positions {
+    lsn: Option<(Lsn, Vec<u8>)>,
+    txn: Option<((Lsn, u32, i64), Vec<u8>)>,
 }
 
-fn write_commit_ts(ts: i64, out: &mut Vec<u8>) {
-    LAST_COMMIT_TS.with_borrow_mut(|(last, text)| {
-        if *last != Some(ts) {
-            text.clear();
-            write_json(&Value::TimestampTz(ts), text);
-            *last = Some(ts);
-        }
-        out.extend_from_slice(text);
+thread_local! {
+    /// A transaction's changes share their commit LSN, xid and commit time, and a snapshot
+    /// chunk's reads their LSN too: their text is copied rather than formatted again per
+    /// change (a timestamp, two LSNs and an integer were a tenth of a snapshot row's
+    /// encoding).
+    static POSITIONS: RefCell<Positions> = RefCell::new(Positions::default());
+}
+
+/// `,"lsn":"…","commit_lsn":"…","xid":…,"commit_ts":"…"`.
+fn write_positions(c: &Change, out: &mut Vec<u8>) {
+    POSITIONS.with_borrow_mut(|p| {
+        let lsn = match &mut p.lsn {
+            Some((at, text)) if *at == c.lsn => text,
+            slot => {
+                let mut text = Vec::with_capacity(32);
+                text.extend_from_slice(b",\"lsn\":\"");
+                c.lsn.write_text(&mut text);
+                text.push(b'"');
+                &mut slot.insert((c.lsn, text)).1
+            }
+        };
+        out.extend_from_slice(lsn);
+        let key = (c.commit_lsn, c.xid, c.commit_ts);
+        let txn = match &mut p.txn {
+            Some((at, text)) if *at == key => text,
+            slot => {
+                let mut text = Vec::with_capacity(96);
+                text.extend_from_slice(b",\"commit_lsn\":\"");
+                c.commit_lsn.write_text(&mut text);
+                text.extend_from_slice(b"\",\"xid\":");
+                push_u32(&mut text, c.xid);
+                text.extend_from_slice(b",\"commit_ts\":");
+                write_json(&Value::TimestampTz(c.commit_ts), &mut text);
+                &mut slot.insert((key, text)).1
+            }
+        };
+        out.extend_from_slice(txn);
     });
+}
+
+/// `v` in decimal.
+fn push_u32(out: &mut Vec<u8>, v: u32) {
+    write_json(&Value::Int8(i64::from(v)), out);
 }
 
 /// `"route":…,"headers":{…}`, present only when a transform set them.

@@ -71,7 +71,7 @@ pub fn encode_batch(
     let lines = buf.clone();
     let mut start = 0;
     // Neighbouring changes share their LSNs (a transaction's commit LSN; a snapshot
-    // chunk's reads share both): the previous text is copied rather than formatted again.
+    // chunk's reads share both): the previous text is shared rather than formatted again.
     let mut lsn_text = LsnText::default();
     let mut commit_lsn_text = LsnText::default();
     let messages = changes
@@ -107,15 +107,15 @@ pub fn encode_batch(
 
 /// The last LSN formatted, and its text.
 #[derive(Default)]
-struct LsnText(Option<(Lsn, String)>);
+struct LsnText(Option<(Lsn, Arc<str>)>);
 
 impl LsnText {
-    fn of(&mut self, lsn: Lsn) -> String {
+    fn of(&mut self, lsn: Lsn) -> Arc<str> {
         match &self.0 {
-            Some((last, text)) if *last == lsn => text.clone(),
+            Some((last, text)) if *last == lsn => Arc::clone(text),
             _ => {
-                let text = lsn.to_text();
-                self.0 = Some((lsn, text.clone()));
+                let text: Arc<str> = lsn.to_text().into();
+                self.0 = Some((lsn, Arc::clone(&text)));
                 text
             }
         }

@@ -109,6 +109,12 @@ impl Numeric {
     }
 }
 
+/// Whether `b` is UTF-8: SIMD validation (`simdutf8`), several times the standard
+/// library's speed on the text of a snapshot's rows, where it was 2–3% of the host's CPU.
+fn is_utf8(b: &[u8]) -> bool {
+    simdutf8::basic::from_utf8(b).is_ok()
+}
+
 /// UTF-8-validated text sharing the network buffer.
 ///
 /// The bytes are validated once at construction; the field is private so the
@@ -119,16 +125,20 @@ pub struct PgText(Bytes);
 impl PgText {
     /// Validates `bytes` as UTF-8 without copying them.
     pub fn new(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
-        std::str::from_utf8(&bytes)?;
+        if !is_utf8(&bytes) {
+            // The standard library's error says where the text stops being UTF-8.
+            std::str::from_utf8(&bytes)?;
+        }
         Ok(PgText(bytes))
     }
 
     /// [`PgText::new`], handing the bytes back when they are not UTF-8 (for the error
     /// message) instead of taking a second reference to them.
     pub fn try_new(bytes: Bytes) -> Result<Self, Bytes> {
-        match std::str::from_utf8(&bytes) {
-            Ok(_) => Ok(PgText(bytes)),
-            Err(_) => Err(bytes),
+        if is_utf8(&bytes) {
+            Ok(PgText(bytes))
+        } else {
+            Err(bytes)
         }
     }
 

@@ -28,6 +28,7 @@
 //! - A failed chunk (timeout, reconnect, incomplete batch, too many batches in flight) is
 //!   published again with a new batch id.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishError};
@@ -71,7 +72,7 @@ pub(super) struct Chunk {
 /// its next chunk, and that batch's sequence number.
 #[derive(Debug, Clone)]
 pub(super) struct OpenTxn {
-    commit_lsn: String,
+    commit_lsn: Arc<str>,
     next_chunk: u32,
     seq: u64,
 }
@@ -312,8 +313,8 @@ mod tests {
                     schema: None,
                     table: None,
                     op: "insert",
-                    lsn: String::new(),
-                    commit_lsn: (*l).to_string(),
+                    lsn: "".into(),
+                    commit_lsn: (*l).into(),
                     route: None,
                     headers: Vec::new(),
                     payload: bytes::Bytes::new(),

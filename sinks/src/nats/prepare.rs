@@ -163,8 +163,8 @@ pub(super) fn headers(m: &Message, p: &Prepared) -> HeaderMap {
     headers.insert(MSG_ID, m.id.clone());
     headers.insert(CDC_OP, m.op);
     headers.insert(CDC_TABLE, table);
-    headers.insert(CDC_LSN, m.lsn.clone());
-    headers.insert(CDC_COMMIT_LSN, m.commit_lsn.clone());
+    headers.insert(CDC_LSN, &*m.lsn);
+    headers.insert(CDC_COMMIT_LSN, &*m.commit_lsn);
     for (name, value) in &p.extra {
         headers.insert(name.clone(), value.clone());
     }

@@ -31,8 +31,8 @@ fn msg(n: u64, table: &str, op: &'static str) -> Message {
         schema: Some(Arc::from("public")),
         table: Some(Arc::from(table)),
         op,
-        lsn: format!("0/{:X}", 0x1_6B37_4D48_u64 + n),
-        commit_lsn: "0/16B37500".to_owned(),
+        lsn: format!("0/{:X}", 0x1_6B37_4D48_u64 + n).into(),
+        commit_lsn: "0/16B37500".into(),
         route: None,
         headers: Vec::new(),
         payload: Bytes::from(format!(r#"{{"n":{n},"table":"{table}","op":"{op}"}}"#)),
@@ -186,7 +186,7 @@ async fn per_change_mode_posts_each_change_to_its_url_with_its_headers() {
                 r.header("cdc-table"),
                 Some(format!("public.{}", m.table.as_deref().unwrap()).as_str())
             );
-            assert_eq!(r.header("cdc-lsn"), Some(m.lsn.as_str()));
+            assert_eq!(r.header("cdc-lsn"), Some(&*m.lsn));
         }
         assert_eq!(rb.header("x-tenant"), Some("acme"));
         let tags: Vec<_> = rb.headers.iter().filter(|(k, _)| k == "x-tag").collect();

@@ -24,8 +24,8 @@ fn message(i: u64, schema: &str, table: &str) -> Message {
         schema: Some(schema.into()),
         table: Some(table.into()),
         op: "insert",
-        lsn: format!("0/{:X}", 0x1000 + i),
-        commit_lsn: format!("0/{:X}", 0x2000 + i),
+        lsn: format!("0/{:X}", 0x1000 + i).into(),
+        commit_lsn: format!("0/{:X}", 0x2000 + i).into(),
         route: None,
         headers: vec![("X-Extra".to_string(), format!("extra-{i}"))],
         payload: Bytes::from(format!("{{\"n\":{i}}}")),
@@ -193,8 +193,8 @@ async fn a_batch_lands_once_in_order_with_headers() {
         assert_eq!(s.payload, m.payload);
         assert_eq!(s.header("Cdc-Op"), Some("insert"));
         assert_eq!(s.header("Cdc-Table"), Some("public.users"));
-        assert_eq!(s.header("Cdc-Lsn"), Some(m.lsn.as_str()));
-        assert_eq!(s.header("Cdc-Commit-Lsn"), Some(m.commit_lsn.as_str()));
+        assert_eq!(s.header("Cdc-Lsn"), Some(&*m.lsn));
+        assert_eq!(s.header("Cdc-Commit-Lsn"), Some(&*m.commit_lsn));
         assert_eq!(s.header("X-Extra"), Some(format!("extra-{i}").as_str()));
         // Ordered by the server's batch check, not by a header (see the next test).
         assert_eq!(s.header("Nats-Expected-Last-Msg-Id"), None, "message {i}");

@@ -6,7 +6,7 @@
 //! output functions' text), written as `to_jsonb` prints them. Read ids carry it, so a row
 //! re-sent after a crash has the same id.
 
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::change::{Row, Table};
 use crate::value::{write_json, TypeInfo, TypeKind, Value};
@@ -26,9 +26,9 @@ pub fn key_hash(table: &Table, key: &[usize], row: &Row, scratch: &mut Vec<u8>) 
         scratch.push(0);
         write_json(v, scratch);
     }
-    let mut h = Xxh3::new();
-    h.update(scratch);
-    Some(h.digest128())
+    // One shot: the streaming hasher (the same XXH3 value) copies its input into a buffer
+    // of its own first.
+    Some(xxh3_128(scratch))
 }
 
 /// Whether [`key_text`] prints every value of a key column of type `ty`: then a binary
@@ -76,6 +76,18 @@ mod tests {
     use bytes::Bytes;
 
     /// What the server prints, typed, printed again: the same text.
+    /// Read ids carry this hash: the one-shot XXH3 must give what the streaming hasher
+    /// gave before it, at every input length (short keys, and past its 256-byte buffer).
+    #[test]
+    fn the_one_shot_hash_is_the_streaming_hash() {
+        for len in [0, 1, 16, 17, 128, 129, 240, 241, 256, 257, 1000, 5000] {
+            let input: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            h.update(&input);
+            assert_eq!(xxh3_128(&input), h.digest128(), "length {len}");
+        }
+    }
+
     #[test]
     fn key_text_prints_what_the_server_prints() {
         let cases: &[(u32, &[&str])] = &[

@@ -8,15 +8,10 @@ pub(super) fn hex_digit(n: u8) -> u8 {
     HEX[usize::from(n & 0xf)]
 }
 
+/// Writes `v` in decimal (`itoa`: four digits a division, about twice the speed of
+/// [`push_padded`]'s general path; every integer column of every row goes through here).
 pub(super) fn push_i64(out: &mut Vec<u8>, v: i64) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    push_u64(out, v.unsigned_abs());
-}
-
-fn push_u64(out: &mut Vec<u8>, v: u64) {
-    push_padded(out, v, 1);
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// Writes `v` in decimal, zero-padded to at least `width` digits.
@@ -111,6 +106,26 @@ pub(super) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_are_their_decimal_text() {
+        for v in [
+            0,
+            7,
+            -7,
+            10,
+            99,
+            100,
+            -12_345,
+            5_000_000,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let mut out = b"x".to_vec();
+            push_i64(&mut out, v);
+            assert_eq!(out, format!("x{v}").into_bytes());
+        }
+    }
 
     #[test]
     fn padded_fast_paths_match_the_general_one() {

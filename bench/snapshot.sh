@@ -121,12 +121,20 @@ TOML
   sql "DELETE FROM cdc_host.snapshots" >/dev/null 2>&1 || true
   log "cdc-host $(basename "$bin"), $w worker(s), COPY $fmt"
   t0=$(now)
-  RUST_LOG=${HOST_RUST_LOG:-warn} /usr/bin/time -v -o "$DIR/host_$tag.time" "$bin" run "$DIR/cfg_$tag.toml" >/dev/null 2>"$DIR/host_$tag.log" &
+  # The worker's info lines: "snapshot of table complete" once a table (range) is done.
+  RUST_LOG="${HOST_RUST_LOG:-warn},cdc_host::source::snapshot::worker=info" /usr/bin/time -v -o "$DIR/host_$tag.time" "$bin" run "$DIR/cfg_$tag.toml" >/dev/null 2>"$DIR/host_$tag.log" &
   HOST_PID=$!
-  # Done when every table (range) of the snapshot is done.
+  # Done when every table (range) of the snapshot is done: the state table is asked only
+  # when cdc-host logs that one more is complete. Asking it every 0.2 s (a psql process and a
+  # new server backend each time, ~10 ms of CPU apiece) took 0.3–0.7 s of CPU from the run it
+  # measured on a 2-core machine; the COPY reference pays nothing like it.
+  local seen=0 complete
   while :; do
-    sleep 0.2
+    sleep 0.05
     kill -0 "$HOST_PID" 2>/dev/null || { tail -n 20 "$DIR/host_$tag.log" >&2; die "cdc-host exited"; }
+    complete=$(grep -c 'snapshot of table complete' "$DIR/host_$tag.log" || true)
+    ((complete > seen)) || continue
+    seen=$complete
     left=$(sql "SELECT count(*) FILTER (WHERE state <> 'done') || ' ' || count(*) FROM cdc_host.snapshots WHERE slot = '$slot'" 2>/dev/null || echo "1 0")
     read -r pending total <<<"$left"
     [[ $total -gt 0 && $pending -eq 0 ]] && break

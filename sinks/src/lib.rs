@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod http;
+mod id;
 mod keys;
 pub mod nats;
 mod policy;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use config::{Format, SinkConfig, SinkType};
+pub use id::IdText;
 pub use policy::Policy;
 pub use routes::RouteFilter;
 pub use stdout::StdoutSink;
@@ -37,7 +39,7 @@ pub use stdout::StdoutSink;
 pub struct Message {
     /// Stable change id (from WAL positions): the deduplication key downstream
     /// (`Nats-Msg-Id`, part of the HTTP `Idempotency-Key`).
-    pub id: String,
+    pub id: IdText,
     /// `schema`, `table`, `op`, for subject/route templates (`{schema}`, `{table}`, `{op}`).
     pub schema: Option<Arc<str>>,
     pub table: Option<Arc<str>>,

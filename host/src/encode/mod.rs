@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cdc_sinks::{EncodedBatch, Message};
+use cdc_sinks::{EncodedBatch, IdText, Message};
 
 use crate::change::Change;
 use crate::config::Format;
@@ -74,6 +74,8 @@ pub fn encode_batch(
     // chunk's reads share both): the previous text is shared rather than formatted again.
     let mut lsn_text = LsnText::default();
     let mut commit_lsn_text = LsnText::default();
+    // Each id is written here, then kept inline in its message (no allocation per change).
+    let mut id = Vec::with_capacity(64);
     let messages = changes
         .iter()
         .zip(ends)
@@ -81,7 +83,11 @@ pub fn encode_batch(
             let payload = buf.slice(start..end);
             start = end + 1;
             Message {
-                id: c.id().to_text(),
+                id: {
+                    id.clear();
+                    c.id().write_text(&mut id);
+                    IdText::from(std::str::from_utf8(&id).unwrap_or_default())
+                },
                 schema: c.table.as_ref().map(|t| Arc::clone(&t.schema)),
                 table: c.table.as_ref().map(|t| Arc::clone(&t.name)),
                 op: c.op.as_str(),

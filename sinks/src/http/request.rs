@@ -73,7 +73,7 @@ impl HttpSink {
         let first = &msgs[0].id;
         let last = &msgs[msgs.len() - 1].id;
         let key = if msgs.len() == 1 {
-            first.clone()
+            first.to_string()
         } else {
             format!("{first}..{last}")
         };
@@ -105,7 +105,7 @@ impl HttpSink {
     fn single(&self, m: &Message) -> Result<Request, SinkError> {
         let rejected = |message: String| SinkError::Rejected {
             sink: self.opts.name.clone(),
-            id: m.id.clone(),
+            id: m.id.to_string(),
             message,
         };
         let url = m.route_or(&self.opts.url);
@@ -152,7 +152,7 @@ impl HttpSink {
             url,
             body: m.payload.clone(),
             headers,
-            key: m.id.clone(),
+            key: m.id.to_string(),
         })
     }
 }

@@ -309,7 +309,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, l)| Message {
-                    id: format!("{l}-{i}"),
+                    id: format!("{l}-{i}").into(),
                     schema: None,
                     table: None,
                     op: "insert",

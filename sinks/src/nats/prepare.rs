@@ -63,7 +63,7 @@ pub(super) fn prepare(
     };
     let rejected = |message: String| SinkError::Rejected {
         sink: sink.to_owned(),
-        id: m.id.clone(),
+        id: m.id.to_string(),
         message,
     };
     let subject = subject
@@ -160,7 +160,7 @@ pub(super) fn headers(m: &Message, p: &Prepared) -> HeaderMap {
     table.push_str(m.table.as_deref().unwrap_or("_"));
     let mut headers = HeaderMap::new();
     // `prepare` rejected values with line breaks: `HeaderValue::from` cannot panic.
-    headers.insert(MSG_ID, m.id.clone());
+    headers.insert(MSG_ID, m.id.as_str());
     headers.insert(CDC_OP, m.op);
     headers.insert(CDC_TABLE, table);
     headers.insert(CDC_LSN, &*m.lsn);

@@ -273,7 +273,7 @@ impl NatsSink {
             return Verdict::Fatal(match batch.messages.get(failure.index) {
                 Some(m) => SinkError::Rejected {
                     sink: self.name.clone(),
-                    id: m.id.clone(),
+                    id: m.id.to_string(),
                     message: fatal,
                 },
                 None => self.err(fatal),
@@ -282,7 +282,7 @@ impl NatsSink {
         if let FailureKind::CoreRejected(message) = &failure.kind {
             return Verdict::Fatal(SinkError::Rejected {
                 sink: self.name.clone(),
-                id: batch.messages[failure.index].id.clone(),
+                id: batch.messages[failure.index].id.to_string(),
                 message: message.clone(),
             });
         }
@@ -292,7 +292,7 @@ impl NatsSink {
         let rejected = |message: String| {
             Verdict::Fatal(SinkError::Rejected {
                 sink: self.name.clone(),
-                id: batch.messages[failure.index].id.clone(),
+                id: batch.messages[failure.index].id.to_string(),
                 message,
             })
         };

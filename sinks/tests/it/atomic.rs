@@ -17,7 +17,7 @@ const STEP: Duration = Duration::from_secs(60);
 /// Change `ordinal` of the transaction committed at `0/<txn>`.
 fn change(txn: u64, ordinal: u64) -> Message {
     Message {
-        id: format!("{txn:016X}-{ordinal:08X}"),
+        id: format!("{txn:016X}-{ordinal:08X}").into(),
         schema: Some("public".into()),
         table: Some("orders".into()),
         op: "insert",
@@ -172,7 +172,7 @@ async fn each_transaction_is_one_atomic_batch() {
     let want: Vec<String> = sizes
         .iter()
         .chain(&[(0x500, 2)])
-        .flat_map(|&(t, n)| (0..n).map(move |i| change(t, i).id))
+        .flat_map(|&(t, n)| (0..n).map(move |i| change(t, i).id.to_string()))
         .collect();
     assert_eq!(seen.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), want);
     let groups = batches(&seen);
@@ -308,7 +308,7 @@ async fn replayed_atomic_batches_are_stored_once_in_order() {
         (0x600, 4),
     ]
     .iter()
-    .flat_map(|&(t, n)| (0..n).map(move |i| change(t, i).id))
+    .flat_map(|&(t, n)| (0..n).map(move |i| change(t, i).id.to_string()))
     .collect();
     assert_eq!(got, want);
     // Everything still went out in atomic batches (the replays stored nothing).
@@ -411,7 +411,7 @@ async fn a_server_restart_mid_publish_leaves_whole_batches_once_in_order() {
     let want: Vec<String> = list
         .iter()
         .chain(&[(TXNS + 1, 3)])
-        .flat_map(|&(t, n)| (0..n).map(move |i| change(t, i).id))
+        .flat_map(|&(t, n)| (0..n).map(move |i| change(t, i).id.to_string()))
         .collect();
     assert_eq!(got.len(), want.len(), "lost or duplicated changes");
     assert_eq!(got, want, "every change once, in order");

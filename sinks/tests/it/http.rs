@@ -27,7 +27,7 @@ fn id(n: u64) -> String {
 
 fn msg(n: u64, table: &str, op: &'static str) -> Message {
     Message {
-        id: id(n),
+        id: id(n).into(),
         schema: Some(Arc::from("public")),
         table: Some(Arc::from(table)),
         op,

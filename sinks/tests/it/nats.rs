@@ -20,7 +20,7 @@ const STEP: Duration = Duration::from_secs(60);
 
 fn message(i: u64, schema: &str, table: &str) -> Message {
     Message {
-        id: format!("0/{:X}:{i}", 0x1000 + i),
+        id: format!("0/{:X}:{i}", 0x1000 + i).into(),
         schema: Some(schema.into()),
         table: Some(table.into()),
         op: "insert",
@@ -126,7 +126,9 @@ fn ids(stored: &[Stored]) -> Vec<String> {
 }
 
 fn expected_ids(range: std::ops::Range<u64>) -> Vec<String> {
-    range.map(|i| message(i, "public", "users").id).collect()
+    range
+        .map(|i| message(i, "public", "users").id.to_string())
+        .collect()
 }
 
 /// `"2.15.1"` (or `"2.12.0-RC.1"`) -> (2, 15, 1).
@@ -237,7 +239,7 @@ async fn a_stream_without_batched_publishing_is_fenced_by_message_id() {
     for (i, s) in stored.iter().enumerate() {
         let previous = i
             .checked_sub(1)
-            .map(|p| message(p as u64, "public", "users").id);
+            .map(|p| message(p as u64, "public", "users").id.to_string());
         assert_eq!(
             s.header("Nats-Expected-Last-Msg-Id"),
             previous.as_deref(),
@@ -267,7 +269,7 @@ async fn a_refused_message_ends_the_ordered_batch_on_a_replicated_stream() {
     let mut sink = connect(js_options(&cluster.url(), "R3")).await;
     let mut messages: Vec<Message> = (0..200).map(|i| message(i, "public", "users")).collect();
     messages[120].payload = Bytes::from(vec![b'x'; 5_000]);
-    let refused = messages[120].id.clone();
+    let refused = messages[120].id.to_string();
     let err = deliver(
         &mut sink,
         Arc::new(EncodedBatch {
@@ -716,7 +718,7 @@ async fn routes_into_a_second_stream_keep_both_in_order() {
     let want = |third: bool| -> Vec<String> {
         (0..1200)
             .filter(|i| (i % 3 == 0) == third)
-            .map(|i| message(i, "public", "users").id)
+            .map(|i| message(i, "public", "users").id.to_string())
             .collect()
     };
     assert_eq!(audit, want(true));
@@ -765,7 +767,7 @@ async fn missing_acks_time_out_and_are_retried_without_duplicates() {
         .iter()
         .map(|m| m.header("Nats-Msg-Id").unwrap().to_string())
         .collect();
-    let want: Vec<_> = b.messages.iter().map(|m| m.id.clone()).collect();
+    let want: Vec<_> = b.messages.iter().map(|m| m.id.to_string()).collect();
     assert_eq!(ids, want);
 }
 

@@ -86,11 +86,14 @@ pub(crate) fn write_change_as(c: &Change, out: &mut Vec<u8>, value: fn(&Value, &
 }
 
 /// The text of the fields a transaction's changes share (`commit_lsn`, `xid`, `commit_ts`),
-/// and of the last `lsn`, as last written.
+/// and of the last `lsn`, as last written (each buffer reused when its value changes: a
+/// stream change has an LSN of its own).
 #[derive(Default)]
 struct Positions {
-    lsn: Option<(Lsn, Vec<u8>)>,
-    txn: Option<((Lsn, u32, i64), Vec<u8>)>,
+    lsn: Option<Lsn>,
+    lsn_text: Vec<u8>,
+    txn: Option<(Lsn, u32, i64)>,
+    txn_text: Vec<u8>,
 }
 
 thread_local! {
@@ -104,32 +107,27 @@ thread_local! {
 /// `,"lsn":"…","commit_lsn":"…","xid":…,"commit_ts":"…"`.
 fn write_positions(c: &Change, out: &mut Vec<u8>) {
     POSITIONS.with_borrow_mut(|p| {
-        let lsn = match &mut p.lsn {
-            Some((at, text)) if *at == c.lsn => text,
-            slot => {
-                let mut text = Vec::with_capacity(32);
-                text.extend_from_slice(b",\"lsn\":\"");
-                c.lsn.write_text(&mut text);
-                text.push(b'"');
-                &mut slot.insert((c.lsn, text)).1
-            }
-        };
-        out.extend_from_slice(lsn);
-        let key = (c.commit_lsn, c.xid, c.commit_ts);
-        let txn = match &mut p.txn {
-            Some((at, text)) if *at == key => text,
-            slot => {
-                let mut text = Vec::with_capacity(96);
-                text.extend_from_slice(b",\"commit_lsn\":\"");
-                c.commit_lsn.write_text(&mut text);
-                text.extend_from_slice(b"\",\"xid\":");
-                push_u32(&mut text, c.xid);
-                text.extend_from_slice(b",\"commit_ts\":");
-                write_json(&Value::TimestampTz(c.commit_ts), &mut text);
-                &mut slot.insert((key, text)).1
-            }
-        };
-        out.extend_from_slice(txn);
+        if p.lsn != Some(c.lsn) {
+            p.lsn = Some(c.lsn);
+            p.lsn_text.clear();
+            p.lsn_text.extend_from_slice(b",\"lsn\":\"");
+            c.lsn.write_text(&mut p.lsn_text);
+            p.lsn_text.push(b'"');
+        }
+        out.extend_from_slice(&p.lsn_text);
+        let txn = (c.commit_lsn, c.xid, c.commit_ts);
+        if p.txn != Some(txn) {
+            p.txn = Some(txn);
+            let text = &mut p.txn_text;
+            text.clear();
+            text.extend_from_slice(b",\"commit_lsn\":\"");
+            c.commit_lsn.write_text(text);
+            text.extend_from_slice(b"\",\"xid\":");
+            push_u32(text, c.xid);
+            text.extend_from_slice(b",\"commit_ts\":");
+            write_json(&Value::TimestampTz(c.commit_ts), text);
+        }
+        out.extend_from_slice(&p.txn_text);
     });
 }
 
@@ -383,6 +381,39 @@ mod tests {
         }
         assert_eq!(batch.messages.len(), 3);
         assert_eq!(batch.lines.as_deref(), Some(&expected[..]));
+    }
+
+    /// The positions' text is reused only while it repeats: each change shows its own.
+    #[test]
+    fn positions_follow_each_change() {
+        let t = table(1, "t", &["id"]);
+        let mut changes = Vec::new();
+        for (lsn, commit_lsn, xid, ts) in [
+            (8, 16, 7, 0),
+            (8, 16, 7, 0),
+            (9, 16, 7, 0),
+            (9, 0x1_0000_0020, 8, 1_000_000),
+            (10, 0x1_0000_0020, 9, 1_000_000),
+            (10, 0x1_0000_0020, 9, 2),
+        ] {
+            let mut c = update(&t, &[1]);
+            (c.lsn, c.commit_lsn, c.xid, c.commit_ts) = (Lsn(lsn), Lsn(commit_lsn), xid, ts);
+            changes.push(c);
+        }
+        for c in &changes {
+            let mut out = Vec::new();
+            write_change(c, &mut out);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["lsn"], c.lsn.to_text());
+            assert_eq!(v["commit_lsn"], c.commit_lsn.to_text());
+            assert_eq!(v["xid"], c.xid);
+            let mut ts = Vec::new();
+            write_json(&Value::TimestampTz(c.commit_ts), &mut ts);
+            assert_eq!(
+                v["commit_ts"],
+                serde_json::from_slice::<serde_json::Value>(&ts).unwrap()
+            );
+        }
     }
 
     /// The images as serde_json writes them (its escapes agree with Postgres' for these

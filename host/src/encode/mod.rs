@@ -86,7 +86,7 @@ pub fn encode_batch(
                 id: {
                     id.clear();
                     c.id().write_text(&mut id);
-                    IdText::from(std::str::from_utf8(&id).unwrap_or_default())
+                    IdText::from(std::str::from_utf8(&id).expect("a change id is ASCII"))
                 },
                 schema: c.table.as_ref().map(|t| Arc::clone(&t.schema)),
                 table: c.table.as_ref().map(|t| Arc::clone(&t.name)),

@@ -75,7 +75,6 @@ mod tests {
     use crate::value::{builtin_type, oid, parse_binary, parse_text};
     use bytes::Bytes;
 
-    /// What the server prints, typed, printed again: the same text.
     /// Read ids carry this hash: the one-shot XXH3 must give what the streaming hasher
     /// gave before it, at every input length (short keys, and past its 256-byte buffer).
     #[test]
@@ -88,6 +87,7 @@ mod tests {
         }
     }
 
+    /// What the server prints, typed, printed again: the same text.
     #[test]
     fn key_text_prints_what_the_server_prints() {
         let cases: &[(u32, &[&str])] = &[
